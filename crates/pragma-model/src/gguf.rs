@@ -1,0 +1,302 @@
+//! GGUF checkpoints (llama.cpp's format), read with candle's GGUF reader.
+//!
+//! Tensors are dequantized to f32 at load. llama.cpp's converter permutes the rows
+//! of Q and K for the `llama` architecture (so that its interleaved RoPE matches HF's
+//! rotate-half); we undo that here so the model sees HF layout from every format.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+
+use crate::config::{Arch, Config, Llama3RopeScaling};
+use crate::error::{Error, Result};
+use crate::llama::{Part, WeightSource};
+
+pub const SUPPORTED_DTYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+
+/// An open GGUF file: its metadata, tensor index and a reader.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub content: Content,
+    reader: BufReader<File>,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let mut magic = [0u8; 4];
+        let n = read_up_to(&mut reader, &mut magic).map_err(|e| Error::io(path, e))?;
+        if n < 4 || &magic != b"GGUF" {
+            return Err(Error::NotGguf {
+                path: path.to_path_buf(),
+                found: String::from_utf8_lossy(&magic[..n]).into_owned(),
+            });
+        }
+        reader.rewind().map_err(|e| Error::io(path, e))?;
+        let content = Content::read(&mut reader).map_err(|e| classify(path, e))?;
+        let mut f = Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        };
+        f.check_extent()?;
+        Ok(f)
+    }
+
+    /// Reject a truncated file up front rather than at the last tensor.
+    fn check_extent(&mut self) -> Result<()> {
+        let size = self
+            .reader
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| Error::io(&self.path, e))?;
+        let mut need = self.content.tensor_data_offset;
+        for (name, info) in &self.content.tensor_infos {
+            let n = info.shape.elem_count();
+            let bs = info.ggml_dtype.block_size();
+            if n % bs != 0 {
+                return Err(Error::CorruptGguf {
+                    path: self.path.clone(),
+                    reason: format!("tensor '{name}' has {n} elements, not a multiple of its block size {bs}"),
+                });
+            }
+            let bytes = (n / bs * info.ggml_dtype.type_size()) as u64;
+            need = need.max(self.content.tensor_data_offset + info.offset + bytes);
+        }
+        if size < need {
+            return Err(Error::CorruptGguf {
+                path: self.path.clone(),
+                reason: format!("truncated: tensor data needs {need} bytes, the file has {size}"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn missing(&self, key: &str) -> Error {
+        Error::MissingMetadata {
+            source_name: self.path.display().to_string(),
+            key: key.to_string(),
+        }
+    }
+
+    pub fn meta_str(&self, key: &str) -> Result<&str> {
+        match self.meta(key) {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(self.missing(key)),
+        }
+    }
+
+    pub fn meta_usize(&self, key: &str) -> Result<usize> {
+        self.meta(key).and_then(value_as_u64).map(|v| v as usize).ok_or_else(|| self.missing(key))
+    }
+
+    pub fn meta_f64(&self, key: &str) -> Result<f64> {
+        match self.meta(key) {
+            Some(Value::F32(v)) => Ok(*v as f64),
+            Some(Value::F64(v)) => Ok(*v),
+            Some(v) => value_as_u64(v).map(|v| v as f64).ok_or_else(|| self.missing(key)),
+            None => Err(self.missing(key)),
+        }
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Dtype of each tensor, for `pragma info`.
+    pub fn dtype_counts(&self) -> Vec<(String, usize)> {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for info in self.content.tensor_infos.values() {
+            *m.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// Dequantize one tensor to f32, in HF orientation `[rows, cols]`.
+    pub fn tensor_f32(&mut self, name: &str) -> Result<Tensor> {
+        if !self.has_tensor(name) {
+            return Err(Error::MissingTensor {
+                source_name: self.path.display().to_string(),
+                name: name.to_string(),
+            });
+        }
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(q.dequantize(&Device::Cpu)?)
+    }
+
+    /// The architecture config from `{arch}.*` metadata.
+    pub fn config(&self) -> Result<Config> {
+        let arch_name = self.meta_str("general.architecture")?.to_string();
+        let arch = Arch::parse(&arch_name)?;
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let d_model = self.meta_usize(&key("embedding_length"))?;
+        let n_heads = self.meta_usize(&key("attention.head_count"))?;
+        let n_kv_heads = self.meta_usize(&key("attention.head_count_kv")).unwrap_or(n_heads);
+        let d_head = self
+            .meta_usize(&key("attention.key_length"))
+            .unwrap_or(d_model / n_heads.max(1));
+        let vocab_size = match self.meta_usize(&key("vocab_size")) {
+            Ok(v) => v,
+            Err(_) => match self.meta("tokenizer.ggml.tokens") {
+                Some(Value::Array(a)) => a.len(),
+                _ => return Err(self.missing(&key("vocab_size"))),
+            },
+        };
+        let rope_scaling = match self.meta_str(&key("rope.scaling.type")) {
+            Ok("llama3") => Some(Llama3RopeScaling {
+                factor: self.meta_f64(&key("rope.scaling.factor"))?,
+                low_freq_factor: self.meta_f64(&key("rope.scaling.low_freq_factor")).unwrap_or(1.0),
+                high_freq_factor: self.meta_f64(&key("rope.scaling.high_freq_factor")).unwrap_or(4.0),
+                original_max_position_embeddings: self
+                    .meta_usize(&key("rope.scaling.original_context_length"))
+                    .unwrap_or(8192),
+            }),
+            _ => None,
+        };
+        let cfg = Config {
+            arch,
+            n_layers: self.meta_usize(&key("block_count"))?,
+            d_model,
+            d_mlp: self.meta_usize(&key("feed_forward_length"))?,
+            n_heads,
+            n_kv_heads,
+            d_head,
+            vocab_size,
+            context_length: self.meta_usize(&key("context_length"))?,
+            rms_norm_eps: self.meta_f64(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: self.meta_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rope_scaling,
+            rope_freq_factors: None,
+            qkv_bias: self.has_tensor("blk.0.attn_q.bias"),
+            qk_norm: self.has_tensor("blk.0.attn_q_norm.weight"),
+            tie_embeddings: !self.has_tensor("output.weight"),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn value_as_u64(v: &Value) -> Option<u64> {
+    match *v {
+        Value::U8(x) => Some(x as u64),
+        Value::U16(x) => Some(x as u64),
+        Value::U32(x) => Some(x as u64),
+        Value::U64(x) => Some(x),
+        Value::I8(x) if x >= 0 => Some(x as u64),
+        Value::I16(x) if x >= 0 => Some(x as u64),
+        Value::I32(x) if x >= 0 => Some(x as u64),
+        Value::I64(x) if x >= 0 => Some(x as u64),
+        _ => None,
+    }
+}
+
+/// Turn candle's reader errors into ours: unknown dtypes and short reads.
+fn classify(path: &Path, e: candle_core::Error) -> Error {
+    let msg = e.to_string();
+    if msg.contains("unknown dtype") {
+        let found = msg.rsplit(' ').next().unwrap_or("?").to_string();
+        return Error::UnsupportedDtype {
+            path: path.to_path_buf(),
+            tensor: "?".into(),
+            found: format!("ggml type id {found}"),
+            supported: SUPPORTED_DTYPES,
+        };
+    }
+    Error::CorruptGguf {
+        path: path.to_path_buf(),
+        reason: msg.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Undo llama.cpp's Q/K row permutation: `[n_head, dh/2, 2, d] -> [n_head, 2, dh/2, d]`.
+fn unpermute(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let rows = dims[0];
+    let dh = rows / n_head;
+    let rest: Vec<usize> = dims[1..].to_vec();
+    let mut shape = vec![n_head, dh / 2, 2];
+    shape.extend(&rest);
+    let t = w.reshape(shape)?.transpose(1, 2)?.contiguous()?;
+    Ok(t.reshape(dims)?)
+}
+
+/// Reads llama-family weights from a GGUF file.
+pub struct GgufWeights<'a> {
+    pub file: &'a mut GgufFile,
+    pub cfg: Config,
+}
+
+impl WeightSource for GgufWeights<'_> {
+    fn source_name(&self) -> String {
+        self.file.path.display().to_string()
+    }
+    fn embedding(&mut self) -> Result<Tensor> {
+        self.file.tensor_f32("token_embd.weight")
+    }
+    fn lm_head(&mut self) -> Result<Option<Tensor>> {
+        if self.file.has_tensor("output.weight") {
+            Ok(Some(self.file.tensor_f32("output.weight")?))
+        } else {
+            Ok(None)
+        }
+    }
+    fn final_norm(&mut self) -> Result<Tensor> {
+        self.file.tensor_f32("output_norm.weight")
+    }
+    fn block(&mut self, layer: usize, part: Part) -> Result<Tensor> {
+        let name = match part {
+            Part::AttnNorm => "attn_norm.weight",
+            Part::Q => "attn_q.weight",
+            Part::K => "attn_k.weight",
+            Part::V => "attn_v.weight",
+            Part::QBias => "attn_q.bias",
+            Part::KBias => "attn_k.bias",
+            Part::VBias => "attn_v.bias",
+            Part::QNorm => "attn_q_norm.weight",
+            Part::KNorm => "attn_k_norm.weight",
+            Part::O => "attn_output.weight",
+            Part::MlpNorm => "ffn_norm.weight",
+            Part::Gate => "ffn_gate.weight",
+            Part::Up => "ffn_up.weight",
+            Part::Down => "ffn_down.weight",
+        };
+        let t = self.file.tensor_f32(&format!("blk.{layer}.{name}"))?;
+        // Only llama.cpp's `llama` converter permutes Q/K (Mistral GGUFs use it too).
+        let permuted = matches!(self.cfg.arch, Arch::Llama | Arch::Mistral);
+        Ok(match part {
+            Part::Q | Part::QBias if permuted => unpermute(&t, self.cfg.n_heads)?,
+            Part::K | Part::KBias if permuted => unpermute(&t, self.cfg.n_kv_heads)?,
+            _ => t,
+        })
+    }
+}
+
+/// Is this ggml dtype one we read? (All of candle's are.)
+pub fn dtype_name(d: GgmlDType) -> String {
+    format!("{d:?}")
+}

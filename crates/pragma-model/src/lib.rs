@@ -1,0 +1,150 @@
+//! pragma-model: hooked llama-family transformers from GGUF or safetensors.
+//!
+//! This crate is the first stage of pragma's data flow (model -> activations ->
+//! methods -> benchmark -> CLI). It loads a checkpoint and its tokenizer, and runs
+//! forward passes and generation with [`hooks::Hooks`] passed into each call.
+//!
+//! ```no_run
+//! use pragma_model::{Model, hooks::{Hooks, HookPoint}, llama::{Batch, Logits}};
+//! let model = Model::load("smollm2-135m-instruct", &mut |msg| eprintln!("{msg}"))?;
+//! let ids = model.tokenizer.encode_prompt("The capital of France is")?;
+//! let mut hooks = Hooks::new();
+//! hooks.capture(HookPoint::ResidPost(10));
+//! let batch = Batch::single(&ids, model.device())?;
+//! let (logits, cache) = model.transformer.forward(&batch, &hooks, Logits::Last)?;
+//! let resid = cache.get(HookPoint::ResidPost(10))?; // [1, pos, 576]
+//! # Ok::<(), pragma_model::Error>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod gguf;
+pub mod hf;
+pub mod hooks;
+pub mod io;
+pub mod llama;
+pub mod testing;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::Serialize;
+
+pub use config::{Arch, Config};
+pub use error::{Error, Result};
+pub use llama::Transformer;
+pub use tokenizer::Tokenizer;
+
+/// The name a new user types for the default model.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// What was loaded and from where.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    /// The name or path the user gave.
+    pub spec: String,
+    /// The file or folder the weights came from.
+    pub path: PathBuf,
+    pub format: String,
+    pub name: Option<String>,
+    /// Tensor dtypes in the file and how many tensors have each.
+    pub file_dtypes: Vec<(String, usize)>,
+}
+
+/// A model ready to run: transformer, tokenizer and provenance.
+pub struct Model {
+    pub transformer: Transformer,
+    pub tokenizer: Tokenizer,
+    pub info: ModelInfo,
+}
+
+impl Model {
+    /// Load from a `.gguf` file, a Hugging Face folder (`config.json` +
+    /// `*.safetensors` + `tokenizer.json`), or a built-in name such as
+    /// `smollm2-135m-instruct` (fetched on first use). `progress` receives
+    /// one-line status messages.
+    pub fn load(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<Model> {
+        let path = resolve(spec, progress)?;
+        let device = Device::Cpu;
+        if path.is_dir() {
+            let cfg = hf::read_config(&path)?;
+            let tokenizer = Tokenizer::from_hf_dir(&path)?;
+            let mut src = hf::SafetensorsWeights::open(&path, &cfg)?;
+            let transformer = Transformer::load(cfg, &mut src, &device)?;
+            return Ok(Model {
+                transformer,
+                tokenizer,
+                info: ModelInfo {
+                    spec: spec.to_string(),
+                    format: "safetensors".into(),
+                    name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    file_dtypes: vec![],
+                    path,
+                },
+            });
+        }
+        let mut file = gguf::GgufFile::open(&path)?;
+        let mut cfg = file.config()?;
+        if file.has_tensor("rope_freqs.weight") {
+            let f = file.tensor_f32("rope_freqs.weight")?.to_vec1::<f32>()?;
+            cfg.rope_freq_factors = Some(f.into_iter().map(f64::from).collect());
+        }
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let transformer = {
+            let mut src = gguf::GgufWeights {
+                file: &mut file,
+                cfg: cfg.clone(),
+            };
+            Transformer::load(cfg, &mut src, &device)?
+        };
+        Ok(Model {
+            transformer,
+            tokenizer,
+            info: ModelInfo {
+                spec: spec.to_string(),
+                format: "gguf".into(),
+                name: file.meta_str("general.name").ok().map(str::to_string),
+                file_dtypes: file.dtype_counts(),
+                path,
+            },
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.transformer.device()
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.transformer.cfg
+    }
+}
+
+/// Turn a user's model argument into a local path.
+pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let p = Path::new(spec);
+    if p.exists() {
+        if p.is_dir() && !p.join("config.json").exists() {
+            return Err(Error::InvalidInput(format!(
+                "{spec} is a folder without config.json: expected a Hugging Face checkpoint folder \
+                 (config.json + *.safetensors + tokenizer.json)"
+            )));
+        }
+        return Ok(p.to_path_buf());
+    }
+    if let Some(known) = fetch::find_known(spec) {
+        return fetch::ensure_known(known, progress);
+    }
+    if let Some(repo) = spec.strip_prefix("hf:") {
+        return Err(Error::Fetch(format!(
+            "'{repo}' would be fetched from the Hugging Face hub, which needs a network; \
+             download it yourself (e.g. `huggingface-cli download {repo} --local-dir DIR`) and pass DIR"
+        )));
+    }
+    Err(Error::InvalidInput(format!(
+        "model '{spec}' not found: expected a .gguf file, a folder with config.json, or one of: {}",
+        fetch::known_names()
+    )))
+}

@@ -1,0 +1,302 @@
+//! Tiny random models for tests, written as real files (GGUF and HF safetensors)
+//! so the whole load path is exercised. Used by this crate's tests and by the
+//! crates downstream (store, methods) that need a model without weights on disk.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::config::{Arch, Config};
+use crate::error::{Error, Result};
+
+/// GPT-2's byte -> printable-char map used by byte-level BPE vocabularies.
+pub fn bytes_to_unicode() -> Vec<char> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut map = vec![' '; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        map[*b as usize] = char::from_u32(c).unwrap_or('?');
+    }
+    map
+}
+
+/// A tiny byte-level BPE vocabulary: 4 specials, 256 bytes, a few merges.
+pub struct TinyVocab {
+    pub tokens: Vec<String>,
+    pub merges: Vec<String>,
+    pub types: Vec<i32>,
+}
+
+pub fn tiny_vocab() -> TinyVocab {
+    let b2u = bytes_to_unicode();
+    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut types = vec![3; 4];
+    for c in &b2u {
+        tokens.push(c.to_string());
+        types.push(1);
+    }
+    let sp = b2u[b' ' as usize];
+    let pairs = [
+        (format!("{sp}"), "t".to_string()),
+        ("h".into(), "e".into()),
+        (format!("{sp}t"), "he".into()),
+        ("i".into(), "n".into()),
+        (format!("{sp}"), "a".into()),
+        ("e".into(), "r".into()),
+        ("o".into(), "n".into()),
+        (format!("{sp}"), "s".into()),
+        ("a".into(), "t".into()),
+        ("e".into(), "n".into()),
+        (format!("{sp}"), "w".into()),
+        ("o".into(), "r".into()),
+    ];
+    let mut merges = Vec::new();
+    for (a, b) in pairs {
+        merges.push(format!("{a} {b}"));
+        tokens.push(format!("{a}{b}"));
+        types.push(1);
+    }
+    TinyVocab { tokens, merges, types }
+}
+
+/// The config of a tiny model of `arch`.
+pub fn tiny_config(arch: Arch) -> Config {
+    let vocab = tiny_vocab().tokens.len();
+    Config {
+        arch,
+        n_layers: 3,
+        d_model: 32,
+        d_mlp: 64,
+        n_heads: 4,
+        n_kv_heads: 2,
+        d_head: 8,
+        vocab_size: vocab,
+        context_length: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        rope_freq_factors: None,
+        qkv_bias: arch == Arch::Qwen2,
+        qk_norm: arch == Arch::Qwen3,
+        tie_embeddings: arch == Arch::Llama,
+    }
+}
+
+/// Random weights in HF naming and layout (`[out, in]`).
+pub fn tiny_weights(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rand = |shape: &[usize], scale: f32, offset: f32| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    };
+    let (d, f, v) = (cfg.d_model, cfg.d_mlp, cfg.vocab_size);
+    let (qd, kd) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+    let mut w = vec![
+        ("model.embed_tokens.weight".to_string(), rand(&[v, d], 1.0, 0.0)?),
+        ("model.norm.weight".to_string(), rand(&[d], 0.2, 1.0)?),
+    ];
+    if !cfg.tie_embeddings {
+        w.push(("lm_head.weight".into(), rand(&[v, d], 0.3, 0.0)?));
+    }
+    for i in 0..cfg.n_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        w.push((p("input_layernorm.weight"), rand(&[d], 0.2, 1.0)?));
+        w.push((p("self_attn.q_proj.weight"), rand(&[qd, d], 0.4, 0.0)?));
+        w.push((p("self_attn.k_proj.weight"), rand(&[kd, d], 0.4, 0.0)?));
+        w.push((p("self_attn.v_proj.weight"), rand(&[kd, d], 0.3, 0.0)?));
+        w.push((p("self_attn.o_proj.weight"), rand(&[d, qd], 0.3, 0.0)?));
+        if cfg.qkv_bias {
+            w.push((p("self_attn.q_proj.bias"), rand(&[qd], 0.2, 0.0)?));
+            w.push((p("self_attn.k_proj.bias"), rand(&[kd], 0.2, 0.0)?));
+            w.push((p("self_attn.v_proj.bias"), rand(&[kd], 0.2, 0.0)?));
+        }
+        if cfg.qk_norm {
+            w.push((p("self_attn.q_norm.weight"), rand(&[cfg.d_head], 0.2, 1.0)?));
+            w.push((p("self_attn.k_norm.weight"), rand(&[cfg.d_head], 0.2, 1.0)?));
+        }
+        w.push((p("post_attention_layernorm.weight"), rand(&[d], 0.2, 1.0)?));
+        w.push((p("mlp.gate_proj.weight"), rand(&[f, d], 0.3, 0.0)?));
+        w.push((p("mlp.up_proj.weight"), rand(&[f, d], 0.3, 0.0)?));
+        w.push((p("mlp.down_proj.weight"), rand(&[d, f], 0.3, 0.0)?));
+    }
+    Ok(w)
+}
+
+const CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Write an HF folder: `config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`.
+pub fn write_hf(dir: &Path, cfg: &Config, weights: &[(String, Tensor)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let model_type = cfg.arch.name();
+    let mut config = serde_json::json!({
+        "architectures": [match cfg.arch { Arch::Llama => "LlamaForCausalLM", Arch::Mistral => "MistralForCausalLM", Arch::Qwen2 => "Qwen2ForCausalLM", Arch::Qwen3 => "Qwen3ForCausalLM" }],
+        "model_type": model_type,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_mlp,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.d_head,
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.context_length,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": "silu",
+    });
+    if let Some(s) = &cfg.rope_scaling {
+        config["rope_scaling"] = serde_json::json!({
+            "rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+        });
+    }
+    let write = |name: &str, text: String| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+    };
+    write("config.json", serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    crate::io::save_safetensors(&dir.join("model.safetensors"), weights, HashMap::new())?;
+
+    let voc = tiny_vocab();
+    let vocab: serde_json::Map<String, serde_json::Value> = voc
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), serde_json::json!(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = voc
+        .tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| voc.types[*i] == 3)
+        .map(|(i, t)| serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "\\p{N}"}, "behavior": "Isolated", "invert": false},
+            {"type": "Split", "pattern": {"Regex": "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": voc.merges},
+    });
+    write("tokenizer.json", tok.to_string())?;
+    write(
+        "tokenizer_config.json",
+        serde_json::json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": false, "chat_template": CHAT_TEMPLATE}).to_string(),
+    )?;
+    Ok(())
+}
+
+/// llama.cpp's Q/K row permutation (what `convert_hf_to_gguf.py` does for llama).
+fn permute(w: &Tensor, n_head: usize) -> Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let dh = dims[0] / n_head;
+    let mut shape = vec![n_head, 2, dh / 2];
+    shape.extend(&dims[1..]);
+    Ok(w.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
+}
+
+/// Write a GGUF the way llama.cpp's converter would, with tensors stored as `dtype`.
+pub fn write_gguf(path: &Path, cfg: &Config, weights: &[(String, Tensor)], dtype: GgmlDType) -> Result<()> {
+    let arch = cfg.arch.name();
+    let permuted = matches!(cfg.arch, Arch::Llama | Arch::Mistral);
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (name, t) in weights {
+        let gguf_name = gguf_name(name);
+        let mut t = t.clone();
+        if permuted && name.contains("q_proj") {
+            t = permute(&t, cfg.n_heads)?;
+        }
+        if permuted && name.contains("k_proj") {
+            t = permute(&t, cfg.n_kv_heads)?;
+        }
+        // Norms and biases stay f32, as llama.cpp keeps them.
+        let dt = if t.rank() == 1 { GgmlDType::F32 } else { dtype };
+        tensors.push((gguf_name, QTensor::quantize(&t, dt)?));
+    }
+    let voc = tiny_vocab();
+    let k = |s: &str| format!("{arch}.{s}");
+    let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+    let meta: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        ("general.name".into(), Value::String(format!("tiny-{arch}"))),
+        (k("block_count"), Value::U32(cfg.n_layers as u32)),
+        (k("context_length"), Value::U32(cfg.context_length as u32)),
+        (k("embedding_length"), Value::U32(cfg.d_model as u32)),
+        (k("feed_forward_length"), Value::U32(cfg.d_mlp as u32)),
+        (k("attention.head_count"), Value::U32(cfg.n_heads as u32)),
+        (k("attention.head_count_kv"), Value::U32(cfg.n_kv_heads as u32)),
+        (k("attention.key_length"), Value::U32(cfg.d_head as u32)),
+        (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)),
+        (k("vocab_size"), Value::U32(cfg.vocab_size as u32)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens".into(), strs(&voc.tokens)),
+        ("tokenizer.ggml.merges".into(), strs(&voc.merges)),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(voc.types.iter().map(|&t| Value::I32(t)).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ("tokenizer.chat_template".into(), Value::String(CHAT_TEMPLATE.into())),
+    ];
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    candle_core::quantized::gguf_file::write(&mut buf, &meta_refs, &tensor_refs)?;
+    crate::io::write_atomic(path, &buf.into_inner())
+}
+
+fn gguf_name(hf: &str) -> String {
+    match hf {
+        "model.embed_tokens.weight" => return "token_embd.weight".into(),
+        "model.norm.weight" => return "output_norm.weight".into(),
+        "lm_head.weight" => return "output.weight".into(),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
+    let (i, part) = rest.split_once('.').unwrap_or(("0", rest));
+    let part = part
+        .replace("input_layernorm", "attn_norm")
+        .replace("self_attn.q_proj", "attn_q")
+        .replace("self_attn.k_proj", "attn_k")
+        .replace("self_attn.v_proj", "attn_v")
+        .replace("self_attn.o_proj", "attn_output")
+        .replace("self_attn.q_norm", "attn_q_norm")
+        .replace("self_attn.k_norm", "attn_k_norm")
+        .replace("post_attention_layernorm", "ffn_norm")
+        .replace("mlp.gate_proj", "ffn_gate")
+        .replace("mlp.up_proj", "ffn_up")
+        .replace("mlp.down_proj", "ffn_down");
+    format!("blk.{i}.{part}")
+}

@@ -1,0 +1,315 @@
+//! Tiny random models written to real files: format equivalence, hooks,
+//! KV-cached generation and batching. Fast; no weights needed on disk.
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor, D};
+use pragma_model::generate::{generate, GenerateOptions, Sampling};
+use pragma_model::hooks::{HookPoint, Hooks, Positions};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf, write_hf};
+use pragma_model::{Arch, Model};
+
+fn load(path: &std::path::Path) -> Model {
+    Model::load(path.to_str().expect("utf8 path"), &mut |_| {}).expect("load tiny model")
+}
+
+/// A tiny model of `arch` written as GGUF (f32) and as an HF folder.
+fn tiny_pair(arch: Arch) -> (tempfile::TempDir, Model, Model) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = tiny_config(arch);
+    let w = tiny_weights(&cfg, 7).expect("weights");
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf(&gguf, &cfg, &w, GgmlDType::F32).expect("write gguf");
+    let hf = dir.path().join("hf");
+    write_hf(&hf, &cfg, &w).expect("write hf");
+    let (a, b) = (load(&gguf), load(&hf));
+    (dir, a, b)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .expect("same shape")
+        .abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("flat")
+        .max(0)
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar")
+}
+
+const IDS: [u32; 9] = [5, 80, 101, 17, 260, 33, 99, 4, 120];
+
+fn logits_and_cache(m: &Model, ids: &[u32], hooks: &Hooks) -> (Tensor, pragma_model::hooks::Cache) {
+    let batch = Batch::single(ids, m.device()).expect("batch");
+    let (l, c) = m.transformer.forward(&batch, hooks, Logits::All).expect("forward");
+    (l.expect("logits"), c)
+}
+
+#[test]
+fn gguf_and_safetensors_give_the_same_model() {
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Mistral] {
+        let (_d, g, h) = tiny_pair(arch);
+        let mut hooks = Hooks::new();
+        for p in HookPoint::resolve_pattern("blocks.*.attn.hook_q,blocks.*.attn.hook_k,blocks.*.hook_resid_post", 3)
+            .expect("pattern")
+        {
+            hooks.capture(p);
+        }
+        let (lg, cg) = logits_and_cache(&g, &IDS, &hooks);
+        let (lh, ch) = logits_and_cache(&h, &IDS, &hooks);
+        let d = max_abs_diff(&lg, &lh);
+        println!("{arch:?}: max |logits gguf - safetensors| = {d:.2e}");
+        assert!(d < 1e-4, "{arch:?}: logits differ by {d}");
+        for p in cg.points() {
+            let d = max_abs_diff(&cg.get(p).expect("g"), &ch.get(p).expect("h"));
+            assert!(d < 1e-4, "{arch:?} {p}: differs by {d}");
+        }
+        // The tokenizer from GGUF metadata and from tokenizer.json agree too.
+        for text in ["the weather in Paris is 23 degrees", "<|im_start|>user\nhi<|im_end|>", "  x\n\n y"] {
+            assert_eq!(
+                g.tokenizer.encode(text, true).expect("enc"),
+                h.tokenizer.encode(text, true).expect("enc"),
+                "{text:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn quantized_gguf_is_close_to_f32() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = tiny_config(Arch::Llama);
+    let w = tiny_weights(&cfg, 7).expect("weights");
+    let (a, b) = (dir.path().join("f32.gguf"), dir.path().join("q8.gguf"));
+    write_gguf(&a, &cfg, &w, GgmlDType::F32).expect("f32");
+    write_gguf(&b, &cfg, &w, GgmlDType::Q8_0).expect("q8");
+    let (la, _) = logits_and_cache(&load(&a), &IDS, &Hooks::new());
+    let (lb, _) = logits_and_cache(&load(&b), &IDS, &Hooks::new());
+    let d = max_abs_diff(&la, &lb);
+    let scale = max_abs_diff(&la, &la.zeros_like().expect("z"));
+    println!("Q8_0 vs f32: max diff {d:.3e} (logit scale {scale:.2})");
+    assert!(d > 0.0 && d < 0.05 * scale, "Q8_0 diff {d} vs scale {scale}");
+}
+
+#[test]
+fn hook_shapes_match_their_docs() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let mut hooks = Hooks::new();
+    for p in HookPoint::all(3) {
+        hooks.capture(p);
+    }
+    let (_, cache) = logits_and_cache(&m, &IDS, &hooks);
+    let t = IDS.len();
+    for p in HookPoint::all(3) {
+        let dims = cache.get(p).expect("captured").dims().to_vec();
+        let want = match p {
+            HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => vec![1, t, 4, 8],
+            HookPoint::AttnK(_) | HookPoint::AttnV(_) => vec![1, t, 2, 8],
+            HookPoint::AttnPattern(_) => vec![1, 4, t, t],
+            HookPoint::MlpPost(_) => vec![1, t, 64],
+            _ => vec![1, t, 32],
+        };
+        assert_eq!(dims, want, "{p}");
+    }
+    // Residual bookkeeping: resid_post = resid_mid + mlp_out = resid_pre + attn_out + mlp_out.
+    let g = |p| cache.get(p).expect("cap");
+    let sum = ((g(HookPoint::ResidPre(1)) + g(HookPoint::AttnOut(1))).expect("add") + g(HookPoint::MlpOut(1))).expect("add");
+    assert!(max_abs_diff(&sum, &g(HookPoint::ResidPost(1))) < 1e-5);
+    assert!(max_abs_diff(&g(HookPoint::ResidPost(0)), &g(HookPoint::ResidPre(1))) < 1e-6);
+    // Patterns are causal probability distributions.
+    let pat = g(HookPoint::AttnPattern(2));
+    let rows = pat.sum(D::Minus1).expect("sum");
+    assert!(max_abs_diff(&rows, &rows.ones_like().expect("ones")) < 1e-5);
+    let above: f32 = pat.get(0).expect("b").get(0).expect("h").get(0).expect("q").narrow(0, 1, t - 1).expect("n").sum_all().expect("s").to_scalar().expect("s");
+    assert_eq!(above, 0.0, "first query attends only to itself");
+}
+
+#[test]
+fn interventions_do_what_they_say_and_leave_no_state() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let (base, _) = logits_and_cache(&m, &IDS, &Hooks::new());
+    let v = Tensor::arange(0f32, 32., &Device::Cpu).expect("v").affine(0.1, -1.0).expect("v");
+    let p = HookPoint::ResidPost(1);
+
+    // Scale 0 is exactly the unsteered output.
+    let mut h = Hooks::new();
+    h.add(p, v.clone(), 0.0, Positions::All);
+    assert_eq!(max_abs_diff(&logits_and_cache(&m, &IDS, &h).0, &base), 0.0);
+
+    // Add then subtract cancels.
+    let mut h = Hooks::new();
+    h.add(p, v.clone(), 3.0, Positions::All).add(p, v.clone(), -3.0, Positions::All);
+    assert!(max_abs_diff(&logits_and_cache(&m, &IDS, &h).0, &base) < 1e-5);
+
+    // Adding changes the output, and the model is unchanged afterwards (no global state).
+    let mut h = Hooks::new();
+    h.add(p, v.clone(), 3.0, Positions::All);
+    assert!(max_abs_diff(&logits_and_cache(&m, &IDS, &h).0, &base) > 1e-2);
+    assert_eq!(max_abs_diff(&logits_and_cache(&m, &IDS, &Hooks::new()).0, &base), 0.0);
+
+    // Project-out leaves no component along the direction (capture after the intervention).
+    let mut h = Hooks::new();
+    h.project_out(p, v.clone(), Positions::All).capture(p);
+    let (_, c) = logits_and_cache(&m, &IDS, &h);
+    let u = (&v / v.sqr().expect("sq").sum_all().expect("s").sqrt().expect("sqrt").to_scalar::<f32>().expect("n") as f64).expect("u");
+    let along = c.get(p).expect("cap").broadcast_mul(&u).expect("m").sum(D::Minus1).expect("s");
+    assert!(max_abs_diff(&along, &along.zeros_like().expect("z")) < 1e-4);
+
+    // Interventions restricted to positions change nothing before them (causality),
+    // and positions outside the range are untouched at the hook itself.
+    let mut h = Hooks::new();
+    h.add(p, v.clone(), 5.0, Positions::From(5)).capture(p);
+    let (l, c) = logits_and_cache(&m, &IDS, &h);
+    let (_, c0) = logits_and_cache(&m, &IDS, &{
+        let mut h = Hooks::new();
+        h.capture(p);
+        h
+    });
+    assert_eq!(max_abs_diff(&l.narrow(1, 0, 5).expect("n"), &base.narrow(1, 0, 5).expect("n")), 0.0);
+    assert!(max_abs_diff(&l.narrow(1, 5, 4).expect("n"), &base.narrow(1, 5, 4).expect("n")) > 1e-2);
+    let diff = (c.get(p).expect("a") - c0.get(p).expect("b")).expect("d");
+    assert_eq!(max_abs_diff(&diff.narrow(1, 0, 5).expect("n"), &diff.narrow(1, 0, 5).expect("n").zeros_like().expect("z")), 0.0);
+
+    // Zero-ablation at one position zeroes exactly that position.
+    let mut h = Hooks::new();
+    h.zero(HookPoint::MlpOut(0), Positions::Range(2, 3)).capture(HookPoint::MlpOut(0));
+    let (_, c) = logits_and_cache(&m, &IDS, &h);
+    let mo = c.get(HookPoint::MlpOut(0)).expect("cap");
+    let row_abs = mo.abs().expect("abs").sum(D::Minus1).expect("s").flatten_all().expect("f").to_vec1::<f32>().expect("v");
+    assert_eq!(row_abs[2], 0.0);
+    assert!(row_abs.iter().enumerate().all(|(i, &x)| i == 2 || x > 0.0));
+}
+
+#[test]
+fn patching_a_whole_residual_reproduces_the_source_run() {
+    let (_d, m, _) = tiny_pair(Arch::Qwen2);
+    let other: Vec<u32> = IDS.iter().map(|i| (i * 7 + 3) % 270).collect();
+    let p = HookPoint::ResidPre(2);
+    let mut cap = Hooks::new();
+    cap.capture(p);
+    let (l_other, c_other) = logits_and_cache(&m, &other, &cap);
+    let mut h = Hooks::new();
+    h.patch(p, c_other.get(p).expect("cap"), Positions::All);
+    let (l, _) = logits_and_cache(&m, &IDS, &h);
+    // Layer 2 is the last block: patching its input everywhere gives the other run's logits.
+    assert!(max_abs_diff(&l, &l_other) < 1e-5);
+    // Patching the final residual at the last position changes only that position,
+    // and makes it the other run's (the unembedding acts per position).
+    let q = HookPoint::ResidPost(2);
+    let mut cap = Hooks::new();
+    cap.capture(q);
+    let (_, c_other) = logits_and_cache(&m, &other, &cap);
+    let mut h = Hooks::new();
+    h.patch(q, c_other.get(q).expect("cap"), Positions::Last);
+    let (l, _) = logits_and_cache(&m, &IDS, &h);
+    let (base, _) = logits_and_cache(&m, &IDS, &Hooks::new());
+    assert_eq!(max_abs_diff(&l.narrow(1, 0, 8).expect("n"), &base.narrow(1, 0, 8).expect("n")), 0.0);
+    assert!(max_abs_diff(&l.narrow(1, 8, 1).expect("n"), &l_other.narrow(1, 8, 1).expect("n")) < 1e-5);
+}
+
+fn greedy_by_recompute(m: &Model, ids: &[u32], n: usize) -> Vec<u32> {
+    let mut seq = ids.to_vec();
+    for _ in 0..n {
+        let (l, _) = logits_and_cache(m, &seq, &Hooks::new());
+        let last = l.get(0).expect("b").get(seq.len() - 1).expect("t");
+        seq.push(last.argmax(0).expect("argmax").to_scalar::<u32>().expect("id"));
+    }
+    seq[ids.len()..].to_vec()
+}
+
+#[test]
+fn kv_cached_generation_equals_full_recompute() {
+    let (_d, m, _) = tiny_pair(Arch::Qwen3);
+    let opts = GenerateOptions {
+        max_tokens: 12,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    let g = generate(&m.transformer, &[IDS.to_vec()], &opts, &Hooks::new(), |_, _| {}).expect("gen");
+    assert_eq!(g.tokens[0], greedy_by_recompute(&m, &IDS, 12));
+}
+
+#[test]
+fn steering_during_generation_applies_at_every_step() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let v = Tensor::arange(0f32, 32., &Device::Cpu).expect("v").affine(0.2, -3.0).expect("v");
+    let p = HookPoint::ResidPost(0);
+    let mut h = Hooks::new();
+    h.add(p, v.clone(), 2.0, Positions::All).capture(HookPoint::ResidPost(2));
+    let opts = GenerateOptions {
+        max_tokens: 6,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    let g = generate(&m.transformer, &[IDS.to_vec()], &opts, &h, |_, _| {}).expect("gen");
+    // Reference: recompute each step with the hook over the full sequence.
+    let mut seq = IDS.to_vec();
+    let mut hooks = Hooks::new();
+    hooks.add(p, v, 2.0, Positions::All);
+    for _ in 0..6 {
+        let (l, _) = logits_and_cache(&m, &seq, &hooks);
+        seq.push(l.get(0).expect("b").get(seq.len() - 1).expect("t").argmax(0).expect("a").to_scalar::<u32>().expect("i"));
+    }
+    assert_eq!(g.tokens[0], seq[IDS.len()..].to_vec());
+    // Captures cover the prompt and every fed-back generated token.
+    assert_eq!(g.cache.get(HookPoint::ResidPost(2)).expect("cap").dims(), &[1, IDS.len() + 5, 32]);
+}
+
+#[test]
+fn padded_batches_match_single_sequences() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let a = IDS.to_vec();
+    let b = vec![7u32, 8, 9, 250];
+    let batch = Batch::new(&[a.clone(), b.clone()], m.device()).expect("batch");
+    let mut hooks = Hooks::new();
+    hooks.capture(HookPoint::ResidPost(1));
+    let (l, c) = m.transformer.forward(&batch, &hooks, Logits::All).expect("fwd");
+    let l = l.expect("logits");
+    let (la, _) = logits_and_cache(&m, &a, &Hooks::new());
+    let (lb, cb) = logits_and_cache(&m, &b, &hooks);
+    assert!(max_abs_diff(&l.get(0).expect("0"), &la.get(0).expect("0")) < 1e-4);
+    let lb_from_batch = l.get(1).expect("1").narrow(0, 5, 4).expect("n");
+    assert!(max_abs_diff(&lb_from_batch, &lb.get(0).expect("0")) < 1e-4);
+    assert!(max_abs_diff(&c.get_row(HookPoint::ResidPost(1), 1).expect("row"), &cb.get(HookPoint::ResidPost(1)).expect("c").get(0).expect("0")) < 1e-4);
+    // Batched generation gives each row its own greedy continuation.
+    let opts = GenerateOptions {
+        max_tokens: 5,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    let g = generate(&m.transformer, &[a.clone(), b.clone()], &opts, &Hooks::new(), |_, _| {}).expect("gen");
+    assert_eq!(g.tokens[0], greedy_by_recompute(&m, &a, 5));
+    assert_eq!(g.tokens[1], greedy_by_recompute(&m, &b, 5));
+}
+
+#[test]
+fn sampling_is_seeded_and_respects_top_k() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let opts = |seed| GenerateOptions {
+        max_tokens: 10,
+        sampling: Sampling {
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 5,
+            seed,
+        },
+        stop_tokens: vec![],
+    };
+    let run = |seed| generate(&m.transformer, &[IDS.to_vec()], &opts(seed), &Hooks::new(), |_, _| {}).expect("gen").tokens[0].clone();
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn chat_template_renders_from_gguf_metadata() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
+    let s = m.tokenizer.apply_chat_template(&msgs, true).expect("render");
+    assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    let ids = m.tokenizer.encode(&s, true).expect("enc");
+    assert_eq!(ids[0], 1, "special token parsed");
+    assert_ne!(m.tokenizer.encode(&s, false).expect("enc")[0], 1, "plain text when special=false");
+    assert_eq!(m.tokenizer.decode(&ids).expect("dec"), s);
+}
