@@ -94,21 +94,25 @@ struct InterventionArgs {
     /// 'blocks.*.attn.hook_z').
     #[arg(long, value_name = "PATTERN")]
     ablate: Option<String>,
-    /// Activation addition (Turner et al.): add the difference of the residual stream
-    /// (at --actadd-layer, last token) between this text and --actadd-neg.
-    #[arg(long, value_name = "TEXT")]
+    /// Activation addition from one contrastive pair (Turner et al.): add the difference of
+    /// the residual stream at --actadd-layer (last token) between this text and
+    /// --actadd-neg, e.g. --actadd 'I want to talk about the ocean' --actadd-neg 'I want
+    /// to talk about the'. SmolLM2's residual norms are ~100: scales of 0.2-0.5 steer,
+    /// larger ones break fluency.
+    #[arg(long, value_name = "TEXT", requires = "actadd_neg")]
     actadd: Option<String>,
-    /// The text subtracted for --actadd (default: empty string => a single space).
-    #[arg(long, value_name = "TEXT", default_value = " ")]
-    actadd_neg: String,
-    /// Layer whose hook_resid_post receives the --actadd vector.
-    #[arg(long, default_value_t = 6, allow_negative_numbers = true)]
+    /// The text whose residual is subtracted for --actadd.
+    #[arg(long, value_name = "TEXT")]
+    actadd_neg: Option<String>,
+    /// Layer whose hook_resid_post receives the --actadd vector (negative counts from the end).
+    #[arg(long, default_value_t = 12, allow_negative_numbers = true)]
     actadd_layer: i64,
-    /// Scale of the --actadd vector.
-    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
+    /// Scale of the --actadd vector (negative subtracts it).
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     actadd_scale: f32,
     /// Which positions the intervention touches: all, last, generated, from:N, N..M.
-    #[arg(long, default_value = "all")]
+    /// The default skips position 0, an attention sink with outsized activations.
+    #[arg(long, default_value = "from:1")]
     positions: String,
 }
 
@@ -199,13 +203,20 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     }
     print_info(&model);
     println!("\nhook points ({}):", hooks.len());
-    let per_layer: Vec<HookPoint> = HookPoint::all(1).into_iter().filter(|p| p.layer().is_some()).collect();
+    let per_layer: Vec<HookPoint> = HookPoint::all(1)
+        .into_iter()
+        .filter(|p| p.layer().is_some())
+        .collect();
     println!("  {:<34} {}", "hook_embed", HookPoint::Embed.shape_doc());
     for p in &per_layer {
         let name = format!("blocks.{{0..{}}}.{}", cfg.n_layers - 1, p.site());
         println!("  {:<34} {}", name, p.shape_doc());
     }
-    println!("  {:<34} {}", "ln_final.hook_normalized", HookPoint::LnFinal.shape_doc());
+    println!(
+        "  {:<34} {}",
+        "ln_final.hook_normalized",
+        HookPoint::LnFinal.shape_doc()
+    );
     println!(
         "\nwhere batch = sequences, pos = tokens, d_model = {}, n_heads = {}, n_kv_heads = {}, d_head = {}, d_mlp = {}.",
         cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
@@ -217,7 +228,11 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
 fn print_info(model: &Model) {
     let cfg = model.cfg();
     println!("model       {}", model.info.name.as_deref().unwrap_or("?"));
-    println!("file        {} ({})", model.info.path.display(), model.info.format);
+    println!(
+        "file        {} ({})",
+        model.info.path.display(),
+        model.info.format
+    );
     println!("arch        {}", cfg.arch.name());
     println!(
         "sizes       {} layers, d_model {}, d_mlp {}, heads {} (kv {}), d_head {}, vocab {}, context {}",
@@ -225,7 +240,12 @@ fn print_info(model: &Model) {
     );
     println!("params      {:.1} M", cfg.n_params() as f64 / 1e6);
     if !model.info.file_dtypes.is_empty() {
-        let d: Vec<String> = model.info.file_dtypes.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+        let d: Vec<String> = model
+            .info
+            .file_dtypes
+            .iter()
+            .map(|(t, n)| format!("{t} x{n}"))
+            .collect();
         println!("file dtypes {}  (computed in f32)", d.join(", "));
     }
     let tk = &model.tokenizer.info;
@@ -236,7 +256,11 @@ fn print_info(model: &Model) {
         tk.bos,
         tk.eos,
         tk.add_bos,
-        if model.tokenizer.chat_template.is_some() { "yes" } else { "no" }
+        if model.tokenizer.chat_template.is_some() {
+            "yes"
+        } else {
+            "no"
+        }
     );
 }
 
@@ -270,7 +294,8 @@ fn build_hooks(model: &Model, iv: &InterventionArgs) -> Result<Hooks> {
     }
     if let Some(pos_text) = &iv.actadd {
         let layer = HookPoint::parse(&format!("blocks.{}.hook_resid_post", iv.actadd_layer), n)?;
-        let vec = actadd_vector(model, layer, pos_text, &iv.actadd_neg)?;
+        let neg = iv.actadd_neg.as_deref().unwrap_or_default();
+        let vec = actadd_vector(model, layer, pos_text, neg)?;
         hooks.add(layer, vec, iv.actadd_scale, positions);
     }
     Ok(hooks)
@@ -279,7 +304,10 @@ fn build_hooks(model: &Model, iv: &InterventionArgs) -> Result<Hooks> {
 /// Residual at `point` for the last token of `pos` minus that of `neg`: `[d_model]`.
 fn actadd_vector(model: &Model, point: HookPoint, pos: &str, neg: &str) -> Result<Tensor> {
     let last = |text: &str| -> Result<Tensor> {
-        let ids = model.tokenizer.encode_prompt(text)?;
+        // Position 0 is an attention sink with outsized activations: read the text
+        // after a leading BOS so its last token is an ordinary position.
+        let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
+        ids.extend(model.tokenizer.encode(text, true)?);
         if ids.is_empty() {
             bail!("--actadd text is empty");
         }
@@ -307,27 +335,38 @@ fn sampling(s: &SamplingArgs, model: &Model) -> GenerateOptions {
 }
 
 /// Generate and stream the text to stdout; returns the text.
-fn run_generation(model: &Model, ids: &[u32], opts: &GenerateOptions, hooks: &Hooks) -> Result<String> {
+fn run_generation(
+    model: &Model,
+    ids: &[u32],
+    opts: &GenerateOptions,
+    hooks: &Hooks,
+) -> Result<String> {
     let mut out = Vec::new();
     let mut printed = 0usize;
     let stdout = std::io::stdout();
     let t = std::time::Instant::now();
     let stops = opts.stop_tokens.clone();
-    let gen = generate(&model.transformer, &[ids.to_vec()], opts, hooks, |_, tok| {
-        if stops.contains(&tok) {
-            return;
-        }
-        out.push(tok);
-        if let Ok(text) = model.tokenizer.decode(&out) {
-            // Print only whole characters: hold back a trailing replacement char.
-            if !text.ends_with('\u{FFFD}') && text.len() > printed {
-                let mut lock = stdout.lock();
-                let _ = write!(lock, "{}", &text[printed..]);
-                let _ = lock.flush();
-                printed = text.len();
+    let gen = generate(
+        &model.transformer,
+        &[ids.to_vec()],
+        opts,
+        hooks,
+        |_, tok| {
+            if stops.contains(&tok) {
+                return;
             }
-        }
-    })?;
+            out.push(tok);
+            if let Ok(text) = model.tokenizer.decode(&out) {
+                // Print only whole characters: hold back a trailing replacement char.
+                if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                    let mut lock = stdout.lock();
+                    let _ = write!(lock, "{}", &text[printed..]);
+                    let _ = lock.flush();
+                    printed = text.len();
+                }
+            }
+        },
+    )?;
     let text = model.tokenizer.decode(&out)?;
     if text.len() > printed {
         print!("{}", &text[printed..]);
@@ -366,7 +405,10 @@ fn cmd_trace(a: TraceArgs) -> Result<()> {
     let (logits, cache) = model.transformer.forward(&batch, &hooks, mode)?;
     let mut tensors = cache.to_named()?;
     let tokens: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    tensors.push(("tokens".into(), Tensor::from_vec(tokens, (1, ids.len()), model.device())?));
+    tensors.push((
+        "tokens".into(),
+        Tensor::from_vec(tokens, (1, ids.len()), model.device())?,
+    ));
     if let Some(l) = logits {
         tensors.push(("logits".into(), l.to_dtype(DType::F32)?));
     }
@@ -376,10 +418,19 @@ fn cmd_trace(a: TraceArgs) -> Result<()> {
     meta.insert("chat".into(), a.prompt.chat.to_string());
     meta.insert(
         "token_strs".into(),
-        serde_json::to_string(&ids.iter().map(|&i| model.tokenizer.token_str(i)).collect::<Vec<_>>())?,
+        serde_json::to_string(
+            &ids.iter()
+                .map(|&i| model.tokenizer.token_str(i))
+                .collect::<Vec<_>>(),
+        )?,
     );
     pragma_model::io::save_safetensors(&a.out, &tensors, meta).context("saving activations")?;
-    println!("saved {} tensors for {} tokens to {}", tensors.len(), ids.len(), a.out.display());
+    println!(
+        "saved {} tensors for {} tokens to {}",
+        tensors.len(),
+        ids.len(),
+        a.out.display()
+    );
     for (name, t) in &tensors {
         println!("  {name:<34} {:?}", t.dims());
     }
@@ -419,17 +470,21 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
 
     let iv = InterventionArgs {
         ablate: None,
-        actadd: Some(" ocean".into()),
-        actadd_neg: " ".into(),
-        actadd_layer: 6,
-        actadd_scale: 6.0,
-        positions: "all".into(),
+        actadd: Some("I want to talk about the ocean".into()),
+        actadd_neg: Some("I want to talk about the".into()),
+        actadd_layer: 12,
+        actadd_scale: 0.3,
+        positions: "from:1".into(),
     };
     println!(
-        "\n--- with an intervention: add 6 x (resid(' ocean') - resid(' ')) at blocks.6.hook_resid_post ---"
+        "\n--- with an intervention: add 0.3 x (resid('...about the ocean') - resid('...about the')) \
+         at blocks.12.hook_resid_post, positions from:1 ---"
     );
     let hooks = build_hooks(&model, &iv)?;
     run_generation(&model, &ids, &opts, &hooks)?;
-    println!("\nTry: pragma generate --chat --prompt '...' --actadd ' love' --actadd-layer 6 --actadd-scale 6");
+    println!(
+        "\nTry: pragma generate --chat --prompt '...' --actadd 'I love this' --actadd-neg 'I hate this' \
+         --actadd-layer 12 --actadd-scale 0.3"
+    );
     Ok(())
 }

@@ -88,7 +88,10 @@ impl Config {
             ));
         }
         if self.d_head % 2 != 0 {
-            return bad(format!("head dim must be even for RoPE, found {}", self.d_head));
+            return bad(format!(
+                "head dim must be even for RoPE, found {}",
+                self.d_head
+            ));
         }
         Ok(())
     }

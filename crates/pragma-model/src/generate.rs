@@ -54,7 +54,13 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> u32 {
         logits
             .iter()
             .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
             .0 as u32
     };
     if s.temperature == 0.0 {
@@ -186,7 +192,10 @@ pub fn generate(
     }
     Ok(Generation {
         tokens,
-        stop: stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)).collect(),
+        stop: stop
+            .into_iter()
+            .map(|s| s.unwrap_or(StopReason::MaxTokens))
+            .collect(),
         cache,
     })
 }

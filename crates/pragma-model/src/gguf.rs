@@ -17,7 +17,8 @@ use crate::config::{Arch, Config, Llama3RopeScaling};
 use crate::error::{Error, Result};
 use crate::llama::{Part, WeightSource};
 
-pub const SUPPORTED_DTYPES: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+pub const SUPPORTED_DTYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
 
 /// An open GGUF file: its metadata, tensor index and a reader.
 pub struct GgufFile {
@@ -62,7 +63,9 @@ impl GgufFile {
             if n % bs != 0 {
                 return Err(Error::CorruptGguf {
                     path: self.path.clone(),
-                    reason: format!("tensor '{name}' has {n} elements, not a multiple of its block size {bs}"),
+                    reason: format!(
+                        "tensor '{name}' has {n} elements, not a multiple of its block size {bs}"
+                    ),
                 });
             }
             let bytes = (n / bs * info.ggml_dtype.type_size()) as u64;
@@ -96,14 +99,19 @@ impl GgufFile {
     }
 
     pub fn meta_usize(&self, key: &str) -> Result<usize> {
-        self.meta(key).and_then(value_as_u64).map(|v| v as usize).ok_or_else(|| self.missing(key))
+        self.meta(key)
+            .and_then(value_as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| self.missing(key))
     }
 
     pub fn meta_f64(&self, key: &str) -> Result<f64> {
         match self.meta(key) {
             Some(Value::F32(v)) => Ok(*v as f64),
             Some(Value::F64(v)) => Ok(*v),
-            Some(v) => value_as_u64(v).map(|v| v as f64).ok_or_else(|| self.missing(key)),
+            Some(v) => value_as_u64(v)
+                .map(|v| v as f64)
+                .ok_or_else(|| self.missing(key)),
             None => Err(self.missing(key)),
         }
     }
@@ -145,7 +153,9 @@ impl GgufFile {
         let key = |k: &str| format!("{arch_name}.{k}");
         let d_model = self.meta_usize(&key("embedding_length"))?;
         let n_heads = self.meta_usize(&key("attention.head_count"))?;
-        let n_kv_heads = self.meta_usize(&key("attention.head_count_kv")).unwrap_or(n_heads);
+        let n_kv_heads = self
+            .meta_usize(&key("attention.head_count_kv"))
+            .unwrap_or(n_heads);
         let d_head = self
             .meta_usize(&key("attention.key_length"))
             .unwrap_or(d_model / n_heads.max(1));
@@ -159,8 +169,12 @@ impl GgufFile {
         let rope_scaling = match self.meta_str(&key("rope.scaling.type")) {
             Ok("llama3") => Some(Llama3RopeScaling {
                 factor: self.meta_f64(&key("rope.scaling.factor"))?,
-                low_freq_factor: self.meta_f64(&key("rope.scaling.low_freq_factor")).unwrap_or(1.0),
-                high_freq_factor: self.meta_f64(&key("rope.scaling.high_freq_factor")).unwrap_or(4.0),
+                low_freq_factor: self
+                    .meta_f64(&key("rope.scaling.low_freq_factor"))
+                    .unwrap_or(1.0),
+                high_freq_factor: self
+                    .meta_f64(&key("rope.scaling.high_freq_factor"))
+                    .unwrap_or(4.0),
                 original_max_position_embeddings: self
                     .meta_usize(&key("rope.scaling.original_context_length"))
                     .unwrap_or(8192),

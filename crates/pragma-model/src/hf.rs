@@ -58,13 +58,19 @@ pub fn read_config(dir: &Path) -> Result<Config> {
         .unwrap_or_default();
     let arch = Arch::parse(&arch_name)?;
     let rope_scaling = match &hf.rope_scaling {
-        Some(v) if v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()) == Some("llama3") => {
+        Some(v)
+            if v.get("rope_type")
+                .or_else(|| v.get("type"))
+                .and_then(|t| t.as_str())
+                == Some("llama3") =>
+        {
             let num = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
             Some(Llama3RopeScaling {
                 factor: num("factor", 8.0),
                 low_freq_factor: num("low_freq_factor", 1.0),
                 high_freq_factor: num("high_freq_factor", 4.0),
-                original_max_position_embeddings: num("original_max_position_embeddings", 8192.0) as usize,
+                original_max_position_embeddings: num("original_max_position_embeddings", 8192.0)
+                    as usize,
             })
         }
         Some(v) if !v.is_null() => {
@@ -82,7 +88,9 @@ pub fn read_config(dir: &Path) -> Result<Config> {
         d_mlp: hf.intermediate_size,
         n_heads: hf.num_attention_heads,
         n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        d_head: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+        d_head: hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
         vocab_size: hf.vocab_size,
         context_length: hf.max_position_embeddings,
         rms_norm_eps: hf.rms_norm_eps,
@@ -130,8 +138,9 @@ impl SafetensorsWeights {
         // SAFETY: the files are mapped read-only; like every mmap reader we rely on
         // nobody truncating them while the model loads (the weights are copied out).
         #[allow(unsafe_code)]
-        let st = unsafe { MmapedSafetensors::multi(&files) }
-            .map_err(|e| Error::InvalidInput(format!("{}: not valid safetensors: {e}", dir.display())))?;
+        let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
+            Error::InvalidInput(format!("{}: not valid safetensors: {e}", dir.display()))
+        })?;
         Ok(Self {
             st,
             dir: dir.to_path_buf(),
@@ -140,10 +149,13 @@ impl SafetensorsWeights {
     }
 
     fn get(&self, name: &str) -> Result<Tensor> {
-        let t = self.st.load(name, &candle_core::Device::Cpu).map_err(|_| Error::MissingTensor {
-            source_name: self.dir.display().to_string(),
-            name: name.to_string(),
-        })?;
+        let t =
+            self.st
+                .load(name, &candle_core::Device::Cpu)
+                .map_err(|_| Error::MissingTensor {
+                    source_name: self.dir.display().to_string(),
+                    name: name.to_string(),
+                })?;
         Ok(t.to_dtype(DType::F32)?)
     }
 

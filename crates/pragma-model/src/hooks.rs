@@ -190,7 +190,11 @@ fn resolve_layers(spec: &str, n_layers: usize) -> Option<Vec<usize>> {
             Some(b) => (b, true),
             None => (b, false),
         };
-        let a = if a.is_empty() { 0 } else { resolve_layer(a, n_layers)? };
+        let a = if a.is_empty() {
+            0
+        } else {
+            resolve_layer(a, n_layers)?
+        };
         let b = if b.is_empty() {
             n_layers
         } else {
@@ -403,7 +407,13 @@ impl Hooks {
         self.push(point, Action::Capture, Positions::All)
     }
 
-    pub fn add(&mut self, point: HookPoint, vector: Tensor, scale: f32, at: Positions) -> &mut Self {
+    pub fn add(
+        &mut self,
+        point: HookPoint,
+        vector: Tensor,
+        scale: f32,
+        at: Positions,
+    ) -> &mut Self {
         self.push(point, Action::Add { vector, scale }, at)
     }
 
@@ -524,7 +534,8 @@ fn select(x: &Tensor, new: &Tensor, mask: Option<&Tensor>) -> candle_core::Resul
         None => new.broadcast_as(x.shape())?.contiguous(),
         Some(m) => {
             let keep = m.affine(-1.0, 1.0)?;
-            x.broadcast_mul(&keep)?.add(&new.broadcast_mul(m)?.broadcast_as(x.shape())?)
+            x.broadcast_mul(&keep)?
+                .add(&new.broadcast_mul(m)?.broadcast_as(x.shape())?)
         }
     }
 }
@@ -592,8 +603,12 @@ pub(crate) fn run_site(
             Action::Patch { source } => {
                 let src = patch_window(source, point, info, &x).map_err(|e| bad(e.to_string()))?;
                 // Positions beyond the source's length are left alone.
-                let avail = source.dims()[point.pos_axis()].saturating_sub(info.offset).min(info.len);
-                let limit: Vec<f32> = (0..info.len).map(|i| if i < avail { 1.0 } else { 0.0 }).collect();
+                let avail = source.dims()[point.pos_axis()]
+                    .saturating_sub(info.offset)
+                    .min(info.len);
+                let limit: Vec<f32> = (0..info.len)
+                    .map(|i| if i < avail { 1.0 } else { 0.0 })
+                    .collect();
                 let mut shape = vec![1usize; x.rank()];
                 shape[point.pos_axis()] = info.len;
                 let limit = Tensor::from_vec(limit, shape, x.device())?.to_dtype(x.dtype())?;

@@ -9,27 +9,50 @@ use crate::error::{Error, Result};
 
 /// Write `tensors` (any dtype pragma uses) with string metadata to `path`,
 /// atomically: readers never see a half-written file.
-pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let mut bufs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.contiguous()?;
         let (dtype, bytes) = match t.dtype() {
-            DType::F32 => (safetensors::Dtype::F32, bytemuck_f32(&t.flatten_all()?.to_vec1::<f32>()?)),
+            DType::F32 => (
+                safetensors::Dtype::F32,
+                bytemuck_f32(&t.flatten_all()?.to_vec1::<f32>()?),
+            ),
             DType::F16 => (
                 safetensors::Dtype::F16,
-                t.flatten_all()?.to_vec1::<half::f16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.flatten_all()?
+                    .to_vec1::<half::f16>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
             ),
             DType::BF16 => (
                 safetensors::Dtype::BF16,
-                t.flatten_all()?.to_vec1::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.flatten_all()?
+                    .to_vec1::<half::bf16>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
             ),
             DType::U32 => (
                 safetensors::Dtype::U32,
-                t.flatten_all()?.to_vec1::<u32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.flatten_all()?
+                    .to_vec1::<u32>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
             ),
             DType::I64 => (
                 safetensors::Dtype::I64,
-                t.flatten_all()?.to_vec1::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.flatten_all()?
+                    .to_vec1::<i64>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
             ),
             other => {
                 return Err(Error::InvalidInput(format!(
@@ -58,8 +81,14 @@ fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
 
 /// Write bytes to `path` via a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {

@@ -184,7 +184,8 @@ impl Transformer {
         let name = src.source_name();
         let (d, f, v) = (cfg.d_model, cfg.d_mlp, cfg.vocab_size);
         let (qd, kd) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
-        let to_dev = |t: Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.to_device(device)?) };
+        let to_dev =
+            |t: Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.to_device(device)?) };
 
         let embed = to_dev(src.embedding()?)?;
         check_shape(&name, "embedding", &embed, &[v, d])?;
@@ -259,7 +260,12 @@ impl Transformer {
 
     /// A fresh forward over a whole batch (no KV cache). Returns the logits
     /// requested and the activations captured by `hooks`.
-    pub fn forward(&self, batch: &Batch, hooks: &Hooks, logits: Logits) -> Result<(Option<Tensor>, Cache)> {
+    pub fn forward(
+        &self,
+        batch: &Batch,
+        hooks: &Hooks,
+        logits: Logits,
+    ) -> Result<(Option<Tensor>, Cache)> {
         let mut kv = KvCache::new(self.cfg.n_layers, batch.pad.clone());
         let mut cache = Cache::new(batch.pad.clone());
         let out = self.forward_step(&batch.ids, &mut kv, hooks, logits, &mut cache)?;
@@ -304,17 +310,38 @@ impl Transformer {
         let (cos, sin) = self.rope_tables(&info)?;
         let mask = self.attn_mask(&info)?;
 
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))?; // [b, t, d]
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?; // [b, t, d]
         x = run_site(hooks, HookPoint::Embed, x, &info, cache)?;
 
         let last_layer = match logits {
-            Logits::None => hooks.max_layer().map_or(0, |l| l + 1).min(self.cfg.n_layers),
+            Logits::None => hooks
+                .max_layer()
+                .map_or(0, |l| l + 1)
+                .min(self.cfg.n_layers),
             _ => self.cfg.n_layers,
         };
         let needs_final = logits != Logits::None || hooks.touches(HookPoint::LnFinal);
-        let run_layers = if needs_final { self.cfg.n_layers } else { last_layer };
+        let run_layers = if needs_final {
+            self.cfg.n_layers
+        } else {
+            last_layer
+        };
         for (i, blk) in self.blocks.iter().enumerate().take(run_layers) {
-            x = self.block_forward(i, blk, x, &info, &cos, &sin, mask.as_ref(), kv, hooks, cache)?;
+            x = self.block_forward(
+                i,
+                blk,
+                x,
+                &info,
+                &cos,
+                &sin,
+                mask.as_ref(),
+                kv,
+                hooks,
+                cache,
+            )?;
         }
         kv.len += t;
         if !needs_final {
@@ -324,7 +351,11 @@ impl Transformer {
         let x = run_site(hooks, HookPoint::LnFinal, x, &info, cache)?; // [b, t, d]
         let out = match logits {
             Logits::None => None,
-            Logits::All => Some(x.reshape((b * t, ()))?.matmul(&self.lm_head_t)?.reshape((b, t, ()))?),
+            Logits::All => Some(x.reshape((b * t, ()))?.matmul(&self.lm_head_t)?.reshape((
+                b,
+                t,
+                (),
+            ))?),
             Logits::Last => Some(x.narrow(1, t - 1, 1)?.squeeze(1)?.matmul(&self.lm_head_t)?),
         };
         Ok(out)
@@ -451,7 +482,11 @@ impl Transformer {
                 }
             }
         }
-        Ok(Some(Tensor::from_vec(m, (b, 1, info.len, total), &self.device)?))
+        Ok(Some(Tensor::from_vec(
+            m,
+            (b, 1, info.len, total),
+            &self.device,
+        )?))
     }
 
     /// Embedding rows for some tokens `[n, d]` (e.g. for logit-lens style analyses).
@@ -476,5 +511,8 @@ impl Transformer {
 
 /// Log-softmax over the last dim, in f32.
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::log_softmax(&x.to_dtype(DType::F32)?, D::Minus1)?)
+    Ok(candle_nn::ops::log_softmax(
+        &x.to_dtype(DType::F32)?,
+        D::Minus1,
+    )?)
 }

@@ -74,7 +74,11 @@ pub fn tiny_vocab() -> TinyVocab {
         tokens.push(format!("{a}{b}"));
         types.push(1);
     }
-    TinyVocab { tokens, merges, types }
+    TinyVocab {
+        tokens,
+        merges,
+        types,
+    }
 }
 
 /// The config of a tiny model of `arch`.
@@ -105,13 +109,18 @@ pub fn tiny_weights(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut rand = |shape: &[usize], scale: f32, offset: f32| -> Result<Tensor> {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
         Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
     };
     let (d, f, v) = (cfg.d_model, cfg.d_mlp, cfg.vocab_size);
     let (qd, kd) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
     let mut w = vec![
-        ("model.embed_tokens.weight".to_string(), rand(&[v, d], 1.0, 0.0)?),
+        (
+            "model.embed_tokens.weight".to_string(),
+            rand(&[v, d], 1.0, 0.0)?,
+        ),
         ("model.norm.weight".to_string(), rand(&[d], 0.2, 1.0)?),
     ];
     if !cfg.tie_embeddings {
@@ -174,7 +183,10 @@ pub fn write_hf(dir: &Path, cfg: &Config, weights: &[(String, Tensor)]) -> Resul
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
     };
-    write("config.json", serde_json::to_string_pretty(&config).unwrap_or_default())?;
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )?;
     crate::io::save_safetensors(&dir.join("model.safetensors"), weights, HashMap::new())?;
 
     let voc = tiny_vocab();
@@ -220,11 +232,19 @@ fn permute(w: &Tensor, n_head: usize) -> Result<Tensor> {
     let dh = dims[0] / n_head;
     let mut shape = vec![n_head, 2, dh / 2];
     shape.extend(&dims[1..]);
-    Ok(w.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
+    Ok(w.reshape(shape)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
 }
 
 /// Write a GGUF the way llama.cpp's converter would, with tensors stored as `dtype`.
-pub fn write_gguf(path: &Path, cfg: &Config, weights: &[(String, Tensor)], dtype: GgmlDType) -> Result<()> {
+pub fn write_gguf(
+    path: &Path,
+    cfg: &Config,
+    weights: &[(String, Tensor)],
+    dtype: GgmlDType,
+) -> Result<()> {
     let arch = cfg.arch.name();
     let permuted = matches!(cfg.arch, Arch::Llama | Arch::Mistral);
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -252,10 +272,16 @@ pub fn write_gguf(path: &Path, cfg: &Config, weights: &[(String, Tensor)], dtype
         (k("embedding_length"), Value::U32(cfg.d_model as u32)),
         (k("feed_forward_length"), Value::U32(cfg.d_mlp as u32)),
         (k("attention.head_count"), Value::U32(cfg.n_heads as u32)),
-        (k("attention.head_count_kv"), Value::U32(cfg.n_kv_heads as u32)),
+        (
+            k("attention.head_count_kv"),
+            Value::U32(cfg.n_kv_heads as u32),
+        ),
         (k("attention.key_length"), Value::U32(cfg.d_head as u32)),
         (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
-        (k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
         (k("vocab_size"), Value::U32(cfg.vocab_size as u32)),
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
@@ -268,7 +294,10 @@ pub fn write_gguf(path: &Path, cfg: &Config, weights: &[(String, Tensor)], dtype
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.chat_template".into(), Value::String(CHAT_TEMPLATE.into())),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHAT_TEMPLATE.into()),
+        ),
     ];
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();

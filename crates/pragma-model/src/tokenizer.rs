@@ -18,8 +18,7 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
-const GPT2_RE: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -78,7 +77,10 @@ impl Tokenizer {
                 f.path.display()
             )));
         }
-        let pre = f.meta_str("tokenizer.ggml.pre").unwrap_or("default").to_string();
+        let pre = f
+            .meta_str("tokenizer.ggml.pre")
+            .unwrap_or("default")
+            .to_string();
         let tokens = string_array(f, "tokenizer.ggml.tokens")?;
         let merges = string_array(f, "tokenizer.ggml.merges")?;
         let types: Vec<i64> = match f.meta("tokenizer.ggml.token_type") {
@@ -99,17 +101,26 @@ impl Tokenizer {
             .collect();
         let merges: Vec<(String, String)> = merges
             .iter()
-            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .ignore_merges(matches!(pre.as_str(), "llama3" | "llama-v3" | "llama-bpe"))
             .build()
-            .map_err(|e| Error::Tokenizer(format!("building BPE from {}: {e}", f.path.display())))?;
+            .map_err(|e| {
+                Error::Tokenizer(format!("building BPE from {}: {e}", f.path.display()))
+            })?;
         let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
         for re in pre_tokenizer_regexes(&pre) {
-            let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex {re:?}: {e}")))?;
+            let split = Split::new(
+                SplitPattern::Regex(re.to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex {re:?}: {e}")))?;
             steps.push(split.into());
         }
         steps.push(ByteLevel::new(false, false, false).into());
@@ -132,9 +143,18 @@ impl Tokenizer {
         with_special.add_special_tokens(&added);
 
         let id = |k: &str| f.meta_usize(k).ok().map(|v| v as u32);
-        let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
-        let add_bos = matches!(f.meta("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
-        let chat_template = f.meta_str("tokenizer.chat_template").ok().map(str::to_string);
+        let (bos, eos) = (
+            id("tokenizer.ggml.bos_token_id"),
+            id("tokenizer.ggml.eos_token_id"),
+        );
+        let add_bos = matches!(
+            f.meta("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        );
+        let chat_template = f
+            .meta_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_string);
         let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
         if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
             stop_tokens.push(eot);
@@ -161,14 +181,18 @@ impl Tokenizer {
         let path = dir.join("tokenizer.json");
         let with_special = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        let cfg: serde_json::Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
-            Ok(s) => serde_json::from_str(&s).unwrap_or_default(),
-            Err(_) => serde_json::Value::Null,
-        };
+        let cfg: serde_json::Value =
+            match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
+                Ok(s) => serde_json::from_str(&s).unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
         let token_of = |key: &str| -> Option<String> {
             match cfg.get(key)? {
                 serde_json::Value::String(s) => Some(s.clone()),
-                v => v.get("content").and_then(|c| c.as_str()).map(str::to_string),
+                v => v
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string),
             }
         };
         let id_of = |key: &str| token_of(key).and_then(|t| with_special.token_to_id(&t));
@@ -193,7 +217,10 @@ impl Tokenizer {
                 vocab_size: with_special.get_vocab_size(true),
                 bos: id_of("bos_token"),
                 eos,
-                add_bos: cfg.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+                add_bos: cfg
+                    .get("add_bos_token")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
                 stop_tokens: eos.into_iter().collect(),
             },
             with_special,
@@ -210,7 +237,11 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let tk = if special { &self.with_special } else { &self.plain };
+        let tk = if special {
+            &self.with_special
+        } else {
+            &self.plain
+        };
         let enc = tk
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
@@ -251,13 +282,21 @@ impl Tokenizer {
     }
 
     fn special_text(&self, id: Option<u32>) -> String {
-        id.and_then(|i| self.with_special.id_to_token(i)).unwrap_or_default()
+        id.and_then(|i| self.with_special.id_to_token(i))
+            .unwrap_or_default()
     }
 
     /// Render chat messages with the model's template (Jinja, as in HF `apply_chat_template`).
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tpl = self.chat_template.as_deref().ok_or_else(|| {
-            Error::ChatTemplate("this model has no chat template (tokenizer.chat_template); use a plain prompt".into())
+            Error::ChatTemplate(
+                "this model has no chat template (tokenizer.chat_template); use a plain prompt"
+                    .into(),
+            )
         })?;
         render_chat(
             tpl,
@@ -311,9 +350,15 @@ pub fn render_chat(
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     env.add_template("chat", template)
         .map_err(|e| Error::ChatTemplate(format!("cannot parse the template: {e}")))?;
     let tpl = env

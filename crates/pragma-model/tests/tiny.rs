@@ -43,7 +43,10 @@ const IDS: [u32; 9] = [5, 80, 101, 17, 260, 33, 99, 4, 120];
 
 fn logits_and_cache(m: &Model, ids: &[u32], hooks: &Hooks) -> (Tensor, pragma_model::hooks::Cache) {
     let batch = Batch::single(ids, m.device()).expect("batch");
-    let (l, c) = m.transformer.forward(&batch, hooks, Logits::All).expect("forward");
+    let (l, c) = m
+        .transformer
+        .forward(&batch, hooks, Logits::All)
+        .expect("forward");
     (l.expect("logits"), c)
 }
 
@@ -52,8 +55,11 @@ fn gguf_and_safetensors_give_the_same_model() {
     for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Mistral] {
         let (_d, g, h) = tiny_pair(arch);
         let mut hooks = Hooks::new();
-        for p in HookPoint::resolve_pattern("blocks.*.attn.hook_q,blocks.*.attn.hook_k,blocks.*.hook_resid_post", 3)
-            .expect("pattern")
+        for p in HookPoint::resolve_pattern(
+            "blocks.*.attn.hook_q,blocks.*.attn.hook_k,blocks.*.hook_resid_post",
+            3,
+        )
+        .expect("pattern")
         {
             hooks.capture(p);
         }
@@ -67,7 +73,11 @@ fn gguf_and_safetensors_give_the_same_model() {
             assert!(d < 1e-4, "{arch:?} {p}: differs by {d}");
         }
         // The tokenizer from GGUF metadata and from tokenizer.json agree too.
-        for text in ["the weather in Paris is 23 degrees", "<|im_start|>user\nhi<|im_end|>", "  x\n\n y"] {
+        for text in [
+            "the weather in Paris is 23 degrees",
+            "<|im_start|>user\nhi<|im_end|>",
+            "  x\n\n y",
+        ] {
             assert_eq!(
                 g.tokenizer.encode(text, true).expect("enc"),
                 h.tokenizer.encode(text, true).expect("enc"),
@@ -90,7 +100,10 @@ fn quantized_gguf_is_close_to_f32() {
     let d = max_abs_diff(&la, &lb);
     let scale = max_abs_diff(&la, &la.zeros_like().expect("z"));
     println!("Q8_0 vs f32: max diff {d:.3e} (logit scale {scale:.2})");
-    assert!(d > 0.0 && d < 0.05 * scale, "Q8_0 diff {d} vs scale {scale}");
+    assert!(
+        d > 0.0 && d < 0.05 * scale,
+        "Q8_0 diff {d} vs scale {scale}"
+    );
 }
 
 #[test]
@@ -115,14 +128,28 @@ fn hook_shapes_match_their_docs() {
     }
     // Residual bookkeeping: resid_post = resid_mid + mlp_out = resid_pre + attn_out + mlp_out.
     let g = |p| cache.get(p).expect("cap");
-    let sum = ((g(HookPoint::ResidPre(1)) + g(HookPoint::AttnOut(1))).expect("add") + g(HookPoint::MlpOut(1))).expect("add");
+    let sum = ((g(HookPoint::ResidPre(1)) + g(HookPoint::AttnOut(1))).expect("add")
+        + g(HookPoint::MlpOut(1)))
+    .expect("add");
     assert!(max_abs_diff(&sum, &g(HookPoint::ResidPost(1))) < 1e-5);
     assert!(max_abs_diff(&g(HookPoint::ResidPost(0)), &g(HookPoint::ResidPre(1))) < 1e-6);
     // Patterns are causal probability distributions.
     let pat = g(HookPoint::AttnPattern(2));
     let rows = pat.sum(D::Minus1).expect("sum");
     assert!(max_abs_diff(&rows, &rows.ones_like().expect("ones")) < 1e-5);
-    let above: f32 = pat.get(0).expect("b").get(0).expect("h").get(0).expect("q").narrow(0, 1, t - 1).expect("n").sum_all().expect("s").to_scalar().expect("s");
+    let above: f32 = pat
+        .get(0)
+        .expect("b")
+        .get(0)
+        .expect("h")
+        .get(0)
+        .expect("q")
+        .narrow(0, 1, t - 1)
+        .expect("n")
+        .sum_all()
+        .expect("s")
+        .to_scalar()
+        .expect("s");
     assert_eq!(above, 0.0, "first query attends only to itself");
 }
 
@@ -130,7 +157,10 @@ fn hook_shapes_match_their_docs() {
 fn interventions_do_what_they_say_and_leave_no_state() {
     let (_d, m, _) = tiny_pair(Arch::Llama);
     let (base, _) = logits_and_cache(&m, &IDS, &Hooks::new());
-    let v = Tensor::arange(0f32, 32., &Device::Cpu).expect("v").affine(0.1, -1.0).expect("v");
+    let v = Tensor::arange(0f32, 32., &Device::Cpu)
+        .expect("v")
+        .affine(0.1, -1.0)
+        .expect("v");
     let p = HookPoint::ResidPost(1);
 
     // Scale 0 is exactly the unsteered output.
@@ -140,21 +170,40 @@ fn interventions_do_what_they_say_and_leave_no_state() {
 
     // Add then subtract cancels.
     let mut h = Hooks::new();
-    h.add(p, v.clone(), 3.0, Positions::All).add(p, v.clone(), -3.0, Positions::All);
+    h.add(p, v.clone(), 3.0, Positions::All)
+        .add(p, v.clone(), -3.0, Positions::All);
     assert!(max_abs_diff(&logits_and_cache(&m, &IDS, &h).0, &base) < 1e-5);
 
     // Adding changes the output, and the model is unchanged afterwards (no global state).
     let mut h = Hooks::new();
     h.add(p, v.clone(), 3.0, Positions::All);
     assert!(max_abs_diff(&logits_and_cache(&m, &IDS, &h).0, &base) > 1e-2);
-    assert_eq!(max_abs_diff(&logits_and_cache(&m, &IDS, &Hooks::new()).0, &base), 0.0);
+    assert_eq!(
+        max_abs_diff(&logits_and_cache(&m, &IDS, &Hooks::new()).0, &base),
+        0.0
+    );
 
     // Project-out leaves no component along the direction (capture after the intervention).
     let mut h = Hooks::new();
     h.project_out(p, v.clone(), Positions::All).capture(p);
     let (_, c) = logits_and_cache(&m, &IDS, &h);
-    let u = (&v / v.sqr().expect("sq").sum_all().expect("s").sqrt().expect("sqrt").to_scalar::<f32>().expect("n") as f64).expect("u");
-    let along = c.get(p).expect("cap").broadcast_mul(&u).expect("m").sum(D::Minus1).expect("s");
+    let u = (&v
+        / v.sqr()
+            .expect("sq")
+            .sum_all()
+            .expect("s")
+            .sqrt()
+            .expect("sqrt")
+            .to_scalar::<f32>()
+            .expect("n") as f64)
+        .expect("u");
+    let along = c
+        .get(p)
+        .expect("cap")
+        .broadcast_mul(&u)
+        .expect("m")
+        .sum(D::Minus1)
+        .expect("s");
     assert!(max_abs_diff(&along, &along.zeros_like().expect("z")) < 1e-4);
 
     // Interventions restricted to positions change nothing before them (causality),
@@ -167,17 +216,43 @@ fn interventions_do_what_they_say_and_leave_no_state() {
         h.capture(p);
         h
     });
-    assert_eq!(max_abs_diff(&l.narrow(1, 0, 5).expect("n"), &base.narrow(1, 0, 5).expect("n")), 0.0);
-    assert!(max_abs_diff(&l.narrow(1, 5, 4).expect("n"), &base.narrow(1, 5, 4).expect("n")) > 1e-2);
+    assert_eq!(
+        max_abs_diff(
+            &l.narrow(1, 0, 5).expect("n"),
+            &base.narrow(1, 0, 5).expect("n")
+        ),
+        0.0
+    );
+    assert!(
+        max_abs_diff(
+            &l.narrow(1, 5, 4).expect("n"),
+            &base.narrow(1, 5, 4).expect("n")
+        ) > 1e-2
+    );
     let diff = (c.get(p).expect("a") - c0.get(p).expect("b")).expect("d");
-    assert_eq!(max_abs_diff(&diff.narrow(1, 0, 5).expect("n"), &diff.narrow(1, 0, 5).expect("n").zeros_like().expect("z")), 0.0);
+    assert_eq!(
+        max_abs_diff(
+            &diff.narrow(1, 0, 5).expect("n"),
+            &diff.narrow(1, 0, 5).expect("n").zeros_like().expect("z")
+        ),
+        0.0
+    );
 
     // Zero-ablation at one position zeroes exactly that position.
     let mut h = Hooks::new();
-    h.zero(HookPoint::MlpOut(0), Positions::Range(2, 3)).capture(HookPoint::MlpOut(0));
+    h.zero(HookPoint::MlpOut(0), Positions::Range(2, 3))
+        .capture(HookPoint::MlpOut(0));
     let (_, c) = logits_and_cache(&m, &IDS, &h);
     let mo = c.get(HookPoint::MlpOut(0)).expect("cap");
-    let row_abs = mo.abs().expect("abs").sum(D::Minus1).expect("s").flatten_all().expect("f").to_vec1::<f32>().expect("v");
+    let row_abs = mo
+        .abs()
+        .expect("abs")
+        .sum(D::Minus1)
+        .expect("s")
+        .flatten_all()
+        .expect("f")
+        .to_vec1::<f32>()
+        .expect("v");
     assert_eq!(row_abs[2], 0.0);
     assert!(row_abs.iter().enumerate().all(|(i, &x)| i == 2 || x > 0.0));
 }
@@ -205,8 +280,19 @@ fn patching_a_whole_residual_reproduces_the_source_run() {
     h.patch(q, c_other.get(q).expect("cap"), Positions::Last);
     let (l, _) = logits_and_cache(&m, &IDS, &h);
     let (base, _) = logits_and_cache(&m, &IDS, &Hooks::new());
-    assert_eq!(max_abs_diff(&l.narrow(1, 0, 8).expect("n"), &base.narrow(1, 0, 8).expect("n")), 0.0);
-    assert!(max_abs_diff(&l.narrow(1, 8, 1).expect("n"), &l_other.narrow(1, 8, 1).expect("n")) < 1e-5);
+    assert_eq!(
+        max_abs_diff(
+            &l.narrow(1, 0, 8).expect("n"),
+            &base.narrow(1, 0, 8).expect("n")
+        ),
+        0.0
+    );
+    assert!(
+        max_abs_diff(
+            &l.narrow(1, 8, 1).expect("n"),
+            &l_other.narrow(1, 8, 1).expect("n")
+        ) < 1e-5
+    );
 }
 
 fn greedy_by_recompute(m: &Model, ids: &[u32], n: usize) -> Vec<u32> {
@@ -214,7 +300,12 @@ fn greedy_by_recompute(m: &Model, ids: &[u32], n: usize) -> Vec<u32> {
     for _ in 0..n {
         let (l, _) = logits_and_cache(m, &seq, &Hooks::new());
         let last = l.get(0).expect("b").get(seq.len() - 1).expect("t");
-        seq.push(last.argmax(0).expect("argmax").to_scalar::<u32>().expect("id"));
+        seq.push(
+            last.argmax(0)
+                .expect("argmax")
+                .to_scalar::<u32>()
+                .expect("id"),
+        );
     }
     seq[ids.len()..].to_vec()
 }
@@ -227,17 +318,28 @@ fn kv_cached_generation_equals_full_recompute() {
         sampling: Sampling::default(),
         stop_tokens: vec![],
     };
-    let g = generate(&m.transformer, &[IDS.to_vec()], &opts, &Hooks::new(), |_, _| {}).expect("gen");
+    let g = generate(
+        &m.transformer,
+        &[IDS.to_vec()],
+        &opts,
+        &Hooks::new(),
+        |_, _| {},
+    )
+    .expect("gen");
     assert_eq!(g.tokens[0], greedy_by_recompute(&m, &IDS, 12));
 }
 
 #[test]
 fn steering_during_generation_applies_at_every_step() {
     let (_d, m, _) = tiny_pair(Arch::Llama);
-    let v = Tensor::arange(0f32, 32., &Device::Cpu).expect("v").affine(0.2, -3.0).expect("v");
+    let v = Tensor::arange(0f32, 32., &Device::Cpu)
+        .expect("v")
+        .affine(0.2, -3.0)
+        .expect("v");
     let p = HookPoint::ResidPost(0);
     let mut h = Hooks::new();
-    h.add(p, v.clone(), 2.0, Positions::All).capture(HookPoint::ResidPost(2));
+    h.add(p, v.clone(), 2.0, Positions::All)
+        .capture(HookPoint::ResidPost(2));
     let opts = GenerateOptions {
         max_tokens: 6,
         sampling: Sampling::default(),
@@ -250,11 +352,23 @@ fn steering_during_generation_applies_at_every_step() {
     hooks.add(p, v, 2.0, Positions::All);
     for _ in 0..6 {
         let (l, _) = logits_and_cache(&m, &seq, &hooks);
-        seq.push(l.get(0).expect("b").get(seq.len() - 1).expect("t").argmax(0).expect("a").to_scalar::<u32>().expect("i"));
+        seq.push(
+            l.get(0)
+                .expect("b")
+                .get(seq.len() - 1)
+                .expect("t")
+                .argmax(0)
+                .expect("a")
+                .to_scalar::<u32>()
+                .expect("i"),
+        );
     }
     assert_eq!(g.tokens[0], seq[IDS.len()..].to_vec());
     // Captures cover the prompt and every fed-back generated token.
-    assert_eq!(g.cache.get(HookPoint::ResidPost(2)).expect("cap").dims(), &[1, IDS.len() + 5, 32]);
+    assert_eq!(
+        g.cache.get(HookPoint::ResidPost(2)).expect("cap").dims(),
+        &[1, IDS.len() + 5, 32]
+    );
 }
 
 #[test]
@@ -265,21 +379,39 @@ fn padded_batches_match_single_sequences() {
     let batch = Batch::new(&[a.clone(), b.clone()], m.device()).expect("batch");
     let mut hooks = Hooks::new();
     hooks.capture(HookPoint::ResidPost(1));
-    let (l, c) = m.transformer.forward(&batch, &hooks, Logits::All).expect("fwd");
+    let (l, c) = m
+        .transformer
+        .forward(&batch, &hooks, Logits::All)
+        .expect("fwd");
     let l = l.expect("logits");
     let (la, _) = logits_and_cache(&m, &a, &Hooks::new());
     let (lb, cb) = logits_and_cache(&m, &b, &hooks);
     assert!(max_abs_diff(&l.get(0).expect("0"), &la.get(0).expect("0")) < 1e-4);
     let lb_from_batch = l.get(1).expect("1").narrow(0, 5, 4).expect("n");
     assert!(max_abs_diff(&lb_from_batch, &lb.get(0).expect("0")) < 1e-4);
-    assert!(max_abs_diff(&c.get_row(HookPoint::ResidPost(1), 1).expect("row"), &cb.get(HookPoint::ResidPost(1)).expect("c").get(0).expect("0")) < 1e-4);
+    assert!(
+        max_abs_diff(
+            &c.get_row(HookPoint::ResidPost(1), 1).expect("row"),
+            &cb.get(HookPoint::ResidPost(1))
+                .expect("c")
+                .get(0)
+                .expect("0")
+        ) < 1e-4
+    );
     // Batched generation gives each row its own greedy continuation.
     let opts = GenerateOptions {
         max_tokens: 5,
         sampling: Sampling::default(),
         stop_tokens: vec![],
     };
-    let g = generate(&m.transformer, &[a.clone(), b.clone()], &opts, &Hooks::new(), |_, _| {}).expect("gen");
+    let g = generate(
+        &m.transformer,
+        &[a.clone(), b.clone()],
+        &opts,
+        &Hooks::new(),
+        |_, _| {},
+    )
+    .expect("gen");
     assert_eq!(g.tokens[0], greedy_by_recompute(&m, &a, 5));
     assert_eq!(g.tokens[1], greedy_by_recompute(&m, &b, 5));
 }
@@ -297,7 +429,18 @@ fn sampling_is_seeded_and_respects_top_k() {
         },
         stop_tokens: vec![],
     };
-    let run = |seed| generate(&m.transformer, &[IDS.to_vec()], &opts(seed), &Hooks::new(), |_, _| {}).expect("gen").tokens[0].clone();
+    let run = |seed| {
+        generate(
+            &m.transformer,
+            &[IDS.to_vec()],
+            &opts(seed),
+            &Hooks::new(),
+            |_, _| {},
+        )
+        .expect("gen")
+        .tokens[0]
+            .clone()
+    };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
 }
@@ -306,10 +449,17 @@ fn sampling_is_seeded_and_respects_top_k() {
 fn chat_template_renders_from_gguf_metadata() {
     let (_d, m, _) = tiny_pair(Arch::Llama);
     let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
-    let s = m.tokenizer.apply_chat_template(&msgs, true).expect("render");
+    let s = m
+        .tokenizer
+        .apply_chat_template(&msgs, true)
+        .expect("render");
     assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
     let ids = m.tokenizer.encode(&s, true).expect("enc");
     assert_eq!(ids[0], 1, "special token parsed");
-    assert_ne!(m.tokenizer.encode(&s, false).expect("enc")[0], 1, "plain text when special=false");
+    assert_ne!(
+        m.tokenizer.encode(&s, false).expect("enc")[0],
+        1,
+        "plain text when special=false"
+    );
     assert_eq!(m.tokenizer.decode(&ids).expect("dec"), s);
 }
