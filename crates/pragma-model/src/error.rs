@@ -17,10 +17,11 @@ pub enum Error {
     #[error("{path} is a corrupt or truncated GGUF file: {reason}")]
     CorruptGguf { path: PathBuf, reason: String },
 
-    #[error("{path}: tensor '{tensor}' has dtype {found}, which pragma cannot read (supported: {supported})")]
+    #[error(
+        "{path}: a tensor has dtype {found}, which pragma cannot read (supported: {supported})"
+    )]
     UnsupportedDtype {
         path: PathBuf,
-        tensor: String,
         found: String,
         supported: &'static str,
     },

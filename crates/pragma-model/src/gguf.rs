@@ -232,12 +232,15 @@ fn value_as_u64(v: &Value) -> Option<u64> {
 /// Turn candle's reader errors into ours: unknown dtypes and short reads.
 fn classify(path: &Path, e: candle_core::Error) -> Error {
     let msg = e.to_string();
-    if msg.contains("unknown dtype") {
-        let found = msg.rsplit(' ').next().unwrap_or("?").to_string();
+    const UNKNOWN: &str = "unknown dtype for tensor ";
+    if let Some(i) = msg.find(UNKNOWN) {
+        let id: String = msg[i + UNKNOWN.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         return Error::UnsupportedDtype {
             path: path.to_path_buf(),
-            tensor: "?".into(),
-            found: format!("ggml type id {found}"),
+            found: format!("ggml type id {id}"),
             supported: SUPPORTED_DTYPES,
         };
     }
