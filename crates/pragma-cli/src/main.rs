@@ -3,6 +3,8 @@
 //! The binary is thin: it parses flags, resolves them into library calls and
 //! prints results. The logic lives in the library crates.
 
+mod bench;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ enum Command {
     /// Load the default model, list its hook points, and answer a chat prompt with and
     /// without an intervention: the README's first command.
     Demo(DemoArgs),
+    /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_generate(a),
         Command::Trace(a) => cmd_trace(a),
         Command::Demo(a) => cmd_demo(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,120 @@
+//! `pragma bench`: throughput of the forward pass and decoding, as JSON, for
+//! `scripts/bench/run.sh` to compare with llama.cpp and HF transformers measured
+//! in the same run on the same machine.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use pragma_model::generate::{generate, GenerateOptions, Sampling};
+use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::{Model, DEFAULT_MODEL};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Sequences per prefill batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence in prefill.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Tokens to decode.
+    #[arg(long, default_value_t = 128)]
+    decode: usize,
+    /// Timed repetitions (the best is reported; one warm-up run precedes them).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+/// A deterministic token batch: real text tokenized and repeated to length.
+pub fn bench_tokens(model: &Model, batch: usize, seq: usize) -> Result<Vec<Vec<u32>>> {
+    let text = "The history of science is the study of the development of science and scientific \
+                knowledge, including both the natural and social sciences. Science is a body of \
+                empirical, theoretical, and practical knowledge about the natural world, produced by \
+                scientists who emphasize the observation, explanation, and prediction of real-world phenomena.";
+    let ids = model.tokenizer.encode(text, false)?;
+    Ok((0..batch)
+        .map(|b| ids.iter().cycle().skip(b * 7).take(seq).copied().collect())
+        .collect())
+}
+
+fn best_of(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let seqs = bench_tokens(&model, a.batch, a.seq)?;
+    let batch = Batch::new(&seqs, model.device())?;
+    let n_tok = (a.batch * a.seq) as f64;
+    let tf = &model.transformer;
+
+    let t_plain = best_of(a.reps, || {
+        tf.forward(&batch, &Hooks::new(), Logits::Last)?;
+        Ok(())
+    })?;
+    let mut hooks = Hooks::new();
+    for p in HookPoint::resolve_pattern("blocks.*.hook_resid_post", model.cfg().n_layers)? {
+        hooks.capture(p);
+    }
+    let t_capture = best_of(a.reps, || {
+        let (_, cache) = tf.forward(&batch, &hooks, Logits::Last)?;
+        // Materialise the captures as a user would (f32, contiguous).
+        for p in cache.points() {
+            cache.get(p)?.contiguous()?;
+        }
+        Ok(())
+    })?;
+
+    let prompt = seqs[0][..16].to_vec();
+    let opts = GenerateOptions {
+        max_tokens: a.decode,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    let t_prompt = best_of(a.reps, || {
+        tf.forward(
+            &Batch::single(&prompt, model.device())?,
+            &Hooks::new(),
+            Logits::Last,
+        )?;
+        Ok(())
+    })?;
+    let t_gen = best_of(a.reps.min(2), || {
+        generate(tf, &[prompt.clone()], &opts, &Hooks::new(), |_, _| {})?;
+        Ok(())
+    })?;
+    let decode_tps = a.decode as f64 / (t_gen - t_prompt).max(1e-9);
+
+    let out = serde_json::json!({
+        "tool": "pragma",
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "prefill_batch": a.batch,
+        "prefill_seq": a.seq,
+        "prefill_tok_s": n_tok / t_plain,
+        "prefill_capture_all_resid_tok_s": n_tok / t_capture,
+        "capture_overhead": t_capture / t_plain - 1.0,
+        "decode_tokens": a.decode,
+        "decode_tok_s": decode_tps,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
