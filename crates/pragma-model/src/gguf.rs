@@ -16,6 +16,7 @@ use candle_core::{Device, Tensor};
 use crate::config::{Arch, Config, Llama3RopeScaling};
 use crate::error::{Error, Result};
 use crate::llama::{Part, WeightSource};
+use crate::quant::{QuantKind, QuantWeight};
 
 pub const SUPPORTED_DTYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
@@ -146,6 +147,26 @@ impl GgufFile {
         Ok(q.dequantize(&Device::Cpu)?)
     }
 
+    /// The raw blocks of a 2-D tensor, if its dtype is one [`QuantWeight`] computes on.
+    pub fn tensor_quant(&mut self, name: &str) -> Result<Option<QuantWeight>> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Ok(None);
+        };
+        let Some(kind) = QuantKind::from_ggml(info.ggml_dtype) else {
+            return Ok(None);
+        };
+        let dims = info.shape.dims().to_vec();
+        if dims.len() != 2 {
+            return Ok(None);
+        }
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| classify(&self.path, e))?;
+        let data = q.data()?.into_owned();
+        QuantWeight::new(kind, dims[0], dims[1], data).map(Some)
+    }
+
     /// The architecture config from `{arch}.*` metadata.
     pub fn config(&self) -> Result<Config> {
         let arch_name = self.meta_str("general.architecture")?.to_string();
@@ -250,6 +271,18 @@ fn classify(path: &Path, e: candle_core::Error) -> Error {
     }
 }
 
+/// Row `r` of the HF layout is row `unpermute_rows(..)[r]` of llama.cpp's layout.
+fn unpermute_rows(rows: usize, n_head: usize) -> Vec<usize> {
+    let dh = rows / n_head;
+    let half = dh / 2;
+    (0..rows)
+        .map(|r| {
+            let (h, s, i) = (r / dh, (r % dh) / half, r % half);
+            h * dh + 2 * i + s
+        })
+        .collect()
+}
+
 /// Undo llama.cpp's Q/K row permutation: `[n_head, dh/2, 2, d] -> [n_head, 2, dh/2, d]`.
 fn unpermute(w: &Tensor, n_head: usize) -> Result<Tensor> {
     let dims = w.dims().to_vec();
@@ -303,13 +336,50 @@ impl WeightSource for GgufWeights<'_> {
             Part::Down => "ffn_down.weight",
         };
         let t = self.file.tensor_f32(&format!("blk.{layer}.{name}"))?;
-        // Only llama.cpp's `llama` converter permutes Q/K (Mistral GGUFs use it too).
-        let permuted = matches!(self.cfg.arch, Arch::Llama | Arch::Mistral);
-        Ok(match part {
-            Part::Q | Part::QBias if permuted => unpermute(&t, self.cfg.n_heads)?,
-            Part::K | Part::KBias if permuted => unpermute(&t, self.cfg.n_kv_heads)?,
-            _ => t,
+        Ok(match self.permuted_heads(part) {
+            Some(n_head) => unpermute(&t, n_head)?,
+            None => t,
         })
+    }
+    fn block_quant(&mut self, layer: usize, part: Part) -> Result<Option<QuantWeight>> {
+        let name = match part {
+            Part::Q => "attn_q.weight",
+            Part::K => "attn_k.weight",
+            Part::V => "attn_v.weight",
+            Part::O => "attn_output.weight",
+            Part::Gate => "ffn_gate.weight",
+            Part::Up => "ffn_up.weight",
+            Part::Down => "ffn_down.weight",
+            _ => return Ok(None),
+        };
+        let q = self.file.tensor_quant(&format!("blk.{layer}.{name}"))?;
+        Ok(match (q, self.permuted_heads(part)) {
+            (Some(q), Some(n_head)) => Some(q.permute_rows(&unpermute_rows(q.rows, n_head))),
+            (q, _) => q,
+        })
+    }
+    fn lm_head_quant(&mut self) -> Result<Option<QuantWeight>> {
+        let name = if self.file.has_tensor("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        self.file.tensor_quant(name)
+    }
+}
+
+impl GgufWeights<'_> {
+    /// Only llama.cpp's `llama` converter permutes Q/K rows (Mistral GGUFs use it too):
+    /// the head count to undo it with, for the parts it touched.
+    fn permuted_heads(&self, part: Part) -> Option<usize> {
+        if !matches!(self.cfg.arch, Arch::Llama | Arch::Mistral) {
+            return None;
+        }
+        match part {
+            Part::Q | Part::QBias => Some(self.cfg.n_heads),
+            Part::K | Part::KBias => Some(self.cfg.n_kv_heads),
+            _ => None,
+        }
     }
 }
 

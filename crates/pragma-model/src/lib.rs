@@ -25,6 +25,7 @@ pub mod hf;
 pub mod hooks;
 pub mod io;
 pub mod llama;
+pub mod quant;
 pub mod testing;
 pub mod tokenizer;
 

@@ -7,9 +7,12 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hooks::{run_site, Cache, HookPoint, Hooks, SiteInfo};
+use crate::quant::QuantWeight;
 
 /// The weight tensors of one block, named after the HF checkpoint's modules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,27 +43,51 @@ pub trait WeightSource {
     fn lm_head(&mut self) -> Result<Option<Tensor>>;
     fn final_norm(&mut self) -> Result<Tensor>;
     fn block(&mut self, layer: usize, part: Part) -> Result<Tensor>;
+    /// The same weight in the file's block-quantized form, when it has one that
+    /// [`QuantWeight`] computes on (used for decoding). `None` by default.
+    fn block_quant(&mut self, _layer: usize, _part: Part) -> Result<Option<QuantWeight>> {
+        Ok(None)
+    }
+    /// The unembedding (or the tied embedding) in block-quantized form.
+    fn lm_head_quant(&mut self) -> Result<Option<QuantWeight>> {
+        Ok(None)
+    }
 }
 
-/// A dense projection `y = x W^T (+ b)`, `W: [out, in]`.
+/// A dense projection `y = x W^T (+ b)`, `W: [out, in]`, with the file's quantized
+/// blocks kept alongside for fast decoding when available.
 #[derive(Clone, Debug)]
 pub struct Linear {
     w_t: Tensor, // [in, out], contiguous so the GEMM reads it row-major
     b: Option<Tensor>,
+    q: Option<Arc<QuantWeight>>,
 }
 
 impl Linear {
-    fn new(w: Tensor, b: Option<Tensor>) -> Result<Self> {
+    fn new(w: Tensor, b: Option<Tensor>, q: Option<QuantWeight>) -> Result<Self> {
         Ok(Self {
             w_t: w.t()?.contiguous()?,
             b,
+            q: q.map(Arc::new),
         })
     }
 
+    /// `x: [n, in] -> [n, out]`, by the quantized kernel for a few rows, else the GEMM.
+    fn matmul2(&self, x: &Tensor, use_quant: bool) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        match &self.q {
+            Some(q) if use_quant && QuantWeight::worth_it(n) => {
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(q.matmul(&xs, n), (n, q.rows), x.device())?)
+            }
+            _ => Ok(x.matmul(&self.w_t)?),
+        }
+    }
+
     /// `x: [b, t, in] -> [b, t, out]`
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, use_quant: bool) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let y = x.reshape((b * t, d))?.matmul(&self.w_t)?;
+        let y = self.matmul2(&x.reshape((b * t, d))?, use_quant)?;
         let y = match &self.b {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
@@ -84,10 +111,52 @@ struct Block {
     down: Linear,
 }
 
+/// One layer's keys and values `[b, hk, capacity, dh]`, filled up to `len`.
+/// Growing by doubling keeps appends amortised O(new tokens): a decode step writes
+/// one column in place instead of copying the whole cache.
+#[derive(Clone, Debug)]
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl LayerKv {
+    /// Append `k, v: [b, hk, t, dh]` (contiguous) and return views of everything so far.
+    fn append(slot: &mut Option<LayerKv>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        let Some(kv) = slot else {
+            // First call (prefill): keep the tensors as they are; no copy.
+            *slot = Some(LayerKv {
+                k: k.clone(),
+                v: v.clone(),
+                len: t,
+            });
+            return Ok((k, v));
+        };
+        let cap = kv.k.dim(2)?;
+        if kv.len + t > cap {
+            let new_cap = (kv.len + t).max(2 * cap).max(16);
+            let grow = |old: &Tensor| -> candle_core::Result<Tensor> {
+                let (b, h, _, d) = old.dims4()?;
+                let fresh = Tensor::zeros((b, h, new_cap, d), old.dtype(), old.device())?;
+                fresh.slice_set(&old.narrow(2, 0, kv.len)?.contiguous()?, 2, 0)?;
+                Ok(fresh)
+            };
+            kv.k = grow(&kv.k)?;
+            kv.v = grow(&kv.v)?;
+        }
+        kv.k.slice_set(&k, 2, kv.len)?;
+        kv.v.slice_set(&v, 2, kv.len)?;
+        kv.len += t;
+        Ok((kv.k.narrow(2, 0, kv.len)?, kv.v.narrow(2, 0, kv.len)?))
+    }
+}
+
 /// Key/value cache for incremental decoding, plus the batch's padding.
 #[derive(Clone, Debug)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>, // [b, hk, T, dh] each, keys after RoPE
+    layers: Vec<Option<LayerKv>>, // keys after RoPE
     pad: Vec<usize>,
     /// Columns processed so far.
     pub len: usize,
@@ -159,6 +228,10 @@ pub struct Transformer {
     pub cfg: Config,
     embed: Tensor,     // [vocab, d]
     lm_head_t: Tensor, // [d, vocab]
+    lm_head_q: Option<Arc<QuantWeight>>,
+    /// Decode with the quantized kernels where the file has them (default true);
+    /// false computes everything with the dequantized f32 weights.
+    pub use_quant_kernels: bool,
     final_norm: Tensor,
     blocks: Vec<Block>,
     inv_freq: Vec<f64>,
@@ -200,47 +273,56 @@ impl Transformer {
         let final_norm = to_dev(src.final_norm()?)?;
         check_shape(&name, "final norm", &final_norm, &[d])?;
 
+        let lm_head_q = src.lm_head_quant()?.map(Arc::new);
+
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let mut get = |part: Part, shape: &[usize]| -> Result<Tensor> {
+            let get = |src: &mut dyn WeightSource, part: Part, shape: &[usize]| -> Result<Tensor> {
                 let t = to_dev(src.block(i, part)?)?;
                 check_shape(&name, &format!("layer {i} {part:?}"), &t, shape)?;
                 Ok(t)
             };
+            let linear =
+                |src: &mut dyn WeightSource, part: Part, shape: &[usize], bias: Option<Tensor>| {
+                    let w = get(src, part, shape)?;
+                    Linear::new(w, bias, src.block_quant(i, part)?)
+                };
             let (qb, kb, vb) = if cfg.qkv_bias {
                 (
-                    Some(get(Part::QBias, &[qd])?),
-                    Some(get(Part::KBias, &[kd])?),
-                    Some(get(Part::VBias, &[kd])?),
+                    Some(get(src, Part::QBias, &[qd])?),
+                    Some(get(src, Part::KBias, &[kd])?),
+                    Some(get(src, Part::VBias, &[kd])?),
                 )
             } else {
                 (None, None, None)
             };
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(get(Part::QNorm, &[cfg.d_head])?),
-                    Some(get(Part::KNorm, &[cfg.d_head])?),
+                    Some(get(src, Part::QNorm, &[cfg.d_head])?),
+                    Some(get(src, Part::KNorm, &[cfg.d_head])?),
                 )
             } else {
                 (None, None)
             };
             blocks.push(Block {
-                attn_norm: get(Part::AttnNorm, &[d])?,
-                q: Linear::new(get(Part::Q, &[qd, d])?, qb)?,
-                k: Linear::new(get(Part::K, &[kd, d])?, kb)?,
-                v: Linear::new(get(Part::V, &[kd, d])?, vb)?,
+                attn_norm: get(src, Part::AttnNorm, &[d])?,
+                q: linear(src, Part::Q, &[qd, d], qb)?,
+                k: linear(src, Part::K, &[kd, d], kb)?,
+                v: linear(src, Part::V, &[kd, d], vb)?,
                 q_norm,
                 k_norm,
-                o: Linear::new(get(Part::O, &[d, qd])?, None)?,
-                mlp_norm: get(Part::MlpNorm, &[d])?,
-                gate: Linear::new(get(Part::Gate, &[f, d])?, None)?,
-                up: Linear::new(get(Part::Up, &[f, d])?, None)?,
-                down: Linear::new(get(Part::Down, &[d, f])?, None)?,
+                o: linear(src, Part::O, &[d, qd], None)?,
+                mlp_norm: get(src, Part::MlpNorm, &[d])?,
+                gate: linear(src, Part::Gate, &[f, d], None)?,
+                up: linear(src, Part::Up, &[f, d], None)?,
+                down: linear(src, Part::Down, &[d, f], None)?,
             });
         }
         Ok(Self {
             inv_freq: cfg.inv_freq(),
             lm_head_t: lm_head.t()?.contiguous()?,
+            lm_head_q,
+            use_quant_kernels: true,
             embed,
             final_norm,
             blocks,
@@ -356,7 +438,20 @@ impl Transformer {
                 t,
                 (),
             ))?),
-            Logits::Last => Some(x.narrow(1, t - 1, 1)?.squeeze(1)?.matmul(&self.lm_head_t)?),
+            Logits::Last => {
+                let last = x.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()?; // [b, d]
+                match &self.lm_head_q {
+                    Some(q) if self.use_quant_kernels && QuantWeight::worth_it(b) => {
+                        let xs = last.flatten_all()?.to_vec1::<f32>()?;
+                        Some(Tensor::from_vec(
+                            q.matmul(&xs, b),
+                            (b, q.rows),
+                            &self.device,
+                        )?)
+                    }
+                    _ => Some(last.matmul(&self.lm_head_t)?),
+                }
+            }
         };
         Ok(out)
     }
@@ -376,6 +471,7 @@ impl Transformer {
         cache: &mut Cache,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
+        let uq = self.use_quant_kernels;
         let eps = cfg.rms_norm_eps as f32;
         let (b, t, _) = x.dims3()?;
         let (h, hk, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
@@ -384,9 +480,9 @@ impl Transformer {
         let resid = site(HookPoint::ResidPre(i), x, cache)?; // [b, t, d]
         let normed = candle_nn::ops::rms_norm(&resid, &blk.attn_norm, eps)?;
 
-        let mut q = blk.q.forward(&normed)?.reshape((b, t, h, dh))?; // [b, t, h, dh]
-        let mut k = blk.k.forward(&normed)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
-        let v = blk.v.forward(&normed)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
+        let mut q = blk.q.forward(&normed, uq)?.reshape((b, t, h, dh))?; // [b, t, h, dh]
+        let mut k = blk.k.forward(&normed, uq)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
+        let v = blk.v.forward(&normed, uq)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
         if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
             q = candle_nn::ops::rms_norm(&q.contiguous()?, qn, eps)?;
             k = candle_nn::ops::rms_norm(&k.contiguous()?, kn, eps)?;
@@ -398,44 +494,36 @@ impl Transformer {
         let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?; // [b, h, t, dh]
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?; // [b, hk, t, dh]
         let v = v.transpose(1, 2)?.contiguous()?; // [b, hk, t, dh]
-        let (k, v) = match &kv.layers[i] {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-            None => (k, v),
-        };
-        kv.layers[i] = Some((k.clone(), v.clone()));
+        let (k, v) = LayerKv::append(&mut kv.layers[i], k, v)?; // [b, hk, T, dh] views
         let big_t = k.dim(2)?;
+        // Grouped-query attention without copying K/V: the `rep` query heads that share
+        // a key/value head are stacked along the query axis.
         let rep = h / hk;
-        let (k, v) = if rep > 1 {
-            let expand = |x: Tensor| -> candle_core::Result<Tensor> {
-                x.unsqueeze(2)?
-                    .expand((b, hk, rep, big_t, dh))?
-                    .reshape((b, h, big_t, dh))
-            };
-            (expand(k)?, expand(v)?)
-        } else {
-            (k, v)
-        };
-
+        let q = q.reshape((b, hk, rep * t, dh))?;
         let scale = 1.0 / (dh as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?; // [b, h, t, T]
-        if let Some(m) = mask {
-            scores = scores.broadcast_add(m)?;
-        }
+        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, t, big_t))?; // [b, h, t, T]
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
         let pattern = candle_nn::ops::softmax_last_dim(&scores)?; // [b, h, t, T]
         let pattern = site(HookPoint::AttnPattern(i), pattern, cache)?;
-        let z = pattern.matmul(&v)?.transpose(1, 2)?; // [b, t, h, dh]
+        let z = pattern
+            .reshape((b, hk, rep * t, big_t))?
+            .matmul(&v)?
+            .reshape((b, h, t, dh))?
+            .transpose(1, 2)?; // [b, t, h, dh]
         let z = site(HookPoint::AttnZ(i), z, cache)?;
-        let attn_out = blk.o.forward(&z.reshape((b, t, h * dh))?)?; // [b, t, d]
+        let attn_out = blk.o.forward(&z.reshape((b, t, h * dh))?, uq)?; // [b, t, d]
         let attn_out = site(HookPoint::AttnOut(i), attn_out, cache)?;
         let resid = site(HookPoint::ResidMid(i), (resid + attn_out)?, cache)?; // [b, t, d]
 
         let normed = candle_nn::ops::rms_norm(&resid, &blk.mlp_norm, eps)?;
-        let gate = candle_nn::ops::silu(&blk.gate.forward(&normed)?)?;
-        let post = (gate * blk.up.forward(&normed)?)?; // [b, t, f]
+        let gate = candle_nn::ops::silu(&blk.gate.forward(&normed, uq)?)?;
+        let post = (gate * blk.up.forward(&normed, uq)?)?; // [b, t, f]
         let post = site(HookPoint::MlpPost(i), post, cache)?;
-        let mlp_out = blk.down.forward(&post)?; // [b, t, d]
+        let mlp_out = blk.down.forward(&post, uq)?; // [b, t, d]
         let mlp_out = site(HookPoint::MlpOut(i), mlp_out, cache)?;
-        let _ = big_t;
         site(HookPoint::ResidPost(i), (resid + mlp_out)?, cache) // [b, t, d]
     }
 
