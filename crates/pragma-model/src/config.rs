@@ -135,3 +135,28 @@ impl Config {
         self.n_layers * per_layer + embed + head + d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_covers_all_three_bands() {
+        // head_dim 8, theta 5e5: wavelengths 6.3 (kept), 167 (smoothed: between
+        // 256/4 and 256/1), 4443 and 118143 (divided by 8). Expected values computed
+        // independently in Python from the published Llama 3 formula.
+        let mut cfg = crate::testing::tiny_config(Arch::Llama);
+        cfg.d_head = 8;
+        cfg.rope_theta = 500_000.0;
+        cfg.rope_scaling = Some(Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 256,
+        });
+        let want = [1.0, 0.010538232746455323, 0.00017677669529663688, 6.647869871181235e-06];
+        for (got, want) in cfg.inv_freq().iter().zip(want) {
+            assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+        }
+    }
+}
