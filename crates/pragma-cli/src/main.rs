@@ -4,6 +4,7 @@
 //! prints results. The logic lives in the library crates.
 
 mod bench;
+mod store_cmd;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -46,6 +47,11 @@ enum Command {
     /// Load the default model, list its hook points, and answer a chat prompt with and
     /// without an intervention: the README's first command.
     Demo(DemoArgs),
+    /// Cache hook activations over a corpus into a sharded, resumable activation store.
+    Cache(store_cmd::CacheArgs),
+    /// Inspect an activation store.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -163,6 +169,8 @@ fn main() -> ExitCode {
         Command::Generate(a) => cmd_generate(a),
         Command::Trace(a) => cmd_trace(a),
         Command::Demo(a) => cmd_demo(a),
+        Command::Cache(a) => store_cmd::cmd_cache(a),
+        Command::Store(c) => store_cmd::cmd_store(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {

@@ -154,7 +154,12 @@ mod tests {
             high_freq_factor: 4.0,
             original_max_position_embeddings: 256,
         });
-        let want = [1.0, 0.010538232746455323, 0.00017677669529663688, 6.647869871181235e-06];
+        let want = [
+            1.0,
+            0.010538232746455323,
+            0.00017677669529663688,
+            6.647869871181235e-06,
+        ];
         for (got, want) in cfg.inv_freq().iter().zip(want) {
             assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
         }

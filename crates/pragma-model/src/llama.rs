@@ -58,7 +58,7 @@ pub trait WeightSource {
 /// blocks kept alongside for fast decoding when available.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    w_t: Tensor, // [in, out], contiguous so the GEMM reads it row-major
+    w: Tensor, // [out, in]; the GEMM reads it transposed in place (no copy at load)
     b: Option<Tensor>,
     q: Option<Arc<QuantWeight>>,
 }
@@ -66,7 +66,7 @@ pub struct Linear {
 impl Linear {
     fn new(w: Tensor, b: Option<Tensor>, q: Option<QuantWeight>) -> Result<Self> {
         Ok(Self {
-            w_t: w.t()?.contiguous()?,
+            w,
             b,
             q: q.map(Arc::new),
         })
@@ -80,7 +80,7 @@ impl Linear {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 Ok(Tensor::from_vec(q.matmul(&xs, n), (n, q.rows), x.device())?)
             }
-            _ => Ok(x.matmul(&self.w_t)?),
+            _ => Ok(x.matmul(&self.w.t()?)?),
         }
     }
 
@@ -226,8 +226,8 @@ impl Batch {
 #[derive(Clone, Debug)]
 pub struct Transformer {
     pub cfg: Config,
-    embed: Tensor,     // [vocab, d]
-    lm_head_t: Tensor, // [d, vocab]
+    embed: Tensor,   // [vocab, d]
+    lm_head: Tensor, // [vocab, d]; the embedding itself when tied
     lm_head_q: Option<Arc<QuantWeight>>,
     /// Decode with the quantized kernels where the file has them (default true);
     /// false computes everything with the dequantized f32 weights.
@@ -320,7 +320,7 @@ impl Transformer {
         }
         Ok(Self {
             inv_freq: cfg.inv_freq(),
-            lm_head_t: lm_head.t()?.contiguous()?,
+            lm_head,
             lm_head_q,
             use_quant_kernels: true,
             embed,
@@ -335,9 +335,9 @@ impl Transformer {
         &self.device
     }
 
-    /// The unembedding matrix `[d_model, vocab]`.
+    /// The unembedding matrix `[vocab, d_model]` (TransformerLens's `W_U` transposed).
     pub fn unembed(&self) -> &Tensor {
-        &self.lm_head_t
+        &self.lm_head
     }
 
     /// A fresh forward over a whole batch (no KV cache). Returns the logits
@@ -433,11 +433,11 @@ impl Transformer {
         let x = run_site(hooks, HookPoint::LnFinal, x, &info, cache)?; // [b, t, d]
         let out = match logits {
             Logits::None => None,
-            Logits::All => Some(x.reshape((b * t, ()))?.matmul(&self.lm_head_t)?.reshape((
-                b,
-                t,
-                (),
-            ))?),
+            Logits::All => Some(
+                x.reshape((b * t, ()))?
+                    .matmul(&self.lm_head.t()?)?
+                    .reshape((b, t, ()))?,
+            ),
             Logits::Last => {
                 let last = x.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()?; // [b, d]
                 match &self.lm_head_q {
@@ -449,7 +449,7 @@ impl Transformer {
                             &self.device,
                         )?)
                     }
-                    _ => Some(last.matmul(&self.lm_head_t)?),
+                    _ => Some(last.matmul(&self.lm_head.t()?)?),
                 }
             }
         };
@@ -593,7 +593,7 @@ impl Transformer {
         if let Some(last) = out_dims.last_mut() {
             *last = self.cfg.vocab_size;
         }
-        Ok(flat.matmul(&self.lm_head_t)?.reshape(out_dims)?)
+        Ok(flat.matmul(&self.lm_head.t()?)?.reshape(out_dims)?)
     }
 }
 

@@ -1,0 +1,30 @@
+//! pragma-store: hook activations over a corpus, in sharded, memory-mapped
+//! safetensors files that numpy and torch read without pragma.
+//!
+//! Second stage of the data flow (model -> **activations** -> methods). Layout of a store:
+//!
+//! ```text
+//! STORE/manifest.json            format, model sha256, hooks, settings, dataset sha256, shards
+//! STORE/shard-00000.safetensors  one [n_tokens, ...] tensor per hook, plus u32 tables
+//!                                doc, seq, pos, token (row -> document, sequence, position, id)
+//! ```
+//!
+//! ```no_run
+//! use pragma_store::reader::{Store, Pool};
+//! let store = Store::open(std::path::Path::new("acts"))?;
+//! for batch in store.shuffled_batches("blocks.6.hook_resid_post", 4096, 0)? {
+//!     let x = batch?; // [4096, 576] f32
+//! }
+//! let (docs, vecs) = store.pooled("blocks.6.hook_resid_post", Pool::Last, 0)?;
+//! # Ok::<(), pragma_store::Error>(())
+//! ```
+
+pub mod corpus;
+pub mod datasets;
+pub mod error;
+pub mod manifest;
+pub mod reader;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use reader::Store;

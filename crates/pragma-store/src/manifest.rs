@@ -1,0 +1,143 @@
+//! `manifest.json`: what a store holds and how it was made. Written last and
+//! atomically after every shard, so it only ever lists complete shards.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::Format;
+use crate::error::{Error, Result};
+
+pub const FORMAT_NAME: &str = "pragma-activation-store";
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelId {
+    /// The name or path the user gave.
+    pub spec: String,
+    pub name: Option<String>,
+    /// sha256 of the weights file (GGUF) or of the safetensors files in order.
+    pub sha256: String,
+    pub arch: String,
+    pub n_layers: usize,
+    pub d_model: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HookEntry {
+    /// TransformerLens name, e.g. `blocks.3.hook_resid_post`.
+    pub name: String,
+    /// Shape of one token's activation, e.g. `[576]` or `[9, 64]`.
+    pub shape: Vec<usize>,
+}
+
+/// How documents longer than the context are handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongDocs {
+    /// Keep the first `ctx` tokens.
+    Truncate,
+    /// Cut into consecutive windows of `ctx` tokens, each run separately.
+    Split,
+}
+
+/// Everything that determines the store's bytes; a resumed run must match it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub ctx: usize,
+    pub batch: usize,
+    /// A BOS token is prepended to every sequence.
+    pub bos: Option<u32>,
+    pub long_docs: LongDocs,
+    /// Stop after this many tokens (at a batch boundary).
+    pub max_tokens: Option<u64>,
+    /// A shard is closed once it holds at least this many tokens (at a batch boundary).
+    pub shard_tokens: usize,
+    pub dtype: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub path: String,
+    pub sha256: String,
+    pub format: Format,
+    pub n_docs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub n_tokens: u64,
+    /// First global token index in this shard.
+    pub first_token: u64,
+    /// Documents fully contained in this shard: `first_doc..first_doc + n_docs`.
+    pub first_doc: u64,
+    pub n_docs: u64,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub pragma_version: String,
+    pub model: ModelId,
+    pub hooks: Vec<HookEntry>,
+    pub settings: Settings,
+    pub dataset: Dataset,
+    /// Per-token metadata stored in every shard next to the activations.
+    pub token_tables: Vec<String>,
+    pub shards: Vec<ShardEntry>,
+    pub n_tokens: u64,
+    pub n_docs_done: u64,
+    pub n_seqs: u64,
+    pub truncated_docs: u64,
+    pub split_docs: u64,
+    pub empty_docs: u64,
+    pub complete: bool,
+}
+
+impl Manifest {
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Store {
+            path: dir.to_path_buf(),
+            reason: format!("{MANIFEST} is not a valid manifest: {e}"),
+        })?;
+        if m.format != FORMAT_NAME || m.version != FORMAT_VERSION {
+            return Err(Error::Store {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "format {} v{} found, expected {FORMAT_NAME} v{FORMAT_VERSION} (made by pragma {}; \
+                     re-cache with this version)",
+                    m.format, m.version, m.pragma_version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        pragma_model::io::write_atomic(&dir.join(MANIFEST), text.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn hook(&self, name: &str) -> Result<&HookEntry> {
+        self.hooks
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| Error::UnknownHook {
+                name: name.to_string(),
+                available: self
+                    .hooks
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}

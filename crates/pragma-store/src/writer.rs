@@ -1,0 +1,540 @@
+//! `pragma cache`: run a model over a corpus and write hook activations to shards.
+//!
+//! Resumable by construction: batches are made of whole documents, shards close at
+//! batch boundaries, each shard is written to a temporary name and renamed, and the
+//! manifest is rewritten (atomically) after each shard. A rerun after any interruption
+//! skips the documents of the listed shards and re-forms the same batches, so the
+//! finished store is byte-identical to an uninterrupted run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::Model;
+use sha2::{Digest, Sha256};
+
+use crate::corpus::{Doc, DocReader, Format};
+use crate::error::{Error, Result};
+use crate::manifest::*;
+
+/// What to cache and how.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    pub data: PathBuf,
+    pub format: Format,
+    pub hooks: Vec<HookPoint>,
+    pub out: PathBuf,
+    pub ctx: usize,
+    pub batch: usize,
+    pub dtype: DType,
+    /// Prepend the model's BOS token to every sequence.
+    pub bos: bool,
+    pub long_docs: LongDocs,
+    pub max_tokens: Option<u64>,
+    /// Target tokens per shard; `None` picks ~128 MiB per shard.
+    pub shard_tokens: Option<usize>,
+}
+
+/// Progress callbacks (the CLI draws a bar; tests ignore them).
+pub trait Progress {
+    fn start(&mut self, _total_docs: u64, _resumed_docs: u64, _resumed_tokens: u64) {}
+    fn batch(&mut self, _docs_done: u64, _tokens_done: u64) {}
+}
+
+impl Progress for () {}
+
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "f32",
+    }
+}
+
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(Error::Corpus(format!(
+            "dtype '{s}': expected f32, f16 or bf16"
+        ))),
+    }
+}
+
+/// One shard being filled.
+struct ShardBuf {
+    acts: Vec<Vec<u8>>, // per hook, row-major bytes
+    doc: Vec<u32>,
+    seq: Vec<u32>,
+    pos: Vec<u32>,
+    token: Vec<u32>,
+    first_doc: u64,
+    n_docs: u64,
+}
+
+impl ShardBuf {
+    fn new(n_hooks: usize, first_doc: u64) -> Self {
+        Self {
+            acts: vec![Vec::new(); n_hooks],
+            doc: vec![],
+            seq: vec![],
+            pos: vec![],
+            token: vec![],
+            first_doc,
+            n_docs: 0,
+        }
+    }
+    fn n_tokens(&self) -> usize {
+        self.token.len()
+    }
+}
+
+/// Hash a file (or a folder's safetensors files in order) for provenance.
+pub fn model_sha256(model: &Model) -> Result<String> {
+    let p = &model.info.path;
+    if p.is_file() {
+        return Ok(pragma_model::fetch::sha256_file(p)?);
+    }
+    let mut h = Sha256::new();
+    for f in pragma_model::hf::safetensors_files(p)? {
+        h.update(pragma_model::fetch::sha256_file(&f)?.as_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Documents -> token sequences, with BOS and long-document handling.
+fn sequences(
+    model: &Model,
+    doc: &Doc,
+    opts: &CacheOptions,
+    bos: Option<u32>,
+) -> Result<(Vec<Vec<u32>>, bool)> {
+    let text = match doc {
+        Doc::Text(t) => t.clone(),
+        Doc::Chat(m) => model.tokenizer.apply_chat_template(m, false)?,
+    };
+    let ids = model.tokenizer.encode(&text, matches!(doc, Doc::Chat(_)))?;
+    let room = opts.ctx - usize::from(bos.is_some());
+    let with_bos =
+        |chunk: &[u32]| -> Vec<u32> { bos.into_iter().chain(chunk.iter().copied()).collect() };
+    if ids.is_empty() {
+        return Ok((vec![], false));
+    }
+    if ids.len() <= room {
+        return Ok((vec![with_bos(&ids)], false));
+    }
+    Ok(match opts.long_docs {
+        LongDocs::Truncate => (vec![with_bos(&ids[..room])], true),
+        LongDocs::Split => (ids.chunks(room).map(with_bos).collect(), true),
+    })
+}
+
+/// Bytes of one token's activation for all hooks.
+fn bytes_per_token(hooks: &[HookEntry], dtype: DType) -> usize {
+    hooks
+        .iter()
+        .map(|h| h.shape.iter().product::<usize>())
+        .sum::<usize>()
+        * dtype.size_in_bytes()
+}
+
+fn hook_shape(model: &Model, p: HookPoint) -> Result<Vec<usize>> {
+    let c = model.cfg();
+    Ok(match p {
+        HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => vec![c.n_heads, c.d_head],
+        HookPoint::AttnK(_) | HookPoint::AttnV(_) => vec![c.n_kv_heads, c.d_head],
+        HookPoint::MlpPost(_) => vec![c.d_mlp],
+        HookPoint::AttnPattern(_) => {
+            return Err(Error::Corpus(format!(
+                "{p}: attention patterns have no fixed per-token size and cannot be cached; use `pragma trace`"
+            )))
+        }
+        _ => vec![c.d_model],
+    })
+}
+
+/// Run the cache job. Returns the final manifest.
+pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) -> Result<Manifest> {
+    if opts.ctx < 2 || opts.batch == 0 {
+        return Err(Error::Corpus(format!(
+            "expected --ctx >= 2 and --batch >= 1, found ctx {} and batch {}",
+            opts.ctx, opts.batch
+        )));
+    }
+    if opts.ctx > model.cfg().context_length {
+        return Err(Error::Corpus(format!(
+            "--ctx {} exceeds the model's context length {}",
+            opts.ctx,
+            model.cfg().context_length
+        )));
+    }
+    // First pass over the corpus: checksum and document count (streamed).
+    let (data_sha, n_docs) = {
+        let mut n = 0u64;
+        for d in DocReader::open(&opts.data, opts.format)? {
+            d?;
+            n += 1;
+        }
+        (pragma_model::fetch::sha256_file(&opts.data)?, n)
+    };
+    if n_docs == 0 {
+        return Err(Error::Corpus(format!(
+            "{}: no documents found (expected text separated by blank lines, one per line with --lines, or JSONL with \"text\"/\"messages\")",
+            opts.data.display()
+        )));
+    }
+    let hooks: Vec<HookEntry> = opts
+        .hooks
+        .iter()
+        .map(|&p| {
+            Ok(HookEntry {
+                name: p.to_string(),
+                shape: hook_shape(model, p)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let bos =
+        if opts.bos {
+            Some(
+                model.tokenizer.info.bos.ok_or_else(|| {
+                    Error::Corpus("--bos: this tokenizer has no BOS token".into())
+                })?,
+            )
+        } else {
+            None
+        };
+    let shard_tokens = opts.shard_tokens.unwrap_or_else(|| {
+        ((128usize << 20) / bytes_per_token(&hooks, opts.dtype).max(1)).max(opts.ctx)
+    });
+    let settings = Settings {
+        ctx: opts.ctx,
+        batch: opts.batch,
+        bos,
+        long_docs: opts.long_docs,
+        max_tokens: opts.max_tokens,
+        shard_tokens,
+        dtype: dtype_name(opts.dtype).into(),
+    };
+    let cfg = model.cfg();
+    let fresh = Manifest {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        pragma_version: env!("CARGO_PKG_VERSION").into(),
+        model: ModelId {
+            spec: model.info.spec.clone(),
+            name: model.info.name.clone(),
+            sha256: model_sha256(model)?,
+            arch: cfg.arch.name().into(),
+            n_layers: cfg.n_layers,
+            d_model: cfg.d_model,
+        },
+        hooks,
+        settings,
+        dataset: Dataset {
+            path: opts.data.display().to_string(),
+            sha256: data_sha,
+            format: opts.format,
+            n_docs,
+        },
+        token_tables: vec!["doc".into(), "seq".into(), "pos".into(), "token".into()],
+        shards: vec![],
+        n_tokens: 0,
+        n_docs_done: 0,
+        n_seqs: 0,
+        truncated_docs: 0,
+        split_docs: 0,
+        empty_docs: 0,
+        complete: false,
+    };
+
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    clean_temporaries(&opts.out)?;
+    let mut man = match Manifest::read(&opts.out) {
+        Ok(old) => {
+            check_same_job(&opts.out, &old, &fresh)?;
+            verify_shards(&opts.out, &old)?;
+            old
+        }
+        Err(Error::Io { .. }) => {
+            if std::fs::read_dir(&opts.out)
+                .map_err(|e| Error::io(&opts.out, e))?
+                .next()
+                .is_some()
+            {
+                return Err(Error::Store {
+                    path: opts.out.clone(),
+                    reason: "folder is not empty and has no manifest.json: expected an empty or new folder".into(),
+                });
+            }
+            fresh.write(&opts.out)?;
+            fresh
+        }
+        Err(e) => return Err(e),
+    };
+    if man.complete {
+        return Ok(man);
+    }
+
+    let mut capture = Hooks::new();
+    for &p in &opts.hooks {
+        capture.capture(p);
+    }
+    progress.start(n_docs, man.n_docs_done, man.n_tokens);
+    let mut docs = DocReader::open(&opts.data, opts.format)?.skip(man.n_docs_done as usize);
+    let mut doc_idx = man.n_docs_done;
+    let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
+    let mut exhausted = false;
+    while !exhausted {
+        // A batch of whole documents.
+        let mut seqs: Vec<(u32, Vec<u32>)> = Vec::new(); // (doc, ids)
+        let mut docs_in_batch = 0u64;
+        while seqs.len() < opts.batch {
+            let Some(next) = docs.next() else {
+                exhausted = true;
+                break;
+            };
+            let (_, doc) = next?;
+            let (chunks, long) = sequences(model, &doc, opts, bos)?;
+            if chunks.is_empty() {
+                man.empty_docs += 1;
+            }
+            if long {
+                match opts.long_docs {
+                    LongDocs::Truncate => man.truncated_docs += 1,
+                    LongDocs::Split => man.split_docs += 1,
+                }
+            }
+            for c in chunks {
+                seqs.push((doc_idx as u32, c));
+            }
+            doc_idx += 1;
+            docs_in_batch += 1;
+        }
+        if !seqs.is_empty() {
+            run_batch(
+                model,
+                &capture,
+                &opts.hooks,
+                opts.dtype,
+                &seqs,
+                man.n_seqs,
+                &mut shard,
+            )?;
+            man.n_seqs += seqs.len() as u64;
+        }
+        shard.n_docs += docs_in_batch;
+        let total = man.n_tokens + shard.n_tokens() as u64;
+        let hit_max = opts.max_tokens.is_some_and(|m| total >= m);
+        if hit_max {
+            exhausted = true;
+        }
+        if shard.n_tokens() >= shard_tokens || (exhausted && shard.n_docs > 0) {
+            flush(&opts.out, &mut man, &mut shard)?;
+            man.write(&opts.out)?;
+            shard = ShardBuf::new(opts.hooks.len(), man.n_docs_done);
+        }
+        progress.batch(doc_idx, man.n_tokens + shard.n_tokens() as u64);
+    }
+    man.complete = true;
+    man.write(&opts.out)?;
+    Ok(man)
+}
+
+fn run_batch(
+    model: &Model,
+    capture: &Hooks,
+    points: &[HookPoint],
+    dtype: DType,
+    seqs: &[(u32, Vec<u32>)],
+    first_seq: u64,
+    shard: &mut ShardBuf,
+) -> Result<()> {
+    let ids: Vec<Vec<u32>> = seqs.iter().map(|(_, s)| s.clone()).collect();
+    let batch = Batch::new(&ids, model.device())?;
+    let (_, cache) = model.transformer.forward(&batch, capture, Logits::None)?;
+    let t = batch.ids.dim(1)?;
+    for (h, &p) in points.iter().enumerate() {
+        let x = cache.get(p)?.to_dtype(dtype)?.contiguous()?; // [b, t, ...]
+        let per_tok = x.elem_count() / (ids.len() * t);
+        let bytes = tensor_bytes(&x)?;
+        let w = per_tok * dtype.size_in_bytes();
+        for (b, pad) in batch.pad.iter().enumerate() {
+            let start = (b * t + pad) * w;
+            let end = (b + 1) * t * w;
+            shard.acts[h].extend_from_slice(&bytes[start..end]);
+        }
+    }
+    for (i, (doc, s)) in seqs.iter().enumerate() {
+        for (pos, &tok) in s.iter().enumerate() {
+            shard.doc.push(*doc);
+            shard.seq.push((first_seq + i as u64) as u32);
+            shard.pos.push(pos as u32);
+            shard.token.push(tok);
+        }
+    }
+    Ok(())
+}
+
+fn tensor_bytes(x: &Tensor) -> Result<Vec<u8>> {
+    let flat = x.flatten_all()?;
+    Ok(match x.dtype() {
+        DType::F16 => flat
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::BF16 => flat
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        _ => flat
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    })
+}
+
+fn st_dtype(name: &str) -> safetensors::Dtype {
+    match name {
+        "f16" => safetensors::Dtype::F16,
+        "bf16" => safetensors::Dtype::BF16,
+        _ => safetensors::Dtype::F32,
+    }
+}
+
+/// Write the shard to a temporary name, rename it, and record it in the manifest.
+fn flush(dir: &Path, man: &mut Manifest, shard: &mut ShardBuf) -> Result<()> {
+    let n = shard.n_tokens();
+    let file = format!("shard-{:05}.safetensors", man.shards.len());
+    let u32_bytes = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let tables = [
+        ("doc", u32_bytes(&shard.doc)),
+        ("seq", u32_bytes(&shard.seq)),
+        ("pos", u32_bytes(&shard.pos)),
+        ("token", u32_bytes(&shard.token)),
+    ];
+    let dt = st_dtype(&man.settings.dtype);
+    let mut views = Vec::new();
+    for (h, entry) in man.hooks.iter().enumerate() {
+        let mut shape = vec![n];
+        shape.extend(&entry.shape);
+        views.push((
+            entry.name.clone(),
+            safetensors::tensor::TensorView::new(dt, shape, &shard.acts[h])
+                .map_err(|e| Error::Corpus(format!("shard tensor {}: {e}", entry.name)))?,
+        ));
+    }
+    for (name, bytes) in &tables {
+        views.push((
+            name.to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U32, vec![n], bytes)
+                .map_err(|e| Error::Corpus(format!("shard table {name}: {e}")))?,
+        ));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("first_token".to_string(), man.n_tokens.to_string());
+    meta.insert("first_doc".to_string(), shard.first_doc.to_string());
+    let data = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Corpus(format!("serialize shard: {e}")))?;
+    let sha = format!("{:x}", Sha256::digest(&data));
+    pragma_model::io::write_atomic(&dir.join(&file), &data)?;
+    man.shards.push(ShardEntry {
+        file,
+        n_tokens: n as u64,
+        first_token: man.n_tokens,
+        first_doc: shard.first_doc,
+        n_docs: shard.n_docs,
+        sha256: sha,
+        bytes: data.len() as u64,
+    });
+    man.n_tokens += n as u64;
+    man.n_docs_done += shard.n_docs;
+    Ok(())
+}
+
+/// Remove temporaries left by an interrupted write.
+fn clean_temporaries(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+fn check_same_job(dir: &Path, old: &Manifest, new: &Manifest) -> Result<()> {
+    let mismatch = |what: &str, found: String, expected: String| {
+        Err(Error::Mismatch {
+            path: dir.to_path_buf(),
+            what: what.into(),
+            expected,
+            found,
+        })
+    };
+    if old.model.sha256 != new.model.sha256 {
+        return mismatch(
+            "model sha256",
+            old.model.sha256.clone(),
+            new.model.sha256.clone(),
+        );
+    }
+    if old.hooks != new.hooks {
+        let names = |m: &Manifest| {
+            m.hooks
+                .iter()
+                .map(|h| h.name.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        return mismatch("hooks", names(old), names(new));
+    }
+    if old.settings != new.settings {
+        return mismatch(
+            "settings",
+            format!("{:?}", old.settings),
+            format!("{:?}", new.settings),
+        );
+    }
+    if old.dataset.sha256 != new.dataset.sha256 {
+        return mismatch(
+            "dataset sha256",
+            old.dataset.sha256.clone(),
+            new.dataset.sha256.clone(),
+        );
+    }
+    Ok(())
+}
+
+/// Check every listed shard's size and checksum.
+pub fn verify_shards(dir: &Path, man: &Manifest) -> Result<()> {
+    for s in &man.shards {
+        let path = dir.join(&s.file);
+        let meta = std::fs::metadata(&path).map_err(|_| Error::CorruptShard {
+            file: path.clone(),
+            reason: "missing (listed in manifest.json)".into(),
+        })?;
+        if meta.len() != s.bytes {
+            return Err(Error::CorruptShard {
+                file: path,
+                reason: format!("expected {} bytes, found {}", s.bytes, meta.len()),
+            });
+        }
+        let sha = pragma_model::fetch::sha256_file(&path)?;
+        if sha != s.sha256 {
+            return Err(Error::CorruptShard {
+                file: path,
+                reason: format!("sha256 {sha} does not match the manifest's {}", s.sha256),
+            });
+        }
+    }
+    Ok(())
+}
