@@ -123,6 +123,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         long_docs,
         max_tokens: a.max_tokens,
         shard_tokens: a.shard_tokens,
+        stop_after_shards: None,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -35,6 +35,9 @@ pub struct CacheOptions {
     pub max_tokens: Option<u64>,
     /// Target tokens per shard; `None` picks ~128 MiB per shard.
     pub shard_tokens: Option<usize>,
+    /// Return (incomplete, resumable) after writing this many shards in this run:
+    /// a time-boxed run, and the state a kill leaves right after a shard.
+    pub stop_after_shards: Option<usize>,
 }
 
 /// Progress callbacks (the CLI draws a bar; tests ignore them).
@@ -287,6 +290,7 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
     let mut doc_idx = man.n_docs_done;
     let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
     let mut exhausted = false;
+    let mut written = 0usize;
     while !exhausted {
         // A batch of whole documents.
         let mut seqs: Vec<(u32, Vec<u32>)> = Vec::new(); // (doc, ids)
@@ -335,6 +339,10 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
             flush(&opts.out, &mut man, &mut shard)?;
             man.write(&opts.out)?;
             shard = ShardBuf::new(opts.hooks.len(), man.n_docs_done);
+            written += 1;
+            if !exhausted && opts.stop_after_shards.is_some_and(|n| written >= n) {
+                return Ok(man);
+            }
         }
         progress.batch(doc_idx, man.n_tokens + shard.n_tokens() as u64);
     }
@@ -436,9 +444,13 @@ fn flush(dir: &Path, man: &mut Manifest, shard: &mut ShardBuf) -> Result<()> {
                 .map_err(|e| Error::Corpus(format!("shard table {name}: {e}")))?,
         ));
     }
+    // One metadata key: safetensors writes several in hash order, which would make
+    // the bytes differ between runs.
     let mut meta = HashMap::new();
-    meta.insert("first_token".to_string(), man.n_tokens.to_string());
-    meta.insert("first_doc".to_string(), shard.first_doc.to_string());
+    meta.insert(
+        "pragma".to_string(),
+        serde_json::json!({"first_token": man.n_tokens, "first_doc": shard.first_doc}).to_string(),
+    );
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::Corpus(format!("serialize shard: {e}")))?;
     let sha = format!("{:x}", Sha256::digest(&data));

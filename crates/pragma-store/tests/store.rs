@@ -1,0 +1,297 @@
+//! The activation store on a tiny random model: contents equal direct forwards,
+//! the reader's access patterns, resume after interruption, and bad input.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Tensor};
+use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::{Arch, Model};
+use pragma_store::corpus::{Format, TextSplit};
+use pragma_store::manifest::LongDocs;
+use pragma_store::reader::Pool;
+use pragma_store::writer::{cache, CacheOptions};
+use pragma_store::{Error, Store};
+
+fn tiny_model(dir: &Path) -> Model {
+    let cfg = tiny_config(Arch::Llama);
+    let p = dir.join("tiny.gguf");
+    write_gguf(&p, &cfg, &tiny_weights(&cfg, 5).expect("w"), GgmlDType::F32).expect("gguf");
+    Model::load(p.to_str().expect("utf8"), &mut |_| {}).expect("load")
+}
+
+fn corpus(dir: &Path, n: usize) -> PathBuf {
+    let p = dir.join("corpus.txt");
+    let docs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "document {i} says the weather is {} today\nand line two of {i}",
+                ["warm", "cold", "wet"][i % 3]
+            )
+        })
+        .collect();
+    std::fs::write(&p, docs.join("\n\n")).expect("corpus");
+    p
+}
+
+fn opts(data: PathBuf, out: PathBuf) -> CacheOptions {
+    CacheOptions {
+        format: Format::detect(&data, TextSplit::Blocks),
+        data,
+        hooks: vec![HookPoint::ResidPost(1), HookPoint::AttnQ(0)],
+        out,
+        ctx: 64,
+        batch: 3,
+        dtype: DType::F32,
+        bos: false,
+        long_docs: LongDocs::Truncate,
+        max_tokens: None,
+        shard_tokens: Some(100),
+        stop_after_shards: None,
+    }
+}
+
+#[test]
+fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_model(d.path());
+    let o = opts(corpus(d.path(), 11), d.path().join("store"));
+    let man = cache(&m, &o, &mut ()).expect("cache");
+    assert!(
+        man.complete && man.shards.len() > 1,
+        "several shards: {}",
+        man.shards.len()
+    );
+    assert_eq!(man.n_docs_done, 11);
+    let store = Store::open(&o.out).expect("open");
+    store.verify().expect("checksums");
+    let table = store.tokens().expect("tokens");
+    assert_eq!(table.token.len() as u64, store.n_tokens());
+
+    // Document 4 run alone gives the same resid_post.1 rows as the store holds.
+    let text = "document 4 says the weather is cold today\nand line two of 4";
+    let ids = m.tokenizer.encode(text, false).expect("enc");
+    let mut h = Hooks::new();
+    h.capture(HookPoint::ResidPost(1));
+    let (_, c) = m
+        .transformer
+        .forward(
+            &Batch::single(&ids, m.device()).expect("b"),
+            &h,
+            Logits::None,
+        )
+        .expect("fwd");
+    let direct = c
+        .get(HookPoint::ResidPost(1))
+        .expect("c")
+        .get(0)
+        .expect("row");
+    let rows: Vec<u64> = (0..table.doc.len())
+        .filter(|&i| table.doc[i] == 4)
+        .map(|i| i as u64)
+        .collect();
+    assert_eq!(
+        rows.iter()
+            .map(|&r| table.token[r as usize])
+            .collect::<Vec<_>>(),
+        ids
+    );
+    let stored = store
+        .gather("blocks.1.hook_resid_post", &rows)
+        .expect("gather");
+    let diff = (stored - &direct)
+        .expect("d")
+        .abs()
+        .expect("a")
+        .max_all()
+        .expect("m")
+        .to_scalar::<f32>()
+        .expect("s");
+    assert!(diff < 1e-5, "stored vs direct: {diff}");
+
+    // Per-head hooks keep their shape per token.
+    assert_eq!(store.width("blocks.0.attn.hook_q").expect("w"), 4 * 8);
+
+    // Shuffled batches visit every row exactly once, in a seeded order.
+    let all: Vec<Tensor> = store
+        .shuffled_batches("blocks.1.hook_resid_post", 16, 7)
+        .expect("sb")
+        .map(|b| b.expect("batch"))
+        .collect();
+    let n: usize = all.iter().map(|t| t.dim(0).expect("d")).sum();
+    assert_eq!(n as u64, store.n_tokens());
+    let again: Vec<Tensor> = store
+        .shuffled_batches("blocks.1.hook_resid_post", 16, 7)
+        .expect("sb")
+        .map(|b| b.expect("batch"))
+        .collect();
+    let sum = |v: &[Tensor]| {
+        Tensor::cat(v, 0)
+            .expect("cat")
+            .sum_all()
+            .expect("s")
+            .to_scalar::<f32>()
+            .expect("s")
+    };
+    let seq = store
+        .gather(
+            "blocks.1.hook_resid_post",
+            &(0..store.n_tokens()).collect::<Vec<_>>(),
+        )
+        .expect("g");
+    assert!((sum(&all) - seq.sum_all().expect("s").to_scalar::<f32>().expect("s")).abs() < 1e-2);
+    assert_eq!(
+        Tensor::cat(&all, 0)
+            .expect("c")
+            .to_vec2::<f32>()
+            .expect("v"),
+        Tensor::cat(&again, 0)
+            .expect("c")
+            .to_vec2::<f32>()
+            .expect("v")
+    );
+
+    // Pooled: the last token of document 4 is the last direct row.
+    let (docs, pooled) = store
+        .pooled("blocks.1.hook_resid_post", Pool::Last, 0)
+        .expect("pool");
+    assert_eq!(docs, (0..11).collect::<Vec<u32>>());
+    let last = direct.get(ids.len() - 1).expect("last");
+    let diff = (pooled.get(4).expect("4") - last)
+        .expect("d")
+        .abs()
+        .expect("a")
+        .max_all()
+        .expect("m")
+        .to_scalar::<f32>()
+        .expect("s");
+    assert!(diff < 1e-5);
+
+    // Context around a token shows it in [[...]] within its own sequence.
+    let r = rows[3] as u64;
+    let ctx = store.context(&table, &m.tokenizer, r, 3, 2).expect("ctx");
+    // rows[3] is the 4th token of "document" ('d','o','c','u','m','en' in the tiny vocab).
+    assert_eq!(ctx, "doc[[u]]men");
+}
+
+#[test]
+fn an_interrupted_cache_resumes_to_identical_bytes() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_model(d.path());
+    let data = corpus(d.path(), 13);
+    let full = opts(data.clone(), d.path().join("full"));
+    cache(&m, &full, &mut ()).expect("full run");
+
+    // Stop after two shards (the state a kill leaves after a shard is written), leave a
+    // half-written temporary behind as a kill mid-write would, then rerun the same job.
+    let part = opts(data, d.path().join("part"));
+    let mut stopped = part.clone();
+    stopped.stop_after_shards = Some(2);
+    let first = cache(&m, &stopped, &mut ()).expect("first");
+    assert!(!first.complete && first.shards.len() == 2);
+    std::fs::write(part.out.join(".shard-00002.safetensors.tmp-1"), b"partial").expect("tmp");
+    let resumed = cache(&m, &part, &mut ()).expect("resume");
+    assert!(resumed.complete);
+    let files = |dir: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).expect("read"),
+                )
+            })
+            .filter(|(n, _)| n != "manifest.json")
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (files(&full.out), files(&part.out));
+    assert_eq!(
+        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    assert!(a == b, "shard bytes differ after resume");
+    let strip = |p: &Path| {
+        let mut m = pragma_store::manifest::Manifest::read(p).expect("m");
+        m.dataset.path.clear();
+        m
+    };
+    assert_eq!(strip(&full.out).shards, strip(&part.out).shards);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_model(d.path());
+    // Empty corpus.
+    let empty = d.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n  \n").expect("w");
+    let e = cache(&m, &opts(empty, d.path().join("s1")), &mut ()).expect_err("empty");
+    assert!(e.to_string().contains("no documents found"), "{e}");
+    // Non-UTF-8 bytes, with the line number.
+    let bad = d.path().join("bad.txt");
+    std::fs::write(&bad, b"fine line\n\nbad \xff\xfe bytes\n").expect("w");
+    let e = cache(&m, &opts(bad, d.path().join("s2")), &mut ()).expect_err("utf8");
+    assert!(e.to_string().contains("bad.txt:3: not valid UTF-8"), "{e}");
+    // Malformed JSONL, with the line number.
+    let j = d.path().join("x.jsonl");
+    std::fs::write(&j, "{\"text\": \"ok\"}\n{\"txt\": 1}\n").expect("w");
+    let e = cache(&m, &opts(j, d.path().join("s3")), &mut ()).expect_err("jsonl");
+    assert!(
+        e.to_string()
+            .contains("x.jsonl:2: expected an object with \"text\""),
+        "{e}"
+    );
+    // Resuming with other settings is refused, and nothing is lost.
+    let data = corpus(d.path(), 4);
+    let o = opts(data.clone(), d.path().join("s4"));
+    cache(&m, &o, &mut ()).expect("ok");
+    let mut other = o.clone();
+    other.ctx = 16;
+    let e = cache(&m, &other, &mut ()).expect_err("mismatch");
+    assert!(e.to_string().contains("made with other settings"), "{e}");
+    Store::open(&o.out)
+        .expect("still readable")
+        .verify()
+        .expect("intact");
+    // A store opened for a model with another d_model, and an unknown hook.
+    let s = Store::open(&o.out).expect("open");
+    let e = s
+        .require("blocks.1.hook_resid_post", 576, None)
+        .expect_err("width");
+    assert!(
+        e.to_string().contains("32 values per token, expected 576"),
+        "{e}"
+    );
+    assert!(matches!(
+        s.width("blocks.9.hook_mlp_out"),
+        Err(Error::UnknownHook { .. })
+    ));
+    // A corrupt shard is caught by its checksum.
+    let shard = o.out.join(&s.manifest.shards[0].file);
+    let mut bytes = std::fs::read(&shard).expect("r");
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xFF;
+    std::fs::write(&shard, &bytes).expect("w");
+    let e = Store::open(&o.out)
+        .expect("sizes fine")
+        .verify()
+        .expect_err("corrupt");
+    assert!(e.to_string().contains("does not match the manifest"), "{e}");
+    // A missing shard.
+    std::fs::remove_file(&shard).expect("rm");
+    let e = Store::open(&o.out).err().expect("missing");
+    assert!(e.to_string().contains("missing"), "{e}");
+    // Long documents: split keeps every token.
+    let long = d.path().join("long.txt");
+    std::fs::write(&long, "word ".repeat(100)).expect("w");
+    let mut lo = opts(long, d.path().join("s5"));
+    lo.long_docs = LongDocs::Split;
+    let man = cache(&m, &lo, &mut ()).expect("split");
+    assert_eq!(man.split_docs, 1);
+    assert!(man.n_seqs > 1);
+}
