@@ -72,6 +72,31 @@ impl Linear {
         })
     }
 
+    /// Stack projections that read the same input into one (outputs concatenated).
+    /// The quantized form is kept only if every part has one of the same kind.
+    fn stack(parts: &[Linear]) -> Result<Self> {
+        let w = Tensor::cat(&parts.iter().map(|p| &p.w).collect::<Vec<_>>(), 0)?;
+        let b = if parts.iter().any(|p| p.b.is_some()) {
+            let bs = parts
+                .iter()
+                .map(|p| match &p.b {
+                    Some(b) => Ok(b.clone()),
+                    None => Ok(Tensor::zeros(p.w.dim(0)?, p.w.dtype(), p.w.device())?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        let qs: Option<Vec<&QuantWeight>> = parts.iter().map(|p| p.q.as_deref()).collect();
+        let q = qs.and_then(|qs| QuantWeight::stack_rows(&qs));
+        Ok(Self {
+            w,
+            b,
+            q: q.map(Arc::new),
+        })
+    }
+
     /// `x: [n, in] -> [n, out]`, by the quantized kernel for a few rows, else the GEMM.
     fn matmul2(&self, x: &Tensor, use_quant: bool) -> Result<Tensor> {
         let n = x.dim(0)?;
@@ -99,15 +124,14 @@ impl Linear {
 #[derive(Clone, Debug)]
 struct Block {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v projections stacked into one `[qd + 2 kd, d]` matmul.
+    qkv: Linear,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     o: Linear,
     mlp_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// gate and up projections stacked into one `[2 f, d]` matmul.
+    gate_up: Linear,
     down: Linear,
 }
 
@@ -304,17 +328,23 @@ impl Transformer {
             } else {
                 (None, None)
             };
+            let qkv = Linear::stack(&[
+                linear(src, Part::Q, &[qd, d], qb)?,
+                linear(src, Part::K, &[kd, d], kb)?,
+                linear(src, Part::V, &[kd, d], vb)?,
+            ])?;
+            let gate_up = Linear::stack(&[
+                linear(src, Part::Gate, &[f, d], None)?,
+                linear(src, Part::Up, &[f, d], None)?,
+            ])?;
             blocks.push(Block {
                 attn_norm: get(src, Part::AttnNorm, &[d])?,
-                q: linear(src, Part::Q, &[qd, d], qb)?,
-                k: linear(src, Part::K, &[kd, d], kb)?,
-                v: linear(src, Part::V, &[kd, d], vb)?,
+                qkv,
                 q_norm,
                 k_norm,
                 o: linear(src, Part::O, &[d, qd], None)?,
                 mlp_norm: get(src, Part::MlpNorm, &[d])?,
-                gate: linear(src, Part::Gate, &[f, d], None)?,
-                up: linear(src, Part::Up, &[f, d], None)?,
+                gate_up,
                 down: linear(src, Part::Down, &[d, f], None)?,
             });
         }
@@ -480,9 +510,12 @@ impl Transformer {
         let resid = site(HookPoint::ResidPre(i), x, cache)?; // [b, t, d]
         let normed = candle_nn::ops::rms_norm(&resid, &blk.attn_norm, eps)?;
 
-        let mut q = blk.q.forward(&normed, uq)?.reshape((b, t, h, dh))?; // [b, t, h, dh]
-        let mut k = blk.k.forward(&normed, uq)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
-        let v = blk.v.forward(&normed, uq)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
+        let qkv = blk.qkv.forward(&normed, uq)?; // [b, t, (h + 2 hk) dh]
+        let mut q = qkv.narrow(2, 0, h * dh)?.reshape((b, t, h, dh))?; // [b, t, h, dh]
+        let mut k = qkv.narrow(2, h * dh, hk * dh)?.reshape((b, t, hk, dh))?; // [b, t, hk, dh]
+        let v = qkv
+            .narrow(2, (h + hk) * dh, hk * dh)?
+            .reshape((b, t, hk, dh))?; // [b, t, hk, dh]
         if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
             q = candle_nn::ops::rms_norm(&q.contiguous()?, qn, eps)?;
             k = candle_nn::ops::rms_norm(&k.contiguous()?, kn, eps)?;
@@ -519,8 +552,10 @@ impl Transformer {
         let resid = site(HookPoint::ResidMid(i), (resid + attn_out)?, cache)?; // [b, t, d]
 
         let normed = candle_nn::ops::rms_norm(&resid, &blk.mlp_norm, eps)?;
-        let gate = candle_nn::ops::silu(&blk.gate.forward(&normed, uq)?)?;
-        let post = (gate * blk.up.forward(&normed, uq)?)?; // [b, t, f]
+        let gate_up = blk.gate_up.forward(&normed, uq)?; // [b, t, 2 f]
+        let f = cfg.d_mlp;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(2, 0, f)?)?;
+        let post = (gate * gate_up.narrow(2, f, f)?)?; // [b, t, f]
         let post = site(HookPoint::MlpPost(i), post, cache)?;
         let mlp_out = blk.down.forward(&post, uq)?; // [b, t, d]
         let mlp_out = site(HookPoint::MlpOut(i), mlp_out, cache)?;

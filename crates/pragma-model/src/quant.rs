@@ -110,6 +110,28 @@ impl QuantWeight {
         }
     }
 
+    /// Concatenate matrices with the same kind and width along the rows; `None` if
+    /// they differ (the caller then keeps the dense form only).
+    pub fn stack_rows(parts: &[&QuantWeight]) -> Option<QuantWeight> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.kind != first.kind || p.cols != first.cols)
+        {
+            return None;
+        }
+        Some(QuantWeight {
+            kind: first.kind,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            qs: parts.iter().flat_map(|p| p.qs.iter().copied()).collect(),
+            scales: parts
+                .iter()
+                .flat_map(|p| p.scales.iter().copied())
+                .collect(),
+        })
+    }
+
     /// Whether this kernel beats the f32 GEMM for `n` activation rows (measured with
     /// `examples/matmul_kernels.rs`: it reads 4-6x fewer bytes, which wins while the
     /// GEMM is bandwidth-bound, i.e. for a handful of rows).
