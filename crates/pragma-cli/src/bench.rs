@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Timed repetitions (the best is reported; one warm-up run precedes them).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Also measure `pragma cache` on this many tokens of the fortunes corpus
+    /// (all 30 hook_resid_post, ctx 128, f16), against the same forwards without writing.
+    #[arg(long, default_value_t = 0)]
+    cache_tokens: u64,
 }
 
 /// A deterministic token batch: real text tokenized and repeated to length.
@@ -83,7 +87,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Ok(())
     })?;
 
-    let prompt = seqs[0][..16].to_vec();
+    let prompt = seqs[0][..16.min(a.seq)].to_vec();
     let opts = GenerateOptions {
         max_tokens: a.decode,
         sampling: Sampling::default(),
@@ -103,7 +107,44 @@ pub fn run(a: BenchArgs) -> Result<()> {
     })?;
     let decode_tps = a.decode as f64 / (t_gen - t_prompt).max(1e-9);
 
+    let (cache_tps, cache_fwd_tps) = if a.cache_tokens > 0 {
+        let data = pragma_store::datasets::resolve("fortunes", &mut |m| eprintln!("{m}"))?;
+        let dir = std::env::temp_dir().join(format!("pragma-bench-cache-{}", std::process::id()));
+        let mut opts = pragma_store::writer::CacheOptions {
+            format: pragma_store::corpus::Format::detect(
+                &data,
+                pragma_store::corpus::TextSplit::Blocks,
+            ),
+            data,
+            hooks: HookPoint::resolve_pattern("blocks.*.hook_resid_post", model.cfg().n_layers)?,
+            out: dir.clone(),
+            ctx: 128,
+            batch: 8,
+            dtype: candle_core::DType::F16,
+            bos: false,
+            long_docs: pragma_store::manifest::LongDocs::Truncate,
+            max_tokens: Some(a.cache_tokens),
+            shard_tokens: None,
+            stop_after_shards: None,
+            dry_run: true,
+        };
+        let t = Instant::now();
+        let fwd = pragma_store::writer::cache(&model, &opts, &mut ())?;
+        let fwd_tps = fwd.n_tokens as f64 / t.elapsed().as_secs_f64();
+        opts.dry_run = false;
+        let t = Instant::now();
+        let man = pragma_store::writer::cache(&model, &opts, &mut ())?;
+        let tps = man.n_tokens as f64 / t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        (Some(tps), Some(fwd_tps))
+    } else {
+        (None, None)
+    };
+
     let out = serde_json::json!({
+        "cache_tok_s": cache_tps,
+        "cache_forward_only_tok_s": cache_fwd_tps,
+        "cache_write_cost": cache_tps.zip(cache_fwd_tps).map(|(c, f)| f / c - 1.0),
         "tool": "pragma",
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "prefill_batch": a.batch,

@@ -124,6 +124,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         max_tokens: a.max_tokens,
         shard_tokens: a.shard_tokens,
         stop_after_shards: None,
+        dry_run: false,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -38,6 +38,8 @@ pub struct CacheOptions {
     /// Return (incomplete, resumable) after writing this many shards in this run:
     /// a time-boxed run, and the state a kill leaves right after a shard.
     pub stop_after_shards: Option<usize>,
+    /// Run the forwards and captures but write nothing (measures the cost of writing).
+    pub dry_run: bool,
 }
 
 /// Progress callbacks (the CLI draws a bar; tests ignore them).
@@ -253,9 +255,12 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
         complete: false,
     };
 
+    if opts.dry_run {
+        return run(model, opts, fresh, n_docs, bos, shard_tokens, progress);
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     clean_temporaries(&opts.out)?;
-    let mut man = match Manifest::read(&opts.out) {
+    let man = match Manifest::read(&opts.out) {
         Ok(old) => {
             check_same_job(&opts.out, &old, &fresh)?;
             verify_shards(&opts.out, &old)?;
@@ -280,7 +285,19 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
     if man.complete {
         return Ok(man);
     }
+    run(model, opts, man, n_docs, bos, shard_tokens, progress)
+}
 
+/// The caching loop, from wherever the manifest says the job stands.
+fn run(
+    model: &Model,
+    opts: &CacheOptions,
+    mut man: Manifest,
+    n_docs: u64,
+    bos: Option<u32>,
+    shard_tokens: usize,
+    progress: &mut dyn Progress,
+) -> Result<Manifest> {
     let mut capture = Hooks::new();
     for &p in &opts.hooks {
         capture.capture(p);
@@ -291,11 +308,13 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
     let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
     let mut exhausted = false;
     let mut written = 0usize;
+    let window_docs = opts.batch * WINDOW_BATCHES;
     while !exhausted {
-        // A batch of whole documents.
-        let mut seqs: Vec<(u32, Vec<u32>)> = Vec::new(); // (doc, ids)
-        let mut docs_in_batch = 0u64;
-        while seqs.len() < opts.batch {
+        // A window of whole documents, run in length-sorted batches (little padding),
+        // stored back in corpus order.
+        let mut window: Vec<(u32, Vec<u32>)> = Vec::new(); // (doc, ids)
+        let mut docs_in_window = 0u64;
+        while docs_in_window < window_docs as u64 {
             let Some(next) = docs.next() else {
                 exhausted = true;
                 break;
@@ -311,31 +330,43 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
                     LongDocs::Split => man.split_docs += 1,
                 }
             }
-            for c in chunks {
-                seqs.push((doc_idx as u32, c));
-            }
+            window.extend(chunks.into_iter().map(|c| (doc_idx as u32, c)));
             doc_idx += 1;
-            docs_in_batch += 1;
+            docs_in_window += 1;
         }
-        if !seqs.is_empty() {
-            run_batch(
-                model,
-                &capture,
-                &opts.hooks,
-                opts.dtype,
-                &seqs,
-                man.n_seqs,
-                &mut shard,
-            )?;
-            man.n_seqs += seqs.len() as u64;
+        let mut order: Vec<usize> = (0..window.len()).collect();
+        order.sort_by_key(|&i| window[i].1.len());
+        let mut rows: Vec<Option<Vec<Vec<u8>>>> = vec![None; window.len()];
+        for group in order.chunks(opts.batch) {
+            let ids: Vec<Vec<u32>> = group.iter().map(|&i| window[i].1.clone()).collect();
+            let acts = run_batch(model, &capture, &opts.hooks, opts.dtype, &ids, opts.dry_run)?;
+            for (&i, a) in group.iter().zip(acts) {
+                rows[i] = Some(a);
+            }
         }
-        shard.n_docs += docs_in_batch;
+        let window_tokens: u64 = window.iter().map(|(_, s)| s.len() as u64).sum();
+        if opts.dry_run {
+            man.n_tokens += window_tokens;
+        } else {
+            for (k, ((doc, ids), acts)) in window.iter().zip(rows).enumerate() {
+                for (h, a) in acts.unwrap_or_default().into_iter().enumerate() {
+                    shard.acts[h].extend_from_slice(&a);
+                }
+                for (pos, &tok) in ids.iter().enumerate() {
+                    shard.doc.push(*doc);
+                    shard.seq.push((man.n_seqs + k as u64) as u32);
+                    shard.pos.push(pos as u32);
+                    shard.token.push(tok);
+                }
+            }
+        }
+        man.n_seqs += window.len() as u64;
+        shard.n_docs += docs_in_window;
         let total = man.n_tokens + shard.n_tokens() as u64;
-        let hit_max = opts.max_tokens.is_some_and(|m| total >= m);
-        if hit_max {
+        if opts.max_tokens.is_some_and(|m| total >= m) {
             exhausted = true;
         }
-        if shard.n_tokens() >= shard_tokens || (exhausted && shard.n_docs > 0) {
+        if !opts.dry_run && (shard.n_tokens() >= shard_tokens || (exhausted && shard.n_docs > 0)) {
             flush(&opts.out, &mut man, &mut shard)?;
             man.write(&opts.out)?;
             shard = ShardBuf::new(opts.hooks.len(), man.n_docs_done);
@@ -346,44 +377,43 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
         }
         progress.batch(doc_idx, man.n_tokens + shard.n_tokens() as u64);
     }
+    if opts.dry_run {
+        return Ok(man);
+    }
     man.complete = true;
     man.write(&opts.out)?;
     Ok(man)
 }
 
+/// Documents per window, in batches: sorting a window by length keeps padding low.
+const WINDOW_BATCHES: usize = 16;
+
+/// Forward one batch; return each sequence's activations (padding dropped) as
+/// bytes per hook: `[seq][hook]`. A dry run returns nothing.
 fn run_batch(
     model: &Model,
     capture: &Hooks,
     points: &[HookPoint],
     dtype: DType,
-    seqs: &[(u32, Vec<u32>)],
-    first_seq: u64,
-    shard: &mut ShardBuf,
-) -> Result<()> {
-    let ids: Vec<Vec<u32>> = seqs.iter().map(|(_, s)| s.clone()).collect();
-    let batch = Batch::new(&ids, model.device())?;
+    ids: &[Vec<u32>],
+    dry_run: bool,
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    let batch = Batch::new(ids, model.device())?;
     let (_, cache) = model.transformer.forward(&batch, capture, Logits::None)?;
+    if dry_run {
+        return Ok(vec![Vec::new(); ids.len()]);
+    }
     let t = batch.ids.dim(1)?;
-    for (h, &p) in points.iter().enumerate() {
+    let mut out = vec![Vec::with_capacity(points.len()); ids.len()];
+    for &p in points {
         let x = cache.get(p)?.to_dtype(dtype)?.contiguous()?; // [b, t, ...]
-        let per_tok = x.elem_count() / (ids.len() * t);
+        let w = x.elem_count() / (ids.len() * t) * dtype.size_in_bytes();
         let bytes = tensor_bytes(&x)?;
-        let w = per_tok * dtype.size_in_bytes();
         for (b, pad) in batch.pad.iter().enumerate() {
-            let start = (b * t + pad) * w;
-            let end = (b + 1) * t * w;
-            shard.acts[h].extend_from_slice(&bytes[start..end]);
+            out[b].push(bytes[(b * t + pad) * w..(b + 1) * t * w].to_vec());
         }
     }
-    for (i, (doc, s)) in seqs.iter().enumerate() {
-        for (pos, &tok) in s.iter().enumerate() {
-            shard.doc.push(*doc);
-            shard.seq.push((first_seq + i as u64) as u32);
-            shard.pos.push(pos as u32);
-            shard.token.push(tok);
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 fn tensor_bytes(x: &Tensor) -> Result<Vec<u8>> {

@@ -50,6 +50,7 @@ fn opts(data: PathBuf, out: PathBuf) -> CacheOptions {
         max_tokens: None,
         shard_tokens: Some(100),
         stop_after_shards: None,
+        dry_run: false,
     }
 }
 
@@ -57,14 +58,14 @@ fn opts(data: PathBuf, out: PathBuf) -> CacheOptions {
 fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
     let d = tempfile::tempdir().expect("tmp");
     let m = tiny_model(d.path());
-    let o = opts(corpus(d.path(), 11), d.path().join("store"));
+    let o = opts(corpus(d.path(), 60), d.path().join("store"));
     let man = cache(&m, &o, &mut ()).expect("cache");
     assert!(
         man.complete && man.shards.len() > 1,
         "several shards: {}",
         man.shards.len()
     );
-    assert_eq!(man.n_docs_done, 11);
+    assert_eq!(man.n_docs_done, 60);
     let store = Store::open(&o.out).expect("open");
     store.verify().expect("checksums");
     let table = store.tokens().expect("tokens");
@@ -157,7 +158,7 @@ fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
     let (docs, pooled) = store
         .pooled("blocks.1.hook_resid_post", Pool::Last, 0)
         .expect("pool");
-    assert_eq!(docs, (0..11).collect::<Vec<u32>>());
+    assert_eq!(docs, (0..60).collect::<Vec<u32>>());
     let last = direct.get(ids.len() - 1).expect("last");
     let diff = (pooled.get(4).expect("4") - last)
         .expect("d")
@@ -180,7 +181,7 @@ fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
 fn an_interrupted_cache_resumes_to_identical_bytes() {
     let d = tempfile::tempdir().expect("tmp");
     let m = tiny_model(d.path());
-    let data = corpus(d.path(), 13);
+    let data = corpus(d.path(), 150);
     let full = opts(data.clone(), d.path().join("full"));
     cache(&m, &full, &mut ()).expect("full run");
 
