@@ -31,7 +31,8 @@ pub struct CacheArgs {
     /// Context length: tokens per sequence at most.
     #[arg(long, default_value_t = 128)]
     ctx: usize,
-    /// Sequences per forward pass.
+    /// Tokens per forward pass, in full-length sequences: each pass holds at most
+    /// batch x ctx tokens (shorter documents go more to a pass).
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Stop after about this many tokens (at a batch boundary).

@@ -337,7 +337,18 @@ fn run(
         let mut order: Vec<usize> = (0..window.len()).collect();
         order.sort_by_key(|&i| window[i].1.len());
         let mut rows: Vec<Option<Vec<Vec<u8>>>> = vec![None; window.len()];
-        for group in order.chunks(opts.batch) {
+        // Length-sorted groups of at most `batch * ctx` padded tokens: short documents
+        // go many to a forward pass, so the matmuls stay large.
+        let budget = opts.batch * opts.ctx;
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for &i in &order {
+            let len = window[i].1.len();
+            match groups.last_mut() {
+                Some(g) if (g.len() + 1) * len <= budget => g.push(i),
+                _ => groups.push(vec![i]),
+            }
+        }
+        for group in &groups {
             let ids: Vec<Vec<u32>> = group.iter().map(|&i| window[i].1.clone()).collect();
             let acts = run_batch(model, &capture, &opts.hooks, opts.dtype, &ids, opts.dry_run)?;
             for (&i, a) in group.iter().zip(acts) {
