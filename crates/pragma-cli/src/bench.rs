@@ -107,6 +107,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     })?;
     let decode_tps = a.decode as f64 / (t_gen - t_prompt).max(1e-9);
 
+    // Peak RSS of loading + forward + decode, before the cache measurement (which
+    // holds a shard buffer and reports its own peak below).
+    let rss_forward = peak_rss_mib();
     let (cache_tps, cache_fwd_tps) = if a.cache_tokens > 0 {
         let data = pragma_store::datasets::resolve("fortunes", &mut |m| eprintln!("{m}"))?;
         let dir = std::env::temp_dir().join(format!("pragma-bench-cache-{}", std::process::id()));
@@ -154,7 +157,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "capture_overhead": t_capture / t_plain - 1.0,
         "decode_tokens": a.decode,
         "decode_tok_s": decode_tps,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": rss_forward,
+        "peak_rss_with_cache_mib": if a.cache_tokens > 0 { peak_rss_mib() } else { None },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

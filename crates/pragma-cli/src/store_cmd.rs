@@ -35,7 +35,7 @@ pub struct CacheArgs {
     /// batch x ctx tokens (shorter documents go more to a pass).
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Stop after about this many tokens (at a batch boundary).
+    /// Stop after about this many tokens (checked after each window of batch x 16 documents).
     #[arg(long)]
     max_tokens: Option<u64>,
     /// Storage dtype: f32, f16 or bf16.

@@ -50,7 +50,7 @@ pub struct Settings {
     /// A BOS token is prepended to every sequence.
     pub bos: Option<u32>,
     pub long_docs: LongDocs,
-    /// Stop after this many tokens (at a batch boundary).
+    /// Stop after about this many tokens (checked after each window of documents).
     pub max_tokens: Option<u64>,
     /// A shard is closed once it holds at least this many tokens (at a batch boundary).
     pub shard_tokens: usize,
