@@ -10,7 +10,6 @@ use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
 use crate::config::{Arch, Config, Llama3RopeScaling};
@@ -381,9 +380,4 @@ impl GgufWeights<'_> {
             _ => None,
         }
     }
-}
-
-/// Is this ggml dtype one we read? (All of candle's are.)
-pub fn dtype_name(d: GgmlDType) -> String {
-    format!("{d:?}")
 }

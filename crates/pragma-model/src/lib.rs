@@ -139,13 +139,54 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         return fetch::ensure_known(known, progress);
     }
     if let Some(repo) = spec.strip_prefix("hf:") {
-        return Err(Error::Fetch(format!(
-            "'{repo}' would be fetched from the Hugging Face hub, which needs a network; \
-             download it yourself (e.g. `huggingface-cli download {repo} --local-dir DIR`) and pass DIR"
-        )));
+        return fetch_hub(repo, progress);
     }
     Err(Error::InvalidInput(format!(
         "model '{spec}' not found: expected a .gguf file, a folder with config.json, or one of: {}",
         fetch::known_names()
+    )))
+}
+
+/// Download `config.json`, tokenizer files and safetensors weights of a hub repo
+/// into the hub cache, returning the snapshot folder.
+#[cfg(feature = "hub")]
+fn fetch_hub(repo: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let err = |e: hf_hub::api::sync::ApiError| Error::Fetch(format!("hf:{repo}: {e}"));
+    let api = hf_hub::api::sync::Api::new().map_err(err)?;
+    let r = api.model(repo.to_string());
+    progress(&format!("fetching hf:{repo} from the Hugging Face hub..."));
+    let config = r.get("config.json").map_err(err)?;
+    r.get("tokenizer.json").map_err(err)?;
+    let _ = r.get("tokenizer_config.json");
+    if r.get("model.safetensors").is_err() {
+        let index = r.get("model.safetensors.index.json").map_err(err)?;
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Fetch(format!("{}: {e}", index.display())))?;
+        let mut files: Vec<String> = v["weight_map"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.dedup();
+        for f in files {
+            r.get(&f).map_err(err)?;
+        }
+    }
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::Fetch(format!("hf:{repo}: no snapshot folder")))
+}
+
+#[cfg(not(feature = "hub"))]
+fn fetch_hub(repo: &str, _progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    Err(Error::Fetch(format!(
+        "'hf:{repo}' needs the Hugging Face hub: build pragma with `--features hub` (and a network), \
+         or download the folder yourself (`huggingface-cli download {repo} --local-dir DIR`) and pass DIR"
     )))
 }
