@@ -1,0 +1,20 @@
+//! pragma-methods: interpretability methods on hooked models.
+//!
+//! Third stage of the data flow (model -> activations -> **methods**). So far:
+//! [`steering`] vectors from contrastive pairs (difference of means, PCA), applied
+//! with the model's hooks (add, ablate, ablate-then-add).
+//!
+//! ```no_run
+//! use pragma_methods::steering::*;
+//! use pragma_model::{Model, hooks::Positions};
+//! let model = Model::load("smollm2-135m-instruct", &mut |_| {})?;
+//! let pairs = read_pairs(std::path::Path::new("pairs.jsonl"))?;
+//! let v = train(&model, &pairs, "sha", "hook_resid_post", &[10, 12], Method::Mean, Position::Last)?;
+//! let hooks = v.hooks(&model, Operator::Add, 0.3, None, Positions::From(1))?;
+//! # Ok::<(), pragma_methods::Error>(())
+//! ```
+
+pub mod error;
+pub mod steering;
+
+pub use error::{Error, Result};

@@ -1,0 +1,442 @@
+//! Steering vectors from contrastive pairs.
+//!
+//! A pairs file is JSONL, one pair a line; each side is text or chat messages:
+//!
+//! ```text
+//! {"positive": "I love this film.", "negative": "I hate this film."}
+//! {"positive": [{"role": "user", "content": "..."}], "negative": [{"role": "user", "content": "..."}]}
+//! ```
+//!
+//! For every chosen layer we read one hook (default `hook_resid_post`) at a position
+//! rule (last token, or the mean over tokens) for both sides, and reduce the pairs to
+//! one direction per layer:
+//! - `mean`: mean(positive) - mean(negative) (difference of means, ActAdd/CAA);
+//! - `pca-diff`: first principal direction of the paired differences (repeng's
+//!   `pca_diff`), signed to agree with the mean difference and scaled to its projection;
+//! - `pca-center`: first principal direction of the activations centred on each
+//!   pair's mean (repeng's `pca_center`), signed and scaled the same way.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use pragma_model::hooks::{Action, HookPoint, Hooks, Positions};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::tokenizer::ChatMessage;
+use pragma_model::Model;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// One side of a pair.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Side {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Pair {
+    pub positive: Side,
+    pub negative: Side,
+}
+
+/// Read a pairs file, with line numbers in every error.
+pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let p: Pair = serde_json::from_str(line).map_err(|e| {
+            Error::Input(format!(
+                "{at}: expected {{\"positive\": text or messages, \"negative\": text or messages}}: {e}"
+            ))
+        })?;
+        if p.positive == p.negative {
+            return Err(Error::Input(format!(
+                "{at}: positive and negative are identical"
+            )));
+        }
+        pairs.push(p);
+    }
+    if pairs.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no pairs found (expected JSONL, one pair a line)",
+            path.display()
+        )));
+    }
+    Ok(pairs)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    Mean,
+    PcaDiff,
+    PcaCenter,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Method> {
+        match s {
+            "mean" => Ok(Method::Mean),
+            "pca-diff" | "pca_diff" | "pca" => Ok(Method::PcaDiff),
+            "pca-center" | "pca_center" => Ok(Method::PcaCenter),
+            _ => Err(Error::Input(format!(
+                "method '{s}': expected mean, pca-diff or pca-center"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Position {
+    Last,
+    Mean,
+}
+
+impl Position {
+    pub fn parse(s: &str) -> Result<Position> {
+        match s {
+            "last" => Ok(Position::Last),
+            "mean" => Ok(Position::Mean),
+            _ => Err(Error::Input(format!(
+                "position '{s}': expected last or mean"
+            ))),
+        }
+    }
+}
+
+/// Provenance stored with a vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VectorMeta {
+    pub model: String,
+    pub model_sha256: Option<String>,
+    pub d_model: usize,
+    /// Site within each block, e.g. `hook_resid_post`.
+    pub site: String,
+    pub layers: Vec<usize>,
+    pub method: Method,
+    pub position: Position,
+    pub pairs_sha256: String,
+    pub n_pairs: usize,
+    pub norms: Vec<f32>,
+    pub pragma_version: String,
+}
+
+/// One direction per layer, `[d_model]` each.
+#[derive(Clone, Debug)]
+pub struct SteeringVector {
+    pub meta: VectorMeta,
+    pub directions: Vec<Tensor>,
+}
+
+/// Token ids for one side: BOS first when the tokenizer has one (position 0 is an
+/// attention sink with outsized activations; the text should not sit there).
+fn side_ids(model: &Model, side: &Side) -> Result<Vec<u32>> {
+    let text = match side {
+        Side::Text(t) => t.clone(),
+        Side::Chat(m) => model.tokenizer.apply_chat_template(m, false)?,
+    };
+    let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
+    ids.extend(
+        model
+            .tokenizer
+            .encode(&text, matches!(side, Side::Chat(_)))?,
+    );
+    Ok(ids)
+}
+
+/// Activations `[n, d]` per layer for a list of sides.
+fn read_sides(
+    model: &Model,
+    sides: &[&Side],
+    points: &[HookPoint],
+    pos: Position,
+) -> Result<Vec<Tensor>> {
+    let ids: Vec<Vec<u32>> = sides
+        .iter()
+        .map(|s| side_ids(model, s))
+        .collect::<Result<_>>()?;
+    let mut hooks = Hooks::new();
+    for &p in points {
+        hooks.capture(p);
+    }
+    let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); points.len()];
+    for chunk in ids.chunks(16) {
+        let batch = Batch::new(chunk, model.device())?;
+        let (_, cache) = model.transformer.forward(&batch, &hooks, Logits::None)?;
+        for (k, &p) in points.iter().enumerate() {
+            for b in 0..chunk.len() {
+                let row = cache.get_row(p, b)?; // [t_b, d]; skip the BOS/sink position
+                let skip = usize::from(model.tokenizer.info.bos.is_some() && row.dim(0)? > 1);
+                let row = row.narrow(0, skip, row.dim(0)? - skip)?;
+                let v = match pos {
+                    Position::Last => row.get(row.dim(0)? - 1)?,
+                    Position::Mean => row.mean(0)?,
+                };
+                per_layer[k].push(v);
+            }
+        }
+    }
+    per_layer
+        .into_iter()
+        .map(|v| Ok(Tensor::stack(&v, 0)?.to_dtype(DType::F32)?))
+        .collect()
+}
+
+/// First principal direction of the rows of `x: [n, d]` (not re-centred), by power iteration.
+pub fn first_pc(x: &Tensor, init: &Tensor) -> Result<Tensor> {
+    let xt = x.t()?.contiguous()?;
+    let mut v = (init
+        / init
+            .sqr()?
+            .sum_all()?
+            .sqrt()?
+            .to_scalar::<f32>()?
+            .max(1e-12) as f64)?;
+    for _ in 0..200 {
+        let w = xt.matmul(&x.matmul(&v.unsqueeze(1)?)?)?.squeeze(1)?; // X^T X v
+        let n = w.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+        if n == 0.0 {
+            break;
+        }
+        v = (w / n as f64)?;
+    }
+    Ok(v)
+}
+
+/// Train one vector per layer from `pairs`.
+pub fn train(
+    model: &Model,
+    pairs: &[Pair],
+    pairs_sha256: &str,
+    site: &str,
+    layers: &[usize],
+    method: Method,
+    position: Position,
+) -> Result<SteeringVector> {
+    let n_layers = model.cfg().n_layers;
+    let points: Vec<HookPoint> = layers
+        .iter()
+        .map(|l| HookPoint::parse(&format!("blocks.{l}.{site}"), n_layers).map_err(Error::from))
+        .collect::<Result<_>>()?;
+    if points.iter().any(|p| {
+        p.pos_axis() != 1
+            || matches!(
+                p,
+                HookPoint::AttnQ(_)
+                    | HookPoint::AttnK(_)
+                    | HookPoint::AttnV(_)
+                    | HookPoint::AttnZ(_)
+            )
+    }) {
+        return Err(Error::Input(format!(
+            "site '{site}': expected a residual-width site such as hook_resid_post"
+        )));
+    }
+    let pos: Vec<&Side> = pairs.iter().map(|p| &p.positive).collect();
+    let neg: Vec<&Side> = pairs.iter().map(|p| &p.negative).collect();
+    let a = read_sides(model, &pos, &points, position)?;
+    let b = read_sides(model, &neg, &points, position)?;
+    let mut directions = Vec::with_capacity(points.len());
+    for (xa, xb) in a.iter().zip(&b) {
+        let mean_diff = (xa.mean(0)? - xb.mean(0)?)?; // [d]
+        let dir = match method {
+            Method::Mean => mean_diff,
+            Method::PcaDiff | Method::PcaCenter => {
+                let x = match method {
+                    Method::PcaDiff => (xa - xb)?,
+                    _ => {
+                        let centre = ((xa + xb)? * 0.5)?;
+                        Tensor::cat(&[(xa - &centre)?, (xb - &centre)?], 0)?
+                    }
+                };
+                let u = first_pc(&x, &mean_diff)?;
+                // Sign and length: the mean difference's projection on the component.
+                let proj = (&mean_diff * &u)?.sum_all()?.to_scalar::<f32>()?;
+                (u * proj as f64)?
+            }
+        };
+        directions.push(dir);
+    }
+    let norms = directions
+        .iter()
+        .map(|d| Ok(d.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?))
+        .collect::<Result<Vec<f32>>>()?;
+    Ok(SteeringVector {
+        meta: VectorMeta {
+            model: model
+                .info
+                .name
+                .clone()
+                .unwrap_or_else(|| model.info.spec.clone()),
+            model_sha256: None,
+            d_model: model.cfg().d_model,
+            site: site.to_string(),
+            layers: layers.to_vec(),
+            method,
+            position,
+            pairs_sha256: pairs_sha256.to_string(),
+            n_pairs: pairs.len(),
+            norms,
+            pragma_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        directions,
+    })
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+impl SteeringVector {
+    /// Save as safetensors (`layer.{i}` tensors) with the metadata as JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> = self
+            .meta
+            .layers
+            .iter()
+            .zip(&self.directions)
+            .map(|(l, d)| (format!("layer.{l}"), d.clone()))
+            .collect();
+        let mut meta = HashMap::new();
+        meta.insert(
+            "pragma_steering".to_string(),
+            serde_json::to_string(&self.meta).unwrap_or_default(),
+        );
+        pragma_model::io::save_safetensors(path, &tensors, meta)?;
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<SteeringVector> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            Error::Input(format!("{}: not a safetensors file: {e}", path.display()))
+        })?;
+        let meta_json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("pragma_steering").cloned())
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: no pragma steering metadata (expected a file from `pragma steer train`)",
+                    path.display()
+                ))
+            })?;
+        let meta: VectorMeta = serde_json::from_str(&meta_json)
+            .map_err(|e| Error::Input(format!("{}: bad steering metadata: {e}", path.display())))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        let directions = meta
+            .layers
+            .iter()
+            .map(|l| {
+                tensors.get(&format!("layer.{l}")).cloned().ok_or_else(|| {
+                    Error::Input(format!("{}: missing tensor layer.{l}", path.display()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(SteeringVector { meta, directions })
+    }
+
+    /// Hooks that apply this vector: `op` at each layer (optionally only `layers`),
+    /// scaled by `scale`, at `positions`. Checks the model's width and layer count.
+    pub fn hooks(
+        &self,
+        model: &Model,
+        op: Operator,
+        scale: f32,
+        layers: Option<&[usize]>,
+        positions: Positions,
+    ) -> Result<Hooks> {
+        if !scale.is_finite() {
+            return Err(Error::Input(format!(
+                "scale must be a finite number, found {scale}"
+            )));
+        }
+        let cfg = model.cfg();
+        if self.meta.d_model != cfg.d_model {
+            return Err(Error::Input(format!(
+                "vector was made for d_model {} ({}), this model has d_model {}",
+                self.meta.d_model, self.meta.model, cfg.d_model
+            )));
+        }
+        let mut hooks = Hooks::new();
+        for (l, d) in self.meta.layers.iter().zip(&self.directions) {
+            if layers.is_some_and(|ls| !ls.contains(l)) {
+                continue;
+            }
+            let p = HookPoint::parse(&format!("blocks.{l}.{}", self.meta.site), cfg.n_layers)
+                .map_err(|_| {
+                    Error::Input(format!(
+                        "vector layer {l} is out of range: the model has {} layers",
+                        cfg.n_layers
+                    ))
+                })?;
+            if matches!(op, Operator::Ablate | Operator::AblateThenAdd) {
+                hooks.push(
+                    p,
+                    Action::ProjectOut {
+                        direction: d.clone(),
+                    },
+                    positions.clone(),
+                );
+            }
+            if matches!(op, Operator::Add | Operator::AblateThenAdd) {
+                hooks.push(
+                    p,
+                    Action::Add {
+                        vector: d.clone(),
+                        scale,
+                    },
+                    positions.clone(),
+                );
+            }
+        }
+        if let Some(ls) = layers {
+            for l in ls {
+                if !self.meta.layers.contains(l) {
+                    return Err(Error::Input(format!(
+                        "layer {l} is not in this vector (it has layers {:?})",
+                        self.meta.layers
+                    )));
+                }
+            }
+        }
+        Ok(hooks)
+    }
+}
+
+/// How a vector is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    /// `x + scale * v`
+    Add,
+    /// Remove the component along `v`.
+    Ablate,
+    /// Remove the component along `v`, then add `scale * v`.
+    AblateThenAdd,
+}
+
+impl Operator {
+    pub fn parse(s: &str) -> Result<Operator> {
+        match s {
+            "add" => Ok(Operator::Add),
+            "ablate" => Ok(Operator::Ablate),
+            "ablate-add" | "ablate-then-add" => Ok(Operator::AblateThenAdd),
+            _ => Err(Error::Input(format!(
+                "operator '{s}': expected add, ablate or ablate-add"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Steering vectors on a tiny random model: hand computations, operators, file
+//! round trip and bad input.
+
+use std::path::Path;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Tensor, D};
+use pragma_methods::steering::*;
+use pragma_model::generate::{generate, GenerateOptions, Sampling};
+use pragma_model::hooks::{HookPoint, Hooks, Positions};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::{Arch, Model};
+
+fn tiny(dir: &Path) -> Model {
+    let cfg = tiny_config(Arch::Llama);
+    let p = dir.join("tiny.gguf");
+    write_gguf(
+        &p,
+        &cfg,
+        &tiny_weights(&cfg, 11).expect("w"),
+        GgmlDType::F32,
+    )
+    .expect("gguf");
+    Model::load(p.to_str().expect("utf8"), &mut |_| {}).expect("load")
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("f")
+        .max(0)
+        .expect("m")
+        .to_scalar()
+        .expect("s")
+}
+
+/// resid_post at `layer`, last token, for BOS + text (computed directly).
+fn last_resid(m: &Model, text: &str, layer: usize) -> Tensor {
+    let mut ids = vec![m.tokenizer.info.bos.expect("bos")];
+    ids.extend(m.tokenizer.encode(text, false).expect("enc"));
+    let mut h = Hooks::new();
+    h.capture(HookPoint::ResidPost(layer));
+    let (_, c) = m
+        .transformer
+        .forward(
+            &Batch::single(&ids, m.device()).expect("b"),
+            &h,
+            Logits::None,
+        )
+        .expect("fwd");
+    c.get(HookPoint::ResidPost(layer))
+        .expect("c")
+        .get(0)
+        .expect("r")
+        .get(ids.len() - 1)
+        .expect("last")
+}
+
+fn pair(p: &str, n: &str) -> Pair {
+    Pair {
+        positive: Side::Text(p.into()),
+        negative: Side::Text(n.into()),
+    }
+}
+
+#[test]
+fn vectors_equal_hand_computations() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let pairs = vec![
+        pair("the weather is warm", "the weather is cold"),
+        pair("I won the game", "I lost the game"),
+    ];
+    let v = train(
+        &m,
+        &pairs,
+        "x",
+        "hook_resid_post",
+        &[0, 2],
+        Method::Mean,
+        Position::Last,
+    )
+    .expect("train");
+    for (k, layer) in [0usize, 2].into_iter().enumerate() {
+        let want = ((last_resid(&m, "the weather is warm", layer)
+            + last_resid(&m, "I won the game", layer))
+        .expect("a")
+            - (last_resid(&m, "the weather is cold", layer)
+                + last_resid(&m, "I lost the game", layer))
+            .expect("b"))
+        .expect("d")
+            / 2.0;
+        let want = want.expect("w");
+        let diff = max_abs(&(&v.directions[k] - &want).expect("d"));
+        assert!(diff < 1e-5, "layer {layer}: mean-diff vector off by {diff}");
+        assert!(
+            (v.meta.norms[k]
+                - want
+                    .sqr()
+                    .expect("s")
+                    .sum_all()
+                    .expect("s")
+                    .sqrt()
+                    .expect("q")
+                    .to_scalar::<f32>()
+                    .expect("n"))
+            .abs()
+                < 1e-3
+        );
+    }
+    // With one pair, both PCA variants give back the difference itself (direction,
+    // sign and length), which is a hand computation too.
+    let one = vec![pair("the weather is warm", "the weather is cold")];
+    let want = (last_resid(&m, "the weather is warm", 1)
+        - last_resid(&m, "the weather is cold", 1))
+    .expect("d");
+    for method in [Method::PcaDiff, Method::PcaCenter] {
+        let v = train(
+            &m,
+            &one,
+            "x",
+            "hook_resid_post",
+            &[1],
+            method,
+            Position::Last,
+        )
+        .expect("train");
+        let diff = max_abs(&(&v.directions[0] - &want).expect("d"));
+        assert!(diff < 1e-3 * max_abs(&want), "{method:?}: off by {diff}");
+    }
+}
+
+#[test]
+fn first_pc_finds_the_dominant_direction() {
+    // Rows spread along (3, 4)/5 with a little noise along (-4, 3)/5.
+    let x = Tensor::new(
+        &[
+            [3.0f32, 4.0],
+            [-6.0, -8.0],
+            [1.5, 2.0],
+            [-0.4, 0.3],
+            [0.4, -0.3],
+        ],
+        &candle_core::Device::Cpu,
+    )
+    .expect("x");
+    let init = Tensor::new(&[1.0f32, 0.0], &candle_core::Device::Cpu).expect("i");
+    let v: Vec<f32> = first_pc(&x, &init).expect("pc").to_vec1().expect("v");
+    assert!(
+        (v[0].abs() - 0.6).abs() < 1e-4 && (v[1].abs() - 0.8).abs() < 1e-4,
+        "{v:?}"
+    );
+}
+
+#[test]
+fn operators_do_what_they_say() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let pairs = vec![pair("the weather is warm", "the weather is cold")];
+    let v = train(
+        &m,
+        &pairs,
+        "x",
+        "hook_resid_post",
+        &[1],
+        Method::Mean,
+        Position::Last,
+    )
+    .expect("train");
+    let prompt: Vec<u32> = m
+        .tokenizer
+        .encode("the weather in town", false)
+        .expect("enc");
+    let opts = GenerateOptions {
+        max_tokens: 6,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    let run =
+        |h: &Hooks| generate(&m.transformer, &[prompt.clone()], &opts, h, |_, _| {}).expect("gen");
+    let base = run(&Hooks::new());
+    // Scale 0 gives exactly the unsteered output.
+    let h0 = v
+        .hooks(&m, Operator::Add, 0.0, None, Positions::All)
+        .expect("hooks");
+    assert_eq!(run(&h0).tokens, base.tokens);
+    // Ablation leaves no component along the vector at the hooked site.
+    let mut ha = v
+        .hooks(&m, Operator::Ablate, 1.0, None, Positions::All)
+        .expect("hooks");
+    ha.capture(HookPoint::ResidPost(1));
+    let g = run(&ha);
+    let u = (&v.directions[0] / v.meta.norms[0] as f64).expect("u");
+    let along = g
+        .cache
+        .get(HookPoint::ResidPost(1))
+        .expect("c")
+        .broadcast_mul(&u)
+        .expect("m")
+        .sum(D::Minus1)
+        .expect("s");
+    assert!(
+        max_abs(&along) < 1e-4,
+        "component left: {}",
+        max_abs(&along)
+    );
+    // Ablate-then-add leaves exactly `scale` along the unit vector times |v|.
+    let mut hb = v
+        .hooks(&m, Operator::AblateThenAdd, 2.0, None, Positions::All)
+        .expect("hooks");
+    hb.capture(HookPoint::ResidPost(1));
+    let g = run(&hb);
+    let along = g
+        .cache
+        .get(HookPoint::ResidPost(1))
+        .expect("c")
+        .broadcast_mul(&u)
+        .expect("m")
+        .sum(D::Minus1)
+        .expect("s");
+    let want = 2.0 * v.meta.norms[0];
+    assert!((along - want as f64).map(|t| max_abs(&t)).expect("d") < 1e-3 * want);
+    // Steering only generated tokens leaves the prompt's activations untouched.
+    let mut hg = v
+        .hooks(&m, Operator::Add, 5.0, None, Positions::Generated)
+        .expect("hooks");
+    hg.capture(HookPoint::ResidPost(2));
+    let mut hc = Hooks::new();
+    hc.capture(HookPoint::ResidPost(2));
+    let (a, b) = (run(&hg), run(&hc));
+    let n = prompt.len();
+    let pa = a
+        .cache
+        .get(HookPoint::ResidPost(2))
+        .expect("a")
+        .narrow(1, 0, n)
+        .expect("n");
+    let pb = b
+        .cache
+        .get(HookPoint::ResidPost(2))
+        .expect("b")
+        .narrow(1, 0, n)
+        .expect("n");
+    assert_eq!(max_abs(&(pa - pb).expect("d")), 0.0);
+}
+
+#[test]
+fn files_round_trip_and_bad_input_is_refused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let pairs = vec![pair("the weather is warm", "the weather is cold")];
+    let v = train(
+        &m,
+        &pairs,
+        "abc",
+        "hook_resid_post",
+        &[0, 1],
+        Method::PcaDiff,
+        Position::Mean,
+    )
+    .expect("train");
+    let p = d.path().join("v.safetensors");
+    v.save(&p).expect("save");
+    let w = SteeringVector::load(&p).expect("load");
+    assert_eq!(w.meta, v.meta);
+    assert_eq!(
+        max_abs(&(&w.directions[1] - &v.directions[1]).expect("d")),
+        0.0
+    );
+    // Wrong width, layer out of range, NaN scale, layer not in the vector.
+    let mut bad = w.clone();
+    bad.meta.d_model = 576;
+    let e = bad
+        .hooks(&m, Operator::Add, 1.0, None, Positions::All)
+        .expect_err("width");
+    assert!(
+        e.to_string().contains("d_model 576")
+            && e.to_string().contains("this model has d_model 32"),
+        "{e}"
+    );
+    let mut far = w.clone();
+    far.meta.layers = vec![0, 7];
+    let e = far
+        .hooks(&m, Operator::Add, 1.0, None, Positions::All)
+        .expect_err("range");
+    assert!(e.to_string().contains("layer 7 is out of range"), "{e}");
+    let e = w
+        .hooks(&m, Operator::Add, f32::NAN, None, Positions::All)
+        .expect_err("nan");
+    assert!(e.to_string().contains("finite"), "{e}");
+    let e = w
+        .hooks(&m, Operator::Add, 1.0, Some(&[2]), Positions::All)
+        .expect_err("layer");
+    assert!(
+        e.to_string().contains("layer 2 is not in this vector"),
+        "{e}"
+    );
+    // Pairs files: empty, malformed (with line number), identical sides.
+    let f = d.path().join("p.jsonl");
+    std::fs::write(&f, "\n\n").expect("w");
+    assert!(read_pairs(&f)
+        .expect_err("empty")
+        .to_string()
+        .contains("no pairs found"));
+    std::fs::write(
+        &f,
+        "{\"positive\": \"a\", \"negative\": \"b\"}\n{\"positive\": \"a\"}\n",
+    )
+    .expect("w");
+    assert!(read_pairs(&f)
+        .expect_err("malformed")
+        .to_string()
+        .contains("p.jsonl:2: expected"));
+    std::fs::write(&f, "{\"positive\": \"same\", \"negative\": \"same\"}\n").expect("w");
+    assert!(read_pairs(&f)
+        .expect_err("identical")
+        .to_string()
+        .contains("p.jsonl:1: positive and negative are identical"));
+    std::fs::write(
+        &f,
+        "{\"positive\": [{\"role\": \"user\", \"content\": \"hi\"}], \"negative\": \"plain\"}\n",
+    )
+    .expect("w");
+    assert_eq!(read_pairs(&f).expect("chat side").len(), 1);
+}
