@@ -4,6 +4,7 @@
 //! prints results. The logic lives in the library crates.
 
 mod bench;
+mod steer_cmd;
 mod store_cmd;
 
 use std::collections::HashMap;
@@ -52,6 +53,9 @@ enum Command {
     /// Inspect an activation store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Steering vectors: train from contrastive pairs (apply with `generate --steer`).
+    #[command(subcommand)]
+    Steer(steer_cmd::SteerCommand),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -136,6 +140,8 @@ struct GenerateArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     intervention: InterventionArgs,
+    #[command(flatten)]
+    steer: steer_cmd::SteerArgs,
 }
 
 #[derive(Args)]
@@ -171,6 +177,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd_demo(a),
         Command::Cache(a) => store_cmd::cmd_cache(a),
         Command::Store(c) => store_cmd::cmd_store(c),
+        Command::Steer(c) => steer_cmd::cmd_steer(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {
@@ -400,7 +407,12 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let ids = prompt_ids(&model, &a.prompt)?;
     let opts = sampling(&a.sampling, &model);
     opts.sampling.validate()?;
-    let hooks = build_hooks(&model, &a.intervention)?;
+    let mut hooks = build_hooks(&model, &a.intervention)?;
+    hooks.extend(&steer_cmd::steering_hooks(
+        &model,
+        &a.steer,
+        Positions::parse(&a.intervention.positions)?,
+    )?);
     run_generation(&model, &ids, &opts, &hooks)?;
     Ok(())
 }

@@ -136,7 +136,7 @@ impl HookPoint {
             _ => {}
         }
         let rest = name.strip_prefix("blocks.").ok_or_else(unknown)?;
-        let (idx, site) = rest.split_once('.').ok_or_else(unknown)?;
+        let (idx, site) = split_layer(rest).ok_or_else(unknown)?;
         let layer = resolve_layer(idx, n_layers).ok_or_else(|| Error::UnknownHook {
             name: name.to_string(),
             suggestions: vec![format!(
@@ -172,6 +172,18 @@ impl HookPoint {
         }
         Ok(out)
     }
+}
+
+/// Split `3.hook_resid_post` / `0..4.attn.*` / `-1.mlp.hook_post` into the layer
+/// spec and the site: the site starts after the first '.' that is followed by a
+/// letter, '_' or '*' (layer specs hold digits, '-', '=' and '..').
+fn split_layer(rest: &str) -> Option<(&str, &str)> {
+    let b = rest.as_bytes();
+    (0..b.len()).find_map(|i| {
+        let next = *b.get(i + 1)?;
+        (b[i] == b'.' && i > 0 && (next.is_ascii_alphabetic() || next == b'_' || next == b'*'))
+            .then(|| (&rest[..i], &rest[i + 1..]))
+    })
 }
 
 fn resolve_layer(idx: &str, n_layers: usize) -> Option<usize> {
@@ -229,7 +241,7 @@ fn resolve_one(part: &str, n_layers: usize) -> Result<Vec<HookPoint>> {
         return Ok(all);
     }
     let rest = part.strip_prefix("blocks.").ok_or_else(unknown)?;
-    let (idx, site) = rest.split_once('.').ok_or_else(unknown)?;
+    let (idx, site) = split_layer(rest).ok_or_else(unknown)?;
     let layers = resolve_layers(idx, n_layers).ok_or_else(unknown)?;
     let site_matches = |s: &str| match site.strip_suffix('*') {
         Some(prefix) => s.starts_with(prefix),
@@ -256,7 +268,7 @@ fn suggest(name: &str, n_layers: usize) -> Vec<String> {
         .collect();
     // Also compare the site alone, so `blocks.7.resid_post` suggests `blocks.7.hook_resid_post`.
     if let Some(rest) = name.strip_prefix("blocks.") {
-        if let Some((idx, site)) = rest.split_once('.') {
+        if let Some((idx, site)) = split_layer(rest) {
             for (s, _) in LAYER_SITES {
                 scored.push((edit_distance(site, s), format!("blocks.{idx}.{s}")));
             }
@@ -759,5 +771,37 @@ impl Cache {
         self.points()
             .map(|p| Ok((p.to_string(), self.get(p)?.to_dtype(DType::F32)?)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_with_ranges_negatives_and_wildcards() {
+        let r = |p: &str| {
+            HookPoint::resolve_pattern(p, 6)
+                .map(|v| v.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            r("blocks.1..3.hook_resid_post").expect("range"),
+            ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
+        );
+        assert_eq!(r("blocks.4..=-1.hook_mlp_out").expect("incl").len(), 2);
+        assert_eq!(
+            r("blocks.-1.attn.hook_q").expect("neg"),
+            ["blocks.5.attn.hook_q"]
+        );
+        assert_eq!(r("blocks.*.hook_resid_post").expect("all").len(), 6);
+        assert_eq!(r("blocks.0..2.attn.*").expect("attn").len(), 2 * 5);
+        assert_eq!(
+            r("hook_embed, blocks.0.hook_resid_pre")
+                .expect("list")
+                .len(),
+            2
+        );
+        assert!(r("blocks.6.hook_resid_post").is_err());
+        assert!(r("blocks.1..3.hook_nothing").is_err());
     }
 }

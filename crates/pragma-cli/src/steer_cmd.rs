@@ -1,0 +1,134 @@
+//! `pragma steer ...`: steering vectors from the command line.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use pragma_methods::steering::{
+    read_pairs, sha256_file, train, Method, Operator, Position, SteeringVector,
+};
+use pragma_model::hooks::{HookPoint, Hooks, Positions};
+use pragma_model::{Model, DEFAULT_MODEL};
+
+#[derive(Subcommand)]
+pub enum SteerCommand {
+    /// Make one steering vector per layer from contrastive pairs (JSONL lines
+    /// {"positive": ..., "negative": ...}, each text or chat messages).
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Contrastive pairs, JSONL.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Layers: '6..20' (end exclusive), '6..=20', '10,12,14', '*', negative from the end.
+    #[arg(long, default_value = "*", allow_hyphen_values = true)]
+    layers: String,
+    /// mean (difference of means), pca-diff (first PC of paired differences) or
+    /// pca-center (first PC of pair-centred activations).
+    #[arg(long, default_value = "mean")]
+    method: String,
+    /// Which token's activation represents a text: last, or the mean over tokens.
+    #[arg(long, default_value = "last")]
+    position: String,
+    /// Site within each block to read and later steer.
+    #[arg(long, default_value = "hook_resid_post")]
+    site: String,
+    /// Output file (safetensors with provenance metadata).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+/// Flags of `pragma generate` that apply steering vectors.
+#[derive(Args, Clone, Default)]
+pub struct SteerArgs {
+    /// Steering vector file from `pragma steer train` (repeatable).
+    #[arg(long = "steer", value_name = "VEC")]
+    pub vectors: Vec<PathBuf>,
+    /// Scale of the steering vectors (negative subtracts them).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub scale: f32,
+    /// add, ablate (project out) or ablate-add.
+    #[arg(long, default_value = "add")]
+    pub steer_op: String,
+    /// Only these of the vector's layers, e.g. '12' or '10..14' (default: all of them).
+    #[arg(long, allow_hyphen_values = true)]
+    pub steer_layers: Option<String>,
+}
+
+/// Layers named by a spec such as '6..20', '10,12', '*' or '-1'.
+pub fn parse_layers(spec: &str, n_layers: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for p in HookPoint::resolve_pattern(&format!("blocks.{part}.hook_resid_post"), n_layers)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "layers '{part}': expected N, A..B, A..=B or * within 0..{n_layers}"
+                )
+            })?
+        {
+            if let Some(l) = p.layer() {
+                if !out.contains(&l) {
+                    out.push(l);
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("no layers selected by '{spec}'");
+    }
+    Ok(out)
+}
+
+/// Hooks for `--steer` flags.
+pub fn steering_hooks(model: &Model, a: &SteerArgs, positions: Positions) -> Result<Hooks> {
+    let mut hooks = Hooks::new();
+    let op = Operator::parse(&a.steer_op)?;
+    let layers = match &a.steer_layers {
+        Some(s) => Some(parse_layers(s, model.cfg().n_layers)?),
+        None => None,
+    };
+    for path in &a.vectors {
+        let v = SteeringVector::load(path)?;
+        hooks.extend(&v.hooks(model, op, a.scale, layers.as_deref(), positions.clone())?);
+    }
+    Ok(hooks)
+}
+
+pub fn cmd_steer(c: SteerCommand) -> Result<()> {
+    match c {
+        SteerCommand::Train(a) => {
+            let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+            let pairs = read_pairs(&a.pairs)?;
+            let layers = parse_layers(&a.layers, model.cfg().n_layers)?;
+            let t = std::time::Instant::now();
+            let mut v = train(
+                &model,
+                &pairs,
+                &sha256_file(&a.pairs)?,
+                &a.site,
+                &layers,
+                Method::parse(&a.method)?,
+                Position::parse(&a.position)?,
+            )?;
+            v.meta.model_sha256 = Some(pragma_store::writer::model_sha256(&model)?);
+            v.save(&a.out)?;
+            println!(
+                "trained {} vectors ({} pairs, {:?}, {:?}) in {:.2}s -> {}",
+                layers.len(),
+                pairs.len(),
+                v.meta.method,
+                v.meta.position,
+                t.elapsed().as_secs_f64(),
+                a.out.display()
+            );
+            for (l, n) in v.meta.layers.iter().zip(&v.meta.norms) {
+                println!("  blocks.{l}.{:<18} norm {n:.2}", v.meta.site);
+            }
+            Ok(())
+        }
+    }
+}

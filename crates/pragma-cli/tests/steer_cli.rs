@@ -1,0 +1,79 @@
+//! `pragma steer train` and `pragma generate --steer` end to end on a tiny model.
+
+use std::process::Command;
+
+use candle_core::quantized::GgmlDType;
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::Arch;
+
+fn pragma(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
+        .args(args)
+        .output()
+        .expect("run");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    (out.status.success(), o, e)
+}
+
+#[test]
+fn train_then_steer_generation() {
+    let d = tempfile::tempdir().expect("tmp");
+    let cfg = tiny_config(Arch::Llama);
+    let model = d.path().join("tiny.gguf");
+    write_gguf(
+        &model,
+        &cfg,
+        &tiny_weights(&cfg, 4).expect("w"),
+        GgmlDType::F32,
+    )
+    .expect("gguf");
+    let pairs = d.path().join("pairs.jsonl");
+    std::fs::write(&pairs, "{\"positive\": \"the sun is warm\", \"negative\": \"the snow is cold\"}\n{\"positive\": \"we won\", \"negative\": \"we lost\"}\n").expect("w");
+    let vec = d.path().join("v.safetensors");
+    let m = model.to_str().expect("utf8");
+    let (ok, out, err) = pragma(&[
+        "steer",
+        "train",
+        m,
+        "--pairs",
+        pairs.to_str().expect("p"),
+        "--layers",
+        "0..2",
+        "--out",
+        vec.to_str().expect("v"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("trained 2 vectors (2 pairs"), "{out}");
+    let v = vec.to_str().expect("v");
+    let gen = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            m,
+            "--prompt",
+            "the weather",
+            "--max-tokens",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        pragma(&args)
+    };
+    let (_, base, _) = gen(&[]);
+    let (ok, zero, err) = gen(&["--steer", v, "--scale", "0"]);
+    assert!(ok, "{err}");
+    assert_eq!(zero, base, "scale 0 is the unsteered output");
+    let (ok, steered, _) = gen(&["--steer", v, "--scale", "8"]);
+    assert!(ok && steered != base, "a large scale changes the output");
+    let (ok, _, err) = gen(&["--steer", v, "--steer-layers", "2"]);
+    assert!(
+        !ok && err.contains("layer 2 is not in this vector"),
+        "{err}"
+    );
+    let (ok, _, err) = gen(&["--steer", v, "--scale", "NaN"]);
+    assert!(!ok && err.contains("finite"), "{err}");
+    let (ok, _, err) = gen(&["--steer", pairs.to_str().expect("p")]);
+    assert!(!ok && err.contains("not a safetensors file"), "{err}");
+}
