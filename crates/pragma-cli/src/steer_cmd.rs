@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use pragma_methods::steering::llama_cpp;
 use pragma_methods::steering::{
     read_pairs, sha256_file, train, Method, Operator, Position, SteeringVector,
 };
@@ -15,6 +16,23 @@ pub enum SteerCommand {
     /// Make one steering vector per layer from contrastive pairs (JSONL lines
     /// {"positive": ..., "negative": ...}, each text or chat messages).
     Train(TrainArgs),
+    /// Write a vector as a llama.cpp control vector (GGUF for `llama-cli --control-vector`).
+    /// llama.cpp adds direction.N to block N's output (= blocks.N.hook_resid_post); block 0
+    /// has no slot and is skipped.
+    Export {
+        vector: PathBuf,
+        /// Output format (only llama-cpp for now).
+        #[arg(long, default_value = "llama-cpp")]
+        format: String,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Read a llama.cpp control vector (from pragma, repeng or llama-cvector-generator).
+    Import {
+        gguf: PathBuf,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -128,6 +146,41 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             for (l, n) in v.meta.layers.iter().zip(&v.meta.norms) {
                 println!("  blocks.{l}.{:<18} norm {n:.2}", v.meta.site);
             }
+            Ok(())
+        }
+        SteerCommand::Export {
+            vector,
+            format,
+            out,
+        } => {
+            if format != "llama-cpp" {
+                bail!("--format '{format}': expected llama-cpp");
+            }
+            let v = SteeringVector::load(&vector)?;
+            let arch = v
+                .meta
+                .model
+                .split_whitespace()
+                .next()
+                .unwrap_or("llama")
+                .to_lowercase();
+            let layers = llama_cpp::export(&v, &arch, &out)?;
+            println!("wrote {} (direction.N for layers {layers:?}); use: llama-cli --control-vector-scaled {} SCALE", out.display(), out.display());
+            if v.meta.layers.contains(&0) {
+                println!("note: layer 0 was skipped (llama.cpp cannot steer block 0's output)");
+            }
+            Ok(())
+        }
+        SteerCommand::Import { gguf, out } => {
+            let v = llama_cpp::import(&gguf)?;
+            v.save(&out)?;
+            println!(
+                "imported {} layers {:?} (d_model {}) -> {}",
+                v.meta.layers.len(),
+                v.meta.layers,
+                v.meta.d_model,
+                out.display()
+            );
             Ok(())
         }
     }

@@ -80,6 +80,8 @@ pub enum Method {
     Mean,
     PcaDiff,
     PcaCenter,
+    /// Read from a llama.cpp control vector; how it was made is not recorded there.
+    Imported,
 }
 
 impl Method {
@@ -242,6 +244,11 @@ pub fn train(
             "site '{site}': expected a residual-width site such as hook_resid_post"
         )));
     }
+    if method == Method::Imported {
+        return Err(Error::Input(
+            "method 'imported' is for vectors read from llama.cpp files, not for training".into(),
+        ));
+    }
     let pos: Vec<&Side> = pairs.iter().map(|p| &p.positive).collect();
     let neg: Vec<&Side> = pairs.iter().map(|p| &p.negative).collect();
     let a = read_sides(model, &pos, &points, position)?;
@@ -250,7 +257,7 @@ pub fn train(
     for (xa, xb) in a.iter().zip(&b) {
         let mean_diff = (xa.mean(0)? - xb.mean(0)?)?; // [d]
         let dir = match method {
-            Method::Mean => mean_diff,
+            Method::Mean | Method::Imported => mean_diff,
             Method::PcaDiff | Method::PcaCenter => {
                 let x = match method {
                     Method::PcaDiff => (xa - xb)?,
@@ -438,5 +445,121 @@ impl Operator {
                 "operator '{s}': expected add, ablate or ablate-add"
             ))),
         }
+    }
+}
+
+/// llama.cpp control vectors (`--control-vector`): a GGUF with
+/// `general.architecture = controlvector` and one f32 `direction.{N}` tensor per layer.
+/// llama.cpp adds `direction.N` to the output of block N (0-based), i.e. to
+/// `blocks.N.hook_resid_post`; block 0's output cannot be steered (N starts at 1).
+pub mod llama_cpp {
+    use super::*;
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    /// Write `v` (a `hook_resid_post` vector) as a llama.cpp control vector.
+    /// Returns the layers written (layer 0 is skipped: llama.cpp has no slot for it).
+    pub fn export(v: &SteeringVector, arch: &str, path: &Path) -> Result<Vec<usize>> {
+        if v.meta.site != "hook_resid_post" {
+            return Err(Error::Input(format!(
+                "llama.cpp control vectors steer the residual stream after each block: expected site hook_resid_post, found {}",
+                v.meta.site
+            )));
+        }
+        let mut tensors = Vec::new();
+        let mut layers = Vec::new();
+        for (l, d) in v.meta.layers.iter().zip(&v.directions) {
+            if *l == 0 {
+                continue;
+            }
+            tensors.push((
+                format!("direction.{l}"),
+                QTensor::quantize(&d.to_dtype(DType::F32)?, GgmlDType::F32)?,
+            ));
+            layers.push(*l);
+        }
+        if tensors.is_empty() {
+            return Err(Error::Input(
+                "no exportable layers: llama.cpp cannot steer block 0's output".into(),
+            ));
+        }
+        let meta = [
+            (
+                "general.architecture",
+                Value::String("controlvector".into()),
+            ),
+            ("controlvector.model_hint", Value::String(arch.into())),
+            (
+                "controlvector.layer_count",
+                Value::I32(tensors.len() as i32),
+            ),
+        ];
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let mut buf = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut buf, &meta_refs, &tensor_refs)?;
+        pragma_model::io::write_atomic(path, &buf.into_inner())?;
+        Ok(layers)
+    }
+
+    /// Read a llama.cpp control vector (from `pragma`, repeng or `llama-cvector-generator`).
+    pub fn import(path: &Path) -> Result<SteeringVector> {
+        let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
+        let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let content =
+            gguf_file::Content::read(&mut f).map_err(|e| bad(format!("not a GGUF file: {e}")))?;
+        match content.metadata.get("general.architecture") {
+            Some(Value::String(a)) if a == "controlvector" => {}
+            other => {
+                return Err(bad(format!(
+                    "expected general.architecture = controlvector, found {other:?}"
+                )))
+            }
+        }
+        let mut layers: Vec<usize> = content
+            .tensor_infos
+            .keys()
+            .filter_map(|n| n.strip_prefix("direction.").and_then(|i| i.parse().ok()))
+            .collect();
+        layers.sort_unstable();
+        if layers.is_empty() {
+            return Err(bad("no direction.N tensors".into()));
+        }
+        let mut directions = Vec::new();
+        for l in &layers {
+            let t = content
+                .tensor(&mut f, &format!("direction.{l}"), &Device::Cpu)?
+                .dequantize(&Device::Cpu)?;
+            directions.push(t.flatten_all()?);
+        }
+        let d_model = directions[0].dim(0)?;
+        if directions.iter().any(|d| d.dim(0).ok() != Some(d_model)) {
+            return Err(bad("direction tensors have different lengths".into()));
+        }
+        let norms = directions
+            .iter()
+            .map(|d| Ok(d.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?))
+            .collect::<Result<Vec<f32>>>()?;
+        let hint = match content.metadata.get("controlvector.model_hint") {
+            Some(Value::String(s)) => s.clone(),
+            _ => "unknown".into(),
+        };
+        Ok(SteeringVector {
+            meta: VectorMeta {
+                model: format!("{hint} (imported from {})", path.display()),
+                model_sha256: None,
+                d_model,
+                site: "hook_resid_post".into(),
+                layers,
+                method: Method::Imported,
+                position: Position::Last,
+                pairs_sha256: String::new(),
+                n_pairs: 0,
+                norms,
+                pragma_version: env!("CARGO_PKG_VERSION").into(),
+            },
+            directions,
+        })
     }
 }

@@ -325,3 +325,51 @@ fn files_round_trip_and_bad_input_is_refused() {
     .expect("w");
     assert_eq!(read_pairs(&f).expect("chat side").len(), 1);
 }
+
+#[test]
+fn llama_cpp_control_vectors_round_trip() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let pairs = vec![pair("the weather is warm", "the weather is cold")];
+    let v = train(
+        &m,
+        &pairs,
+        "x",
+        "hook_resid_post",
+        &[0, 1, 2],
+        Method::Mean,
+        Position::Last,
+    )
+    .expect("train");
+    let p = d.path().join("cv.gguf");
+    let written = llama_cpp::export(&v, "llama", &p).expect("export");
+    assert_eq!(written, vec![1, 2], "block 0 has no llama.cpp slot");
+    let w = llama_cpp::import(&p).expect("import");
+    assert_eq!(w.meta.layers, vec![1, 2]);
+    assert_eq!(w.meta.method, Method::Imported);
+    for (k, l) in [1usize, 2].into_iter().enumerate() {
+        assert_eq!(
+            max_abs(&(&w.directions[k] - &v.directions[l]).expect("d")),
+            0.0
+        );
+    }
+    // The imported vector steers exactly like the original at the same layers.
+    let hv = v
+        .hooks(&m, Operator::Add, 3.0, Some(&[1, 2]), Positions::All)
+        .expect("h");
+    let hw = w
+        .hooks(&m, Operator::Add, 3.0, None, Positions::All)
+        .expect("h");
+    let ids = m.tokenizer.encode("the weather", false).expect("enc");
+    let b = Batch::single(&ids, m.device()).expect("b");
+    let (lv, _) = m.transformer.forward(&b, &hv, Logits::All).expect("f");
+    let (lw, _) = m.transformer.forward(&b, &hw, Logits::All).expect("f");
+    assert_eq!(max_abs(&(lv.expect("l") - lw.expect("l")).expect("d")), 0.0);
+    // A model GGUF is not a control vector.
+    let e = llama_cpp::import(&d.path().join("tiny.gguf")).expect_err("not cv");
+    assert!(
+        e.to_string()
+            .contains("expected general.architecture = controlvector"),
+        "{e}"
+    );
+}
