@@ -16,51 +16,19 @@ pub fn save_safetensors(
 ) -> Result<()> {
     let mut bufs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.contiguous()?;
-        let (dtype, bytes) = match t.dtype() {
-            DType::F32 => (
-                safetensors::Dtype::F32,
-                bytemuck_f32(&t.flatten_all()?.to_vec1::<f32>()?),
-            ),
-            DType::F16 => (
-                safetensors::Dtype::F16,
-                t.flatten_all()?
-                    .to_vec1::<half::f16>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            DType::BF16 => (
-                safetensors::Dtype::BF16,
-                t.flatten_all()?
-                    .to_vec1::<half::bf16>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            DType::U32 => (
-                safetensors::Dtype::U32,
-                t.flatten_all()?
-                    .to_vec1::<u32>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-            DType::I64 => (
-                safetensors::Dtype::I64,
-                t.flatten_all()?
-                    .to_vec1::<i64>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
+        let dtype = match t.dtype() {
+            DType::F32 => safetensors::Dtype::F32,
+            DType::F16 => safetensors::Dtype::F16,
+            DType::BF16 => safetensors::Dtype::BF16,
+            DType::U32 => safetensors::Dtype::U32,
+            DType::I64 => safetensors::Dtype::I64,
             other => {
                 return Err(Error::InvalidInput(format!(
                     "cannot save tensor '{name}' of dtype {other:?}"
                 )))
             }
         };
-        bufs.push((name.clone(), dtype, t.dims().to_vec(), bytes));
+        bufs.push((name.clone(), dtype, t.dims().to_vec(), tensor_le_bytes(t)?));
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bufs
         .iter()
@@ -75,8 +43,41 @@ pub fn save_safetensors(
     write_atomic(path, &data)
 }
 
-fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// A tensor's elements as little-endian bytes, row-major (F32, F16, BF16, U32, I64).
+pub fn tensor_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F16 => flat
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::BF16 => flat
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::U32 => flat
+            .to_vec1::<u32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::I64 => flat
+            .to_vec1::<i64>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F32 => flat
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "no byte layout for dtype {other:?}"
+            )))
+        }
+    })
 }
 
 /// Write bytes to `path` via a temporary file in the same folder and a rename.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use pragma_model::hooks::{HookPoint, Hooks};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::Model;
@@ -419,33 +419,12 @@ fn run_batch(
     for &p in points {
         let x = cache.get(p)?.to_dtype(dtype)?.contiguous()?; // [b, t, ...]
         let w = x.elem_count() / (ids.len() * t) * dtype.size_in_bytes();
-        let bytes = tensor_bytes(&x)?;
+        let bytes = pragma_model::io::tensor_le_bytes(&x)?;
         for (b, pad) in batch.pad.iter().enumerate() {
             out[b].push(bytes[(b * t + pad) * w..(b + 1) * t * w].to_vec());
         }
     }
     Ok(out)
-}
-
-fn tensor_bytes(x: &Tensor) -> Result<Vec<u8>> {
-    let flat = x.flatten_all()?;
-    Ok(match x.dtype() {
-        DType::F16 => flat
-            .to_vec1::<half::f16>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DType::BF16 => flat
-            .to_vec1::<half::bf16>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        _ => flat
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-    })
 }
 
 fn st_dtype(name: &str) -> safetensors::Dtype {
