@@ -27,6 +27,10 @@ pub enum SteerCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Layers x scales grid: yes/no log-odds after each eval prompt (with bootstrap CIs),
+    /// KL from the unsteered next-token distribution, and a norm-matched random vector as
+    /// the control at every point. Writes a table, sweep.json and sweep.svg.
+    Sweep(SweepArgs),
     /// Read a llama.cpp control vector (from pragma, repeng or llama-cvector-generator).
     Import {
         gguf: PathBuf,
@@ -56,6 +60,38 @@ pub struct TrainArgs {
     #[arg(long, default_value = "hook_resid_post")]
     site: String,
     /// Output file (safetensors with provenance metadata).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Steering vector from `pragma steer train`.
+    #[arg(long)]
+    vector: PathBuf,
+    /// Eval prompts, JSONL lines {"prompt": "..."}; each ends where the answer comes.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Wrap each prompt as a user message in the chat template (answer = first assistant token).
+    #[arg(long)]
+    chat: bool,
+    /// Layers to sweep (default: all of the vector's).
+    #[arg(long, allow_hyphen_values = true)]
+    layers: Option<String>,
+    /// Scales, comma-separated.
+    #[arg(long, default_value = "-4,-2,-1,0,1,2,4", allow_hyphen_values = true)]
+    scales: String,
+    /// The answer token whose log-odds is the behaviour metric.
+    #[arg(long, default_value = " Yes")]
+    yes: String,
+    #[arg(long, default_value = " No")]
+    no: String,
+    /// Seed of the random control vectors and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder for sweep.json and sweep.svg.
     #[arg(long, short)]
     out: PathBuf,
 }
@@ -169,6 +205,72 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             if v.meta.layers.contains(&0) {
                 println!("note: layer 0 was skipped (llama.cpp cannot steer block 0's output)");
             }
+            Ok(())
+        }
+        SteerCommand::Sweep(a) => {
+            let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+            let v = SteeringVector::load(&a.vector)?;
+            let text = std::fs::read_to_string(&a.prompts)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.prompts.display()))?;
+            let mut prompts = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let j: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!("{}:{}: invalid JSON: {e}", a.prompts.display(), i + 1)
+                })?;
+                let Some(p) = j.get("prompt").and_then(|p| p.as_str()) else {
+                    bail!(
+                        "{}:{}: expected {{\"prompt\": \"...\"}}",
+                        a.prompts.display(),
+                        i + 1
+                    );
+                };
+                let text = if a.chat {
+                    let msgs = [pragma_model::tokenizer::ChatMessage::new("user", p)];
+                    model.tokenizer.apply_chat_template(&msgs, true)?
+                } else {
+                    p.to_string()
+                };
+                let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
+                ids.extend(model.tokenizer.encode(&text, a.chat)?);
+                prompts.push(ids);
+            }
+            if prompts.is_empty() {
+                bail!("{}: no prompts found", a.prompts.display());
+            }
+            let layers = match &a.layers {
+                Some(s) => parse_layers(s, model.cfg().n_layers)?,
+                None => v.meta.layers.clone(),
+            };
+            let scales: Vec<f32> = a
+                .scales
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<f32>()
+                        .map_err(|_| anyhow::anyhow!("--scales: '{s}' is not a number"))
+                })
+                .collect::<Result<_>>()?;
+            if scales.iter().any(|s| !s.is_finite()) {
+                bail!("--scales: expected finite numbers");
+            }
+            let t = std::time::Instant::now();
+            let sw = pragma_methods::sweep::sweep(
+                &model, &v, &prompts, &layers, &scales, &a.yes, &a.no, a.seed,
+            )?;
+            print!("{}", sw.table());
+            std::fs::create_dir_all(&a.out)?;
+            std::fs::write(a.out.join("sweep.json"), serde_json::to_string_pretty(&sw)?)?;
+            pragma_methods::sweep::plot_svg(&sw, &a.out.join("sweep.svg"))?;
+            println!(
+                "{} points in {:.1}s -> {}/sweep.json, sweep.svg",
+                sw.points.len(),
+                t.elapsed().as_secs_f64(),
+                a.out.display()
+            );
             Ok(())
         }
         SteerCommand::Import { gguf, out } => {

@@ -15,6 +15,8 @@
 //! ```
 
 pub mod error;
+pub mod stats;
 pub mod steering;
+pub mod sweep;
 
 pub use error::{Error, Result};

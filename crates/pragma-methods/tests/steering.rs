@@ -373,3 +373,58 @@ fn llama_cpp_control_vectors_round_trip() {
         "{e}"
     );
 }
+
+#[test]
+fn sweeps_report_baseline_at_zero_and_norm_matched_controls() {
+    use pragma_methods::sweep::{norm_matched_random, plot_svg, sweep};
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let pairs = vec![
+        pair("the weather is warm", "the weather is cold"),
+        pair("we won", "we lost"),
+    ];
+    let v = train(
+        &m,
+        &pairs,
+        "x",
+        "hook_resid_post",
+        &[1, 2],
+        Method::Mean,
+        Position::Last,
+    )
+    .expect("train");
+    let prompts: Vec<Vec<u32>> = ["is it warm", "the game was", "today we"]
+        .iter()
+        .map(|t| m.tokenizer.encode(t, false).expect("enc"))
+        .collect();
+    // Single-character answers are single tokens in the tiny byte-level vocabulary.
+    let s = sweep(&m, &v, &prompts, &[1, 2], &[-2.0, 0.0, 3.0], "y", "n", 5).expect("sweep");
+    assert_eq!(s.points.len(), 2 * 3 * 2);
+    for p in s.points.iter().filter(|p| p.scale == 0.0) {
+        assert_eq!(p.logodds, s.baseline, "scale 0 is the unsteered model");
+        assert!(p.kl.abs() < 1e-6);
+    }
+    assert!(s
+        .points
+        .iter()
+        .any(|p| p.scale != 0.0 && (p.logodds - s.baseline).abs() > 1e-3));
+    let r = norm_matched_random(&v.directions[0], 9).expect("rand");
+    let norm = |t: &Tensor| {
+        t.sqr()
+            .expect("s")
+            .sum_all()
+            .expect("s")
+            .sqrt()
+            .expect("q")
+            .to_scalar::<f32>()
+            .expect("n")
+    };
+    assert!((norm(&r) - v.meta.norms[0]).abs() < 1e-3 * v.meta.norms[0]);
+    let out = d.path().join("sweep.svg");
+    plot_svg(&s, &out).expect("plot");
+    assert!(std::fs::read_to_string(&out)
+        .expect("svg")
+        .starts_with("<svg"));
+    let e = sweep(&m, &v, &prompts, &[1], &[1.0], "yes", "n", 5).expect_err("multi-token answer");
+    assert!(e.to_string().contains("expected exactly one token"), "{e}");
+}
