@@ -3,6 +3,11 @@
 //! The binary is thin: it parses flags, resolves them into library calls and
 //! prints results. The logic lives in the library crates.
 
+// Tensor code allocates and frees many large buffers per token; mimalloc reuses
+// them without the page faults glibc's malloc takes after trimming (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod steer_cmd;
 mod store_cmd;
