@@ -11,24 +11,11 @@ use candle_core::{DType, Device};
 use pragma_methods::steering::{llama_cpp, Operator};
 use pragma_model::hooks::{Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::pearson;
 use pragma_model::{Model, DEFAULT_MODEL};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/steering")
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa * sbb).sqrt()
 }
 
 fn argmax(v: &[f32]) -> usize {

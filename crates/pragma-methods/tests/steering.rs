@@ -9,6 +9,7 @@ use pragma_methods::steering::*;
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::max_abs;
 use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
 use pragma_model::{Arch, Model};
 
@@ -23,17 +24,6 @@ fn tiny(dir: &Path) -> Model {
     )
     .expect("gguf");
     Model::load(p.to_str().expect("utf8"), &mut |_| {}).expect("load")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("f")
-        .max(0)
-        .expect("m")
-        .to_scalar()
-        .expect("s")
 }
 
 /// resid_post at `layer`, last token, for BOS + text (computed directly).

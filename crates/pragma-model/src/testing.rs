@@ -329,3 +329,30 @@ fn gguf_name(hf: &str) -> String {
         .replace("mlp.down_proj", "ffn_down");
     format!("blk.{i}.{part}")
 }
+
+/// Largest absolute value of a tensor (f32), for tolerance checks.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .unwrap_or(f32::NAN)
+}
+
+/// Largest absolute difference between two same-shape tensors (NaN if shapes differ).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).map(|d| max_abs(&d)).unwrap_or(f32::NAN)
+}
+
+/// Pearson correlation of two equal-length vectors.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}

@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::{max_abs, pearson};
 use pragma_model::{Model, DEFAULT_MODEL};
 
 /// Relative tolerance for activations: max |ours - ref| / max |ref| per tensor.
@@ -69,17 +70,6 @@ fn ids_of(t: &Tensor) -> Vec<u32> {
         .into_iter()
         .map(|i| i as u32)
         .collect()
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("f")
-        .max(0)
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("s")
 }
 
 fn n_prompts() -> usize {
@@ -241,22 +231,6 @@ fn logits_loosely_match_llama_cpp() {
             "p{i}: top-10 overlap with llama.cpp {overlap}"
         );
     }
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let (ma, mb) = (
-        a.iter().map(|&x| x as f64).sum::<f64>() / n,
-        b.iter().map(|&x| x as f64).sum::<f64>() / n,
-    );
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    sab / (saa * sbb).sqrt()
 }
 
 fn top_k(v: &[f32], k: usize) -> Vec<usize> {

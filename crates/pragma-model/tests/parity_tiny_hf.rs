@@ -12,22 +12,10 @@ use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hf::{read_config, SafetensorsWeights};
 use pragma_model::hooks::{HookPoint, Hooks};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::max_abs_diff;
 use pragma_model::Transformer;
 
 const TOL: f32 = 1e-4;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .expect("shape")
-        .abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("f")
-        .max(0)
-        .expect("m")
-        .to_scalar()
-        .expect("s")
-}
 
 fn rows(t: &Tensor) -> Vec<Vec<u32>> {
     t.to_dtype(DType::I64)

@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor, D};
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::max_abs_diff;
 use pragma_model::testing::{tiny_config, tiny_weights, write_gguf, write_hf};
 use pragma_model::{Arch, Model};
 
@@ -24,19 +25,6 @@ fn tiny_pair(arch: Arch) -> (tempfile::TempDir, Model, Model) {
     write_hf(&hf, &cfg, &w).expect("write hf");
     let (a, b) = (load(&gguf), load(&hf));
     (dir, a, b)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .expect("same shape")
-        .abs()
-        .expect("abs")
-        .flatten_all()
-        .expect("flat")
-        .max(0)
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
 }
 
 const IDS: [u32; 9] = [5, 80, 101, 17, 260, 33, 99, 4, 120];
