@@ -2,7 +2,8 @@
 //!
 //! Third stage of the data flow (model -> activations -> **methods**). So far:
 //! [`steering`] vectors from contrastive pairs (difference of means, PCA), applied
-//! with the model's hooks (add, ablate, ablate-then-add).
+//! with the model's hooks (add, ablate, ablate-then-add); [`sweep`]s over layers and
+//! scales with random controls; a case [`study`] with held-out tasks and baselines.
 //!
 //! ```no_run
 //! use pragma_methods::steering::*;
@@ -17,6 +18,7 @@
 pub mod error;
 pub mod stats;
 pub mod steering;
+pub mod study;
 pub mod sweep;
 
 pub use error::{Error, Result};

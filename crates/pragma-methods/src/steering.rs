@@ -142,10 +142,14 @@ pub struct SteeringVector {
 
 /// Token ids for one side: BOS first when the tokenizer has one (position 0 is an
 /// attention sink with outsized activations; the text should not sit there).
-fn side_ids(model: &Model, side: &Side) -> Result<Vec<u32>> {
+pub fn side_ids(model: &Model, side: &Side) -> Result<Vec<u32>> {
     let text = match side {
         Side::Text(t) => t.clone(),
-        Side::Chat(m) => model.tokenizer.apply_chat_template(m, false)?,
+        // A conversation ending in a user turn gets the assistant header, so `last`
+        // reads the position where the answer would begin.
+        Side::Chat(m) => model
+            .tokenizer
+            .apply_chat_template(m, m.last().is_some_and(|m| m.role == "user"))?,
     };
     let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
     ids.extend(

@@ -1,12 +1,17 @@
 //! Steering sweeps: layers x scales, a behaviour metric beside a coherence cost, and
 //! a norm-matched random vector as the control at every point.
 //!
-//! Behaviour: the log-odds `log p(yes) - log p(no)` of two answer tokens at the
-//! position after each eval prompt (e.g. " Yes" / " No" after "Is this a test?").
-//! Coherence cost: the KL divergence of the steered next-token distribution from the
-//! unsteered one at the same position, averaged over prompts.
+//! Behaviour metrics:
+//! - log-odds of two answer sets at the position after each eval prompt:
+//!   `logsumexp(log p(yes_i)) - logsumexp(log p(no_i))`, e.g. yes = `" Yes|Yes"`;
+//! - optionally, the rate at which sampled continuations match a regex.
+//!
+//! Coherence costs: the KL divergence of the steered next-token distribution from the
+//! unsteered one at the answer position, and (given a reference text) the change in
+//! the reference text's mean negative log-likelihood per token under steering.
 
 use candle_core::{DType, Device, Tensor, D};
+use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{Hooks, Positions};
 use pragma_model::llama::{log_softmax, Batch, Logits};
 use pragma_model::Model;
@@ -25,8 +30,15 @@ pub struct Point {
     /// Mean log-odds over prompts, with a bootstrap 95% CI.
     pub logodds: f64,
     pub logodds_ci: (f64, f64),
+    /// Per-prompt log-odds (in prompt order), for paired comparisons.
+    pub values: Vec<f64>,
     /// Mean KL(unsteered || steered) at the answer position, nats.
     pub kl: f64,
+    /// Reference-text NLL per token minus the unsteered one, nats (when a text was given).
+    pub dnll: Option<f64>,
+    /// Fraction of sampled continuations matching the regex, with a bootstrap CI over prompts.
+    pub regex_rate: Option<f64>,
+    pub regex_ci: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -37,7 +49,51 @@ pub struct Sweep {
     /// Unsteered log-odds, with a bootstrap 95% CI.
     pub baseline: f64,
     pub baseline_ci: (f64, f64),
+    pub baseline_values: Vec<f64>,
+    /// Unsteered reference-text NLL per token.
+    pub baseline_nll: Option<f64>,
+    /// Unsteered regex match rate.
+    pub baseline_regex: Option<f64>,
+    pub regex: Option<String>,
     pub points: Vec<Point>,
+}
+
+/// A regex behaviour metric on sampled continuations.
+#[derive(Clone, Debug)]
+pub struct RegexMetric {
+    pub pattern: regex::Regex,
+    /// Continuations per prompt.
+    pub samples: usize,
+    pub max_tokens: usize,
+    pub temperature: f64,
+}
+
+/// What to measure besides the log-odds.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// Answer sets, `|`-separated single-token strings (e.g. `" Yes|Yes"`).
+    pub yes: String,
+    pub no: String,
+    /// Seed of the random controls, the bootstrap and sampling.
+    pub seed: u64,
+    /// Token ids of a reference text whose NLL measures coherence.
+    pub reference: Option<Vec<u32>>,
+    pub regex: Option<RegexMetric>,
+    /// How the vector is applied (add by default; the scale multiplies it).
+    pub operator: Operator,
+}
+
+impl SweepOptions {
+    pub fn new(yes: &str, no: &str, seed: u64) -> Self {
+        Self {
+            yes: yes.into(),
+            no: no.into(),
+            seed,
+            reference: None,
+            regex: None,
+            operator: Operator::Add,
+        }
+    }
 }
 
 /// The single token id of an answer string (e.g. " Yes"), or an error naming it.
@@ -52,24 +108,135 @@ pub fn answer_token(model: &Model, s: &str) -> Result<u32> {
     }
 }
 
-/// Last-position log-probabilities `[n, vocab]` for prompts under `hooks`.
-fn last_logprobs(model: &Model, prompts: &[Vec<u32>], hooks: &Hooks) -> Result<Tensor> {
-    let batch = Batch::new(prompts, model.device())?;
-    let (logits, _) = model.transformer.forward(&batch, hooks, Logits::Last)?;
-    let logits = logits.ok_or_else(|| Error::Input("no logits".into()))?;
-    log_softmax(&logits).map_err(Error::from)
+/// Token ids of a `|`-separated answer set such as `" Yes|Yes"`.
+pub fn answer_set(model: &Model, spec: &str) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for s in spec.split('|').filter(|s| !s.is_empty()) {
+        let id = answer_token(model, s)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return Err(Error::Input(format!(
+            "answer set '{spec}' is empty; expected e.g. \" Yes|Yes\""
+        )));
+    }
+    Ok(ids)
 }
 
-fn logodds(lp: &Tensor, yes: u32, no: u32) -> Result<Vec<f64>> {
-    let rows: Vec<Vec<f32>> = lp.to_vec2()?;
-    Ok(rows
-        .iter()
-        .map(|r| (r[yes as usize] - r[no as usize]) as f64)
+/// Scores prompts by answer log-odds.
+#[derive(Clone, Debug)]
+pub struct Answers {
+    pub yes: Vec<u32>,
+    pub no: Vec<u32>,
+}
+
+impl Answers {
+    pub fn new(model: &Model, yes: &str, no: &str) -> Result<Self> {
+        let (y, n) = (answer_set(model, yes)?, answer_set(model, no)?);
+        if y.iter().any(|t| n.contains(t)) {
+            return Err(Error::Input(format!(
+                "answer sets '{yes}' and '{no}' share a token"
+            )));
+        }
+        Ok(Self { yes: y, no: n })
+    }
+
+    /// Per-row log-odds from last-position log-probabilities `[n, vocab]`.
+    pub fn logodds(&self, lp: &Tensor) -> Result<Vec<f64>> {
+        let rows: Vec<Vec<f32>> = lp.to_vec2()?;
+        let lse = |r: &[f32], ids: &[u32]| {
+            let v: Vec<f64> = ids.iter().map(|&i| r[i as usize] as f64).collect();
+            let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+        };
+        Ok(rows
+            .iter()
+            .map(|r| lse(r, &self.yes) - lse(r, &self.no))
+            .collect())
+    }
+
+    /// Log-odds of each prompt under `hooks`, with the log-probabilities.
+    pub fn score(
+        &self,
+        model: &Model,
+        prompts: &[Vec<u32>],
+        hooks: &Hooks,
+    ) -> Result<(Vec<f64>, Tensor)> {
+        let lp = last_logprobs(model, prompts, hooks)?;
+        Ok((self.logodds(&lp)?, lp))
+    }
+}
+
+/// Last-position log-probabilities `[n, vocab]` for prompts under `hooks`.
+pub fn last_logprobs(model: &Model, prompts: &[Vec<u32>], hooks: &Hooks) -> Result<Tensor> {
+    let mut out = Vec::new();
+    for chunk in prompts.chunks(32) {
+        let batch = Batch::new(chunk, model.device())?;
+        let (logits, _) = model.transformer.forward(&batch, hooks, Logits::Last)?;
+        let logits = logits.ok_or_else(|| Error::Input("no logits".into()))?;
+        out.push(log_softmax(&logits)?);
+    }
+    Ok(Tensor::cat(&out, 0)?)
+}
+
+/// Mean negative log-likelihood per predicted token of `ids` under `hooks`, nats.
+pub fn nll(model: &Model, ids: &[u32], hooks: &Hooks) -> Result<f64> {
+    if ids.len() < 2 {
+        return Err(Error::Input(
+            "reference text must be at least two tokens long".into(),
+        ));
+    }
+    let batch = Batch::single(ids, model.device())?;
+    let (logits, _) = model.transformer.forward(&batch, hooks, Logits::All)?;
+    let logits = logits.ok_or_else(|| Error::Input("no logits".into()))?;
+    let lp = log_softmax(&logits.squeeze(0)?)?; // [t, vocab]
+    let t = ids.len();
+    let targets = Tensor::from_vec(ids[1..].to_vec(), (t - 1, 1), model.device())?;
+    let picked = lp.narrow(0, 0, t - 1)?.gather(&targets, 1)?; // [t-1, 1]
+    Ok(-(picked.sum_all()?.to_scalar::<f32>()? as f64) / (t - 1) as f64)
+}
+
+/// Match rate per prompt of sampled continuations under `hooks`.
+pub fn regex_rates(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    hooks: &Hooks,
+    m: &RegexMetric,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let mut rows = Vec::new();
+    for p in prompts {
+        for _ in 0..m.samples.max(1) {
+            rows.push(p.clone());
+        }
+    }
+    let opts = GenerateOptions {
+        max_tokens: m.max_tokens,
+        sampling: Sampling {
+            temperature: m.temperature,
+            seed,
+            ..Sampling::default()
+        },
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+    };
+    let mut texts = Vec::new();
+    for chunk in rows.chunks(32) {
+        let g = generate(&model.transformer, chunk, &opts, hooks, |_, _| {})?;
+        for toks in &g.tokens {
+            texts.push(model.tokenizer.decode(toks)?);
+        }
+    }
+    let k = m.samples.max(1);
+    Ok(texts
+        .chunks(k)
+        .map(|c| c.iter().filter(|t| m.pattern.is_match(t)).count() as f64 / k as f64)
         .collect())
 }
 
 /// KL(p || q) per row for log-probabilities `[n, vocab]`.
-fn kl_rows(lp: &Tensor, lq: &Tensor) -> Result<Vec<f64>> {
+pub fn kl_rows(lp: &Tensor, lq: &Tensor) -> Result<Vec<f64>> {
     let kl = (lp.exp()? * (lp - lq)?)?.sum(D::Minus1)?;
     Ok(kl.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
 }
@@ -98,6 +265,66 @@ pub fn norm_matched_random(v: &Tensor, seed: u64) -> Result<Tensor> {
     Ok((r * scale as f64)?)
 }
 
+/// `vector` with layer `layer`'s direction replaced by its norm-matched random control.
+pub fn random_control(vector: &SteeringVector, layer: usize, seed: u64) -> Result<SteeringVector> {
+    let k = layer_index(vector, layer)?;
+    let mut control = vector.clone();
+    control.directions[k] = norm_matched_random(&vector.directions[k], seed ^ layer as u64)?;
+    Ok(control)
+}
+
+fn layer_index(vector: &SteeringVector, layer: usize) -> Result<usize> {
+    vector
+        .meta
+        .layers
+        .iter()
+        .position(|l| *l == layer)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "layer {layer} is not in this vector (it has layers {:?})",
+                vector.meta.layers
+            ))
+        })
+}
+
+/// Every metric of one hook set against the unsteered references.
+struct Measured {
+    values: Vec<f64>,
+    kl: f64,
+    dnll: Option<f64>,
+    regex: Option<Vec<f64>>,
+}
+
+fn measure(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    hooks: &Hooks,
+    answers: &Answers,
+    base_lp: Option<&Tensor>,
+    base_nll: Option<f64>,
+    opts: &SweepOptions,
+) -> Result<Measured> {
+    let (values, lp) = answers.score(model, prompts, hooks)?;
+    let kl = match base_lp {
+        Some(b) => mean(&kl_rows(b, &lp)?),
+        None => 0.0,
+    };
+    let dnll = match (&opts.reference, base_nll) {
+        (Some(ids), Some(b)) => Some(nll(model, ids, hooks)? - b),
+        _ => None,
+    };
+    let regex = match &opts.regex {
+        Some(m) => Some(regex_rates(model, prompts, hooks, m, opts.seed)?),
+        None => None,
+    };
+    Ok(Measured {
+        values,
+        kl,
+        dnll,
+        regex,
+    })
+}
+
 /// Run the grid. `prompts` are token ids ending where the answer token would come.
 pub fn sweep(
     model: &Model,
@@ -105,59 +332,69 @@ pub fn sweep(
     prompts: &[Vec<u32>],
     layers: &[usize],
     scales: &[f32],
-    yes: &str,
-    no: &str,
-    seed: u64,
+    opts: &SweepOptions,
 ) -> Result<Sweep> {
     if prompts.is_empty() {
         return Err(Error::Input("no eval prompts".into()));
     }
-    let (y, n) = (answer_token(model, yes)?, answer_token(model, no)?);
-    let base_lp = last_logprobs(model, prompts, &Hooks::new())?;
-    let base = logodds(&base_lp, y, n)?;
+    let answers = Answers::new(model, &opts.yes, &opts.no)?;
+    for &l in layers {
+        layer_index(vector, l)?;
+    }
+    let none = Hooks::new();
+    let base_nll = match &opts.reference {
+        Some(ids) => Some(nll(model, ids, &none)?),
+        None => None,
+    };
+    let base = measure(model, prompts, &none, &answers, None, None, opts)?;
+    let base_lp = last_logprobs(model, prompts, &none)?;
+    let seed = opts.seed;
     let mut points = Vec::new();
     for &layer in layers {
-        let k = vector
-            .meta
-            .layers
-            .iter()
-            .position(|l| *l == layer)
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "layer {layer} is not in this vector (it has layers {:?})",
-                    vector.meta.layers
-                ))
-            })?;
-        let mut control = vector.clone();
-        control.directions[k] = norm_matched_random(&vector.directions[k], seed ^ layer as u64)?;
+        let control = random_control(vector, layer, seed)?;
         for &scale in scales {
             for (is_control, v) in [(false, vector), (true, &control)] {
                 let hooks = v.hooks(
                     model,
-                    Operator::Add,
+                    opts.operator,
                     scale,
                     Some(&[layer]),
                     Positions::From(1),
                 )?;
-                let lp = last_logprobs(model, prompts, &hooks)?;
-                let lo = logodds(&lp, y, n)?;
+                let m = measure(
+                    model,
+                    prompts,
+                    &hooks,
+                    &answers,
+                    Some(&base_lp),
+                    base_nll,
+                    opts,
+                )?;
                 points.push(Point {
                     layer,
                     scale,
                     control: is_control,
-                    logodds: mean(&lo),
-                    logodds_ci: bootstrap_ci(&lo, 1000, seed),
-                    kl: mean(&kl_rows(&base_lp, &lp)?),
+                    logodds: mean(&m.values),
+                    logodds_ci: bootstrap_ci(&m.values, 1000, seed),
+                    values: m.values,
+                    kl: m.kl,
+                    dnll: m.dnll,
+                    regex_rate: m.regex.as_ref().map(|r| mean(r)),
+                    regex_ci: m.regex.as_ref().map(|r| bootstrap_ci(r, 1000, seed)),
                 });
             }
         }
     }
     Ok(Sweep {
-        yes: yes.to_string(),
-        no: no.to_string(),
+        yes: opts.yes.clone(),
+        no: opts.no.clone(),
         n_prompts: prompts.len(),
-        baseline: mean(&base),
-        baseline_ci: bootstrap_ci(&base, 1000, seed),
+        baseline: mean(&base.values),
+        baseline_ci: bootstrap_ci(&base.values, 1000, seed),
+        baseline_values: base.values,
+        baseline_nll: base_nll,
+        baseline_regex: base.regex.as_ref().map(|r| mean(r)),
+        regex: opts.regex.as_ref().map(|m| m.pattern.as_str().to_string()),
         points,
     })
 }
@@ -165,11 +402,29 @@ pub fn sweep(
 impl Sweep {
     /// A plain-text table: one row per layer x scale, vector beside control.
     pub fn table(&self) -> String {
-        let mut s = format!(
-            "log-odds log p({:?}) - log p({:?}) over {} prompts; unsteered {:+.3} [{:+.3}, {:+.3}]\n",
+        let mut s =
+            format!(
+            "log-odds log p({:?}) - log p({:?}) over {} prompts; unsteered {:+.3} [{:+.3}, {:+.3}]",
             self.yes, self.no, self.n_prompts, self.baseline, self.baseline_ci.0, self.baseline_ci.1
         );
-        s.push_str("layer   scale   vector log-odds [95% CI]      KL      random control log-odds [95% CI]   KL\n");
+        if let Some(n) = self.baseline_nll {
+            s.push_str(&format!("; reference NLL {n:.3} nats/token"));
+        }
+        if let (Some(r), Some(p)) = (self.baseline_regex, &self.regex) {
+            s.push_str(&format!("; /{p}/ rate {r:.2}"));
+        }
+        s.push('\n');
+        let extra = |p: &Point| {
+            let mut e = String::new();
+            if let Some(d) = p.dnll {
+                e.push_str(&format!(" dNLL {d:+.3}"));
+            }
+            if let (Some(r), Some((a, b))) = (p.regex_rate, p.regex_ci) {
+                e.push_str(&format!(" rate {r:.2} [{a:.2}, {b:.2}]"));
+            }
+            e
+        };
+        s.push_str("layer   scale | vector: log-odds [95% CI]  KL  | random control: log-odds [95% CI]  KL\n");
         for p in self.points.iter().filter(|p| !p.control) {
             let c = self
                 .points
@@ -178,14 +433,25 @@ impl Sweep {
             let ctl = c
                 .map(|c| {
                     format!(
-                        "{:+8.3} [{:+.3}, {:+.3}]   {:.4}",
-                        c.logodds, c.logodds_ci.0, c.logodds_ci.1, c.kl
+                        "{:+8.3} [{:+.3}, {:+.3}]  {:.4}{}",
+                        c.logodds,
+                        c.logodds_ci.0,
+                        c.logodds_ci.1,
+                        c.kl,
+                        extra(c)
                     )
                 })
                 .unwrap_or_default();
             s.push_str(&format!(
-                "{:>5} {:>7.2}   {:+8.3} [{:+.3}, {:+.3}]   {:.4}   {}\n",
-                p.layer, p.scale, p.logodds, p.logodds_ci.0, p.logodds_ci.1, p.kl, ctl
+                "{:>5} {:>7.2} | {:+8.3} [{:+.3}, {:+.3}]  {:.4}{} | {}\n",
+                p.layer,
+                p.scale,
+                p.logodds,
+                p.logodds_ci.0,
+                p.logodds_ci.1,
+                p.kl,
+                extra(p),
+                ctl
             ));
         }
         s

@@ -366,7 +366,7 @@ fn llama_cpp_control_vectors_round_trip() {
 
 #[test]
 fn sweeps_report_baseline_at_zero_and_norm_matched_controls() {
-    use pragma_methods::sweep::{norm_matched_random, plot_svg, sweep};
+    use pragma_methods::sweep::{norm_matched_random, plot_svg, sweep, SweepOptions};
     let d = tempfile::tempdir().expect("tmp");
     let m = tiny(d.path());
     let pairs = vec![
@@ -388,7 +388,15 @@ fn sweeps_report_baseline_at_zero_and_norm_matched_controls() {
         .map(|t| m.tokenizer.encode(t, false).expect("enc"))
         .collect();
     // Single-character answers are single tokens in the tiny byte-level vocabulary.
-    let s = sweep(&m, &v, &prompts, &[1, 2], &[-2.0, 0.0, 3.0], "y", "n", 5).expect("sweep");
+    let s = sweep(
+        &m,
+        &v,
+        &prompts,
+        &[1, 2],
+        &[-2.0, 0.0, 3.0],
+        &SweepOptions::new("y", "n", 5),
+    )
+    .expect("sweep");
     assert_eq!(s.points.len(), 2 * 3 * 2);
     for p in s.points.iter().filter(|p| p.scale == 0.0) {
         assert_eq!(p.logodds, s.baseline, "scale 0 is the unsteered model");
@@ -415,6 +423,150 @@ fn sweeps_report_baseline_at_zero_and_norm_matched_controls() {
     assert!(std::fs::read_to_string(&out)
         .expect("svg")
         .starts_with("<svg"));
-    let e = sweep(&m, &v, &prompts, &[1], &[1.0], "yes", "n", 5).expect_err("multi-token answer");
+    let e = sweep(
+        &m,
+        &v,
+        &prompts,
+        &[1],
+        &[1.0],
+        &SweepOptions::new("yes", "n", 5),
+    )
+    .expect_err("multi-token answer");
     assert!(e.to_string().contains("expected exactly one token"), "{e}");
+}
+
+#[test]
+fn sweep_measures_reference_nll_and_regex_rates() {
+    use pragma_methods::sweep::{nll, regex_rates, sweep, RegexMetric, SweepOptions};
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let v = train(
+        &m,
+        &[pair("warm sun", "cold rain"), pair("we won", "we lost")],
+        "x",
+        "hook_resid_post",
+        &[1],
+        Method::Mean,
+        Position::Last,
+    )
+    .expect("train");
+    let prompts: Vec<Vec<u32>> = ["is it warm", "today we"]
+        .iter()
+        .map(|t| m.tokenizer.encode(t, false).expect("enc"))
+        .collect();
+    let reference = m
+        .tokenizer
+        .encode("the cat sat on the mat", false)
+        .expect("enc");
+    let base = nll(&m, &reference, &Hooks::new()).expect("nll");
+    assert!(base.is_finite() && base > 1.0, "{base}");
+    let mut opts = SweepOptions::new("y|Y", "n|N", 1);
+    opts.reference = Some(reference.clone());
+    let always = RegexMetric {
+        pattern: regex::Regex::new("").expect("re"),
+        samples: 2,
+        max_tokens: 4,
+        temperature: 1.0,
+    };
+    opts.regex = Some(always.clone());
+    let s = sweep(&m, &v, &prompts, &[1], &[0.0, 5.0], &opts).expect("sweep");
+    assert_eq!(s.baseline_nll, Some(base));
+    assert_eq!(
+        s.baseline_regex,
+        Some(1.0),
+        "the empty regex matches every sample"
+    );
+    let zero = s.points.iter().find(|p| p.scale == 0.0).expect("0");
+    assert_eq!(zero.dnll, Some(0.0), "scale 0 costs nothing");
+    let five = s
+        .points
+        .iter()
+        .find(|p| p.scale == 5.0 && !p.control)
+        .expect("5");
+    assert!(
+        five.dnll.expect("dnll").abs() > 1e-4,
+        "steering moves the NLL"
+    );
+    assert!(s.table().contains("dNLL"));
+    // A pattern that cannot occur in the tiny vocabulary's text.
+    let never = RegexMetric {
+        pattern: regex::Regex::new("ZZZZZZZZ").expect("re"),
+        ..always
+    };
+    let r = regex_rates(&m, &prompts, &Hooks::new(), &never, 3).expect("rates");
+    assert_eq!(r, vec![0.0, 0.0]);
+    // Answer sets that overlap are refused.
+    let e = sweep(
+        &m,
+        &v,
+        &prompts,
+        &[1],
+        &[1.0],
+        &SweepOptions::new("y|n", "n", 1),
+    )
+    .expect_err("overlap");
+    assert!(e.to_string().contains("share a token"), "{e}");
+}
+
+#[test]
+fn study_chooses_on_one_half_and_reports_on_the_other() {
+    use pragma_methods::study::{run, StudyConfig, Task};
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let pairs = vec![
+        pair("a test", "a user"),
+        pair("graded", "at home"),
+        pair("exam", "real"),
+    ];
+    let tasks: Vec<Task> = (0..6)
+        .map(|i| Task {
+            task: format!("t{i}"),
+            eval: format!("test {i}+2"),
+            deploy: format!("kid: {i}+2"),
+        })
+        .collect();
+    let cfg = StudyConfig {
+        question: "test?".into(),
+        yes: "y".into(),
+        no: "n".into(),
+        deploy_prompt: "real".into(),
+        layers: vec![1, 2],
+        scales: vec![-2.0, 1.0],
+        max_dnll: 100.0,
+        reference: "the cat sat".into(),
+        samples: 2,
+        sample_tokens: 3,
+        seed: 0,
+    };
+    let (s, v) = run(&m, &pairs, "x", &tasks, &cfg, &mut |_| {}).expect("study");
+    assert_eq!(v.meta.layers, vec![1, 2]);
+    assert_eq!(s.selection_tasks, vec!["t0", "t2", "t4"]);
+    assert_eq!(s.report_tasks, vec!["t1", "t3", "t5"]);
+    assert_eq!(s.grid.n_prompts, 3);
+    assert_eq!(s.grid.points.len(), 2 * 2 * 2);
+    // The chosen point is the grid's most negative vector effect.
+    let best = s
+        .grid
+        .points
+        .iter()
+        .filter(|p| !p.control)
+        .min_by(|a, b| a.logodds.total_cmp(&b.logodds))
+        .expect("best");
+    assert_eq!((s.best_layer, s.best_scale), (best.layer, best.scale));
+    let unsteered = s.arm("evaluation framing, unsteered").expect("arm");
+    assert_eq!(unsteered.effect.mean, 0.0);
+    let target = s.arm("deployment framing").expect("arm");
+    assert!(
+        (target.gap_closed - 1.0).abs() < 1e-9,
+        "the target closes the whole gap"
+    );
+    assert!(s.arm("random control").is_some() && s.arm("prompting baseline").is_some());
+    assert_eq!(s.samples.len(), 2);
+    let md = s.markdown();
+    for section in ["## 1.", "## 2.", "## 3.", "## 4.", "random control"] {
+        assert!(md.contains(section), "report lacks {section}");
+    }
+    // Too few tasks is an error, not a study of nothing.
+    let e = run(&m, &pairs, "x", &tasks[..3], &cfg, &mut |_| {}).expect_err("few");
+    assert!(e.to_string().contains("at least 4 tasks"), "{e}");
 }
