@@ -16,6 +16,7 @@
 //! ```
 
 pub mod error;
+pub mod linear;
 pub mod stats;
 pub mod steering;
 pub mod study;
