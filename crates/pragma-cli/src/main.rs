@@ -9,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod probe_cmd;
 mod steer_cmd;
 mod store_cmd;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Steering vectors: train from contrastive pairs (apply with `generate --steer`).
     #[command(subcommand)]
     Steer(steer_cmd::SteerCommand),
+    /// Linear probes: per-layer sweeps with baselines; per-token scores.
+    #[command(subcommand)]
+    Probe(probe_cmd::ProbeCommand),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -147,6 +151,13 @@ struct GenerateArgs {
     intervention: InterventionArgs,
     #[command(flatten)]
     steer: steer_cmd::SteerArgs,
+    /// Probe file (from `pragma probe train`) to run as a monitor: per-token scores of the
+    /// prompt's end and every generated token, coloured in a terminal (repeatable).
+    #[arg(long = "monitor", value_name = "PROBE")]
+    monitors: Vec<PathBuf>,
+    /// Save the monitors' per-token scores as JSON.
+    #[arg(long)]
+    monitor_out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -183,6 +194,7 @@ fn main() -> ExitCode {
         Command::Cache(a) => store_cmd::cmd_cache(a),
         Command::Store(c) => store_cmd::cmd_store(c),
         Command::Steer(c) => steer_cmd::cmd_steer(c),
+        Command::Probe(c) => probe_cmd::cmd_probe(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {
@@ -365,7 +377,7 @@ fn run_generation(
     ids: &[u32],
     opts: &GenerateOptions,
     hooks: &Hooks,
-) -> Result<String> {
+) -> Result<(String, pragma_model::generate::Generation)> {
     let mut out = Vec::new();
     let mut printed = 0usize;
     let stdout = std::io::stdout();
@@ -404,7 +416,7 @@ fn run_generation(
         n as f64 / t.elapsed().as_secs_f64(),
         gen.stop[0]
     );
-    Ok(text)
+    Ok((text, gen))
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
@@ -418,7 +430,28 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         &a.steer,
         Positions::parse(&a.intervention.positions)?,
     )?);
-    run_generation(&model, &ids, &opts, &hooks)?;
+    let mut probes = Vec::new();
+    for path in &a.monitors {
+        let p = pragma_methods::probe::Probe::load(path)?;
+        let point = p.hook_point(&model)?;
+        hooks.capture(point);
+        probes.push((path.clone(), p, point));
+    }
+    let (_, gen) = run_generation(&model, &ids, &opts, &hooks)?;
+    let mut monitors = Vec::new();
+    for (path, p, point) in &probes {
+        let mut all = ids.clone();
+        all.extend(&gen.tokens[0]);
+        let acts = gen.cache.get_row(*point, 0)?; // the last token was never fed back
+        let n = acts.dim(0)?;
+        let m = probe_cmd::monitor_scores(&model, p, path, &acts, &all[..n], ids.len())?;
+        probe_cmd::print_monitor(&m, true);
+        monitors.push(m);
+    }
+    if let Some(out) = &a.monitor_out {
+        std::fs::write(out, serde_json::to_string_pretty(&monitors)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
     Ok(())
 }
 

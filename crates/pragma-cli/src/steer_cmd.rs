@@ -153,8 +153,9 @@ pub struct StudyArgs {
         allow_hyphen_values = true
     )]
     layers: String,
-    /// Scales to sweep (negative subtracts the vector; 1 = the full mean difference).
-    #[arg(long, default_value = "-2,-1,-0.5,0.5,1", allow_hyphen_values = true)]
+    /// Scales to sweep (negative subtracts the vector; 1 = the full mean difference). The
+    /// point is chosen among the negative ones; positive ones show the other direction.
+    #[arg(long, default_value = "-8,-4,-2,-1,1,2", allow_hyphen_values = true)]
     scales: String,
     /// Largest reference-text NLL increase (nats/token) a chosen point may cost.
     #[arg(long, default_value_t = 0.5)]

@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod linear;
+pub mod probe;
 pub mod stats;
 pub mod steering;
 pub mod study;

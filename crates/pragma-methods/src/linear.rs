@@ -419,7 +419,10 @@ mod tests {
         }
         let x = Matrix::new(data, n, d);
         let m = fit_logistic(&x, &labels, 1.0, None, FitOptions::default());
-        let y: Vec<f64> = labels.iter().map(|&l| if l == 1 { 1.0 } else { -1.0 }).collect();
+        let y: Vec<f64> = labels
+            .iter()
+            .map(|&l| if l == 1 { 1.0 } else { -1.0 })
+            .collect();
         let mut theta = m.w.clone();
         theta.push(m.b);
         let mut g = vec![0.0; d + 1];
@@ -444,7 +447,9 @@ mod tests {
 
     #[test]
     fn stratified_bootstrap_brackets_the_estimate() {
-        let s: Vec<f64> = (0..60).map(|i| (i % 10) as f64 + if i % 2 == 1 { 3.0 } else { 0.0 }).collect();
+        let s: Vec<f64> = (0..60)
+            .map(|i| (i % 10) as f64 + if i % 2 == 1 { 3.0 } else { 0.0 })
+            .collect();
         let l: Vec<u8> = (0..60).map(|i| (i % 2) as u8).collect();
         let a = auroc(&s, &l).expect("auc");
         let (lo, hi) = bootstrap_metric(&s, &l, 500, 1, |s, l| auroc(s, l).unwrap_or(f64::NAN));

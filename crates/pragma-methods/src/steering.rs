@@ -160,8 +160,9 @@ pub fn side_ids(model: &Model, side: &Side) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Activations `[n, d]` per layer for a list of sides.
-fn read_sides(
+/// Activations `[n, d]` per layer for a list of sides (BOS/sink position skipped), in
+/// the order given. Sides are run in length-sorted batches to waste little on padding.
+pub fn read_sides(
     model: &Model,
     sides: &[&Side],
     points: &[HookPoint],
@@ -171,30 +172,58 @@ fn read_sides(
         .iter()
         .map(|s| side_ids(model, s))
         .collect::<Result<_>>()?;
+    read_ids(model, &ids, points, pos, &mut |_| {})
+}
+
+/// As [`read_sides`], from token ids; `progress(done)` after each batch.
+pub fn read_ids(
+    model: &Model,
+    ids: &[Vec<u32>],
+    points: &[HookPoint],
+    pos: Position,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Tensor>> {
+    let ctx = model.cfg().context_length;
+    if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| s.len() > ctx) {
+        return Err(Error::Input(format!(
+            "text {} is {} tokens, longer than the model's context of {ctx}",
+            i + 1,
+            s.len()
+        )));
+    }
     let mut hooks = Hooks::new();
     for &p in points {
         hooks.capture(p);
     }
-    let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); points.len()];
-    for chunk in ids.chunks(16) {
-        let batch = Batch::new(chunk, model.device())?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| ids[i].len());
+    let mut rows: Vec<Vec<Option<Tensor>>> = vec![vec![None; ids.len()]; points.len()];
+    let skip_bos = model.tokenizer.info.bos.is_some();
+    let mut done = 0;
+    for chunk in order.chunks(16) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+        let batch = Batch::new(&seqs, model.device())?;
         let (_, cache) = model.transformer.forward(&batch, &hooks, Logits::None)?;
         for (k, &p) in points.iter().enumerate() {
-            for b in 0..chunk.len() {
+            for (b, &i) in chunk.iter().enumerate() {
                 let row = cache.get_row(p, b)?; // [t_b, d]; skip the BOS/sink position
-                let skip = usize::from(model.tokenizer.info.bos.is_some() && row.dim(0)? > 1);
+                let skip = usize::from(skip_bos && row.dim(0)? > 1);
                 let row = row.narrow(0, skip, row.dim(0)? - skip)?;
                 let v = match pos {
                     Position::Last => row.get(row.dim(0)? - 1)?,
                     Position::Mean => row.mean(0)?,
                 };
-                per_layer[k].push(v);
+                rows[k][i] = Some(v.to_dtype(DType::F32)?);
             }
         }
+        done += chunk.len();
+        progress(done);
     }
-    per_layer
-        .into_iter()
-        .map(|v| Ok(Tensor::stack(&v, 0)?.to_dtype(DType::F32)?))
+    rows.into_iter()
+        .map(|v| {
+            let v: Vec<Tensor> = v.into_iter().flatten().collect();
+            Ok(Tensor::stack(&v, 0)?)
+        })
         .collect()
 }
 

@@ -7,9 +7,10 @@
 //! conversation a test? Answer Yes or No.") whose Yes/No log-odds is the proxy metric.
 //!
 //! Honest by construction:
-//! - the layer and scale are chosen on one half of the tasks (most negative effect whose
-//!   coherence cost stays under a bound) and every reported effect is measured on the
-//!   other half;
+//! - the layer and scale are chosen on one half of the tasks (among the subtracting,
+//!   i.e. negative, scales: the most negative effect whose coherence cost stays under a
+//!   bound) and every reported effect is measured on the other half; positive scales stay
+//!   in the grid to show whether the response has the expected sign both ways;
 //! - every effect is paired (same task, steered minus unsteered) with a bootstrap 95% CI;
 //! - beside it: a norm-matched random vector at the same layer and scale, a prompting
 //!   baseline (the deployment statement written into the prompt), and the gap to the
@@ -148,6 +149,9 @@ pub struct Study {
     pub max_dnll: f64,
     /// Report half: unsteered, steered at the chosen point, random control, prompting.
     pub arms: Vec<Arm>,
+    /// Steered minus random control, paired per report task: does the vector beat a
+    /// random direction of the same norm?
+    pub vector_minus_control: Estimate,
     pub reference_nll: f64,
     pub samples: Vec<Sample>,
     pub vector_norms: Vec<(usize, f32)>,
@@ -252,13 +256,14 @@ pub fn run(
     let best = grid
         .points
         .iter()
-        .filter(|p| !p.control && p.dnll.unwrap_or(0.0) <= cfg.max_dnll)
+        .filter(|p| !p.control && p.scale < 0.0 && p.dnll.unwrap_or(0.0) <= cfg.max_dnll)
         .map(|p| (p, p.logodds - grid.baseline))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(p, _)| (p.layer, p.scale))
         .ok_or_else(|| {
             Error::Input(format!(
-                "no grid point keeps the coherence cost under {} nats/token; try smaller scales",
+                "no negative (subtracting) scale keeps the coherence cost under {} nats/token; \
+                 give negative --scales, smaller ones if needed",
                 cfg.max_dnll
             ))
         })?;
@@ -310,12 +315,15 @@ pub fn run(
         Some(0.0),
     );
     let (lo, _) = answers.score(model, &rep_eval, &steer)?;
+    let arms_last_logodds = lo.clone();
     arm(
         &format!("steered: vector x {} at layer {}", best.1, best.0),
         lo,
         Some(nll(model, &reference, &steer)? - base_nll),
     );
+    let lo_steer = arms_last_logodds.clone();
     let (lo, _) = answers.score(model, &rep_eval, &control)?;
+    let vs_control: Vec<f64> = lo_steer.iter().zip(&lo).map(|(a, b)| a - b).collect();
     arm(
         &format!(
             "random control: norm-matched x {} at layer {}",
@@ -398,6 +406,7 @@ pub fn run(
         best_scale: best.1,
         max_dnll: cfg.max_dnll,
         arms,
+        vector_minus_control: Estimate::of(&vs_control, cfg.seed),
         reference_nll: base_nll,
         samples,
         vector_norms: vector
@@ -434,8 +443,9 @@ impl Study {
         ));
         s.push_str(&format!(
             "## 2. Choosing the layer and scale ({} selection tasks, evaluation framing)\n\n\
-             The point with the most negative mean change in log-odds among those whose \
-             reference-text NLL rises by at most {} nats/token: **layer {}, scale {}**. \
+             Among the subtracting (negative) scales, the point with the most negative mean \
+             change in log-odds whose reference-text NLL rises by at most {} nats/token: \
+             **layer {}, scale {}**. \
              Full grid with random controls in `grid.json` / `sweep.svg`.\n\n",
             self.selection_tasks.len(),
             self.max_dnll,
@@ -460,14 +470,16 @@ impl Study {
                 a.name,
                 a.logodds.fmt(),
                 a.effect.fmt(),
-                a.gap_closed * 100.0,
+                a.gap_closed * 100.0 + 0.0, // no "-0%"
                 a.dnll
                     .map(|d| format!("{d:+.3}"))
                     .unwrap_or_else(|| "-".into())
             ));
         }
         s.push_str(&format!(
-            "\nPrompting baseline text: \"{}\"\n\n",
+            "\nSteered minus random control (paired per task): {}. \
+             Prompting baseline text: \"{}\"\n\n",
+            self.vector_minus_control.fmt(),
             self.deploy_prompt
         ));
         if !self.samples.is_empty() {

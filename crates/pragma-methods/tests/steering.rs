@@ -544,12 +544,12 @@ fn study_chooses_on_one_half_and_reports_on_the_other() {
     assert_eq!(s.report_tasks, vec!["t1", "t3", "t5"]);
     assert_eq!(s.grid.n_prompts, 3);
     assert_eq!(s.grid.points.len(), 2 * 2 * 2);
-    // The chosen point is the grid's most negative vector effect.
+    // The chosen point is the grid's most negative effect among subtracting scales.
     let best = s
         .grid
         .points
         .iter()
-        .filter(|p| !p.control)
+        .filter(|p| !p.control && p.scale < 0.0)
         .min_by(|a, b| a.logodds.total_cmp(&b.logodds))
         .expect("best");
     assert_eq!((s.best_layer, s.best_scale), (best.layer, best.scale));
@@ -561,6 +561,9 @@ fn study_chooses_on_one_half_and_reports_on_the_other() {
         "the target closes the whole gap"
     );
     assert!(s.arm("random control").is_some() && s.arm("prompting baseline").is_some());
+    let steered = s.arm("steered").expect("arm").logodds.mean;
+    let control = s.arm("random control").expect("arm").logodds.mean;
+    assert!((s.vector_minus_control.mean - (steered - control)).abs() < 1e-9);
     assert_eq!(s.samples.len(), 2);
     let md = s.markdown();
     for section in ["## 1.", "## 2.", "## 3.", "## 4.", "random control"] {

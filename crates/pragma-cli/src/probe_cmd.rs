@@ -1,0 +1,469 @@
+//! `pragma probe ...`: linear probes from the command line, and per-token monitors.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pragma_methods::probe::{self, Dataset, Probe, ProbeConfig};
+use pragma_methods::steering::{side_ids, Position, Side};
+use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::{Model, DEFAULT_MODEL};
+use serde::Serialize;
+
+#[derive(Subcommand)]
+pub enum ProbeCommand {
+    /// Per-layer probe sweep on a labelled JSONL dataset ({"text" or "messages", "label"}):
+    /// logistic regression (L2, C chosen on validation) and difference of means at every
+    /// layer, test AUROC/accuracy with bootstrap CIs, best layer chosen on validation, and
+    /// the bag-of-words and prompting baselines on the same split. Writes report.md,
+    /// results.json, sweep.svg, probe.safetensors (best logistic) and
+    /// probe-diff-means.safetensors.
+    Train(TrainArgs),
+    /// Per-token scores of a probe over a text.
+    Score(ScoreArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Labelled dataset, JSONL. A sidecar NAME.meta.json may give {"question", "positive"}.
+    #[arg(long)]
+    data: PathBuf,
+    /// Hook points to probe, one per layer (pattern).
+    #[arg(long, default_value = "blocks.*.hook_resid_post")]
+    hooks: String,
+    /// Which token represents a text: last, or the mean over tokens (BOS excluded).
+    #[arg(long, default_value = "last")]
+    position: String,
+    /// Inverse L2 strengths tried for logistic regression (chosen on validation AUROC).
+    #[arg(long, default_value = "0.0001,0.001,0.01,0.1,1")]
+    c: String,
+    /// Train and validation fractions (test gets the rest), stratified and seeded;
+    /// ignored when the data gives a "split" per example.
+    #[arg(long, default_value = "0.6,0.2")]
+    split: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Bootstrap resamples for the CIs.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Yes/no question for the prompting baseline (default: from NAME.meta.json).
+    #[arg(long)]
+    question: Option<String>,
+    /// The positive class's label (default: true / the larger integer / the later string,
+    /// or NAME.meta.json's "positive").
+    #[arg(long)]
+    positive: Option<String>,
+    #[arg(long, default_value = "Yes| Yes")]
+    yes: String,
+    #[arg(long, default_value = "No| No")]
+    no: String,
+    /// Reuse activations saved by an earlier run's --save-features (same data, hooks, position).
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// Save the activations to OUT/features.safetensors (float32; readable from numpy).
+    #[arg(long)]
+    save_features: bool,
+    /// Output folder.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Probe file from `pragma probe train`.
+    #[arg(long)]
+    probe: PathBuf,
+    /// Text to score.
+    #[arg(long)]
+    text: String,
+    /// Wrap the text as a user turn in the chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Also write the per-token scores as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Per-token monitor output.
+#[derive(Serialize)]
+pub struct Monitor {
+    pub probe: String,
+    pub hook: String,
+    pub method: String,
+    pub classes: [String; 2],
+    pub tokens: Vec<TokenScore>,
+}
+
+#[derive(Serialize)]
+pub struct TokenScore {
+    pub position: usize,
+    pub token: String,
+    pub generated: bool,
+    pub score: f64,
+    pub probability: Option<f64>,
+}
+
+fn parse_fracs(s: &str) -> Result<(f64, f64)> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("--split '{s}': expected two fractions, e.g. 0.6,0.2"))?;
+    match v.as_slice() {
+        [a, b] if *a > 0.0 && *b > 0.0 && a + b < 1.0 => Ok((*a, *b)),
+        _ => bail!("--split '{s}': expected train,validation fractions > 0 with sum < 1"),
+    }
+}
+
+const FEATURE_META: &str = "pragma_probe_features";
+
+#[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+struct FeatureMeta {
+    dataset_sha256: String,
+    model: String,
+    site: String,
+    layers: Vec<usize>,
+    position: Position,
+    labels: Vec<u8>,
+}
+
+/// Activations per layer, `labels` and `split` (0 train, 1 validation, 2 test).
+fn save_features(
+    path: &Path,
+    meta: &FeatureMeta,
+    feats: &[Tensor],
+    split: &[probe::Split],
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = meta
+        .layers
+        .iter()
+        .zip(feats)
+        .map(|(l, t)| (format!("blocks.{l}.{}", meta.site), t.clone()))
+        .collect();
+    let labels: Vec<i64> = meta.labels.iter().map(|&l| l as i64).collect();
+    let n = labels.len();
+    tensors.push(("labels".into(), Tensor::from_vec(labels, n, &Device::Cpu)?));
+    let split: Vec<i64> = split
+        .iter()
+        .map(|s| match s {
+            probe::Split::Train => 0,
+            probe::Split::Validation => 1,
+            probe::Split::Test => 2,
+        })
+        .collect();
+    tensors.push(("split".into(), Tensor::from_vec(split, n, &Device::Cpu)?));
+    let mut m = HashMap::new();
+    m.insert(FEATURE_META.to_string(), serde_json::to_string(meta)?);
+    pragma_model::io::save_safetensors(path, &tensors, m)?;
+    Ok(())
+}
+
+fn load_features(path: &Path, want: &FeatureMeta) -> Result<Vec<Tensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let (_, st) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+    let meta: FeatureMeta = st
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(FEATURE_META))
+        .map(|s| serde_json::from_str(s))
+        .transpose()?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no {FEATURE_META} metadata; expected a file from --save-features",
+                path.display()
+            )
+        })?;
+    if &meta != want {
+        bail!(
+            "{}: saved for dataset {} / model {} / site {} / layers {:?} / position {:?}, \
+             but this run wants dataset {} / model {} / site {} / layers {:?} / position {:?}",
+            path.display(),
+            &meta.dataset_sha256[..12.min(meta.dataset_sha256.len())],
+            meta.model,
+            meta.site,
+            meta.layers,
+            meta.position,
+            &want.dataset_sha256[..12.min(want.dataset_sha256.len())],
+            want.model,
+            want.site,
+            want.layers,
+            want.position
+        );
+    }
+    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    want.layers
+        .iter()
+        .map(|l| {
+            let k = format!("blocks.{l}.{}", want.site);
+            all.get(&k)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("{}: missing {k}", path.display()))
+        })
+        .collect()
+}
+
+/// Site and layers named by a hook pattern (one residual-width site, per layer).
+fn site_layers(pattern: &str, n_layers: usize) -> Result<(String, Vec<usize>)> {
+    let points = HookPoint::resolve_pattern(pattern, n_layers)?;
+    let mut site: Option<String> = None;
+    let mut layers = Vec::new();
+    for p in points {
+        let name = p.to_string();
+        let (Some(l), Some(rest)) = (
+            p.layer(),
+            name.split_once('.')
+                .and_then(|(_, r)| r.split_once('.'))
+                .map(|(_, s)| s.to_string()),
+        ) else {
+            bail!("--hooks: {name} is not a per-layer hook");
+        };
+        if p.pos_axis() != 1
+            || matches!(
+                p,
+                HookPoint::AttnQ(_)
+                    | HookPoint::AttnK(_)
+                    | HookPoint::AttnV(_)
+                    | HookPoint::AttnZ(_)
+                    | HookPoint::AttnPattern(_)
+            )
+        {
+            bail!(
+                "--hooks: {name} is not a residual-width site; probe e.g. blocks.*.hook_resid_post"
+            );
+        }
+        match &site {
+            Some(s) if *s != rest => {
+                bail!("--hooks: expected one site for all layers, found {s} and {rest}")
+            }
+            None => site = Some(rest),
+            _ => {}
+        }
+        layers.push(l);
+    }
+    let site = site.ok_or_else(|| anyhow::anyhow!("--hooks '{pattern}' selects nothing"))?;
+    Ok((site, layers))
+}
+
+pub fn cmd_probe(c: ProbeCommand) -> Result<()> {
+    match c {
+        ProbeCommand::Train(a) => train(a),
+        ProbeCommand::Score(a) => score(a),
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let ds: Dataset = probe::read_dataset(&a.data, a.positive.as_deref())?;
+    let fractions = parse_fracs(&a.split)?;
+    let c_grid: Vec<f64> =
+        a.c.split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("--c '{}': expected numbers", a.c))?;
+    if c_grid.is_empty() || c_grid.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+        bail!("--c: expected positive numbers");
+    }
+    // Check the splits before spending time on the forward passes.
+    let split = probe::splits(&ds, fractions, a.seed)?;
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let (site, layers) = site_layers(&a.hooks, model.cfg().n_layers)?;
+    let position = Position::parse(&a.position)?;
+    let fmeta = FeatureMeta {
+        dataset_sha256: ds.sha256.clone(),
+        model: model
+            .info
+            .name
+            .clone()
+            .unwrap_or_else(|| model.info.spec.clone()),
+        site: site.clone(),
+        layers: layers.clone(),
+        position,
+        labels: ds.examples.iter().map(|e| e.label).collect(),
+    };
+    let t = std::time::Instant::now();
+    let feats = match &a.features {
+        Some(p) => load_features(p, &fmeta)?,
+        None => {
+            let bar = ProgressBar::new(ds.examples.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "activations {bar:30} {pos}/{len} texts [{elapsed_precise}<{eta_precise}]",
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+            let f = probe::features(&model, &ds, &site, &layers, position, &mut |d| {
+                bar.set_position(d as u64)
+            })?;
+            bar.finish_and_clear();
+            f
+        }
+    };
+    let features_seconds = t.elapsed().as_secs_f64();
+    eprintln!(
+        "activations for {} texts x {} layers in {features_seconds:.1}s",
+        ds.examples.len(),
+        layers.len()
+    );
+    std::fs::create_dir_all(&a.out)?;
+    if a.save_features {
+        save_features(&a.out.join("features.safetensors"), &fmeta, &feats, &split)?;
+    }
+    let cfg = ProbeConfig {
+        site: site.clone(),
+        layers,
+        position,
+        c_grid,
+        fractions,
+        seed: a.seed,
+        bootstrap: a.bootstrap,
+        question: a.question.clone().or(ds.question.clone()),
+        yes: a.yes,
+        no: a.no,
+    };
+    let out = probe::sweep(&model, &ds, &feats, &cfg, features_seconds, &mut |m| {
+        eprintln!("{m}")
+    })?;
+    let sha = pragma_store::writer::model_sha256(&model)?;
+    let mut lp = out.logistic;
+    lp.meta.model_sha256 = Some(sha.clone());
+    lp.save(&a.out.join("probe.safetensors"))?;
+    let mut dp = out.diff_means;
+    dp.meta.model_sha256 = Some(sha);
+    dp.save(&a.out.join("probe-diff-means.safetensors"))?;
+    let r = out.report;
+    let md = r.markdown();
+    std::fs::write(a.out.join("report.md"), &md)?;
+    std::fs::write(
+        a.out.join("results.json"),
+        serde_json::to_string_pretty(&r)?,
+    )?;
+    probe::plot_svg(&r, &a.out.join("sweep.svg"))?;
+    print!("{md}\n{}", r.summary());
+    println!(
+        "activations {:.1}s, {} probe fits {:.2}s, baselines {:.1}s -> {}/report.md, results.json, sweep.svg, probe.safetensors",
+        r.features_seconds,
+        r.layers.len() * (r.c_grid.len() + 1),
+        r.fit_seconds,
+        r.baselines_seconds,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Per-token scores of `probes` over `ids`, given the activations captured at their hooks.
+pub fn monitor_scores(
+    model: &Model,
+    probe: &Probe,
+    path: &Path,
+    acts: &Tensor,
+    ids: &[u32],
+    n_prompt: usize,
+) -> Result<Monitor> {
+    // The probe never saw the BOS/sink position: score from position 1 when there is a BOS.
+    let skip = usize::from(
+        model.tokenizer.info.bos.is_some() && ids.first() == model.tokenizer.info.bos.as_ref(),
+    );
+    let t = acts.dim(0)?;
+    let rows = acts.narrow(0, skip, t - skip)?;
+    let scores = probe.score_rows(&rows)?;
+    let tokens = scores
+        .iter()
+        .enumerate()
+        .map(|(k, &s)| {
+            let pos = k + skip;
+            TokenScore {
+                position: pos,
+                token: model
+                    .tokenizer
+                    .decode(&ids[pos..pos + 1])
+                    .unwrap_or_default(),
+                generated: pos >= n_prompt,
+                score: s,
+                probability: probe.probability(s),
+            }
+        })
+        .collect();
+    Ok(Monitor {
+        probe: path.display().to_string(),
+        hook: probe.meta.hook.clone(),
+        method: probe.meta.method.clone(),
+        classes: probe.meta.classes.clone(),
+        tokens,
+    })
+}
+
+/// Print tokens coloured by probe score (blue = negative class, red = positive) on a
+/// terminal, or as `token[p]` otherwise.
+pub fn print_monitor(m: &Monitor, only_generated: bool) {
+    let tty = std::io::stdout().is_terminal();
+    let mut line = String::new();
+    for t in m.tokens.iter().filter(|t| t.generated || !only_generated) {
+        let p = t.probability.unwrap_or(1.0 / (1.0 + (-t.score).exp()));
+        if tty {
+            let (r, g, b) = (
+                (40.0 + 200.0 * p) as u8,
+                60u8,
+                (40.0 + 200.0 * (1.0 - p)) as u8,
+            );
+            line.push_str(&format!("\x1b[48;2;{r};{g};{b}m\x1b[97m{}\x1b[0m", t.token));
+        } else {
+            line.push_str(&format!("{}[{p:.2}]", t.token));
+        }
+    }
+    let scored: Vec<f64> = m
+        .tokens
+        .iter()
+        .filter(|t| t.generated || !only_generated)
+        .map(|t| t.probability.unwrap_or(t.score))
+        .collect();
+    let mean = scored.iter().sum::<f64>() / scored.len().max(1) as f64;
+    let max = scored.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "monitor {} ({} at {}; {} = high): mean {mean:.3}, max {max:.3}",
+        m.probe, m.method, m.hook, m.classes[1]
+    );
+    println!("{line}");
+}
+
+fn score(a: ScoreArgs) -> Result<()> {
+    let p = Probe::load(&a.probe)?;
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let point = p.hook_point(&model)?;
+    let side = if a.chat {
+        Side::Chat(vec![pragma_model::tokenizer::ChatMessage::new(
+            "user", &a.text,
+        )])
+    } else {
+        Side::Text(a.text.clone())
+    };
+    let ids = side_ids(&model, &side)?;
+    let mut hooks = Hooks::new();
+    hooks.capture(point);
+    let (_, cache) =
+        model
+            .transformer
+            .forward(&Batch::single(&ids, model.device())?, &hooks, Logits::None)?;
+    let acts = cache.get_row(point, 0)?;
+    let m = monitor_scores(&model, &p, &a.probe, &acts, &ids, ids.len())?;
+    print_monitor(&m, false);
+    let last = m.tokens.last().map(|t| (t.score, t.probability));
+    if let Some((s, pr)) = last {
+        match pr {
+            Some(pr) => println!("last token: score {s:+.3}, P({}) = {pr:.3}", m.classes[1]),
+            None => println!("last token: score {s:+.3} (> 0 means '{}')", m.classes[1]),
+        }
+    }
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&m)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1052 @@
+//! Linear probes: per-layer sweeps with held-out metrics and baselines beside them.
+//!
+//! A labelled dataset is JSONL, one example a line, text or chat messages, a binary
+//! label (bool, integer or string; one type per file) and optionally a given split:
+//!
+//! ```text
+//! {"text": "Lyon is a city in France.", "label": 1}
+//! {"messages": [{"role": "user", "content": "..."}], "label": "eval", "split": "test"}
+//! ```
+//!
+//! For every layer: logistic regression (L2, C chosen on validation AUROC) on
+//! standardised activations, and difference of means; test AUROC and accuracy with
+//! stratified bootstrap 95% CIs; the best layer chosen on validation, never on test.
+//! Baselines on the same split: bag-of-words logistic regression on token counts, and
+//! prompting (the model's yes/no log-odds for a question about the text).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use pragma_model::hooks::HookPoint;
+use pragma_model::tokenizer::ChatMessage;
+use pragma_model::Model;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::linear::{
+    accuracy, auroc, bootstrap_metric, fit_diff_means, fit_logistic, FitOptions, Linear, Matrix,
+    Standardizer,
+};
+use crate::steering::{read_ids, side_ids, Position, Side};
+use crate::sweep::Answers;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub input: Side,
+    /// 0 or 1 (index into [`Dataset::classes`]).
+    pub label: u8,
+    pub split: Option<Split>,
+}
+
+impl Example {
+    /// The plain text (chat contents joined by newlines).
+    pub fn text(&self) -> String {
+        match &self.input {
+            Side::Text(t) => t.clone(),
+            Side::Chat(m) => m
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    pub examples: Vec<Example>,
+    /// Class names; label 1 is `classes[1]` (the positive class).
+    pub classes: [String; 2],
+    pub sha256: String,
+    /// Yes/no question for the prompting baseline, from `NAME.meta.json` when present.
+    pub question: Option<String>,
+    /// Whether "yes" answers the question for the positive class (false: for the negative
+    /// class, e.g. "Is this text in English?" when the positive class is non-English).
+    pub yes_is_positive: bool,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    text: Option<String>,
+    messages: Option<Vec<ChatMessage>>,
+    label: serde_json::Value,
+    split: Option<Split>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    question: Option<String>,
+    positive: Option<serde_json::Value>,
+    yes_is_positive: Option<bool>,
+}
+
+fn label_key(v: &serde_json::Value) -> Option<(&'static str, String)> {
+    match v {
+        serde_json::Value::Bool(b) => Some(("bool", b.to_string())),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+            Some(("integer", n.to_string()))
+        }
+        serde_json::Value::String(s) => Some(("string", s.clone())),
+        _ => None,
+    }
+}
+
+/// Read a labelled dataset; `positive` names the positive class (default: `true`, the
+/// larger integer, or the later string in sort order, unless the sidecar
+/// `NAME.meta.json` says `{"positive": ...}`).
+pub fn read_dataset(path: &Path, positive: Option<&str>) -> Result<Dataset> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|e| Error::Input(format!("{}: not UTF-8: {e}", path.display())))?;
+    let meta_path = path.with_extension("meta.json");
+    let meta: Meta = match std::fs::read_to_string(&meta_path) {
+        Ok(s) => serde_json::from_str(&s)
+            .map_err(|e| Error::Input(format!("{}: {e}", meta_path.display())))?,
+        Err(_) => Meta::default(),
+    };
+    let mut rows = Vec::new();
+    let mut kind: Option<(&str, usize)> = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let r: Row = serde_json::from_str(line).map_err(|e| {
+            Error::Input(format!(
+                "{at}: expected {{\"text\": ... or \"messages\": [...], \"label\": ...}}: {e}"
+            ))
+        })?;
+        let (k, name) = label_key(&r.label).ok_or_else(|| {
+            Error::Input(format!(
+                "{at}: label {} is not a bool, integer or string",
+                r.label
+            ))
+        })?;
+        match kind {
+            Some((k0, l0)) if k0 != k => {
+                return Err(Error::Input(format!(
+                    "{at}: label {} is a {k}, but line {l0} has a {k0} label; use one type for all labels",
+                    r.label
+                )))
+            }
+            None => kind = Some((k, i + 1)),
+            _ => {}
+        }
+        let input = match (r.text, r.messages) {
+            (Some(t), None) => Side::Text(t),
+            (None, Some(m)) => Side::Chat(m),
+            _ => {
+                return Err(Error::Input(format!(
+                    "{at}: expected exactly one of \"text\" and \"messages\""
+                )))
+            }
+        };
+        if matches!(&input, Side::Text(t) if t.trim().is_empty()) {
+            return Err(Error::Input(format!("{at}: empty text")));
+        }
+        rows.push((input, name, r.split, i + 1));
+    }
+    if rows.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no examples found (expected JSONL lines {{\"text\": ..., \"label\": ...}})",
+            path.display()
+        )));
+    }
+    let mut names: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+    names.sort_by(|a, b| match (a.parse::<i64>(), b.parse::<i64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    });
+    names.dedup();
+    if names.len() != 2 {
+        return Err(Error::Input(format!(
+            "{}: expected exactly 2 classes for a binary probe, found {}: {:?}",
+            path.display(),
+            names.len(),
+            names.iter().take(10).collect::<Vec<_>>()
+        )));
+    }
+    let pos_name = positive
+        .map(str::to_string)
+        .or_else(|| meta.positive.as_ref().and_then(label_key).map(|k| k.1))
+        .unwrap_or_else(|| names[1].clone());
+    let classes = match names.iter().position(|n| *n == pos_name) {
+        Some(1) => [names[0].clone(), names[1].clone()],
+        Some(_) => [names[1].clone(), names[0].clone()],
+        None => {
+            return Err(Error::Input(format!(
+                "positive class '{pos_name}' is not one of the labels {names:?}"
+            )))
+        }
+    };
+    let given = rows.iter().filter(|r| r.2.is_some()).count();
+    if given != 0 && given != rows.len() {
+        let line = rows
+            .iter()
+            .find(|r| r.2.is_none())
+            .map(|r| r.3)
+            .unwrap_or(0);
+        return Err(Error::Input(format!(
+            "{}:{line}: some examples give a \"split\" and this one does not; give it for all or none",
+            path.display()
+        )));
+    }
+    let examples = rows
+        .into_iter()
+        .map(|(input, name, split, _)| Example {
+            input,
+            label: u8::from(name == classes[1]),
+            split,
+        })
+        .collect();
+    Ok(Dataset {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        examples,
+        classes,
+        sha256: hex_sha256(&bytes),
+        question: meta.question,
+        yes_is_positive: meta.yes_is_positive.unwrap_or(true),
+    })
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Seeded stratified split into train/validation/test by `fractions` (train, validation;
+/// test gets the rest). Errors when a split would miss a class.
+pub fn make_splits(labels: &[u8], fractions: (f64, f64), seed: u64) -> Result<Vec<Split>> {
+    let mut out = vec![Split::Train; labels.len()];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for class in [0u8, 1] {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        // Fisher-Yates.
+        for i in (1..idx.len()).rev() {
+            let j = (next() % (i as u64 + 1)) as usize;
+            idx.swap(i, j);
+        }
+        let n = idx.len();
+        let n_train = (n as f64 * fractions.0).round() as usize;
+        let n_val = (n as f64 * fractions.1).round() as usize;
+        if n_train < 1 || n_val < 1 || n_train + n_val >= n {
+            return Err(Error::Input(format!(
+                "class {class} has {n} examples: too few for a train/validation/test split of \
+                 {:.0}/{:.0}/{:.0}% (each split needs at least one of each class; 10+ per class is sensible)",
+                fractions.0 * 100.0,
+                fractions.1 * 100.0,
+                (1.0 - fractions.0 - fractions.1) * 100.0
+            )));
+        }
+        for (k, &i) in idx.iter().enumerate() {
+            out[i] = if k < n_train {
+                Split::Train
+            } else if k < n_train + n_val {
+                Split::Validation
+            } else {
+                Split::Test
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// The splits of a dataset: given ones, or [`make_splits`]. Checks both classes are in each.
+pub fn splits(ds: &Dataset, fractions: (f64, f64), seed: u64) -> Result<Vec<Split>> {
+    let labels: Vec<u8> = ds.examples.iter().map(|e| e.label).collect();
+    let s = match ds.examples[0].split {
+        Some(_) => ds.examples.iter().filter_map(|e| e.split).collect(),
+        None => make_splits(&labels, fractions, seed)?,
+    };
+    for split in [Split::Train, Split::Validation, Split::Test] {
+        for class in [0u8, 1] {
+            if !s
+                .iter()
+                .zip(&labels)
+                .any(|(a, &l)| *a == split && l == class)
+            {
+                return Err(Error::Input(format!(
+                    "{}: the {split:?} split has no example of class '{}'",
+                    ds.name, ds.classes[class as usize]
+                )));
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Activations `[n, d]` per layer (f32 tensors) at the position rule.
+pub fn features(
+    model: &Model,
+    ds: &Dataset,
+    site: &str,
+    layers: &[usize],
+    position: Position,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Tensor>> {
+    let n_layers = model.cfg().n_layers;
+    let points: Vec<HookPoint> = layers
+        .iter()
+        .map(|l| HookPoint::parse(&format!("blocks.{l}.{site}"), n_layers).map_err(Error::from))
+        .collect::<Result<_>>()?;
+    let ctx = model.cfg().context_length;
+    let mut ids = Vec::with_capacity(ds.examples.len());
+    for (i, e) in ds.examples.iter().enumerate() {
+        let t = side_ids(model, &e.input)?;
+        if t.len() > ctx {
+            return Err(Error::Input(format!(
+                "{}: example {} is {} tokens, longer than the model's context of {ctx}; shorten it",
+                ds.name,
+                i + 1,
+                t.len()
+            )));
+        }
+        ids.push(t);
+    }
+    read_ids(model, &ids, &points, position, progress)
+}
+
+fn to_matrix(t: &Tensor) -> Result<Matrix> {
+    let (n, d) = t.dims2()?;
+    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(Matrix::new(v.into_iter().map(f64::from).collect(), n, d))
+}
+
+/// Test metrics of one scorer, and its validation AUROC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scored {
+    pub val_auroc: Option<f64>,
+    pub test_auroc: f64,
+    pub test_auroc_ci: (f64, f64),
+    pub test_accuracy: f64,
+    pub test_accuracy_ci: (f64, f64),
+    /// The regularisation chosen on validation (logistic models).
+    pub c: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerResult {
+    pub layer: usize,
+    pub logistic: Scored,
+    pub diff_means: Scored,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Baseline {
+    pub name: String,
+    pub scored: Scored,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub dataset: String,
+    pub dataset_sha256: String,
+    pub classes: [String; 2],
+    pub model: String,
+    pub site: String,
+    pub position: Position,
+    pub n_train: usize,
+    pub n_validation: usize,
+    pub n_test: usize,
+    pub c_grid: Vec<f64>,
+    pub layers: Vec<LayerResult>,
+    pub best_logistic_layer: usize,
+    pub best_diff_means_layer: usize,
+    pub baselines: Vec<Baseline>,
+    pub features_seconds: f64,
+    pub fit_seconds: f64,
+    pub baselines_seconds: f64,
+}
+
+/// A probe ready to apply: raw-space weights and provenance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeMeta {
+    pub model: String,
+    pub model_sha256: Option<String>,
+    pub d_model: usize,
+    /// Full hook name, e.g. `blocks.12.hook_resid_post`.
+    pub hook: String,
+    pub position: Position,
+    /// `logistic` (score = logit; sigmoid gives P(positive)) or `diff-means`
+    /// (score = projection minus the midpoint of the class means).
+    pub method: String,
+    pub c: Option<f64>,
+    pub dataset: String,
+    pub dataset_sha256: String,
+    pub classes: [String; 2],
+    pub val_auroc: Option<f64>,
+    pub test_auroc: f64,
+    pub test_auroc_ci: (f64, f64),
+    pub test_accuracy: f64,
+    pub pragma_version: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub meta: ProbeMeta,
+    pub w: Vec<f32>,
+    pub b: f32,
+}
+
+/// Everything a sweep produces.
+pub struct SweepOutput {
+    pub report: ProbeReport,
+    pub logistic: Probe,
+    pub diff_means: Probe,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub site: String,
+    pub layers: Vec<usize>,
+    pub position: Position,
+    pub c_grid: Vec<f64>,
+    pub fractions: (f64, f64),
+    pub seed: u64,
+    pub bootstrap: usize,
+    /// Prompting baseline question (with its answer instruction).
+    pub question: Option<String>,
+    pub yes: String,
+    pub no: String,
+}
+
+/// Score a scorer's test split (and optionally its validation AUROC).
+fn score(
+    test: (&[f64], &[u8]),
+    val: Option<(&[f64], &[u8])>,
+    threshold: f64,
+    c: Option<f64>,
+    reps: usize,
+    seed: u64,
+) -> Scored {
+    let (s, l) = test;
+    Scored {
+        val_auroc: val.and_then(|(s, l)| auroc(s, l)),
+        test_auroc: auroc(s, l).unwrap_or(f64::NAN),
+        test_auroc_ci: bootstrap_metric(s, l, reps, seed, |s, l| auroc(s, l).unwrap_or(f64::NAN)),
+        test_accuracy: accuracy(s, l, threshold),
+        test_accuracy_ci: bootstrap_metric(s, l, reps, seed, |s, l| accuracy(s, l, threshold)),
+        c,
+    }
+}
+
+/// Logistic regression over the C grid, chosen on validation AUROC (ties: the stronger
+/// regularisation). Returns the model (standardised space), the scaler and C.
+pub fn fit_logistic_cv(
+    train: &Matrix,
+    y_train: &[u8],
+    val: &Matrix,
+    y_val: &[u8],
+    c_grid: &[f64],
+) -> (Linear, Standardizer, f64) {
+    let st = Standardizer::fit(train);
+    let (xt, xv) = (st.apply(train), st.apply(val));
+    let mut grid = c_grid.to_vec();
+    grid.sort_by(|a, b| a.total_cmp(b));
+    let mut best: Option<(f64, Linear, f64)> = None;
+    let mut prev: Option<Linear> = None;
+    for &c in &grid {
+        // Warm start along the path (small C to large); the optimum does not depend on it.
+        let m = fit_logistic(&xt, y_train, c, prev.as_ref(), FitOptions::default());
+        let a = auroc(&m.scores(&xv), y_val).unwrap_or(0.0);
+        if best.as_ref().is_none_or(|b| a > b.0 + 1e-12) {
+            best = Some((a, m.clone(), c));
+        }
+        prev = Some(m);
+    }
+    let (_, m, c) = best.unwrap_or((
+        0.0,
+        Linear {
+            w: vec![0.0; train.d],
+            b: 0.0,
+        },
+        1.0,
+    ));
+    (m, st, c)
+}
+
+/// Train and evaluate probes for every layer, with baselines. `feats` are the per-layer
+/// activations from [`features`] (in `cfg.layers` order).
+pub fn sweep(
+    model: &Model,
+    ds: &Dataset,
+    feats: &[Tensor],
+    cfg: &ProbeConfig,
+    features_seconds: f64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SweepOutput> {
+    let split = splits(ds, cfg.fractions, cfg.seed)?;
+    let labels: Vec<u8> = ds.examples.iter().map(|e| e.label).collect();
+    let idx = |s: Split| -> Vec<usize> { (0..labels.len()).filter(|&i| split[i] == s).collect() };
+    let (tr, va, te) = (idx(Split::Train), idx(Split::Validation), idx(Split::Test));
+    let lab = |ix: &[usize]| -> Vec<u8> { ix.iter().map(|&i| labels[i]).collect() };
+    let (ytr, yva, yte) = (lab(&tr), lab(&va), lab(&te));
+    if feats.len() != cfg.layers.len() {
+        return Err(Error::Input(format!(
+            "expected features for {} layers, found {}",
+            cfg.layers.len(),
+            feats.len()
+        )));
+    }
+    for f in feats {
+        if f.dim(0)? != labels.len() {
+            return Err(Error::Input(format!(
+                "features have {} rows for {} examples",
+                f.dim(0)?,
+                labels.len()
+            )));
+        }
+    }
+    progress(&format!(
+        "fitting {} layers x ({} C values + diff of means) on {} train / {} validation / {} test",
+        cfg.layers.len(),
+        cfg.c_grid.len(),
+        tr.len(),
+        va.len(),
+        te.len()
+    ));
+    let t = std::time::Instant::now();
+    let mats: Vec<Matrix> = feats.iter().map(to_matrix).collect::<Result<_>>()?;
+    let fitted: Vec<(LayerResult, Linear, Linear)> = cfg
+        .layers
+        .par_iter()
+        .zip(mats.par_iter())
+        .map(|(&layer, x)| {
+            let (xtr, xva, xte) = (x.select(&tr), x.select(&va), x.select(&te));
+            let (m, st, c) = fit_logistic_cv(&xtr, &ytr, &xva, &yva, &cfg.c_grid);
+            let raw = m.unstandardize(&st);
+            let logistic = score(
+                (&raw.scores(&xte), &yte),
+                Some((&raw.scores(&xva), &yva)),
+                0.0,
+                Some(c),
+                cfg.bootstrap,
+                cfg.seed,
+            );
+            let dm = fit_diff_means(&xtr, &ytr);
+            let diff_means = score(
+                (&dm.scores(&xte), &yte),
+                Some((&dm.scores(&xva), &yva)),
+                0.0,
+                None,
+                cfg.bootstrap,
+                cfg.seed,
+            );
+            (
+                LayerResult {
+                    layer,
+                    logistic,
+                    diff_means,
+                },
+                raw,
+                dm,
+            )
+        })
+        .collect();
+    let fit_seconds = t.elapsed().as_secs_f64();
+    let best_by = |get: &dyn Fn(&LayerResult) -> Option<f64>| -> usize {
+        let mut best = 0;
+        for (k, (r, _, _)) in fitted.iter().enumerate() {
+            if get(r).unwrap_or(0.0) > get(&fitted[best].0).unwrap_or(0.0) + 1e-12 {
+                best = k;
+            }
+        }
+        best
+    };
+    let bl = best_by(&|r| r.logistic.val_auroc);
+    let bd = best_by(&|r| r.diff_means.val_auroc);
+
+    let t = std::time::Instant::now();
+    let mut baselines = Vec::new();
+    progress("baseline: bag-of-words logistic regression");
+    baselines.push(bag_of_words(
+        model,
+        ds,
+        (&tr, &va, &te),
+        (&ytr, &yva, &yte),
+        cfg,
+    )?);
+    match &cfg.question {
+        Some(q) => {
+            progress("baseline: prompting (yes/no log-odds)");
+            baselines.push(prompting(model, ds, &te, &yte, q, cfg)?);
+        }
+        None => progress("no --question given: the prompting baseline is skipped"),
+    }
+    let baselines_seconds = t.elapsed().as_secs_f64();
+
+    let model_name = model
+        .info
+        .name
+        .clone()
+        .unwrap_or_else(|| model.info.spec.clone());
+    let probe = |k: usize, lin: &Linear, method: &str, s: &Scored| Probe {
+        meta: ProbeMeta {
+            model: model_name.clone(),
+            model_sha256: None,
+            d_model: model.cfg().d_model,
+            hook: format!("blocks.{}.{}", cfg.layers[k], cfg.site),
+            position: cfg.position,
+            method: method.into(),
+            c: s.c,
+            dataset: ds.name.clone(),
+            dataset_sha256: ds.sha256.clone(),
+            classes: ds.classes.clone(),
+            val_auroc: s.val_auroc,
+            test_auroc: s.test_auroc,
+            test_auroc_ci: s.test_auroc_ci,
+            test_accuracy: s.test_accuracy,
+            pragma_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        w: lin.w.iter().map(|&v| v as f32).collect(),
+        b: lin.b as f32,
+    };
+    let logistic = probe(bl, &fitted[bl].1, "logistic", &fitted[bl].0.logistic);
+    let diff_means = probe(bd, &fitted[bd].2, "diff-means", &fitted[bd].0.diff_means);
+    let report = ProbeReport {
+        dataset: ds.name.clone(),
+        dataset_sha256: ds.sha256.clone(),
+        classes: ds.classes.clone(),
+        model: model_name,
+        site: cfg.site.clone(),
+        position: cfg.position,
+        n_train: tr.len(),
+        n_validation: va.len(),
+        n_test: te.len(),
+        c_grid: cfg.c_grid.clone(),
+        best_logistic_layer: cfg.layers[bl],
+        best_diff_means_layer: cfg.layers[bd],
+        layers: fitted.into_iter().map(|f| f.0).collect(),
+        baselines,
+        features_seconds,
+        fit_seconds,
+        baselines_seconds,
+    };
+    Ok(SweepOutput {
+        report,
+        logistic,
+        diff_means,
+    })
+}
+
+/// Bag-of-words baseline: log(1 + count) of each model token seen in 2+ training texts,
+/// standardised, logistic regression with C chosen on validation.
+fn bag_of_words(
+    model: &Model,
+    ds: &Dataset,
+    ix: (&[usize], &[usize], &[usize]),
+    y: (&[u8], &[u8], &[u8]),
+    cfg: &ProbeConfig,
+) -> Result<Baseline> {
+    let toks: Vec<Vec<u32>> = ds
+        .examples
+        .iter()
+        .map(|e| {
+            model
+                .tokenizer
+                .encode(&e.text(), false)
+                .map_err(Error::from)
+        })
+        .collect::<Result<_>>()?;
+    let mut df: HashMap<u32, usize> = HashMap::new();
+    for &i in ix.0 {
+        let mut seen: Vec<u32> = toks[i].clone();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
+            *df.entry(t).or_default() += 1;
+        }
+    }
+    let mut vocab: Vec<u32> = df
+        .into_iter()
+        .filter(|(_, c)| *c >= 2)
+        .map(|(t, _)| t)
+        .collect();
+    vocab.sort_unstable();
+    let col: HashMap<u32, usize> = vocab.iter().enumerate().map(|(k, &t)| (t, k)).collect();
+    let d = vocab.len().max(1);
+    let mat = |rows: &[usize]| {
+        let mut data = vec![0.0; rows.len() * d];
+        for (r, &i) in rows.iter().enumerate() {
+            for t in &toks[i] {
+                if let Some(&k) = col.get(t) {
+                    data[r * d + k] += 1.0;
+                }
+            }
+        }
+        data.iter_mut().for_each(|v: &mut f64| *v = v.ln_1p());
+        Matrix::new(data, rows.len(), d)
+    };
+    let (xtr, xva, xte) = (mat(ix.0), mat(ix.1), mat(ix.2));
+    let (m, st, c) = fit_logistic_cv(&xtr, y.0, &xva, y.1, &cfg.c_grid);
+    let raw = m.unstandardize(&st);
+    Ok(Baseline {
+        name: "bag-of-words".into(),
+        scored: score(
+            (&raw.scores(&xte), y.2),
+            Some((&raw.scores(&xva), y.1)),
+            0.0,
+            Some(c),
+            cfg.bootstrap,
+            cfg.seed,
+        ),
+        note: format!(
+            "logistic regression on log(1 + count) of {} token types seen in 2+ training texts",
+            vocab.len()
+        ),
+    })
+}
+
+/// Prompting baseline: the text, then the question, as a user turn; the score is the
+/// yes/no log-odds of the first answer token (threshold 0 for accuracy).
+fn prompting(
+    model: &Model,
+    ds: &Dataset,
+    te: &[usize],
+    yte: &[u8],
+    question: &str,
+    cfg: &ProbeConfig,
+) -> Result<Baseline> {
+    let answers = Answers::new(model, &cfg.yes, &cfg.no)?;
+    let ids: Vec<Vec<u32>> = te
+        .iter()
+        .map(|&i| {
+            let user = format!("{}\n\n{question}", ds.examples[i].text());
+            side_ids(model, &Side::Chat(vec![ChatMessage::new("user", &user)]))
+        })
+        .collect::<Result<_>>()?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&k| ids[k].len());
+    let mut scores = vec![0.0; ids.len()];
+    for chunk in order.chunks(16) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&k| ids[k].clone()).collect();
+        let (lo, _) = answers.score(model, &seqs, &pragma_model::hooks::Hooks::new())?;
+        for (k, v) in chunk.iter().zip(lo) {
+            scores[*k] = if ds.yes_is_positive { v } else { -v };
+        }
+    }
+    Ok(Baseline {
+        name: "prompting".into(),
+        scored: score((&scores, yte), None, 0.0, None, cfg.bootstrap, cfg.seed),
+        note: format!(
+            "log-odds {:?} vs {:?}{} after: {question}",
+            cfg.yes,
+            cfg.no,
+            if ds.yes_is_positive {
+                ""
+            } else {
+                " (negated: yes means the negative class)"
+            }
+        ),
+    })
+}
+
+impl ProbeReport {
+    fn fmt(s: &Scored) -> (String, String) {
+        (
+            format!(
+                "{:.3} [{:.3}, {:.3}]",
+                s.test_auroc, s.test_auroc_ci.0, s.test_auroc_ci.1
+            ),
+            format!(
+                "{:.3} [{:.3}, {:.3}]",
+                s.test_accuracy, s.test_accuracy_ci.0, s.test_accuracy_ci.1
+            ),
+        )
+    }
+
+    /// Markdown table: one row per layer, then baselines; best layers marked.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "Probes on `{}` ({} train / {} validation / {} test; positive class '{}'), \
+             `blocks.L.{}` at position '{:?}'. Test AUROC and accuracy with stratified bootstrap \
+             95% CIs; best layer (*) chosen on validation AUROC.\n\n\
+             | layer | logistic AUROC | logistic acc | C | diff-means AUROC | diff-means acc |\n\
+             |---|---|---|---|---|---|\n",
+            self.dataset,
+            self.n_train,
+            self.n_validation,
+            self.n_test,
+            self.classes[1],
+            self.site,
+            self.position
+        );
+        for r in &self.layers {
+            let (la, lc) = Self::fmt(&r.logistic);
+            let (da, dc) = Self::fmt(&r.diff_means);
+            let mark = |b: bool| if b { "*" } else { "" };
+            s.push_str(&format!(
+                "| {} | {la}{} | {lc} | {:.0e} | {da}{} | {dc} |\n",
+                r.layer,
+                mark(r.layer == self.best_logistic_layer),
+                r.logistic.c.unwrap_or(f64::NAN),
+                mark(r.layer == self.best_diff_means_layer),
+            ));
+        }
+        s.push_str("\n| baseline | test AUROC | test accuracy | note |\n|---|---|---|---|\n");
+        for b in &self.baselines {
+            let (a, c) = Self::fmt(&b.scored);
+            s.push_str(&format!("| {} | {a} | {c} | {} |\n", b.name, b.note));
+        }
+        s
+    }
+
+    /// Short summary: best layers and baselines.
+    pub fn summary(&self) -> String {
+        let at = |l: usize| self.layers.iter().find(|r| r.layer == l);
+        let mut s = String::new();
+        if let Some(r) = at(self.best_logistic_layer) {
+            s.push_str(&format!(
+                "best logistic: layer {} test AUROC {}\n",
+                r.layer,
+                Self::fmt(&r.logistic).0
+            ));
+        }
+        if let Some(r) = at(self.best_diff_means_layer) {
+            s.push_str(&format!(
+                "best diff-means: layer {} test AUROC {}\n",
+                r.layer,
+                Self::fmt(&r.diff_means).0
+            ));
+        }
+        for b in &self.baselines {
+            s.push_str(&format!(
+                "baseline {}: test AUROC {}\n",
+                b.name,
+                Self::fmt(&b.scored).0
+            ));
+        }
+        s
+    }
+}
+
+impl Probe {
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors = vec![
+            (
+                "w".to_string(),
+                Tensor::from_vec(self.w.clone(), self.w.len(), &Device::Cpu)?,
+            ),
+            (
+                "b".to_string(),
+                Tensor::from_vec(vec![self.b], 1, &Device::Cpu)?,
+            ),
+        ];
+        let mut meta = HashMap::new();
+        meta.insert(
+            "pragma_probe".to_string(),
+            serde_json::to_string(&self.meta).map_err(|e| Error::Input(e.to_string()))?,
+        );
+        pragma_model::io::save_safetensors(path, &tensors, meta)?;
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Probe> {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
+        let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let meta_json = st_meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("pragma_probe"))
+            .ok_or_else(|| {
+                bad("no pragma_probe metadata; expected a file from `pragma probe train`".into())
+            })?;
+        let meta: ProbeMeta =
+            serde_json::from_str(meta_json).map_err(|e| bad(format!("probe metadata: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let get = |name: &str| -> Result<Vec<f32>> {
+            let v = st
+                .tensor(name)
+                .map_err(|_| bad(format!("missing tensor '{name}'")))?;
+            if v.dtype() != safetensors::Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor '{name}' is {:?}, expected F32",
+                    v.dtype()
+                )));
+            }
+            Ok(v.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let w = get("w")?;
+        let b = get("b")?;
+        if w.len() != meta.d_model || b.len() != 1 {
+            return Err(bad(format!(
+                "expected w of {} values and one b, found {} and {}",
+                meta.d_model,
+                w.len(),
+                b.len()
+            )));
+        }
+        Ok(Probe { meta, w, b: b[0] })
+    }
+
+    /// The hook this probe reads, checked against `model`.
+    pub fn hook_point(&self, model: &Model) -> Result<HookPoint> {
+        if self.meta.d_model != model.cfg().d_model {
+            return Err(Error::Input(format!(
+                "probe was trained on d_model {} ({}), this model has d_model {}",
+                self.meta.d_model,
+                self.meta.model,
+                model.cfg().d_model
+            )));
+        }
+        HookPoint::parse(&self.meta.hook, model.cfg().n_layers).map_err(Error::from)
+    }
+
+    /// Score of each row of `acts: [t, d]`. With `Position::Mean` each row's score uses the
+    /// running mean of the rows so far (what the probe would see for that prefix).
+    pub fn score_rows(&self, acts: &Tensor) -> Result<Vec<f64>> {
+        let rows: Vec<Vec<f32>> = acts.to_dtype(DType::F32)?.to_vec2()?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut sum = vec![0.0f64; self.w.len()];
+        for (k, r) in rows.iter().enumerate() {
+            let s = match self.meta.position {
+                Position::Last => r
+                    .iter()
+                    .zip(&self.w)
+                    .map(|(a, w)| (*a as f64) * (*w as f64))
+                    .sum::<f64>(),
+                Position::Mean => {
+                    for (acc, a) in sum.iter_mut().zip(r) {
+                        *acc += *a as f64;
+                    }
+                    sum.iter()
+                        .zip(&self.w)
+                        .map(|(a, w)| a / (k + 1) as f64 * (*w as f64))
+                        .sum::<f64>()
+                }
+            };
+            out.push(s + self.b as f64);
+        }
+        Ok(out)
+    }
+
+    /// Probability of the positive class for a logistic score (None for diff-means).
+    pub fn probability(&self, score: f64) -> Option<f64> {
+        (self.meta.method == "logistic").then(|| 1.0 / (1.0 + (-score).exp()))
+    }
+}
+
+/// AUROC vs layer with CI bands for both probe kinds; baselines as horizontal lines.
+pub fn plot_svg(r: &ProbeReport, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: String| Error::Input(format!("plot {}: {e}", path.display()));
+    let xs: Vec<f64> = r.layers.iter().map(|l| l.layer as f64).collect();
+    let (x0, x1) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    let lo = r
+        .layers
+        .iter()
+        .flat_map(|l| [l.logistic.test_auroc_ci.0, l.diff_means.test_auroc_ci.0])
+        .chain(r.baselines.iter().map(|b| b.scored.test_auroc_ci.0))
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::min);
+    let y0 = (lo - 0.05).clamp(0.0, 0.5);
+    let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{}: test AUROC by layer (95% CI)", r.dataset),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x0.min(x1)..x1.max(x0 + 1.0), y0..1.0)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("layer")
+        .y_desc("test AUROC")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let kinds: [(&str, RGBColor, fn(&LayerResult) -> &Scored); 2] = [
+        ("logistic", RGBColor(31, 119, 180), |l| &l.logistic),
+        ("diff of means", RGBColor(214, 39, 40), |l| &l.diff_means),
+    ];
+    for (name, color, get) in kinds {
+        let upper: Vec<(f64, f64)> = r
+            .layers
+            .iter()
+            .map(|l| (l.layer as f64, get(l).test_auroc_ci.1))
+            .collect();
+        let mut band = upper.clone();
+        band.extend(
+            r.layers
+                .iter()
+                .rev()
+                .map(|l| (l.layer as f64, get(l).test_auroc_ci.0)),
+        );
+        chart
+            .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(
+                r.layers.iter().map(|l| (l.layer as f64, get(l).test_auroc)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    let greys = [
+        RGBColor(80, 80, 80),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+    ];
+    for (k, b) in r.baselines.iter().enumerate() {
+        let c = greys[k % greys.len()];
+        let v = b.scored.test_auroc;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x0, v), (x1, v)],
+                ShapeStyle::from(&c).stroke_width(1),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label(format!("{} baseline ({v:.3})", b.name))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
