@@ -126,7 +126,7 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
     let d = tempfile::tempdir().expect("tmp");
     let m = tiny(d.path());
     let ds = read_dataset(&write(d.path(), "toy.jsonl", &toy(60)), None).expect("read");
-    let layers = vec![0, 1, 2, 3];
+    let layers = vec![0, 1, 2];
     let feats = features(
         &m,
         &ds,
@@ -136,7 +136,7 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
         &mut |_| {},
     )
     .expect("features");
-    assert_eq!(feats.len(), 4);
+    assert_eq!(feats.len(), 3);
     assert_eq!(feats[0].dims(), &[60, m.cfg().d_model]);
     let cfg = ProbeConfig {
         site: "hook_resid_post".into(),
@@ -153,7 +153,7 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
     let out = sweep(&m, &ds, &feats, &cfg, 0.0, &mut |_| {}).expect("sweep");
     let r = &out.report;
     assert_eq!((r.n_train, r.n_validation, r.n_test), (36, 12, 12));
-    assert_eq!(r.layers.len(), 4);
+    assert_eq!(r.layers.len(), 3);
     for l in &r.layers {
         let s = &l.logistic;
         assert!(
