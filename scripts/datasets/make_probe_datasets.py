@@ -275,8 +275,12 @@ def make_facts(cache: Path, out: Path) -> None:
 
     rows, texts = [], set()
 
-    def pair(kind: str, template: str, true_kw: dict, make_false) -> None:
-        """Add a true statement and a false one (make_false(tries) -> kwargs)."""
+    def pair(kind: str, template: str, true_kw: dict, make_false, group: str) -> None:
+        """Add a true statement and a false one (make_false(tries) -> kwargs).
+
+        Both get the same `group` (the entity they are about): pragma keeps a group in
+        one split, so a test statement's twin with the opposite label is never trained on.
+        """
         t_text = template.format(**true_kw)
         if t_text in texts:
             return
@@ -287,8 +291,8 @@ def make_facts(cache: Path, out: Path) -> None:
         else:
             return
         texts.update((t_text, f_text))
-        rows.append({"text": t_text, "label": 1, "kind": kind})
-        rows.append({"text": f_text, "label": 0, "kind": kind})
+        rows.append({"text": t_text, "label": 1, "kind": kind, "group": group})
+        rows.append({"text": f_text, "label": 0, "kind": kind, "group": group})
 
     # Capitals: both templates, true + false (another capital, same continent).
     capital_codes = [c for c in sorted(ctry)
@@ -302,7 +306,8 @@ def make_facts(cache: Path, out: Path) -> None:
                                       or ctry[c]["capital"].lower() in names_in[code]
                                       or overlap(nm, ctry[c]["capital"]))
                 return {"country": nm, "capital": ctry[wrong]["capital"]}
-            pair("capital", t, {"country": nm, "capital": ctry[code]["capital"]}, false_kw)
+            pair("capital", t, {"country": nm, "capital": ctry[code]["capital"]}, false_kw,
+                 f"country:{code}")
 
     # Continents: one template per country, false = a different continent,
     # drawn as often as each continent appears in the true statements (so the
@@ -315,7 +320,8 @@ def make_facts(cache: Path, out: Path) -> None:
         others = sorted(k for k in CONTINENTS if k != ctry[code]["cont"])
         wrong = rng.choices(others, weights=[cont_freq[k] for k in others])[0]
         pair("continent", t, {"Country": nm, "continent": CONTINENTS[ctry[code]["cont"]]},
-             lambda _tries, nm=nm, wrong=wrong: {"Country": nm, "continent": CONTINENTS[wrong]})
+             lambda _tries, nm=nm, wrong=wrong: {"Country": nm, "continent": CONTINENTS[wrong]},
+             f"country:{code}")
 
     # Cities: well-known big cities, true country vs another country of the
     # same continent that has no city of that name.
@@ -353,7 +359,8 @@ def make_facts(cache: Path, out: Path) -> None:
             wrong = other_country(code, lambda c: name.lower() in names_in[c]
                                   or overlap(ctry[c]["name"], name), weight=city_freq)
             return {"city": name, "country": ctry[wrong]["name"]}
-        pair("city", t, {"city": name, "country": ctry[code]["name"]}, false_kw)
+        pair("city", t, {"city": name, "country": ctry[code]["name"]}, false_kw,
+             f"city:{name}:{code}")
 
     print("facts: " + ", ".join(f"{k} {v}" for k, v in sorted(
         collections.Counter(r["kind"] for r in rows).items())), file=sys.stderr)
@@ -776,6 +783,8 @@ def make_eval_awareness(out: Path) -> None:
     for r in rows:
         r.pop("req", None)
         r.pop("frame", None)
+        # One request in both framings is one group: pragma keeps it in one split.
+        r["group"] = r["source"]
     rng.shuffle(rows)
     write_jsonl(out / "eval-awareness.jsonl", rows)
 

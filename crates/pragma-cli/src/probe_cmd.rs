@@ -50,7 +50,7 @@ pub struct TrainArgs {
     split: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Bootstrap resamples for the CIs.
+    /// Bootstrap resamples for the CIs (0 skips them, e.g. to time the fits alone).
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
     /// Yes/no question for the prompting baseline (default: from NAME.meta.json).

@@ -341,7 +341,8 @@ pub fn accuracy(scores: &[f64], labels: &[u8], threshold: f64) -> f64 {
 }
 
 /// Stratified percentile bootstrap 95% CI of `metric(scores, labels)`: positives and
-/// negatives are resampled separately so every resample has both classes.
+/// negatives are resampled separately so every resample has both classes. `reps == 0`
+/// skips it (NaN bounds).
 pub fn bootstrap_metric(
     scores: &[f64],
     labels: &[u8],
@@ -349,6 +350,9 @@ pub fn bootstrap_metric(
     seed: u64,
     metric: impl Fn(&[f64], &[u8]) -> f64,
 ) -> (f64, f64) {
+    if reps == 0 {
+        return (f64::NAN, f64::NAN);
+    }
     let pos: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == 1).collect();
     let neg: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != 1).collect();
     let mut state = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
@@ -361,7 +365,7 @@ pub fn bootstrap_metric(
     let mut vals = Vec::with_capacity(reps);
     let mut s = Vec::with_capacity(labels.len());
     let mut l = Vec::with_capacity(labels.len());
-    for _ in 0..reps.max(1) {
+    for _ in 0..reps {
         s.clear();
         l.clear();
         for group in [&pos, &neg] {

@@ -1,11 +1,14 @@
 //! Linear probes: per-layer sweeps with held-out metrics and baselines beside them.
 //!
 //! A labelled dataset is JSONL, one example a line, text or chat messages, a binary
-//! label (bool, integer or string; one type per file) and optionally a given split:
+//! label (bool, integer or string; one type per file), optionally a given split, and
+//! optionally a group (examples of one group, e.g. a fact and its negation, are kept in
+//! one split so that a near-twin with the opposite label is never trained on):
 //!
 //! ```text
 //! {"text": "Lyon is a city in France.", "label": 1}
 //! {"messages": [{"role": "user", "content": "..."}], "label": "eval", "split": "test"}
+//! {"text": "Lyon is a city in Spain.", "label": 0, "group": "city:Lyon"}
 //! ```
 //!
 //! For every layer: logistic regression (L2, C chosen on validation AUROC) on
@@ -46,6 +49,8 @@ pub struct Example {
     /// 0 or 1 (index into [`Dataset::classes`]).
     pub label: u8,
     pub split: Option<Split>,
+    /// Examples sharing a group (e.g. a fact and its negation) stay in one split.
+    pub group: Option<String>,
 }
 
 impl Example {
@@ -82,6 +87,7 @@ struct Row {
     messages: Option<Vec<ChatMessage>>,
     label: serde_json::Value,
     split: Option<Split>,
+    group: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -156,7 +162,11 @@ pub fn read_dataset(path: &Path, positive: Option<&str>) -> Result<Dataset> {
         if matches!(&input, Side::Text(t) if t.trim().is_empty()) {
             return Err(Error::Input(format!("{at}: empty text")));
         }
-        rows.push((input, name, r.split, i + 1));
+        let group = r.group.map(|g| match g {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        });
+        rows.push((input, name, r.split, i + 1, group));
     }
     if rows.is_empty() {
         return Err(Error::Input(format!(
@@ -205,10 +215,11 @@ pub fn read_dataset(path: &Path, positive: Option<&str>) -> Result<Dataset> {
     }
     let examples = rows
         .into_iter()
-        .map(|(input, name, split, _)| Example {
+        .map(|(input, name, split, _, group)| Example {
             input,
             label: u8::from(name == classes[1]),
             split,
+            group,
         })
         .collect();
     Ok(Dataset {
@@ -275,12 +286,65 @@ pub fn make_splits(labels: &[u8], fractions: (f64, f64), seed: u64) -> Result<Ve
     Ok(out)
 }
 
-/// The splits of a dataset: given ones, or [`make_splits`]. Checks both classes are in each.
+/// Seeded split that keeps every group whole: groups are shuffled and dealt to train,
+/// then validation, then test until each holds its fraction of the examples.
+pub fn make_group_splits(groups: &[&str], fractions: (f64, f64), seed: u64) -> Vec<Split> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        let e = members.entry(g).or_default();
+        if e.is_empty() {
+            order.push(g);
+        }
+        e.push(i);
+    }
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in (1..order.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let n = groups.len() as f64;
+    let (t1, t2) = (fractions.0 * n, (fractions.0 + fractions.1) * n);
+    let mut out = vec![Split::Test; groups.len()];
+    let mut done = 0usize;
+    for g in order {
+        let s = if (done as f64) < t1 {
+            Split::Train
+        } else if (done as f64) < t2 {
+            Split::Validation
+        } else {
+            Split::Test
+        };
+        for &i in &members[g] {
+            out[i] = s;
+        }
+        done += members[g].len();
+    }
+    out
+}
+
+/// The splits of a dataset: given ones; by group when every example names a `group`
+/// (so e.g. a statement and its negation never straddle train and test); otherwise
+/// [`make_splits`]. Checks both classes are in each.
 pub fn splits(ds: &Dataset, fractions: (f64, f64), seed: u64) -> Result<Vec<Split>> {
     let labels: Vec<u8> = ds.examples.iter().map(|e| e.label).collect();
-    let s = match ds.examples[0].split {
-        Some(_) => ds.examples.iter().filter_map(|e| e.split).collect(),
-        None => make_splits(&labels, fractions, seed)?,
+    let groups: Vec<&str> = ds
+        .examples
+        .iter()
+        .filter_map(|e| e.group.as_deref())
+        .collect();
+    let s = if ds.examples[0].split.is_some() {
+        ds.examples.iter().filter_map(|e| e.split).collect()
+    } else if groups.len() == ds.examples.len() {
+        make_group_splits(&groups, fractions, seed)
+    } else {
+        make_splits(&labels, fractions, seed)?
     };
     for split in [Split::Train, Split::Validation, Split::Test] {
         for class in [0u8, 1] {

@@ -248,3 +248,39 @@ fn texts_longer_than_the_context_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn groups_stay_in_one_split() {
+    let groups: Vec<String> = (0..90).map(|i| format!("g{}", i / 3)).collect();
+    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let s = make_group_splits(&refs, (0.6, 0.2), 1);
+    for g in 0..30 {
+        let k = 3 * g;
+        assert!(s[k] == s[k + 1] && s[k] == s[k + 2], "group g{g} was split");
+    }
+    let count = |x: Split| s.iter().filter(|&&v| v == x).count();
+    assert_eq!(
+        (
+            count(Split::Train),
+            count(Split::Validation),
+            count(Split::Test)
+        ),
+        (54, 18, 18)
+    );
+    // A dataset whose lines all carry a group is split by group.
+    let d = tempfile::tempdir().expect("tmp");
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"text": "t{i}", "label": {}, "group": {}}}"#,
+                i % 2,
+                i / 2
+            )
+        })
+        .collect();
+    let ds = read_dataset(&write(d.path(), "g.jsonl", &lines), None).expect("read");
+    let s = splits(&ds, (0.6, 0.2), 0).expect("splits");
+    for k in (0..40).step_by(2) {
+        assert_eq!(s[k], s[k + 1], "pair {k} straddles splits");
+    }
+}
