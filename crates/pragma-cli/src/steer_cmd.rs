@@ -38,6 +38,9 @@ pub enum SteerCommand {
     /// beside a random control and a prompting baseline, with bootstrap CIs and the
     /// coherence cost. Writes report.md, study.json, sweep.svg and vector.safetensors.
     Study(StudyArgs),
+    /// The visible demo: train a sentiment vector from examples/steering/sentiment.jsonl and
+    /// print greedy answers to one prompt unsteered and at each --at LAYER:SCALE.
+    Demo(DemoArgs),
     /// Read a llama.cpp control vector (from pragma, repeng or llama-cvector-generator).
     Import {
         gguf: PathBuf,
@@ -173,6 +176,25 @@ pub struct StudyArgs {
     /// Output folder.
     #[arg(long, short, default_value = "runs/eval-awareness")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    #[arg(long, default_value = "examples/steering/sentiment.jsonl")]
+    pairs: PathBuf,
+    /// Chat prompt to answer.
+    #[arg(
+        long,
+        default_value = "Write a short review of the restaurant you visited yesterday."
+    )]
+    prompt: String,
+    /// Steering settings LAYER:SCALE (repeatable); the vector is added from position 1 on.
+    #[arg(long = "at", default_values_t = ["12:4".to_string(), "10:-3".to_string()], allow_hyphen_values = true)]
+    at: Vec<String>,
+    #[arg(long, default_value_t = 40)]
+    max_tokens: usize,
 }
 
 /// Comma-separated finite numbers.
@@ -437,6 +459,7 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             );
             Ok(())
         }
+        SteerCommand::Demo(a) => demo(a),
         SteerCommand::Import { gguf, out } => {
             let v = llama_cpp::import(&gguf)?;
             v.save(&out)?;
@@ -450,4 +473,77 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn demo(a: DemoArgs) -> Result<()> {
+    let pairs = read_pairs(&a.pairs)?;
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let n = model.cfg().n_layers;
+    let mut settings = Vec::new();
+    for s in &a.at {
+        let parsed = s.split_once(':').and_then(|(l, x)| {
+            Some((
+                l.trim().parse::<usize>().ok()?,
+                x.trim().parse::<f32>().ok()?,
+            ))
+        });
+        match parsed {
+            Some((l, x)) if l < n && x.is_finite() => settings.push((l, x)),
+            _ => bail!("--at '{s}': expected LAYER:SCALE with a layer in 0..{n}, e.g. 12:4"),
+        }
+    }
+    let mut layers: Vec<usize> = settings.iter().map(|s| s.0).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    let t = std::time::Instant::now();
+    let v = train(
+        &model,
+        &pairs,
+        &sha256_file(&a.pairs)?,
+        "hook_resid_post",
+        &layers,
+        Method::Mean,
+        Position::Last,
+    )?;
+    println!(
+        "trained a sentiment vector (positive - negative, {} pairs) at layers {layers:?} in {:.1}s",
+        pairs.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let ids = prompt_ids(&model, &a.prompt, true)?;
+    let opts = pragma_model::generate::GenerateOptions {
+        max_tokens: a.max_tokens,
+        sampling: pragma_model::generate::Sampling {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+    };
+    println!("prompt (chat): {}\n", a.prompt);
+    let mut runs = vec![("unsteered".to_string(), Hooks::new())];
+    for (l, x) in &settings {
+        runs.push((
+            format!("layer {l}, scale {x:+}"),
+            v.hooks(&model, Operator::Add, *x, Some(&[*l]), Positions::From(1))?,
+        ));
+    }
+    for (name, hooks) in runs {
+        let g = pragma_model::generate::generate(
+            &model.transformer,
+            &[ids.clone()],
+            &opts,
+            &hooks,
+            |_, _| {},
+        )?;
+        let toks: Vec<u32> = g.tokens[0]
+            .iter()
+            .copied()
+            .filter(|t| !opts.stop_tokens.contains(t))
+            .collect();
+        println!(
+            "--- {name} ---\n{}\n",
+            model.tokenizer.decode(&toks)?.trim()
+        );
+    }
+    Ok(())
 }

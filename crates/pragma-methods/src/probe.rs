@@ -95,6 +95,8 @@ struct Meta {
     question: Option<String>,
     positive: Option<serde_json::Value>,
     yes_is_positive: Option<bool>,
+    /// Display names of the labels, e.g. {"1": "true", "0": "false"}.
+    label_names: Option<HashMap<String, String>>,
 }
 
 fn label_key(v: &serde_json::Value) -> Option<(&'static str, String)> {
@@ -222,6 +224,10 @@ pub fn read_dataset(path: &Path, positive: Option<&str>) -> Result<Dataset> {
             group,
         })
         .collect();
+    let classes = match &meta.label_names {
+        Some(names) => classes.map(|c| names.get(&c).cloned().unwrap_or(c)),
+        None => classes,
+    };
     Ok(Dataset {
         name: path
             .file_stem()
