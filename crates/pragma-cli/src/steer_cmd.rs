@@ -15,7 +15,8 @@ use pragma_model::{Model, DEFAULT_MODEL};
 #[derive(Subcommand)]
 pub enum SteerCommand {
     /// Make one steering vector per layer from contrastive pairs (JSONL lines
-    /// {"positive": ..., "negative": ...}, each text or chat messages).
+    /// {"positive": ..., "negative": ...}, each text or chat messages; or CAA's A/B form
+    /// {"prompt": ..., "positive": " (A", "negative": " (B"}).
     Train(TrainArgs),
     /// Write a vector as a llama.cpp control vector (GGUF for `llama-cli --control-vector`).
     /// llama.cpp adds direction.N to block N's output (= blocks.N.hook_resid_post); block 0
@@ -63,7 +64,9 @@ pub struct TrainArgs {
     /// pca-center (first PC of pair-centred activations).
     #[arg(long, default_value = "mean")]
     method: String,
-    /// Which token's activation represents a text: last, or the mean over tokens.
+    /// Which token's activation represents a text: last, the mean over tokens, or
+    /// answer (the mean over the answer's tokens, for pairs with a shared "prompt": CAA's
+    /// A/B form).
     #[arg(long, default_value = "last")]
     position: String,
     /// Site within each block to read and later steer.

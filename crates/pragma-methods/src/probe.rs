@@ -397,7 +397,13 @@ pub fn features(
         }
         ids.push(t);
     }
-    read_ids(model, &ids, &points, position, progress)
+    if position == Position::Answer {
+        return Err(Error::Input(
+            "position 'answer' is for contrastive pairs with a prompt; probes use last or mean"
+                .into(),
+        ));
+    }
+    read_ids(model, &ids, None, &points, position, progress)
 }
 
 fn to_matrix(t: &Tensor) -> Result<Matrix> {
@@ -1007,7 +1013,7 @@ impl Probe {
                     .zip(&self.w)
                     .map(|(a, w)| (*a as f64) * (*w as f64))
                     .sum::<f64>(),
-                Position::Mean => {
+                Position::Mean | Position::Answer => {
                     for (acc, a) in sum.iter_mut().zip(r) {
                         *acc += *a as f64;
                     }

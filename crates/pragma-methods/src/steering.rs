@@ -5,7 +5,13 @@
 //! ```text
 //! {"positive": "I love this film.", "negative": "I hate this film."}
 //! {"positive": [{"role": "user", "content": "..."}], "negative": [{"role": "user", "content": "..."}]}
+//! {"prompt": "Are you being tested?\n(A) Yes\n(B) No\nAnswer:", "positive": " (A", "negative": " (B"}
 //! ```
+//!
+//! The third form is Contrastive Activation Addition's A/B answer form: a shared prompt
+//! (text or chat messages; a chat prompt gets the assistant header) followed by two answer
+//! strings. `--position answer` then reads the mean over the answer's tokens (with a
+//! one-token answer such as " A" that is exactly CAA's answer-letter position).
 //!
 //! For every chosen layer we read one hook (default `hook_resid_post`) at a position
 //! rule (last token, or the mean over tokens) for both sides, and reduce the pairs to
@@ -41,6 +47,19 @@ pub enum Side {
 pub struct Pair {
     pub positive: Side,
     pub negative: Side,
+    /// Shared prompt before two answer strings (CAA's A/B form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Side>,
+}
+
+impl Pair {
+    pub fn new(positive: Side, negative: Side) -> Self {
+        Self {
+            positive,
+            negative,
+            prompt: None,
+        }
+    }
 }
 
 /// Read a pairs file, with line numbers in every error.
@@ -61,6 +80,13 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
         if p.positive == p.negative {
             return Err(Error::Input(format!(
                 "{at}: positive and negative are identical"
+            )));
+        }
+        if p.prompt.is_some()
+            && !(matches!(p.positive, Side::Text(_)) && matches!(p.negative, Side::Text(_)))
+        {
+            return Err(Error::Input(format!(
+                "{at}: with a \"prompt\", positive and negative must be answer strings (e.g. \" (A\")"
             )));
         }
         pairs.push(p);
@@ -102,6 +128,8 @@ impl Method {
 pub enum Position {
     Last,
     Mean,
+    /// Mean over the answer's tokens (pairs with a shared prompt).
+    Answer,
 }
 
 impl Position {
@@ -109,8 +137,9 @@ impl Position {
         match s {
             "last" => Ok(Position::Last),
             "mean" => Ok(Position::Mean),
+            "answer" => Ok(Position::Answer),
             _ => Err(Error::Input(format!(
-                "position '{s}': expected last or mean"
+                "position '{s}': expected last, mean or answer"
             ))),
         }
     }
@@ -172,13 +201,42 @@ pub fn read_sides(
         .iter()
         .map(|s| side_ids(model, s))
         .collect::<Result<_>>()?;
-    read_ids(model, &ids, points, pos, &mut |_| {})
+    read_ids(model, &ids, None, points, pos, &mut |_| {})
+}
+
+/// Token ids of one side of a pair and where its answer starts (the prompt's length for
+/// the A/B form; otherwise just after BOS).
+pub fn pair_side_ids(
+    model: &Model,
+    prompt: Option<&Side>,
+    side: &Side,
+) -> Result<(Vec<u32>, usize)> {
+    match (prompt, side) {
+        (None, s) => {
+            let ids = side_ids(model, s)?;
+            Ok((ids, usize::from(model.tokenizer.info.bos.is_some())))
+        }
+        (Some(p), Side::Text(answer)) => {
+            let mut ids = side_ids(model, p)?;
+            let start = ids.len();
+            let a = model.tokenizer.encode(answer, false)?;
+            if a.is_empty() {
+                return Err(Error::Input("an answer string is empty".into()));
+            }
+            ids.extend(a);
+            Ok((ids, start))
+        }
+        (Some(_), Side::Chat(_)) => Err(Error::Input(
+            "with a prompt, each side must be an answer string".into(),
+        )),
+    }
 }
 
 /// As [`read_sides`], from token ids; `progress(done)` after each batch.
 pub fn read_ids(
     model: &Model,
     ids: &[Vec<u32>],
+    answer_starts: Option<&[usize]>,
     points: &[HookPoint],
     pos: Position,
     progress: &mut dyn FnMut(usize),
@@ -206,12 +264,19 @@ pub fn read_ids(
         let (_, cache) = model.transformer.forward(&batch, &hooks, Logits::None)?;
         for (k, &p) in points.iter().enumerate() {
             for (b, &i) in chunk.iter().enumerate() {
-                let row = cache.get_row(p, b)?; // [t_b, d]; skip the BOS/sink position
-                let skip = usize::from(skip_bos && row.dim(0)? > 1);
-                let row = row.narrow(0, skip, row.dim(0)? - skip)?;
+                let full = cache.get_row(p, b)?; // [t_b, d]; skip the BOS/sink position
+                let skip = usize::from(skip_bos && full.dim(0)? > 1);
+                let row = full.narrow(0, skip, full.dim(0)? - skip)?;
                 let v = match pos {
                     Position::Last => row.get(row.dim(0)? - 1)?,
                     Position::Mean => row.mean(0)?,
+                    Position::Answer => {
+                        let start = answer_starts
+                            .and_then(|s| s.get(i).copied())
+                            .unwrap_or(skip)
+                            .clamp(skip, full.dim(0)? - 1);
+                        full.narrow(0, start, full.dim(0)? - start)?.mean(0)?
+                    }
                 };
                 rows[k][i] = Some(v.to_dtype(DType::F32)?);
             }
@@ -282,10 +347,23 @@ pub fn train(
             "method 'imported' is for vectors read from llama.cpp files, not for training".into(),
         ));
     }
-    let pos: Vec<&Side> = pairs.iter().map(|p| &p.positive).collect();
-    let neg: Vec<&Side> = pairs.iter().map(|p| &p.negative).collect();
-    let a = read_sides(model, &pos, &points, position)?;
-    let b = read_sides(model, &neg, &points, position)?;
+    if position == Position::Answer && pairs.iter().any(|p| p.prompt.is_none()) {
+        return Err(Error::Input(
+            "position 'answer' needs pairs with a shared \"prompt\" and answer strings (CAA's A/B form)".into(),
+        ));
+    }
+    let read = |side: fn(&Pair) -> &Side| -> Result<Vec<Tensor>> {
+        let mut ids = Vec::with_capacity(pairs.len());
+        let mut starts = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            let (i, s) = pair_side_ids(model, p.prompt.as_ref(), side(p))?;
+            ids.push(i);
+            starts.push(s);
+        }
+        read_ids(model, &ids, Some(&starts), &points, position, &mut |_| {})
+    };
+    let a = read(|p| &p.positive)?;
+    let b = read(|p| &p.negative)?;
     let mut directions = Vec::with_capacity(points.len());
     for (xa, xb) in a.iter().zip(&b) {
         let mean_diff = (xa.mean(0)? - xb.mean(0)?)?; // [d]

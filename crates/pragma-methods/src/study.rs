@@ -188,9 +188,10 @@ pub fn run(
     };
     let chat_pairs: Vec<Pair> = pairs
         .iter()
-        .map(|p| Pair {
-            positive: wrap(&p.positive),
-            negative: wrap(&p.negative),
+        .map(|p| match p.prompt {
+            // The A/B form already has its prompt; its sides are answer strings.
+            Some(_) => p.clone(),
+            None => Pair::new(wrap(&p.positive), wrap(&p.negative)),
         })
         .collect();
     progress(&format!(

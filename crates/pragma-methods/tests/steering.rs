@@ -49,10 +49,7 @@ fn last_resid(m: &Model, text: &str, layer: usize) -> Tensor {
 }
 
 fn pair(p: &str, n: &str) -> Pair {
-    Pair {
-        positive: Side::Text(p.into()),
-        negative: Side::Text(n.into()),
-    }
+    Pair::new(Side::Text(p.into()), Side::Text(n.into()))
 }
 
 #[test]
@@ -572,4 +569,75 @@ fn study_chooses_on_one_half_and_reports_on_the_other() {
     // Too few tasks is an error, not a study of nothing.
     let e = run(&m, &pairs, "x", &tasks[..3], &cfg, &mut |_| {}).expect_err("few");
     assert!(e.to_string().contains("at least 4 tasks"), "{e}");
+}
+
+#[test]
+fn ab_answer_form_reads_the_answer_tokens() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny(d.path());
+    let prompt = "q? (a) yes (b) no. answer:";
+    let pairs = vec![Pair {
+        positive: Side::Text(" (a".into()),
+        negative: Side::Text(" (b".into()),
+        prompt: Some(Side::Text(prompt.into())),
+    }];
+    let layer = 1;
+    // By hand: BOS + prompt + answer, mean of resid_post over the answer's tokens.
+    let by_hand = |answer: &str| {
+        let mut ids = vec![m.tokenizer.info.bos.expect("bos")];
+        ids.extend(m.tokenizer.encode(prompt, false).expect("enc"));
+        let start = ids.len();
+        ids.extend(m.tokenizer.encode(answer, false).expect("enc"));
+        let mut h = Hooks::new();
+        h.capture(HookPoint::ResidPost(layer));
+        let (_, c) = m
+            .transformer
+            .forward(
+                &Batch::single(&ids, m.device()).expect("b"),
+                &h,
+                Logits::None,
+            )
+            .expect("fwd");
+        let r = c.get_row(HookPoint::ResidPost(layer), 0).expect("row");
+        r.narrow(0, start, ids.len() - start)
+            .expect("n")
+            .mean(0)
+            .expect("mean")
+    };
+    let want = (by_hand(" (a") - by_hand(" (b")).expect("diff");
+    let v = train(
+        &m,
+        &pairs,
+        "x",
+        "hook_resid_post",
+        &[layer],
+        Method::Mean,
+        Position::Answer,
+    )
+    .expect("train");
+    let diff = max_abs(&(&v.directions[0] - &want).expect("d"));
+    assert!(diff < 1e-5, "answer-position vector differs by {diff}");
+    // Without a prompt, 'answer' is refused; with one, chat-message sides are refused.
+    let e = train(
+        &m,
+        &[pair("a", "b")],
+        "x",
+        "hook_resid_post",
+        &[1],
+        Method::Mean,
+        Position::Answer,
+    )
+    .expect_err("no prompt");
+    assert!(e.to_string().contains("needs pairs with a shared"), "{e}");
+    let p = d.path().join("ab.jsonl");
+    std::fs::write(
+        &p,
+        "{\"prompt\": \"q\", \"positive\": \" A\", \"negative\": \" B\"}\n{\"prompt\": \"q\", \"positive\": [{\"role\": \"user\", \"content\": \"x\"}], \"negative\": \" B\"}\n",
+    )
+    .expect("w");
+    let e = read_pairs(&p).expect_err("chat answer");
+    assert!(
+        e.to_string().contains("ab.jsonl:2") && e.to_string().contains("answer strings"),
+        "{e}"
+    );
 }
