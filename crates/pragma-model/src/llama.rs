@@ -133,6 +133,22 @@ struct Block {
     /// gate and up projections stacked into one `[2 f, d]` matmul.
     gate_up: Linear,
     down: Linear,
+    /// The small vectors again, on the host, for the fused decode path.
+    host: BlockHost,
+}
+
+/// Host copies of a block's norms and biases (a few KB) for [`Transformer::block_decode`].
+#[derive(Clone, Debug)]
+struct BlockHost {
+    attn_norm: Vec<f32>,
+    mlp_norm: Vec<f32>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    qkv_bias: Option<Vec<f32>>,
+}
+
+fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 /// One layer's keys and values `[b, hk, capacity, dh]`, filled up to `len`.
@@ -337,15 +353,25 @@ impl Transformer {
                 linear(src, Part::Gate, &[f, d], None)?,
                 linear(src, Part::Up, &[f, d], None)?,
             ])?;
+            let attn_norm = get(src, Part::AttnNorm, &[d])?;
+            let mlp_norm = get(src, Part::MlpNorm, &[d])?;
+            let host = BlockHost {
+                attn_norm: host_vec(&attn_norm)?,
+                mlp_norm: host_vec(&mlp_norm)?,
+                q_norm: q_norm.as_ref().map(host_vec).transpose()?,
+                k_norm: k_norm.as_ref().map(host_vec).transpose()?,
+                qkv_bias: qkv.b.as_ref().map(host_vec).transpose()?,
+            };
             blocks.push(Block {
-                attn_norm: get(src, Part::AttnNorm, &[d])?,
+                attn_norm,
                 qkv,
                 q_norm,
                 k_norm,
                 o: linear(src, Part::O, &[d, qd], None)?,
-                mlp_norm: get(src, Part::MlpNorm, &[d])?,
+                mlp_norm,
                 gate_up,
                 down: linear(src, Part::Down, &[d, f], None)?,
+                host,
             });
         }
         Ok(Self {
@@ -518,6 +544,9 @@ impl Transformer {
         let uq = self.use_quant_kernels;
         let eps = cfg.rms_norm_eps as f32;
         let (b, t, _) = x.dims3()?;
+        if b == 1 && t == 1 && uq && Self::can_fuse(i, blk, hooks) {
+            return self.block_decode(i, blk, x, info, kv, hooks, cache);
+        }
         let (h, hk, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let site = |p: HookPoint, x: Tensor, cache: &mut Cache| run_site(hooks, p, x, info, cache);
 
@@ -574,6 +603,152 @@ impl Transformer {
         let mlp_out = blk.down.forward(&post, uq)?; // [b, t, d]
         let mlp_out = site(HookPoint::MlpOut(i), mlp_out, cache)?;
         site(HookPoint::ResidPost(i), (resid + mlp_out)?, cache) // [b, t, d]
+    }
+
+    /// Whether layer `i` can run fused for one decoded token: every projection has
+    /// quantized blocks, no o/gate/up/down biases, and no hook inside the block (hooks at
+    /// `hook_resid_pre` / `hook_resid_post` still run, on tensors, at its edges).
+    fn can_fuse(i: usize, blk: &Block, hooks: &Hooks) -> bool {
+        let quant = blk.qkv.q.is_some()
+            && blk.o.q.is_some()
+            && blk.gate_up.q.is_some()
+            && blk.down.q.is_some();
+        let no_bias = blk.o.b.is_none() && blk.gate_up.b.is_none() && blk.down.b.is_none();
+        let inner = [
+            HookPoint::AttnQ(i),
+            HookPoint::AttnK(i),
+            HookPoint::AttnV(i),
+            HookPoint::AttnPattern(i),
+            HookPoint::AttnZ(i),
+            HookPoint::AttnOut(i),
+            HookPoint::ResidMid(i),
+            HookPoint::MlpPost(i),
+            HookPoint::MlpOut(i),
+        ];
+        quant && no_bias && !inner.iter().any(|p| hooks.touches(*p))
+    }
+
+    /// One block for one decoded token of one sequence, on host vectors: the same
+    /// arithmetic as [`Self::block_forward`] (RMS norm, projections on the quantized
+    /// blocks, rotate-half RoPE, attention over the KV cache, SiLU-gated MLP) without
+    /// ~25 tensor ops and their allocations per layer. Tested against the tensor path.
+    #[allow(clippy::too_many_arguments)]
+    fn block_decode(
+        &self,
+        i: usize,
+        blk: &Block,
+        x: Tensor,
+        info: &SiteInfo,
+        kv: &mut KvCache,
+        hooks: &Hooks,
+        cache: &mut Cache,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let eps = cfg.rms_norm_eps as f32;
+        let (nh, hk, dh, d, f) = (
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.d_head,
+            cfg.d_model,
+            cfg.d_mlp,
+        );
+        let quant = |l: &Linear| {
+            l.q.clone()
+                .ok_or_else(|| Error::InvalidInput("fused decode needs quantized weights".into()))
+        };
+        let resid = run_site(hooks, HookPoint::ResidPre(i), x, info, cache)?;
+        let mut h: Vec<f32> = resid.flatten_all()?.to_vec1()?;
+
+        let mut qkv = quant(&blk.qkv)?.matmul(&rms_norm(&h, &blk.host.attn_norm, eps), 1);
+        if let Some(bias) = &blk.host.qkv_bias {
+            qkv.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+        }
+        let (q, rest) = qkv.split_at_mut(nh * dh);
+        let (k, v) = rest.split_at_mut(hk * dh);
+        if let (Some(qn), Some(kn)) = (&blk.host.q_norm, &blk.host.k_norm) {
+            for head in q.chunks_exact_mut(dh) {
+                let n = rms_norm(head, qn, eps);
+                head.copy_from_slice(&n);
+            }
+            for head in k.chunks_exact_mut(dh) {
+                let n = rms_norm(head, kn, eps);
+                head.copy_from_slice(&n);
+            }
+        }
+        let pos = info.offset.saturating_sub(info.pad[0]) as f64;
+        let (cos, sin): (Vec<f32>, Vec<f32>) = self
+            .inv_freq
+            .iter()
+            .map(|fr| {
+                let a = pos * fr;
+                (a.cos() as f32, a.sin() as f32)
+            })
+            .unzip();
+        for head in q.chunks_exact_mut(dh).chain(k.chunks_exact_mut(dh)) {
+            rope_rotate_half(head, &cos, &sin);
+        }
+        let kt = Tensor::from_vec(k.to_vec(), (1, hk, 1, dh), &self.device)?;
+        let vt = Tensor::from_vec(v.to_vec(), (1, hk, 1, dh), &self.device)?;
+        let (kall, vall) = LayerKv::append(&mut kv.layers[i], kt, vt)?; // [1, hk, T, dh]
+        let big_t = kall.dim(2)?;
+        let scale = (1.0 / (dh as f64).sqrt()) as f32;
+        let rep = nh / hk;
+        let mut z = vec![0f32; nh * dh];
+        {
+            let (ks, kl) = kall.storage_and_layout();
+            let (vs, vl) = vall.storage_and_layout();
+            let (kd, vd) = match (&*ks, &*vs) {
+                (
+                    candle_core::Storage::Cpu(candle_core::CpuStorage::F32(a)),
+                    candle_core::Storage::Cpu(candle_core::CpuStorage::F32(b)),
+                ) => (a.as_slice(), b.as_slice()),
+                _ => {
+                    return Err(Error::InvalidInput(
+                        "fused decode needs an f32 KV cache on the CPU".into(),
+                    ))
+                }
+            };
+            let (kst, vst) = (kl.stride(), vl.stride());
+            if kst[3] != 1 || vst[3] != 1 {
+                return Err(Error::InvalidInput("KV cache rows are not contiguous".into()));
+            }
+            let mut scores = vec![0f32; big_t];
+            for hh in 0..nh {
+                let g = hh / rep;
+                let qh = &q[hh * dh..(hh + 1) * dh];
+                for (tt, sc) in scores.iter_mut().enumerate() {
+                    let o = kl.start_offset() + g * kst[1] + tt * kst[2];
+                    *sc = dot_f32(qh, &kd[o..o + dh]) * scale;
+                }
+                let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - m).exp();
+                    sum += *sc;
+                }
+                let zh = &mut z[hh * dh..(hh + 1) * dh];
+                for (tt, p) in scores.iter().enumerate() {
+                    let o = vl.start_offset() + g * vst[1] + tt * vst[2];
+                    let w = p / sum;
+                    zh.iter_mut()
+                        .zip(&vd[o..o + dh])
+                        .for_each(|(a, b)| *a += w * b);
+                }
+            }
+        }
+        let attn = quant(&blk.o)?.matmul(&z, 1);
+        h.iter_mut().zip(&attn).for_each(|(a, b)| *a += b);
+        let gu = quant(&blk.gate_up)?.matmul(&rms_norm(&h, &blk.host.mlp_norm, eps), 1);
+        let post: Vec<f32> = (0..f)
+            .map(|j| {
+                let g = gu[j];
+                g / (1.0 + (-g).exp()) * gu[f + j]
+            })
+            .collect();
+        let mlp = quant(&blk.down)?.matmul(&post, 1);
+        h.iter_mut().zip(&mlp).for_each(|(a, b)| *a += b);
+        let out = Tensor::from_vec(h, (1, 1, d), &self.device)?;
+        run_site(hooks, HookPoint::ResidPost(i), out, info, cache)
     }
 
     /// cos/sin tables `[b, t, dh/2]` for each row's token positions (padding -> 0).
@@ -644,6 +819,39 @@ impl Transformer {
         }
         Ok(flat.matmul(&self.lm_head.t()?)?.reshape(out_dims)?)
     }
+}
+
+/// RMS norm of one row, as candle's `rms_norm` computes it in f32.
+fn rms_norm(x: &[f32], alpha: &[f32], eps: f32) -> Vec<f32> {
+    let sum2: f32 = x.iter().map(|v| v * v).sum();
+    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    x.iter().zip(alpha).map(|(v, a)| v / m * a).collect()
+}
+
+/// Rotate-half RoPE of one head in place (candle's `rope`, non-interleaved).
+fn rope_rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    for j in 0..half {
+        let (a, b) = (x[j], x[j + half]);
+        x[j] = a * cos[j] - b * sin[j];
+        x[j + half] = b * cos[j] + a * sin[j];
+    }
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
 
 /// Log-softmax over the last dim, in f32.

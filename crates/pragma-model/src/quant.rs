@@ -147,7 +147,7 @@ impl QuantWeight {
         let sums: Vec<f32> = x.chunks_exact(QK).map(|c| c.iter().sum()).collect();
         let mut y = vec![0f32; n * self.rows];
         let (qb, sb) = (nb * self.kind.qs_bytes(), nb * self.kind.n_scales());
-        let kind = self.kind;
+        let dot = kernel(self.kind);
         // Output rows in parallel chunks; each chunk computes all n activation rows so
         // a weight row is read from memory once.
         const CHUNK: usize = 64;
@@ -163,7 +163,7 @@ impl QuantWeight {
                     for (j, oj) in o.iter_mut().enumerate() {
                         let xs = &x[j * self.cols..(j + 1) * self.cols];
                         let ss = &sums[j * nb..(j + 1) * nb];
-                        *oj = dot(kind, w, sc, xs, ss);
+                        *oj = dot(w, sc, xs, ss);
                     }
                 }
             });
@@ -194,26 +194,56 @@ impl QuantWeight {
     }
 }
 
-/// One output: `w` holds a row's quant bytes, `sc` its scales, `x` the activations.
-fn dot(kind: QuantKind, w: &[u8], sc: &[f32], x: &[f32], sums: &[f32]) -> f32 {
+/// A row kernel: `w` holds a row's quant bytes, `sc` its scales, `x` the activations,
+/// `sums` the per-block sums of `x` (for Q4_1's offset term).
+type DotFn = fn(&[u8], &[f32], &[f32], &[f32]) -> f32;
+
+/// The fastest kernel this CPU runs for `kind`, chosen once per matmul.
+fn kernel(kind: QuantKind) -> DotFn {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above); slices are
-            // bounds-checked by the callers' chunking (w has cols/32 blocks, x has cols).
-            #[allow(unsafe_code)]
-            return unsafe {
-                match kind {
-                    QuantKind::Q4_1 => avx2::dot_q4_1(w, sc, x, sums),
-                    QuantKind::Q8_0 => avx2::dot_q8_0(w, sc, x),
-                }
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("fma") {
+            return match kind {
+                QuantKind::Q4_1 => |w, sc, x, s| {
+                    // SAFETY: AVX-512F and FMA are present (checked when chosen); callers
+                    // pass whole rows (w: cols/32 blocks, x: cols values, s: cols/32 sums).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::dot_q4_1(w, sc, x, s)
+                    }
+                },
+                QuantKind::Q8_0 => |w, sc, x, _| {
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::dot_q8_0(w, sc, x)
+                    }
+                },
+            };
+        }
+        if has!("avx2") && has!("fma") {
+            return match kind {
+                QuantKind::Q4_1 => |w, sc, x, s| {
+                    // SAFETY: AVX2 and FMA are present (checked when chosen); whole rows.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx2::dot_q4_1(w, sc, x, s)
+                    }
+                },
+                QuantKind::Q8_0 => |w, sc, x, _| {
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx2::dot_q8_0(w, sc, x)
+                    }
+                },
             };
         }
     }
     match kind {
-        QuantKind::Q4_1 => dot_q4_1_scalar(w, sc, x, sums),
-        QuantKind::Q8_0 => dot_q8_0_scalar(w, sc, x),
+        QuantKind::Q4_1 => dot_q4_1_scalar,
+        QuantKind::Q8_0 => |w, sc, x, _| dot_q8_0_scalar(w, sc, x),
     }
 }
 
@@ -307,6 +337,58 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// As `avx2::dot_q4_1`, 16 lanes: a block's 16 low nibbles and 16 high nibbles are
+    /// one conversion and one FMA each. Two accumulators hide the FMA latency.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn dot_q4_1(w: &[u8], sc: &[f32], x: &[f32], sums: &[f32]) -> f32 {
+        let nb = x.len() / 32;
+        let mask = _mm_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_ps(), _mm512_setzero_ps()];
+        let mut offs = [0f32; 2];
+        for b in 0..nb {
+            let (d, m) = (*sc.get_unchecked(2 * b), *sc.get_unchecked(2 * b + 1));
+            let qs = _mm_loadu_si128(w.as_ptr().add(b * 16) as *const __m128i);
+            let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(qs, mask)));
+            let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(
+                _mm_srli_epi16(qs, 4),
+                mask,
+            )));
+            let xp = x.as_ptr().add(b * 32);
+            let t = _mm512_mul_ps(lo, _mm512_loadu_ps(xp));
+            let t = _mm512_fmadd_ps(hi, _mm512_loadu_ps(xp.add(16)), t);
+            let k = b & 1;
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc[k]);
+            offs[k] += m * *sums.get_unchecked(b);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + (offs[0] + offs[1])
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn dot_q8_0(w: &[u8], sc: &[f32], x: &[f32]) -> f32 {
+        let nb = x.len() / 32;
+        let mut acc = [_mm512_setzero_ps(), _mm512_setzero_ps()];
+        for b in 0..nb {
+            let d = *sc.get_unchecked(b);
+            let q = w.as_ptr().add(b * 32);
+            let xp = x.as_ptr().add(b * 32);
+            let a = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q as *const __m128i)));
+            let c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                q.add(16) as *const __m128i
+            )));
+            let t = _mm512_mul_ps(a, _mm512_loadu_ps(xp));
+            let t = _mm512_fmadd_ps(c, _mm512_loadu_ps(xp.add(16)), t);
+            let k = b & 1;
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d), t, acc[k]);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +430,7 @@ mod tests {
                 );
             }
         }
-        // Scalar and SIMD paths agree.
+        // Scalar and SIMD paths agree (each SIMD level this CPU has).
         let nb = cols / QK;
         let w0 = &qw.qs[..nb * qw.kind.qs_bytes()];
         let s0 = &qw.scales[..nb * qw.kind.n_scales()];

@@ -483,3 +483,61 @@ fn quantized_decode_kernels_match_the_dequantized_weights() {
         assert!(d < 1e-4, "{dtype:?}: {d}");
     }
 }
+
+#[test]
+fn fused_decode_equals_the_tensor_path() {
+    // One decoded token of one sequence runs fused on host vectors unless a hook sits
+    // inside a block; a capture at every hook_attn_out forces the tensor path. Both must
+    // give the same logits at every step and the same residual captures.
+    use pragma_model::hooks::Cache;
+    use pragma_model::llama::KvCache;
+    for (arch, dtype) in [
+        (Arch::Llama, GgmlDType::Q4_1),
+        (Arch::Llama, GgmlDType::Q8_0),
+        (Arch::Qwen2, GgmlDType::Q8_0),
+        (Arch::Qwen3, GgmlDType::Q8_0),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = tiny_config(arch);
+        let p = dir.path().join("q.gguf");
+        write_gguf(&p, &cfg, &tiny_weights(&cfg, 5).expect("w"), dtype).expect("write");
+        let m = load(&p);
+        let mut fused = Hooks::new();
+        fused.capture(HookPoint::ResidPost(1));
+        let mut tensor = fused.clone();
+        for l in 0..cfg.n_layers {
+            tensor.capture(HookPoint::AttnOut(l));
+        }
+        let run = |hooks: &Hooks| {
+            let mut kv = KvCache::new(cfg.n_layers, vec![0]);
+            let mut cache = Cache::new(vec![0]);
+            let t = &m.transformer;
+            let mut out = Vec::new();
+            let ids = Tensor::new(&[IDS], m.device()).expect("ids");
+            let mut l = t
+                .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)
+                .expect("prefill")
+                .expect("logits");
+            for _ in 0..10 {
+                let next = l.argmax(D::Minus1).expect("argmax").to_vec1::<u32>().expect("v")[0];
+                out.push(l.clone());
+                let ids = Tensor::new(&[[next]], m.device()).expect("ids");
+                l = t
+                    .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)
+                    .expect("step")
+                    .expect("logits");
+            }
+            (out, cache.get(HookPoint::ResidPost(1)).expect("resid"))
+        };
+        let (a, ra) = run(&fused);
+        let (b, rb) = run(&tensor);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| max_abs_diff(x, y))
+            .fold(0f32, f32::max);
+        let resid = max_abs_diff(&ra, &rb);
+        println!("{arch:?} {dtype:?}: fused vs tensor decode, max |logit diff| {worst:.2e}, resid {resid:.2e}");
+        assert!(worst < 1e-4 && resid < 1e-4, "{arch:?} {dtype:?}: {worst} {resid}");
+    }
+}
