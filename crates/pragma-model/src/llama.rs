@@ -710,7 +710,9 @@ impl Transformer {
             };
             let (kst, vst) = (kl.stride(), vl.stride());
             if kst[3] != 1 || vst[3] != 1 {
-                return Err(Error::InvalidInput("KV cache rows are not contiguous".into()));
+                return Err(Error::InvalidInput(
+                    "KV cache rows are not contiguous".into(),
+                ));
             }
             let mut scores = vec![0f32; big_t];
             for hh in 0..nh {

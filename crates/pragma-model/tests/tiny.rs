@@ -519,7 +519,11 @@ fn fused_decode_equals_the_tensor_path() {
                 .expect("prefill")
                 .expect("logits");
             for _ in 0..10 {
-                let next = l.argmax(D::Minus1).expect("argmax").to_vec1::<u32>().expect("v")[0];
+                let next = l
+                    .argmax(D::Minus1)
+                    .expect("argmax")
+                    .to_vec1::<u32>()
+                    .expect("v")[0];
                 out.push(l.clone());
                 let ids = Tensor::new(&[[next]], m.device()).expect("ids");
                 l = t
@@ -538,6 +542,9 @@ fn fused_decode_equals_the_tensor_path() {
             .fold(0f32, f32::max);
         let resid = max_abs_diff(&ra, &rb);
         println!("{arch:?} {dtype:?}: fused vs tensor decode, max |logit diff| {worst:.2e}, resid {resid:.2e}");
-        assert!(worst < 1e-4 && resid < 1e-4, "{arch:?} {dtype:?}: {worst} {resid}");
+        assert!(
+            worst < 1e-4 && resid < 1e-4,
+            "{arch:?} {dtype:?}: {worst} {resid}"
+        );
     }
 }
