@@ -1,24 +1,9 @@
 //! `pragma probe train`, `probe score` and `generate --monitor` end to end on a tiny model,
 //! and their bad-input errors.
 
-use std::process::Command;
+mod common;
 
-use candle_core::quantized::GgmlDType;
-use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
-use pragma_model::Arch;
-
-fn pragma(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
-        .args(args)
-        .output()
-        .expect("run");
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!e.contains("panicked"), "{e}");
-    (out.status.success(), o, e)
-}
+use common::{pragma, tiny_gguf};
 
 fn toy(n: usize) -> String {
     (0..n)
@@ -35,15 +20,7 @@ fn toy(n: usize) -> String {
 #[test]
 fn train_score_and_monitor() {
     let d = tempfile::tempdir().expect("tmp");
-    let cfg = tiny_config(Arch::Llama);
-    let model = d.path().join("tiny.gguf");
-    write_gguf(
-        &model,
-        &cfg,
-        &tiny_weights(&cfg, 4).expect("w"),
-        GgmlDType::F32,
-    )
-    .expect("gguf");
+    let model = tiny_gguf(d.path(), 4);
     let m = model.to_str().expect("utf8");
     let data = d.path().join("toy.jsonl");
     std::fs::write(&data, toy(40)).expect("w");
@@ -90,7 +67,7 @@ fn train_score_and_monitor() {
             .expect("json");
     assert_eq!(
         results["layers"].as_array().expect("layers").len(),
-        cfg.n_layers
+        pragma_model::testing::tiny_config(pragma_model::Arch::Llama).n_layers
     );
     assert_eq!(results["n_test"], 8);
     // Reusing the saved activations gives the same results.
@@ -187,15 +164,7 @@ fn train_score_and_monitor() {
 #[test]
 fn bad_probe_input_is_a_clear_error() {
     let d = tempfile::tempdir().expect("tmp");
-    let cfg = tiny_config(Arch::Llama);
-    let model = d.path().join("tiny.gguf");
-    write_gguf(
-        &model,
-        &cfg,
-        &tiny_weights(&cfg, 4).expect("w"),
-        GgmlDType::F32,
-    )
-    .expect("gguf");
+    let model = tiny_gguf(d.path(), 4);
     let m = model.to_str().expect("utf8");
     let run = |name: &str, body: &str, extra: &[&str]| {
         let data = d.path().join(name);

@@ -1,36 +1,13 @@
 //! `pragma steer train` and `pragma generate --steer` end to end on a tiny model.
 
-use std::process::Command;
+mod common;
 
-use candle_core::quantized::GgmlDType;
-use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
-use pragma_model::Arch;
-
-fn pragma(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
-        .args(args)
-        .output()
-        .expect("run");
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!e.contains("panicked"), "{e}");
-    (out.status.success(), o, e)
-}
+use common::{pragma, tiny_gguf};
 
 #[test]
 fn train_then_steer_generation() {
     let d = tempfile::tempdir().expect("tmp");
-    let cfg = tiny_config(Arch::Llama);
-    let model = d.path().join("tiny.gguf");
-    write_gguf(
-        &model,
-        &cfg,
-        &tiny_weights(&cfg, 4).expect("w"),
-        GgmlDType::F32,
-    )
-    .expect("gguf");
+    let model = tiny_gguf(d.path(), 4);
     let pairs = d.path().join("pairs.jsonl");
     std::fs::write(&pairs, "{\"positive\": \"the sun is warm\", \"negative\": \"the snow is cold\"}\n{\"positive\": \"we won\", \"negative\": \"we lost\"}\n").expect("w");
     let vec = d.path().join("v.safetensors");
@@ -81,15 +58,7 @@ fn train_then_steer_generation() {
 #[test]
 fn steer_demo_prints_unsteered_and_steered_answers() {
     let d = tempfile::tempdir().expect("tmp");
-    let cfg = tiny_config(Arch::Llama);
-    let model = d.path().join("tiny.gguf");
-    write_gguf(
-        &model,
-        &cfg,
-        &tiny_weights(&cfg, 4).expect("w"),
-        GgmlDType::F32,
-    )
-    .expect("gguf");
+    let model = tiny_gguf(d.path(), 4);
     let pairs = d.path().join("pairs.jsonl");
     std::fs::write(&pairs, "{\"positive\": \"good\", \"negative\": \"bad\"}\n").expect("w");
     let m = model.to_str().expect("utf8");
@@ -124,15 +93,7 @@ fn steer_demo_prints_unsteered_and_steered_answers() {
 #[test]
 fn steer_study_writes_its_report() {
     let d = tempfile::tempdir().expect("tmp");
-    let cfg = tiny_config(Arch::Llama);
-    let model = d.path().join("tiny.gguf");
-    write_gguf(
-        &model,
-        &cfg,
-        &tiny_weights(&cfg, 4).expect("w"),
-        GgmlDType::F32,
-    )
-    .expect("gguf");
+    let model = tiny_gguf(d.path(), 4);
     let pairs = d.path().join("pairs.jsonl");
     std::fs::write(&pairs, "{\"positive\": \"a test\", \"negative\": \"a user\"}\n{\"positive\": \"exam\", \"negative\": \"home\"}\n").expect("w");
     let tasks = d.path().join("tasks.jsonl");

@@ -355,13 +355,7 @@ pub fn bootstrap_metric(
     }
     let pos: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == 1).collect();
     let neg: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != 1).collect();
-    let mut state = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::stats::XorShift::new(seed, crate::stats::XorShift::BOOTSTRAP);
     let mut vals = Vec::with_capacity(reps);
     let mut s = Vec::with_capacity(labels.len());
     let mut l = Vec::with_capacity(labels.len());
@@ -370,7 +364,7 @@ pub fn bootstrap_metric(
         l.clear();
         for group in [&pos, &neg] {
             for _ in 0..group.len() {
-                let k = group[(next() % group.len().max(1) as u64) as usize];
+                let k = group[rng.below(group.len())];
                 s.push(scores[k]);
                 l.push(labels[k]);
             }

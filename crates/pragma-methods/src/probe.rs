@@ -32,6 +32,7 @@ use crate::linear::{
     accuracy, auroc, bootstrap_metric, fit_diff_means, fit_logistic, FitOptions, Linear, Matrix,
     Standardizer,
 };
+use crate::stats::XorShift;
 use crate::steering::{read_ids, side_ids, Position, Side};
 use crate::sweep::Answers;
 
@@ -253,20 +254,10 @@ fn hex_sha256(b: &[u8]) -> String {
 /// test gets the rest). Errors when a split would miss a class.
 pub fn make_splits(labels: &[u8], fractions: (f64, f64), seed: u64) -> Result<Vec<Split>> {
     let mut out = vec![Split::Train; labels.len()];
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = XorShift::new(seed, XorShift::SHUFFLE);
     for class in [0u8, 1] {
         let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
-        // Fisher-Yates.
-        for i in (1..idx.len()).rev() {
-            let j = (next() % (i as u64 + 1)) as usize;
-            idx.swap(i, j);
-        }
+        rng.shuffle(&mut idx);
         let n = idx.len();
         let n_train = (n as f64 * fractions.0).round() as usize;
         let n_val = (n as f64 * fractions.1).round() as usize;
@@ -304,17 +295,7 @@ pub fn make_group_splits(groups: &[&str], fractions: (f64, f64), seed: u64) -> V
         }
         e.push(i);
     }
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for i in (1..order.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
+    XorShift::new(seed, XorShift::SHUFFLE).shuffle(&mut order);
     let n = groups.len() as f64;
     let (t1, t2) = (fractions.0 * n, (fractions.0 + fractions.1) * n);
     let mut out = vec![Split::Test; groups.len()];

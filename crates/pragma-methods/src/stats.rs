@@ -1,4 +1,45 @@
-//! Small statistics shared by the methods: means and bootstrap confidence intervals.
+//! Small statistics shared by the methods: means, bootstrap confidence intervals, and the
+//! seeded generator behind every resample, split and random control.
+
+/// A xorshift64 generator: the same numbers on every machine, enough for shuffles,
+/// resampling and random controls (not for cryptography).
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seed mixing for splits, shuffles and random vectors.
+    pub const SHUFFLE: u64 = 0x9E37_79B9_7F4A_7C15;
+    /// Seed mixing for bootstrap resamples (a different stream from the same seed).
+    pub const BOOTSTRAP: u64 = 0x2545_F491_4F6C_DD1D;
+
+    pub fn new(seed: u64, stream: u64) -> Self {
+        Self(seed.wrapping_mul(stream) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}
 
 /// Arithmetic mean (0 for an empty slice).
 pub fn mean(x: &[f64]) -> f64 {
@@ -15,16 +56,10 @@ pub fn bootstrap_ci(x: &[f64], reps: usize, seed: u64) -> (f64, f64) {
         let m = mean(x);
         return (m, m);
     }
-    let mut state = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = XorShift::new(seed, XorShift::BOOTSTRAP);
     let n = x.len();
     let mut means: Vec<f64> = (0..reps.max(1))
-        .map(|_| (0..n).map(|_| x[(next() % n as u64) as usize]).sum::<f64>() / n as f64)
+        .map(|_| (0..n).map(|_| x[rng.below(n)]).sum::<f64>() / n as f64)
         .collect();
     means.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| means[((q * (means.len() - 1) as f64).round() as usize).min(means.len() - 1)];

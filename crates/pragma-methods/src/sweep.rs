@@ -18,7 +18,7 @@ use pragma_model::Model;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::stats::{bootstrap_ci, mean};
+use crate::stats::{bootstrap_ci, mean, XorShift};
 use crate::steering::{Operator, SteeringVector};
 
 /// One grid point, for the real vector or its random control.
@@ -244,18 +244,12 @@ pub fn kl_rows(lp: &Tensor, lq: &Tensor) -> Result<Vec<f64>> {
 /// A random vector with the same norm as `v`, from a seeded normal.
 pub fn norm_matched_random(v: &Tensor, seed: u64) -> Result<Tensor> {
     let d = v.dim(0)?;
-    // A small deterministic generator keeps controls identical across runs and machines.
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    // A deterministic generator keeps controls identical across runs and machines.
+    let mut rng = XorShift::new(seed, XorShift::SHUFFLE);
     let vals: Vec<f32> = (0..d)
         .map(|_| {
             // Box-Muller.
-            let (u1, u2) = (next().max(1e-300), next());
+            let (u1, u2) = (rng.next_f64().max(1e-300), rng.next_f64());
             ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
         })
         .collect();

@@ -1,0 +1,38 @@
+//! Helpers shared by the CLI tests: run the binary, write a tiny random model.
+
+#![allow(dead_code)] // each test crate uses a subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::quantized::GgmlDType;
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::Arch;
+
+/// Run `pragma args...`: (exit ok, stdout, stderr). Fails the test on a panic message.
+pub fn pragma(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
+        .args(args)
+        .output()
+        .expect("run");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    (out.status.success(), o, e)
+}
+
+/// A tiny random llama written as an f32 GGUF at `dir/tiny.gguf`.
+pub fn tiny_gguf(dir: &Path, seed: u64) -> PathBuf {
+    let cfg = tiny_config(Arch::Llama);
+    let p = dir.join("tiny.gguf");
+    write_gguf(
+        &p,
+        &cfg,
+        &tiny_weights(&cfg, seed).expect("w"),
+        GgmlDType::F32,
+    )
+    .expect("gguf");
+    p
+}
