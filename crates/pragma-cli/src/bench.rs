@@ -102,7 +102,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         Ok(())
     })?;
     let t_gen = best_of(a.reps.min(2), || {
-        generate(tf, &[prompt.clone()], &opts, &Hooks::new(), |_, _| {})?;
+        generate(
+            tf,
+            std::slice::from_ref(&prompt),
+            &opts,
+            &Hooks::new(),
+            |_, _| {},
+        )?;
         Ok(())
     })?;
     let decode_tps = a.decode as f64 / (t_gen - t_prompt).max(1e-9);

@@ -23,7 +23,7 @@ pub enum ProbeCommand {
     /// the bag-of-words and prompting baselines on the same split. Writes report.md,
     /// results.json, sweep.svg, probe.safetensors (best logistic) and
     /// probe-diff-means.safetensors.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Per-token scores of a probe over a text.
     Score(ScoreArgs),
 }
@@ -256,7 +256,7 @@ fn site_layers(pattern: &str, n_layers: usize) -> Result<(String, Vec<usize>)> {
 
 pub fn cmd_probe(c: ProbeCommand) -> Result<()> {
     match c {
-        ProbeCommand::Train(a) => train(a),
+        ProbeCommand::Train(a) => train(*a),
         ProbeCommand::Score(a) => score(a),
     }
 }

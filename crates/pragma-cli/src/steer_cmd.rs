@@ -533,7 +533,7 @@ fn demo(a: DemoArgs) -> Result<()> {
     for (name, hooks) in runs {
         let g = pragma_model::generate::generate(
             &model.transformer,
-            &[ids.clone()],
+            std::slice::from_ref(&ids),
             &opts,
             &hooks,
             |_, _| {},

@@ -1049,7 +1049,8 @@ pub fn plot_svg(r: &ProbeReport, path: &Path) -> Result<()> {
         .y_desc("test AUROC")
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let kinds: [(&str, RGBColor, fn(&LayerResult) -> &Scored); 2] = [
+    type Get = fn(&LayerResult) -> &Scored;
+    let kinds: [(&str, RGBColor, Get); 2] = [
         ("logistic", RGBColor(31, 119, 180), |l| &l.logistic),
         ("diff of means", RGBColor(214, 39, 40), |l| &l.diff_means),
     ];

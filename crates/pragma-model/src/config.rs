@@ -81,13 +81,13 @@ impl Config {
                 self.n_layers, self.d_model, self.n_heads, self.vocab_size
             ));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads ({}) must be a multiple of n_kv_heads ({})",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.d_head % 2 != 0 {
+        if !self.d_head.is_multiple_of(2) {
             return bad(format!(
                 "head dim must be even for RoPE, found {}",
                 self.d_head

@@ -210,7 +210,7 @@ fn resolve_layers(spec: &str, n_layers: usize) -> Option<Vec<usize>> {
         let b = if b.is_empty() {
             n_layers
         } else {
-            let b = if inclusive {
+            if inclusive {
                 resolve_layer(b, n_layers)? + 1
             } else {
                 // An exclusive end may equal n_layers.
@@ -220,8 +220,7 @@ fn resolve_layers(spec: &str, n_layers: usize) -> Option<Vec<usize>> {
                     return None;
                 }
                 e as usize
-            };
-            b
+            }
         };
         return (a < b).then(|| (a..b).collect());
     }

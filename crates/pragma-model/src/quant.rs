@@ -69,7 +69,7 @@ pub struct QuantWeight {
 impl QuantWeight {
     pub fn new(kind: QuantKind, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
         let want = rows * (cols / QK) * kind.block_bytes();
-        if cols % QK != 0 || data.len() != want {
+        if !cols.is_multiple_of(QK) || data.len() != want {
             return Err(Error::InvalidInput(format!(
                 "{kind:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {QK}, found {}",
                 data.len()
