@@ -8,7 +8,7 @@ use pragma_methods::steering::llama_cpp;
 use pragma_methods::steering::{
     read_pairs, sha256_file, train, Method, Operator, Position, SteeringVector,
 };
-use pragma_methods::sweep::{RegexMetric, SweepOptions};
+use pragma_methods::sweep::{SampledMetrics, SweepOptions};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::{Model, DEFAULT_MODEL};
 
@@ -109,13 +109,17 @@ pub struct SweepArgs {
     /// (e.g. '(?i)\b(great|love|wonderful)\b').
     #[arg(long)]
     regex: Option<String>,
-    /// Continuations per prompt for --regex.
+    /// Third behaviour metric: a probe's mean score (P(positive) for a logistic probe) over
+    /// the tokens of sampled continuations (a file from `pragma probe train`).
+    #[arg(long)]
+    probe: Option<PathBuf>,
+    /// Continuations per prompt for --regex / --probe.
     #[arg(long, default_value_t = 4)]
     samples: usize,
-    /// Tokens per continuation for --regex.
+    /// Tokens per continuation for --regex / --probe.
     #[arg(long, default_value_t = 32)]
     gen_tokens: usize,
-    /// Sampling temperature for --regex.
+    /// Sampling temperature for --regex / --probe.
     #[arg(long, default_value_t = 0.7)]
     temperature: f64,
     /// add, ablate (project out) or ablate-add.
@@ -393,10 +397,20 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             if let Some(r) = &a.reference {
                 opts.reference = Some(read_reference(&model, r)?);
             }
-            if let Some(r) = &a.regex {
-                opts.regex = Some(RegexMetric {
-                    pattern: regex::Regex::new(r)
-                        .map_err(|e| anyhow::anyhow!("--regex '{r}': {e}"))?,
+            if a.regex.is_some() || a.probe.is_some() {
+                opts.sampled = Some(SampledMetrics {
+                    regex: a
+                        .regex
+                        .as_deref()
+                        .map(|r| {
+                            regex::Regex::new(r).map_err(|e| anyhow::anyhow!("--regex '{r}': {e}"))
+                        })
+                        .transpose()?,
+                    probe: a
+                        .probe
+                        .as_deref()
+                        .map(pragma_methods::probe::Probe::load)
+                        .transpose()?,
                     samples: a.samples,
                     max_tokens: a.gen_tokens,
                     temperature: a.temperature,

@@ -4,7 +4,8 @@
 //! Behaviour metrics:
 //! - log-odds of two answer sets at the position after each eval prompt:
 //!   `logsumexp(log p(yes_i)) - logsumexp(log p(no_i))`, e.g. yes = `" Yes|Yes"`;
-//! - optionally, the rate at which sampled continuations match a regex.
+//! - optionally, on sampled continuations: the rate at which they match a regex, and a
+//!   probe's mean score over their tokens (e.g. a sentiment probe from `pragma probe train`).
 //!
 //! Coherence costs: the KL divergence of the steered next-token distribution from the
 //! unsteered one at the answer position, and (given a reference text) the change in
@@ -18,6 +19,7 @@ use pragma_model::Model;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::probe::Probe;
 use crate::stats::{bootstrap_ci, mean, XorShift};
 use crate::steering::{Operator, SteeringVector};
 
@@ -39,6 +41,10 @@ pub struct Point {
     /// Fraction of sampled continuations matching the regex, with a bootstrap CI over prompts.
     pub regex_rate: Option<f64>,
     pub regex_ci: Option<(f64, f64)>,
+    /// The probe's mean score over the generated tokens (P(positive) for a logistic
+    /// probe), with a bootstrap CI over prompts.
+    pub probe_score: Option<f64>,
+    pub probe_ci: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -52,16 +58,20 @@ pub struct Sweep {
     pub baseline_values: Vec<f64>,
     /// Unsteered reference-text NLL per token.
     pub baseline_nll: Option<f64>,
-    /// Unsteered regex match rate.
+    /// Unsteered regex match rate and probe score.
     pub baseline_regex: Option<f64>,
+    pub baseline_probe: Option<f64>,
     pub regex: Option<String>,
+    /// The probe's hook and method, when one was given.
+    pub probe: Option<String>,
     pub points: Vec<Point>,
 }
 
-/// A regex behaviour metric on sampled continuations.
+/// Behaviour metrics on sampled continuations: a regex match rate and/or a probe score.
 #[derive(Clone, Debug)]
-pub struct RegexMetric {
-    pub pattern: regex::Regex,
+pub struct SampledMetrics {
+    pub regex: Option<regex::Regex>,
+    pub probe: Option<Probe>,
     /// Continuations per prompt.
     pub samples: usize,
     pub max_tokens: usize,
@@ -78,7 +88,7 @@ pub struct SweepOptions {
     pub seed: u64,
     /// Token ids of a reference text whose NLL measures coherence.
     pub reference: Option<Vec<u32>>,
-    pub regex: Option<RegexMetric>,
+    pub sampled: Option<SampledMetrics>,
     /// How the vector is applied (add by default; the scale multiplies it).
     pub operator: Operator,
 }
@@ -90,7 +100,7 @@ impl SweepOptions {
             no: no.into(),
             seed,
             reference: None,
-            regex: None,
+            sampled: None,
             operator: Operator::Add,
         }
     }
@@ -198,17 +208,20 @@ pub fn nll(model: &Model, ids: &[u32], hooks: &Hooks) -> Result<f64> {
     Ok(-(picked.sum_all()?.to_scalar::<f32>()? as f64) / (t - 1) as f64)
 }
 
-/// Match rate per prompt of sampled continuations under `hooks`.
-pub fn regex_rates(
+/// Per prompt, over `m.samples` sampled continuations under `hooks`: the fraction that
+/// match the regex, and the probe's mean score over the generated tokens.
+#[allow(clippy::type_complexity)]
+pub fn sampled_metrics(
     model: &Model,
     prompts: &[Vec<u32>],
     hooks: &Hooks,
-    m: &RegexMetric,
+    m: &SampledMetrics,
     seed: u64,
-) -> Result<Vec<f64>> {
+) -> Result<(Option<Vec<f64>>, Option<Vec<f64>>)> {
+    let k = m.samples.max(1);
     let mut rows = Vec::new();
     for p in prompts {
-        for _ in 0..m.samples.max(1) {
+        for _ in 0..k {
             rows.push(p.clone());
         }
     }
@@ -221,18 +234,53 @@ pub fn regex_rates(
         },
         stop_tokens: model.tokenizer.info.stop_tokens.clone(),
     };
-    let mut texts = Vec::new();
+    let mut hooks = hooks.clone();
+    let point = match &m.probe {
+        Some(p) => {
+            let point = p.hook_point(model)?;
+            hooks.capture(point);
+            Some(point)
+        }
+        None => None,
+    };
+    let (mut matched, mut scores) = (Vec::new(), Vec::new());
     for chunk in rows.chunks(32) {
-        let g = generate(&model.transformer, chunk, &opts, hooks, |_, _| {})?;
-        for toks in &g.tokens {
-            texts.push(model.tokenizer.decode(toks)?);
+        let g = generate(&model.transformer, chunk, &opts, &hooks, |_, _| {})?;
+        for (r, toks) in g.tokens.iter().enumerate() {
+            if let Some(re) = &m.regex {
+                matched.push(f64::from(u8::from(
+                    re.is_match(&model.tokenizer.decode(toks)?),
+                )));
+            }
+            if let (Some(p), Some(point)) = (&m.probe, point) {
+                // Activations of the generated tokens that were fed back (all but the last).
+                let acts = g.cache.get_row(point, r)?;
+                let from = chunk[r].len().min(acts.dim(0)?);
+                let gen = acts.narrow(0, from, acts.dim(0)? - from)?;
+                let s: Vec<f64> = if gen.dim(0)? == 0 {
+                    Vec::new()
+                } else {
+                    p.score_rows(&gen)?
+                        .into_iter()
+                        .map(|x| p.probability(x).unwrap_or(x))
+                        .collect()
+                };
+                scores.push(if s.is_empty() { f64::NAN } else { mean(&s) });
+            }
         }
     }
-    let k = m.samples.max(1);
-    Ok(texts
-        .chunks(k)
-        .map(|c| c.iter().filter(|t| m.pattern.is_match(t)).count() as f64 / k as f64)
-        .collect())
+    let per_prompt = |v: Vec<f64>| -> Vec<f64> {
+        v.chunks(k)
+            .map(|c| {
+                let ok: Vec<f64> = c.iter().copied().filter(|x| x.is_finite()).collect();
+                mean(&ok)
+            })
+            .collect()
+    };
+    Ok((
+        m.regex.as_ref().map(|_| per_prompt(matched)),
+        m.probe.as_ref().map(|_| per_prompt(scores)),
+    ))
 }
 
 /// KL(p || q) per row for log-probabilities `[n, vocab]`.
@@ -287,6 +335,7 @@ struct Measured {
     kl: f64,
     dnll: Option<f64>,
     regex: Option<Vec<f64>>,
+    probe: Option<Vec<f64>>,
 }
 
 fn measure(
@@ -307,15 +356,16 @@ fn measure(
         (Some(ids), Some(b)) => Some(nll(model, ids, hooks)? - b),
         _ => None,
     };
-    let regex = match &opts.regex {
-        Some(m) => Some(regex_rates(model, prompts, hooks, m, opts.seed)?),
-        None => None,
+    let (regex, probe) = match &opts.sampled {
+        Some(m) => sampled_metrics(model, prompts, hooks, m, opts.seed)?,
+        None => (None, None),
     };
     Ok(Measured {
         values,
         kl,
         dnll,
         regex,
+        probe,
     })
 }
 
@@ -375,6 +425,8 @@ pub fn sweep(
                     dnll: m.dnll,
                     regex_rate: m.regex.as_ref().map(|r| mean(r)),
                     regex_ci: m.regex.as_ref().map(|r| bootstrap_ci(r, 1000, seed)),
+                    probe_score: m.probe.as_ref().map(|r| mean(r)),
+                    probe_ci: m.probe.as_ref().map(|r| bootstrap_ci(r, 1000, seed)),
                 });
             }
         }
@@ -388,7 +440,17 @@ pub fn sweep(
         baseline_values: base.values,
         baseline_nll: base_nll,
         baseline_regex: base.regex.as_ref().map(|r| mean(r)),
-        regex: opts.regex.as_ref().map(|m| m.pattern.as_str().to_string()),
+        baseline_probe: base.probe.as_ref().map(|r| mean(r)),
+        regex: opts
+            .sampled
+            .as_ref()
+            .and_then(|m| m.regex.as_ref())
+            .map(|r| r.as_str().to_string()),
+        probe: opts
+            .sampled
+            .as_ref()
+            .and_then(|m| m.probe.as_ref())
+            .map(|p| format!("{} {} ({})", p.meta.method, p.meta.hook, p.meta.dataset)),
         points,
     })
 }
@@ -407,6 +469,9 @@ impl Sweep {
         if let (Some(r), Some(p)) = (self.baseline_regex, &self.regex) {
             s.push_str(&format!("; /{p}/ rate {r:.2}"));
         }
+        if let (Some(r), Some(p)) = (self.baseline_probe, &self.probe) {
+            s.push_str(&format!("; probe {p} score {r:.3}"));
+        }
         s.push('\n');
         let extra = |p: &Point| {
             let mut e = String::new();
@@ -415,6 +480,9 @@ impl Sweep {
             }
             if let (Some(r), Some((a, b))) = (p.regex_rate, p.regex_ci) {
                 e.push_str(&format!(" rate {r:.2} [{a:.2}, {b:.2}]"));
+            }
+            if let (Some(r), Some((a, b))) = (p.probe_score, p.probe_ci) {
+                e.push_str(&format!(" probe {r:.3} [{a:.3}, {b:.3}]"));
             }
             e
         };

@@ -434,7 +434,7 @@ fn sweeps_report_baseline_at_zero_and_norm_matched_controls() {
 
 #[test]
 fn sweep_measures_reference_nll_and_regex_rates() {
-    use pragma_methods::sweep::{nll, regex_rates, sweep, RegexMetric, SweepOptions};
+    use pragma_methods::sweep::{nll, sampled_metrics, sweep, SampledMetrics, SweepOptions};
     let d = tempfile::tempdir().expect("tmp");
     let m = tiny(d.path());
     let v = train(
@@ -459,13 +459,14 @@ fn sweep_measures_reference_nll_and_regex_rates() {
     assert!(base.is_finite() && base > 1.0, "{base}");
     let mut opts = SweepOptions::new("y|Y", "n|N", 1);
     opts.reference = Some(reference.clone());
-    let always = RegexMetric {
-        pattern: regex::Regex::new("").expect("re"),
+    let always = SampledMetrics {
+        regex: Some(regex::Regex::new("").expect("re")),
+        probe: None,
         samples: 2,
         max_tokens: 4,
         temperature: 1.0,
     };
-    opts.regex = Some(always.clone());
+    opts.sampled = Some(always.clone());
     let s = sweep(&m, &v, &prompts, &[1], &[0.0, 5.0], &opts).expect("sweep");
     assert_eq!(s.baseline_nll, Some(base));
     assert_eq!(
@@ -486,12 +487,66 @@ fn sweep_measures_reference_nll_and_regex_rates() {
     );
     assert!(s.table().contains("dNLL"));
     // A pattern that cannot occur in the tiny vocabulary's text.
-    let never = RegexMetric {
-        pattern: regex::Regex::new("ZZZZZZZZ").expect("re"),
+    let never = SampledMetrics {
+        regex: Some(regex::Regex::new("ZZZZZZZZ").expect("re")),
+        ..always.clone()
+    };
+    let (r, p) = sampled_metrics(&m, &prompts, &Hooks::new(), &never, 3).expect("rates");
+    assert_eq!((r, p), (Some(vec![0.0, 0.0]), None));
+    // A probe score: a constant logistic probe (w = 0, b = 2) scores sigmoid(2) everywhere;
+    // one along the steering direction scores higher when the vector is added.
+    let d_model = m.cfg().d_model;
+    let probe = |w: Vec<f32>, b: f32| pragma_methods::probe::Probe {
+        meta: pragma_methods::probe::ProbeMeta {
+            model: "tiny".into(),
+            model_sha256: None,
+            d_model,
+            hook: "blocks.1.hook_resid_post".into(),
+            position: Position::Last,
+            method: "logistic".into(),
+            c: Some(1.0),
+            dataset: "t".into(),
+            dataset_sha256: "x".into(),
+            classes: ["0".into(), "1".into()],
+            val_auroc: None,
+            test_auroc: 0.5,
+            test_auroc_ci: (0.5, 0.5),
+            test_accuracy: 0.5,
+            pragma_version: "0".into(),
+        },
+        w,
+        b,
+    };
+    let constant = SampledMetrics {
+        regex: None,
+        probe: Some(probe(vec![0.0; d_model], 2.0)),
+        ..always.clone()
+    };
+    let (_, p) = sampled_metrics(&m, &prompts, &Hooks::new(), &constant, 3).expect("probe");
+    let want = 1.0 / (1.0 + (-2.0f64).exp());
+    assert!(p.expect("scores").iter().all(|s| (s - want).abs() < 1e-6));
+    let dir: Vec<f32> = v.directions[0].to_vec1().expect("dir");
+    let n2: f32 = dir.iter().map(|x| x * x).sum();
+    let along = SampledMetrics {
+        regex: None,
+        probe: Some(probe(dir.iter().map(|x| x / n2).collect(), 0.0)),
         ..always
     };
-    let r = regex_rates(&m, &prompts, &Hooks::new(), &never, 3).expect("rates");
-    assert_eq!(r, vec![0.0, 0.0]);
+    let mut opts = SweepOptions::new("y|Y", "n|N", 1);
+    opts.sampled = Some(along);
+    let s = sweep(&m, &v, &prompts, &[1], &[-8.0, 8.0], &opts).expect("sweep");
+    let at = |x: f32| {
+        s.points
+            .iter()
+            .find(|p| p.scale == x && !p.control)
+            .expect("pt")
+            .probe_score
+            .expect("probe")
+    };
+    assert!(
+        at(8.0) > s.baseline_probe.expect("base") && s.baseline_probe.expect("base") > at(-8.0)
+    );
+    assert!(s.table().contains("probe"));
     // Answer sets that overlap are refused.
     let e = sweep(
         &m,
