@@ -67,6 +67,13 @@ pub struct TrainArgs {
     /// Reuse activations saved by an earlier run's --save-features (same data, hooks, position).
     #[arg(long)]
     features: Option<PathBuf>,
+    /// Read the activations from an activation store made from this dataset
+    /// (`pragma cache MODEL --data D.jsonl --hooks ... --bos`, one document per line, in
+    /// order), pooled per document at --position (last or mean), instead of running the
+    /// model. Use --bos when caching to get the activations probe train computes itself
+    /// (BOS first; the BOS position is never pooled).
+    #[arg(long, conflicts_with = "features")]
+    store: Option<PathBuf>,
     /// Save the activations to OUT/features.safetensors (float32; readable from numpy).
     #[arg(long)]
     save_features: bool,
@@ -212,6 +219,66 @@ fn load_features(path: &Path, want: &FeatureMeta) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+/// Per-document activations from an activation store made from the same dataset.
+fn store_features(
+    model: &Model,
+    dir: &Path,
+    ds: &Dataset,
+    site: &str,
+    layers: &[usize],
+    position: Position,
+) -> Result<Vec<Tensor>> {
+    let store = pragma_store::reader::Store::open(dir)?;
+    let sha = pragma_store::writer::model_sha256(model)?;
+    let pool = match position {
+        Position::Last => pragma_store::reader::Pool::Last,
+        Position::Mean => pragma_store::reader::Pool::Mean,
+        Position::Answer => {
+            bail!("--store: position 'answer' is for steering pairs; use last or mean")
+        }
+    };
+    if !store.manifest.complete {
+        bail!(
+            "--store {}: the store is incomplete ({} documents cached); finish it with the same `pragma cache` command",
+            dir.display(),
+            store.manifest.n_docs_done
+        );
+    }
+    if store.manifest.split_docs + store.manifest.truncated_docs > 0 {
+        bail!(
+            "--store {}: {} documents were split or truncated to the store's context; a probe needs whole texts",
+            dir.display(),
+            store.manifest.split_docs + store.manifest.truncated_docs
+        );
+    }
+    let skip = usize::from(store.manifest.settings.bos.is_some());
+    if store.manifest.settings.bos.is_none() && model.tokenizer.info.bos.is_some() {
+        eprintln!(
+            "note: {} was cached without a BOS token; `probe train` without --store puts BOS first, \
+             so these activations differ from its own (cache with --bos to match)",
+            dir.display()
+        );
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for l in layers {
+        let hook = format!("blocks.{l}.{site}");
+        store.require(&hook, model.cfg().d_model, Some(&sha))?;
+        let (docs, x) = store.pooled(&hook, pool, skip)?;
+        let want: Vec<u32> = (0..ds.examples.len() as u32).collect();
+        if docs != want {
+            bail!(
+                "--store {}: it holds {} documents, the dataset has {} examples; make the store from this dataset (pragma cache --data {})",
+                dir.display(),
+                docs.len(),
+                ds.examples.len(),
+                ds.name
+            );
+        }
+        out.push(x);
+    }
+    Ok(out)
+}
+
 /// Site and layers named by a hook pattern (one residual-width site, per layer).
 fn site_layers(pattern: &str, n_layers: usize) -> Result<(String, Vec<usize>)> {
     let points = HookPoint::resolve_pattern(pattern, n_layers)?;
@@ -290,9 +357,10 @@ fn train(a: TrainArgs) -> Result<()> {
         labels: ds.examples.iter().map(|e| e.label).collect(),
     };
     let t = std::time::Instant::now();
-    let feats = match &a.features {
-        Some(p) => load_features(p, &fmeta)?,
-        None => {
+    let feats = match (&a.features, &a.store) {
+        (Some(p), _) => load_features(p, &fmeta)?,
+        (None, Some(dir)) => store_features(&model, dir, &ds, &site, &fmeta.layers, position)?,
+        (None, None) => {
             let bar = ProgressBar::new(ds.examples.len() as u64);
             bar.set_style(
                 ProgressStyle::with_template(

@@ -94,6 +94,78 @@ fn train_score_and_monitor() {
         serde_json::from_str(&std::fs::read_to_string(out2.join("results.json")).expect("r"))
             .expect("json");
     assert_eq!(results["layers"], r2["layers"]);
+    // Activations from a store cached from the same dataset give the same probes.
+    let store = d.path().join("store");
+    let (ok, _, err) = pragma(&[
+        "cache",
+        m,
+        "--data",
+        data.to_str().expect("d"),
+        "--hooks",
+        "blocks.*.hook_resid_post",
+        "--dtype",
+        "f32",
+        "--ctx",
+        "64",
+        "--out",
+        store.to_str().expect("s"),
+    ]);
+    assert!(ok, "{err}");
+    let out3 = d.path().join("run3");
+    let (ok, _, err) = pragma(&[
+        "probe",
+        "train",
+        m,
+        "--data",
+        data.to_str().expect("d"),
+        "--out",
+        out3.to_str().expect("o"),
+        "--yes",
+        "y",
+        "--no",
+        "n",
+        "--bootstrap",
+        "100",
+        "--store",
+        store.to_str().expect("s"),
+    ]);
+    assert!(ok, "{err}");
+    let r3: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out3.join("results.json")).expect("r"))
+            .expect("json");
+    for (a, b) in results["layers"]
+        .as_array()
+        .expect("l")
+        .iter()
+        .zip(r3["layers"].as_array().expect("l"))
+    {
+        let (x, y) = (
+            a["logistic"]["test_auroc"].as_f64().expect("a"),
+            b["logistic"]["test_auroc"].as_f64().expect("b"),
+        );
+        assert!(
+            (x - y).abs() < 0.02,
+            "store vs direct activations: {x} vs {y}"
+        );
+    }
+    // A store of another dataset is refused.
+    let other = d.path().join("other.jsonl");
+    std::fs::write(&other, toy(30)).expect("w");
+    let (ok, _, err) = pragma(&[
+        "probe",
+        "train",
+        m,
+        "--data",
+        other.to_str().expect("d"),
+        "--out",
+        out3.to_str().expect("o"),
+        "--store",
+        store.to_str().expect("s"),
+    ]);
+    assert!(
+        !ok && err.contains("it holds 40 documents, the dataset has 30"),
+        "{err}"
+    );
     // Features from another position are refused.
     let (ok, _, err) = pragma(&[
         "probe",
