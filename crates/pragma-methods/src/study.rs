@@ -315,14 +315,12 @@ pub fn run(
         rep_lo_eval.clone(),
         Some(0.0),
     );
-    let (lo, _) = answers.score(model, &rep_eval, &steer)?;
-    let arms_last_logodds = lo.clone();
+    let (lo_steer, _) = answers.score(model, &rep_eval, &steer)?;
     arm(
         &format!("steered: vector x {} at layer {}", best.1, best.0),
-        lo,
+        lo_steer.clone(),
         Some(nll(model, &reference, &steer)? - base_nll),
     );
-    let lo_steer = arms_last_logodds.clone();
     let (lo, _) = answers.score(model, &rep_eval, &control)?;
     let vs_control: Vec<f64> = lo_steer.iter().zip(&lo).map(|(a, b)| a - b).collect();
     arm(

@@ -332,6 +332,8 @@ fn layer_index(vector: &SteeringVector, layer: usize) -> Result<usize> {
 /// Every metric of one hook set against the unsteered references.
 struct Measured {
     values: Vec<f64>,
+    /// Answer-position log-probabilities `[n, vocab]` (the KL reference for the grid).
+    lp: Tensor,
     kl: f64,
     dnll: Option<f64>,
     regex: Option<Vec<f64>>,
@@ -362,6 +364,7 @@ fn measure(
     };
     Ok(Measured {
         values,
+        lp,
         kl,
         dnll,
         regex,
@@ -391,7 +394,7 @@ pub fn sweep(
         None => None,
     };
     let base = measure(model, prompts, &none, &answers, None, None, opts)?;
-    let base_lp = last_logprobs(model, prompts, &none)?;
+    let base_lp = &base.lp;
     let seed = opts.seed;
     let mut points = Vec::new();
     for &layer in layers {
@@ -410,7 +413,7 @@ pub fn sweep(
                     prompts,
                     &hooks,
                     &answers,
-                    Some(&base_lp),
+                    Some(base_lp),
                     base_nll,
                     opts,
                 )?;
