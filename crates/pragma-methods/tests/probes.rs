@@ -3,19 +3,14 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use pragma_methods::probe::*;
 use pragma_methods::steering::Position;
-use pragma_model::hooks::{HookPoint, Hooks};
-use pragma_model::llama::{Batch, Logits};
-use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::hooks::HookPoint;
+use pragma_model::testing::{capture_one, tiny_model};
 use pragma_model::{Arch, Model};
 
 fn tiny(dir: &Path) -> Model {
-    let cfg = tiny_config(Arch::Llama);
-    let p = dir.join("tiny.gguf");
-    write_gguf(&p, &cfg, &tiny_weights(&cfg, 5).expect("w"), GgmlDType::F32).expect("gguf");
-    Model::load(p.to_str().expect("utf8"), &mut |_| {}).expect("load")
+    tiny_model(dir, Arch::Llama, 5).expect("tiny model")
 }
 
 fn write(dir: &Path, name: &str, lines: &[String]) -> std::path::PathBuf {
@@ -201,17 +196,7 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
     // Per-token scores: the last row of a text's activations gives the text's score.
     let point = p.hook_point(&m).expect("point");
     let ids = pragma_methods::steering::side_ids(&m, &ds.examples[0].input).expect("ids");
-    let mut h = Hooks::new();
-    h.capture(point);
-    let (_, c) = m
-        .transformer
-        .forward(
-            &Batch::single(&ids, m.device()).expect("b"),
-            &h,
-            Logits::None,
-        )
-        .expect("fwd");
-    let rows = c.get_row(point, 0).expect("row");
+    let rows = capture_one(&m, &ids, point).expect("capture");
     let per_token = p
         .score_rows(&rows.narrow(0, 1, ids.len() - 1).expect("n"))
         .expect("s");

@@ -3,47 +3,24 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{Tensor, D};
 use pragma_methods::steering::*;
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
-use pragma_model::testing::max_abs;
-use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::testing::{capture_one, max_abs, tiny_model};
 use pragma_model::{Arch, Model};
 
 fn tiny(dir: &Path) -> Model {
-    let cfg = tiny_config(Arch::Llama);
-    let p = dir.join("tiny.gguf");
-    write_gguf(
-        &p,
-        &cfg,
-        &tiny_weights(&cfg, 11).expect("w"),
-        GgmlDType::F32,
-    )
-    .expect("gguf");
-    Model::load(p.to_str().expect("utf8"), &mut |_| {}).expect("load")
+    tiny_model(dir, Arch::Llama, 11).expect("tiny model")
 }
 
 /// resid_post at `layer`, last token, for BOS + text (computed directly).
 fn last_resid(m: &Model, text: &str, layer: usize) -> Tensor {
     let mut ids = vec![m.tokenizer.info.bos.expect("bos")];
     ids.extend(m.tokenizer.encode(text, false).expect("enc"));
-    let mut h = Hooks::new();
-    h.capture(HookPoint::ResidPost(layer));
-    let (_, c) = m
-        .transformer
-        .forward(
-            &Batch::single(&ids, m.device()).expect("b"),
-            &h,
-            Logits::None,
-        )
-        .expect("fwd");
-    c.get(HookPoint::ResidPost(layer))
-        .expect("c")
-        .get(0)
-        .expect("r")
+    capture_one(m, &ids, HookPoint::ResidPost(layer))
+        .expect("capture")
         .get(ids.len() - 1)
         .expect("last")
 }
@@ -643,17 +620,7 @@ fn ab_answer_form_reads_the_answer_tokens() {
         ids.extend(m.tokenizer.encode(prompt, false).expect("enc"));
         let start = ids.len();
         ids.extend(m.tokenizer.encode(answer, false).expect("enc"));
-        let mut h = Hooks::new();
-        h.capture(HookPoint::ResidPost(layer));
-        let (_, c) = m
-            .transformer
-            .forward(
-                &Batch::single(&ids, m.device()).expect("b"),
-                &h,
-                Logits::None,
-            )
-            .expect("fwd");
-        let r = c.get_row(HookPoint::ResidPost(layer), 0).expect("row");
+        let r = capture_one(&m, &ids, HookPoint::ResidPost(layer)).expect("capture");
         r.narrow(0, start, ids.len() - start)
             .expect("n")
             .mean(0)

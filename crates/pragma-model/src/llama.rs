@@ -481,6 +481,19 @@ impl Transformer {
         } else {
             last_layer
         };
+        // One decoded token of one sequence: the RoPE angles on the host, once per step,
+        // for the fused blocks (the same f32 values as the tensors).
+        let rope_host = if ids.dims2()? == (1, 1) {
+            Some((
+                cos.flatten_all()?.to_vec1::<f32>()?,
+                sin.flatten_all()?.to_vec1::<f32>()?,
+            ))
+        } else {
+            None
+        };
+        let rope_host = rope_host
+            .as_ref()
+            .map(|(c, s)| (c.as_slice(), s.as_slice()));
         for (i, blk) in self.blocks.iter().enumerate().take(run_layers) {
             x = self.block_forward(
                 i,
@@ -490,6 +503,7 @@ impl Transformer {
                 &cos,
                 &sin,
                 mask.as_ref(),
+                rope_host,
                 kv,
                 hooks,
                 cache,
@@ -536,6 +550,7 @@ impl Transformer {
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
+        rope_host: Option<(&[f32], &[f32])>,
         kv: &mut KvCache,
         hooks: &Hooks,
         cache: &mut Cache,
@@ -545,7 +560,9 @@ impl Transformer {
         let eps = cfg.rms_norm_eps as f32;
         let (b, t, _) = x.dims3()?;
         if b == 1 && t == 1 && uq && Self::can_fuse(i, blk, hooks) {
-            return self.block_decode(i, blk, x, info, kv, hooks, cache);
+            if let Some(rope) = rope_host {
+                return self.block_decode(i, blk, x, info, rope, kv, hooks, cache);
+            }
         }
         let (h, hk, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let site = |p: HookPoint, x: Tensor, cache: &mut Cache| run_site(hooks, p, x, info, cache);
@@ -639,6 +656,7 @@ impl Transformer {
         blk: &Block,
         x: Tensor,
         info: &SiteInfo,
+        rope: (&[f32], &[f32]),
         kv: &mut KvCache,
         hooks: &Hooks,
         cache: &mut Cache,
@@ -675,17 +693,9 @@ impl Transformer {
                 head.copy_from_slice(&n);
             }
         }
-        let pos = info.offset.saturating_sub(info.pad[0]) as f64;
-        let (cos, sin): (Vec<f32>, Vec<f32>) = self
-            .inv_freq
-            .iter()
-            .map(|fr| {
-                let a = pos * fr;
-                (a.cos() as f32, a.sin() as f32)
-            })
-            .unzip();
+        let (cos, sin) = rope;
         for head in q.chunks_exact_mut(dh).chain(k.chunks_exact_mut(dh)) {
-            rope_rotate_half(head, &cos, &sin);
+            rope_rotate_half(head, cos, sin);
         }
         let kt = Tensor::from_vec(k.to_vec(), (1, hk, 1, dh), &self.device)?;
         let vt = Tensor::from_vec(v.to_vec(), (1, hk, 1, dh), &self.device)?;

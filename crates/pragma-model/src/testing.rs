@@ -331,6 +331,29 @@ fn gguf_name(hf: &str) -> String {
 }
 
 /// Largest absolute value of a tensor (f32), for tolerance checks.
+/// A tiny random model of `arch` written as an f32 GGUF at `dir/tiny.gguf` and loaded.
+pub fn tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<crate::Model> {
+    let cfg = tiny_config(arch);
+    let p = dir.join("tiny.gguf");
+    write_gguf(&p, &cfg, &tiny_weights(&cfg, seed)?, GgmlDType::F32)?;
+    crate::Model::load(&p.to_string_lossy(), &mut |_| {})
+}
+
+/// One hook's activations for a single token sequence, `[t, ...]`, from a plain forward.
+pub fn capture_one(
+    model: &crate::Model,
+    ids: &[u32],
+    point: crate::hooks::HookPoint,
+) -> Result<Tensor> {
+    let mut hooks = crate::hooks::Hooks::new();
+    hooks.capture(point);
+    let batch = crate::llama::Batch::single(ids, model.device())?;
+    let (_, cache) = model
+        .transformer
+        .forward(&batch, &hooks, crate::llama::Logits::None)?;
+    cache.get_row(point, 0)
+}
+
 pub fn max_abs(t: &Tensor) -> f32 {
     t.to_dtype(candle_core::DType::F32)
         .and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())

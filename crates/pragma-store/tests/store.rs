@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Tensor};
-use pragma_model::hooks::{HookPoint, Hooks};
-use pragma_model::llama::{Batch, Logits};
-use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::hooks::HookPoint;
+use pragma_model::testing::{capture_one, tiny_config, tiny_weights, write_gguf};
 use pragma_model::{Arch, Model};
 use pragma_store::corpus::{Format, TextSplit};
 use pragma_store::manifest::LongDocs;
@@ -74,21 +73,7 @@ fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
     // Document 4 run alone gives the same resid_post.1 rows as the store holds.
     let text = "document 4 says the weather is cold today\nand line two of 4";
     let ids = m.tokenizer.encode(text, false).expect("enc");
-    let mut h = Hooks::new();
-    h.capture(HookPoint::ResidPost(1));
-    let (_, c) = m
-        .transformer
-        .forward(
-            &Batch::single(&ids, m.device()).expect("b"),
-            &h,
-            Logits::None,
-        )
-        .expect("fwd");
-    let direct = c
-        .get(HookPoint::ResidPost(1))
-        .expect("c")
-        .get(0)
-        .expect("row");
+    let direct = capture_one(&m, &ids, HookPoint::ResidPost(1)).expect("capture");
     let rows: Vec<u64> = (0..table.doc.len())
         .filter(|&i| table.doc[i] == 4)
         .map(|i| i as u64)
