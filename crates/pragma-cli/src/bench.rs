@@ -130,7 +130,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             ctx: 128,
             batch: 8,
             dtype: candle_core::DType::F16,
-            bos: false,
+            input: pragma_model::input::InputRule {
+                bos: false,
+                parse_special: false,
+            },
             long_docs: pragma_store::manifest::LongDocs::Truncate,
             max_tokens: Some(a.cache_tokens),
             shard_tokens: None,

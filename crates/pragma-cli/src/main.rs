@@ -9,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod input_args;
 mod probe_cmd;
 mod steer_cmd;
 mod store_cmd;
@@ -23,9 +24,12 @@ use candle_core::{DType, Tensor};
 use clap::{Args, Parser, Subcommand};
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
+use pragma_model::input::{InputRule, ModelInput, Prompt};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::tokenizer::ChatMessage;
 use pragma_model::{Model, DEFAULT_MODEL};
+
+use input_args::InputArgs;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +55,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Run a prompt and save chosen activations (and logits) to a safetensors file.
     Trace(TraceArgs),
+    /// Show how a prompt becomes token ids: every id with its text, special tokens
+    /// marked, built exactly as generate, trace, cache, steering and probes build input.
+    Tokenize(TokenizeArgs),
     /// Load the default model, list its hook points, and answer a chat prompt with and
     /// without an intervention: the README's first command.
     Demo(DemoArgs),
@@ -90,6 +97,8 @@ struct PromptArgs {
     /// System message for --chat (default: the template's own).
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Args, Clone)]
@@ -179,6 +188,17 @@ struct TraceArgs {
 }
 
 #[derive(Args)]
+struct TokenizeArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Print JSON: ids, per-token text and vocabulary piece, special flags, the rule.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     #[arg(default_value = DEFAULT_MODEL)]
     model: String,
@@ -190,6 +210,7 @@ fn main() -> ExitCode {
         Command::Info(a) => cmd_info(a),
         Command::Generate(a) => cmd_generate(a),
         Command::Trace(a) => cmd_trace(a),
+        Command::Tokenize(a) => cmd_tokenize(a),
         Command::Demo(a) => cmd_demo(a),
         Command::Cache(a) => store_cmd::cmd_cache(a),
         Command::Store(c) => store_cmd::cmd_store(c),
@@ -301,26 +322,26 @@ fn print_info(model: &Model) {
     );
 }
 
-/// The prompt as token ids, chat-templated if asked.
-fn prompt_ids(model: &Model, p: &PromptArgs) -> Result<Vec<u32>> {
-    let text = if p.chat {
-        let mut msgs = Vec::new();
-        if let Some(s) = &p.system {
-            msgs.push(ChatMessage::new("system", s));
-        }
-        msgs.push(ChatMessage::new("user", &p.prompt));
-        model.tokenizer.apply_chat_template(&msgs, true)?
+/// The prompt as model input (chat-templated if asked), built under `rule`.
+fn prompt_input(model: &Model, p: &PromptArgs, rule: InputRule) -> Result<ModelInput> {
+    let mut msgs = Vec::new();
+    if let Some(s) = &p.system {
+        msgs.push(ChatMessage::new("system", s));
+    }
+    msgs.push(ChatMessage::new("user", &p.prompt));
+    let prompt = if p.chat {
+        Prompt::chat(&msgs)
     } else {
-        p.prompt.clone()
+        Prompt::Text(&p.prompt)
     };
-    let ids = model.tokenizer.encode_prompt(&text)?;
-    if ids.is_empty() {
+    let input = model.tokenizer.build_input(&prompt, rule)?;
+    if input.ids.is_empty() {
         bail!("the prompt is empty: expected at least one token");
     }
-    Ok(ids)
+    Ok(input)
 }
 
-fn build_hooks(model: &Model, iv: &InterventionArgs) -> Result<Hooks> {
+fn build_hooks(model: &Model, iv: &InterventionArgs, rule: InputRule) -> Result<Hooks> {
     let n = model.cfg().n_layers;
     let positions = Positions::parse(&iv.positions)?;
     let mut hooks = Hooks::new();
@@ -332,19 +353,24 @@ fn build_hooks(model: &Model, iv: &InterventionArgs) -> Result<Hooks> {
     if let Some(pos_text) = &iv.actadd {
         let layer = HookPoint::parse(&format!("blocks.{}.hook_resid_post", iv.actadd_layer), n)?;
         let neg = iv.actadd_neg.as_deref().unwrap_or_default();
-        let vec = actadd_vector(model, layer, pos_text, neg)?;
+        let vec = actadd_vector(model, layer, pos_text, neg, rule)?;
         hooks.add(layer, vec, iv.actadd_scale, positions);
     }
     Ok(hooks)
 }
 
 /// Residual at `point` for the last token of `pos` minus that of `neg`: `[d_model]`.
-fn actadd_vector(model: &Model, point: HookPoint, pos: &str, neg: &str) -> Result<Tensor> {
+fn actadd_vector(
+    model: &Model,
+    point: HookPoint,
+    pos: &str,
+    neg: &str,
+    rule: InputRule,
+) -> Result<Tensor> {
     let last = |text: &str| -> Result<Tensor> {
-        // Position 0 is an attention sink with outsized activations: read the text
-        // after a leading BOS so its last token is an ordinary position.
-        let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
-        ids.extend(model.tokenizer.encode(text, true)?);
+        // Built like the prompt it steers (by default BOS first, so the text's last token
+        // is not the attention-sink position 0).
+        let ids = model.tokenizer.build_input(&Prompt::Text(text), rule)?.ids;
         if ids.is_empty() {
             bail!("--actadd text is empty");
         }
@@ -421,10 +447,17 @@ fn run_generation(
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let model = load(&a.model)?;
-    let ids = prompt_ids(&model, &a.prompt)?;
+    // Vectors and probes were made from inputs built one way: build this prompt the same way.
+    let mut artifacts = steer_cmd::vector_rules(&a.steer)?;
+    for path in &a.monitors {
+        let p = pragma_methods::probe::Probe::load(path)?;
+        artifacts.push((path.display().to_string(), p.meta.input));
+    }
+    let rule = a.prompt.input.rule(&model, &artifacts)?;
+    let ids = prompt_input(&model, &a.prompt, rule)?.ids;
     let opts = sampling(&a.sampling, &model);
     opts.sampling.validate()?;
-    let mut hooks = build_hooks(&model, &a.intervention)?;
+    let mut hooks = build_hooks(&model, &a.intervention, rule)?;
     hooks.extend(&steer_cmd::steering_hooks(
         &model,
         &a.steer,
@@ -457,7 +490,8 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 
 fn cmd_trace(a: TraceArgs) -> Result<()> {
     let model = load(&a.model)?;
-    let ids = prompt_ids(&model, &a.prompt)?;
+    let rule = a.prompt.input.rule(&model, &[])?;
+    let ids = prompt_input(&model, &a.prompt, rule)?.ids;
     let points = HookPoint::resolve_pattern(&a.hooks, model.cfg().n_layers)?;
     let mut hooks = Hooks::new();
     for p in &points {
@@ -479,6 +513,7 @@ fn cmd_trace(a: TraceArgs) -> Result<()> {
     meta.insert("model".into(), model.info.path.display().to_string());
     meta.insert("prompt".into(), a.prompt.prompt.clone());
     meta.insert("chat".into(), a.prompt.chat.to_string());
+    meta.insert("input_rule".into(), serde_json::to_string(&rule)?);
     meta.insert(
         "token_strs".into(),
         serde_json::to_string(
@@ -496,6 +531,48 @@ fn cmd_trace(a: TraceArgs) -> Result<()> {
     );
     for (name, t) in &tensors {
         println!("  {name:<34} {:?}", t.dims());
+    }
+    Ok(())
+}
+
+fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let rule = a.prompt.input.rule(&model, &[])?;
+    let input = prompt_input(&model, &a.prompt, rule)?;
+    let tk = &model.tokenizer;
+    let rows: Vec<(u32, String, String, bool)> = input
+        .ids
+        .iter()
+        .map(|&id| {
+            (
+                id,
+                tk.token_str(id),
+                tk.piece(id).unwrap_or_default(),
+                tk.is_special(id),
+            )
+        })
+        .collect();
+    if a.json {
+        let v = serde_json::json!({
+            "ids": input.ids,
+            "tokens": rows.iter().map(|(id, text, piece, special)| serde_json::json!({
+                "id": id, "text": text, "piece": piece, "special": special,
+            })).collect::<Vec<_>>(),
+            "n_tokens": input.ids.len(),
+            "text": input.text,
+            "chat": a.prompt.chat,
+            "rule": rule,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} tokens ({})", input.ids.len(), rule.describe());
+    for (k, (id, text, _, special)) in rows.iter().enumerate() {
+        let shown = format!("{text:?}");
+        println!(
+            "{k:>5}  {id:>7}  {shown}{}",
+            if *special { "  [special]" } else { "" }
+        );
     }
     Ok(())
 }
@@ -520,8 +597,10 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         prompt: "Write one sentence about your favourite place.".into(),
         chat: true,
         system: None,
+        input: InputArgs::default(),
     };
-    let ids = prompt_ids(&model, &prompt)?;
+    let rule = prompt.input.rule(&model, &[])?;
+    let ids = prompt_input(&model, &prompt, rule)?.ids;
     let opts = GenerateOptions {
         max_tokens: 48,
         sampling: Sampling::default(),
@@ -543,7 +622,7 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         "\n--- with an intervention: add 0.3 x (resid('...about the ocean') - resid('...about the')) \
          at blocks.12.hook_resid_post, positions from:1 ---"
     );
-    let hooks = build_hooks(&model, &iv)?;
+    let hooks = build_hooks(&model, &iv, rule)?;
     run_generation(&model, &ids, &opts, &hooks)?;
     println!(
         "\nTry: pragma generate --chat --prompt '...' --actadd 'I love this' --actadd-neg 'I hate this' \

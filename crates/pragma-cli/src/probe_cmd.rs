@@ -12,7 +12,10 @@ use pragma_methods::probe::{self, Dataset, Probe, ProbeConfig};
 use pragma_methods::steering::{side_ids, Position, Side};
 use pragma_model::hooks::{HookPoint, Hooks};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::input::InputRule;
 use pragma_model::{Model, DEFAULT_MODEL};
+
+use crate::input_args::InputArgs;
 use serde::Serialize;
 
 #[derive(Subcommand)]
@@ -68,15 +71,17 @@ pub struct TrainArgs {
     #[arg(long)]
     features: Option<PathBuf>,
     /// Read the activations from an activation store made from this dataset
-    /// (`pragma cache MODEL --data D.jsonl --hooks ... --bos`, one document per line, in
+    /// (`pragma cache MODEL --data D.jsonl --hooks ...`, one document per line, in
     /// order), pooled per document at --position (last or mean), instead of running the
-    /// model. Use --bos when caching to get the activations probe train computes itself
-    /// (BOS first; the BOS position is never pooled).
+    /// model. The probe records the store's input rule (BOS, control tokens); the BOS
+    /// position is never pooled.
     #[arg(long, conflicts_with = "features")]
     store: Option<PathBuf>,
     /// Save the activations to OUT/features.safetensors (float32; readable from numpy).
     #[arg(long)]
     save_features: bool,
+    #[command(flatten)]
+    input: InputArgs,
     /// Output folder.
     #[arg(long, short)]
     out: PathBuf,
@@ -98,6 +103,8 @@ pub struct ScoreArgs {
     /// Also write the per-token scores as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 /// Per-token monitor output.
@@ -141,6 +148,8 @@ struct FeatureMeta {
     layers: Vec<usize>,
     position: Position,
     labels: Vec<u8>,
+    #[serde(default)]
+    input: InputRule,
 }
 
 /// Activations per layer, `labels` and `split` (0 train, 1 validation, 2 test).
@@ -192,19 +201,21 @@ fn load_features(path: &Path, want: &FeatureMeta) -> Result<Vec<Tensor>> {
         })?;
     if &meta != want {
         bail!(
-            "{}: saved for dataset {} / model {} / site {} / layers {:?} / position {:?}, \
-             but this run wants dataset {} / model {} / site {} / layers {:?} / position {:?}",
+            "{}: saved for dataset {} / model {} / site {} / layers {:?} / position {:?} / input ({}), \
+             but this run wants dataset {} / model {} / site {} / layers {:?} / position {:?} / input ({})",
             path.display(),
             &meta.dataset_sha256[..12.min(meta.dataset_sha256.len())],
             meta.model,
             meta.site,
             meta.layers,
             meta.position,
+            meta.input.describe(),
             &want.dataset_sha256[..12.min(want.dataset_sha256.len())],
             want.model,
             want.site,
             want.layers,
-            want.position
+            want.position,
+            want.input.describe()
         );
     }
     let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
@@ -251,19 +262,12 @@ fn store_features(
             store.manifest.split_docs + store.manifest.truncated_docs
         );
     }
-    let skip = usize::from(store.manifest.settings.bos.is_some());
-    if store.manifest.settings.bos.is_none() && model.tokenizer.info.bos.is_some() {
-        eprintln!(
-            "note: {} was cached without a BOS token; `probe train` without --store puts BOS first, \
-             so these activations differ from its own (cache with --bos to match)",
-            dir.display()
-        );
-    }
+    let sink = model.tokenizer.info.bos;
     let mut out = Vec::with_capacity(layers.len());
     for l in layers {
         let hook = format!("blocks.{l}.{site}");
         store.require(&hook, model.cfg().d_model, Some(&sha))?;
-        let (docs, x) = store.pooled(&hook, pool, skip)?;
+        let (docs, x) = store.pooled(&hook, pool, sink)?;
         let want: Vec<u32> = (0..ds.examples.len() as u32).collect();
         if docs != want {
             bail!(
@@ -344,6 +348,16 @@ fn train(a: TrainArgs) -> Result<()> {
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
     let (site, layers) = site_layers(&a.hooks, model.cfg().n_layers)?;
     let position = Position::parse(&a.position)?;
+    let stored: Vec<(String, InputRule)> = match &a.store {
+        Some(dir) => vec![(
+            format!("store {}", dir.display()),
+            pragma_store::manifest::Manifest::read(dir)?
+                .settings
+                .input_rule(),
+        )],
+        None => vec![],
+    };
+    let input = a.input.rule(&model, &stored)?;
     let fmeta = FeatureMeta {
         dataset_sha256: ds.sha256.clone(),
         model: model
@@ -355,6 +369,7 @@ fn train(a: TrainArgs) -> Result<()> {
         layers: layers.clone(),
         position,
         labels: ds.examples.iter().map(|e| e.label).collect(),
+        input,
     };
     let t = std::time::Instant::now();
     let feats = match (&a.features, &a.store) {
@@ -368,7 +383,7 @@ fn train(a: TrainArgs) -> Result<()> {
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             );
-            let f = probe::features(&model, &ds, &site, &layers, position, &mut |d| {
+            let f = probe::features(&model, &ds, &site, &layers, position, input, &mut |d| {
                 bar.set_position(d as u64)
             })?;
             bar.finish_and_clear();
@@ -396,6 +411,7 @@ fn train(a: TrainArgs) -> Result<()> {
         question: a.question.clone().or(ds.question.clone()),
         yes: a.yes,
         no: a.no,
+        input,
     };
     let out = probe::sweep(&model, &ds, &feats, &cfg, features_seconds, &mut |m| {
         eprintln!("{m}")
@@ -437,9 +453,7 @@ pub fn monitor_scores(
     n_prompt: usize,
 ) -> Result<Monitor> {
     // The probe never saw the BOS/sink position: score from position 1 when there is a BOS.
-    let skip = usize::from(
-        model.tokenizer.info.bos.is_some() && ids.first() == model.tokenizer.info.bos.as_ref(),
-    );
+    let skip = pragma_methods::steering::sink_len(model, ids);
     let t = acts.dim(0)?;
     let rows = acts.narrow(0, skip, t - skip)?;
     let scores = probe.score_rows(&rows)?;
@@ -513,7 +527,10 @@ fn score(a: ScoreArgs) -> Result<()> {
     } else {
         Side::Text(a.text.clone())
     };
-    let ids = side_ids(&model, &side)?;
+    let rule = a
+        .input
+        .rule(&model, &[(a.probe.display().to_string(), p.meta.input)])?;
+    let ids = side_ids(&model, &side, rule)?;
     let mut hooks = Hooks::new();
     hooks.capture(point);
     let (_, cache) =

@@ -6,11 +6,15 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use pragma_methods::steering::llama_cpp;
 use pragma_methods::steering::{
-    read_pairs, sha256_file, train, Method, Operator, Position, SteeringVector,
+    read_pairs, sha256_file, side_ids, train, Method, Operator, Position, Side, SteeringVector,
+    TrainConfig,
 };
 use pragma_methods::sweep::{SampledMetrics, SweepOptions};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
+use pragma_model::input::InputRule;
 use pragma_model::{Model, DEFAULT_MODEL};
+
+use crate::input_args::InputArgs;
 
 #[derive(Subcommand)]
 pub enum SteerCommand {
@@ -72,6 +76,8 @@ pub struct TrainArgs {
     /// Site within each block to read and later steer.
     #[arg(long, default_value = "hook_resid_post")]
     site: String,
+    #[command(flatten)]
+    input: InputArgs,
     /// Output file (safetensors with provenance metadata).
     #[arg(long, short)]
     out: PathBuf,
@@ -128,6 +134,8 @@ pub struct SweepArgs {
     /// Seed of the random control vectors and the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    input: InputArgs,
     /// Output folder for sweep.json and sweep.svg.
     #[arg(long, short)]
     out: PathBuf,
@@ -180,6 +188,8 @@ pub struct StudyArgs {
     sample_tokens: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    input: InputArgs,
     /// Output folder.
     #[arg(long, short, default_value = "runs/eval-awareness")]
     out: PathBuf,
@@ -202,6 +212,8 @@ pub struct DemoArgs {
     at: Vec<String>,
     #[arg(long, default_value_t = 40)]
     max_tokens: usize,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 /// Comma-separated finite numbers.
@@ -261,6 +273,14 @@ pub fn parse_layers(spec: &str, n_layers: usize) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// The input rules of the `--steer` vectors, named by file, for [`InputArgs::rule`].
+pub fn vector_rules(a: &SteerArgs) -> Result<Vec<(String, InputRule)>> {
+    a.vectors
+        .iter()
+        .map(|p| Ok((p.display().to_string(), SteeringVector::load(p)?.meta.input)))
+        .collect()
+}
+
 /// Hooks for `--steer` flags.
 pub fn steering_hooks(model: &Model, a: &SteerArgs, positions: Positions) -> Result<Hooks> {
     let mut hooks = Hooks::new();
@@ -276,9 +296,14 @@ pub fn steering_hooks(model: &Model, a: &SteerArgs, positions: Positions) -> Res
     Ok(hooks)
 }
 
-/// Eval prompts from JSONL lines `{"prompt": "..."}`, as token ids (BOS first; wrapped as
-/// a user turn with the assistant header appended when `chat`).
-pub fn read_prompts(model: &Model, path: &std::path::Path, chat: bool) -> Result<Vec<Vec<u32>>> {
+/// Eval prompts from JSONL lines `{"prompt": "..."}`, as token ids (wrapped as a user
+/// turn with the assistant header appended when `chat`), built under `rule`.
+pub fn read_prompts(
+    model: &Model,
+    path: &std::path::Path,
+    chat: bool,
+    rule: InputRule,
+) -> Result<Vec<Vec<u32>>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut prompts = Vec::new();
@@ -296,7 +321,7 @@ pub fn read_prompts(model: &Model, path: &std::path::Path, chat: bool) -> Result
                 i + 1
             );
         };
-        prompts.push(prompt_ids(model, p, chat)?);
+        prompts.push(prompt_ids(model, p, chat, rule)?);
     }
     if prompts.is_empty() {
         bail!("{}: no prompts found", path.display());
@@ -304,23 +329,20 @@ pub fn read_prompts(model: &Model, path: &std::path::Path, chat: bool) -> Result
     Ok(prompts)
 }
 
-fn prompt_ids(model: &Model, p: &str, chat: bool) -> Result<Vec<u32>> {
-    let text = if chat {
-        let msgs = [pragma_model::tokenizer::ChatMessage::new("user", p)];
-        model.tokenizer.apply_chat_template(&msgs, true)?
+fn prompt_ids(model: &Model, p: &str, chat: bool, rule: InputRule) -> Result<Vec<u32>> {
+    let side = if chat {
+        Side::Chat(vec![pragma_model::tokenizer::ChatMessage::new("user", p)])
     } else {
-        p.to_string()
+        Side::Text(p.to_string())
     };
-    let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
-    ids.extend(model.tokenizer.encode(&text, chat)?);
-    Ok(ids)
+    Ok(side_ids(model, &side, rule)?)
 }
 
-/// A reference text file as token ids (BOS first), for the NLL coherence cost.
-pub fn read_reference(model: &Model, path: &std::path::Path) -> Result<Vec<u32>> {
+/// A reference text file as token ids, for the NLL coherence cost.
+pub fn read_reference(model: &Model, path: &std::path::Path, rule: InputRule) -> Result<Vec<u32>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let ids = prompt_ids(model, text.trim(), false)?;
+    let ids = prompt_ids(model, text.trim(), false, rule)?;
     if ids.len() < 3 {
         bail!("{}: reference text is empty", path.display());
     }
@@ -338,10 +360,13 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
                 &model,
                 &pairs,
                 &sha256_file(&a.pairs)?,
-                &a.site,
-                &layers,
-                Method::parse(&a.method)?,
-                Position::parse(&a.position)?,
+                &TrainConfig {
+                    site: a.site.clone(),
+                    layers: layers.clone(),
+                    method: Method::parse(&a.method)?,
+                    position: Position::parse(&a.position)?,
+                    input: a.input.rule(&model, &[])?,
+                },
             )?;
             v.meta.model_sha256 = Some(pragma_store::writer::model_sha256(&model)?);
             v.save(&a.out)?;
@@ -385,7 +410,15 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
         SteerCommand::Sweep(a) => {
             let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
             let v = SteeringVector::load(&a.vector)?;
-            let prompts = read_prompts(&model, &a.prompts, a.chat)?;
+            let mut artifacts = vec![(a.vector.display().to_string(), v.meta.input)];
+            if let Some(p) = &a.probe {
+                artifacts.push((
+                    p.display().to_string(),
+                    pragma_methods::probe::Probe::load(p)?.meta.input,
+                ));
+            }
+            let rule = a.input.rule(&model, &artifacts)?;
+            let prompts = read_prompts(&model, &a.prompts, a.chat, rule)?;
             let layers = match &a.layers {
                 Some(s) => parse_layers(s, model.cfg().n_layers)?,
                 None => v.meta.layers.clone(),
@@ -395,7 +428,7 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             let mut opts = SweepOptions::new(&a.yes, &a.no, a.seed);
             opts.operator = Operator::parse(&a.steer_op)?;
             if let Some(r) = &a.reference {
-                opts.reference = Some(read_reference(&model, r)?);
+                opts.reference = Some(read_reference(&model, r, rule)?);
             }
             if a.regex.is_some() || a.probe.is_some() {
                 opts.sampled = Some(SampledMetrics {
@@ -447,6 +480,7 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
                 samples: a.samples,
                 sample_tokens: a.sample_tokens,
                 seed: a.seed,
+                input: a.input.rule(&model, &[])?,
             };
             let t = std::time::Instant::now();
             let (study, vector) = pragma_methods::study::run(
@@ -513,21 +547,22 @@ fn demo(a: DemoArgs) -> Result<()> {
     layers.sort_unstable();
     layers.dedup();
     let t = std::time::Instant::now();
+    let rule = a.input.rule(&model, &[])?;
     let v = train(
         &model,
         &pairs,
         &sha256_file(&a.pairs)?,
-        "hook_resid_post",
-        &layers,
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            input: rule,
+            ..TrainConfig::new(&layers)
+        },
     )?;
     println!(
         "trained a sentiment vector (positive - negative, {} pairs) at layers {layers:?} in {:.1}s",
         pairs.len(),
         t.elapsed().as_secs_f64()
     );
-    let ids = prompt_ids(&model, &a.prompt, true)?;
+    let ids = prompt_ids(&model, &a.prompt, true, rule)?;
     let opts = pragma_model::generate::GenerateOptions {
         max_tokens: a.max_tokens,
         sampling: pragma_model::generate::Sampling {

@@ -13,6 +13,8 @@ use pragma_store::manifest::LongDocs;
 use pragma_store::writer::{cache, parse_dtype, CacheOptions, Progress};
 use pragma_store::Store;
 
+use crate::input_args::InputArgs;
+
 #[derive(Args)]
 pub struct CacheArgs {
     #[arg(default_value = DEFAULT_MODEL)]
@@ -41,12 +43,8 @@ pub struct CacheArgs {
     /// Storage dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f16")]
     dtype: String,
-    /// Prepend the BOS token to every sequence (default: as the model's metadata says).
-    #[arg(long, overrides_with = "no_bos")]
-    bos: bool,
-    /// Never prepend a BOS token.
-    #[arg(long)]
-    no_bos: bool,
+    #[command(flatten)]
+    input: InputArgs,
     /// In .txt corpora, every non-empty line is a document.
     #[arg(long)]
     lines: bool,
@@ -107,11 +105,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         "split" => LongDocs::Split,
         other => bail!("--long '{other}': expected truncate or split"),
     };
-    let bos = if a.no_bos {
-        false
-    } else {
-        a.bos || model.tokenizer.info.add_bos
-    };
+    let input = a.input.rule(&model, &[])?;
     let opts = CacheOptions {
         format: Format::detect(&data, split),
         data,
@@ -120,7 +114,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         ctx: a.ctx,
         batch: a.batch,
         dtype: parse_dtype(&a.dtype)?,
-        bos,
+        input,
         long_docs,
         max_tokens: a.max_tokens,
         shard_tokens: a.shard_tokens,
@@ -185,12 +179,12 @@ pub fn cmd_store(c: StoreCommand) -> Result<()> {
                 m.dataset.n_docs
             );
             println!(
-                "settings   ctx {}, batch {}, dtype {}, bos {:?}, long docs {:?}",
+                "settings   ctx {}, batch {}, dtype {}, long docs {:?}, input: {}",
                 m.settings.ctx,
                 m.settings.batch,
                 m.settings.dtype,
-                m.settings.bos,
-                m.settings.long_docs
+                m.settings.long_docs,
+                m.settings.input_rule().describe()
             );
             println!(
                 "contents   {} tokens, {} sequences, {} of {} documents{}",

@@ -10,7 +10,8 @@
 //! use pragma_model::{Model, hooks::Positions};
 //! let model = Model::load("smollm2-135m-instruct", &mut |_| {})?;
 //! let pairs = read_pairs(std::path::Path::new("pairs.jsonl"))?;
-//! let v = train(&model, &pairs, "sha", "hook_resid_post", &[10, 12], Method::Mean, Position::Last)?;
+//! // Difference of means at the last token of hook_resid_post; BOS first, contents literal.
+//! let v = train(&model, &pairs, "sha", &TrainConfig::new(&[10, 12]))?;
 //! let hooks = v.hooks(&model, Operator::Add, 0.3, None, Positions::From(1))?;
 //! # Ok::<(), pragma_methods::Error>(())
 //! ```

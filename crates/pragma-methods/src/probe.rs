@@ -23,6 +23,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use pragma_model::hooks::HookPoint;
 use pragma_model::tokenizer::ChatMessage;
+use pragma_model::input::InputRule;
 use pragma_model::Model;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -357,6 +358,7 @@ pub fn features(
     site: &str,
     layers: &[usize],
     position: Position,
+    rule: InputRule,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Tensor>> {
     let n_layers = model.cfg().n_layers;
@@ -367,7 +369,7 @@ pub fn features(
     let ctx = model.cfg().context_length;
     let mut ids = Vec::with_capacity(ds.examples.len());
     for (i, e) in ds.examples.iter().enumerate() {
-        let t = side_ids(model, &e.input)?;
+        let t = side_ids(model, &e.input, rule)?;
         if t.len() > ctx {
             return Err(Error::Input(format!(
                 "{}: example {} is {} tokens, longer than the model's context of {ctx}; shorten it",
@@ -461,6 +463,10 @@ pub struct ProbeMeta {
     pub test_auroc_ci: (f64, f64),
     pub test_accuracy: f64,
     pub pragma_version: String,
+    /// How text became token ids for training; scoring builds inputs the same way.
+    /// Files without it (pragma < 0.1.1) prepended BOS.
+    #[serde(default)]
+    pub input: InputRule,
 }
 
 #[derive(Clone, Debug)]
@@ -490,6 +496,8 @@ pub struct ProbeConfig {
     pub question: Option<String>,
     pub yes: String,
     pub no: String,
+    /// How text becomes token ids (features and the prompting baseline).
+    pub input: InputRule,
 }
 
 /// Score a scorer's test split (and optionally its validation AUROC).
@@ -679,6 +687,7 @@ pub fn sweep(
             test_auroc_ci: s.test_auroc_ci,
             test_accuracy: s.test_accuracy,
             pragma_version: env!("CARGO_PKG_VERSION").into(),
+            input: cfg.input,
         },
         w: lin.w.iter().map(|&v| v as f32).collect(),
         b: lin.b as f32,
@@ -794,7 +803,11 @@ fn prompting(
         .iter()
         .map(|&i| {
             let user = format!("{}\n\n{question}", ds.examples[i].text());
-            side_ids(model, &Side::Chat(vec![ChatMessage::new("user", &user)]))
+            side_ids(
+                model,
+                &Side::Chat(vec![ChatMessage::new("user", &user)]),
+                cfg.input,
+            )
         })
         .collect::<Result<_>>()?;
     let mut order: Vec<usize> = (0..ids.len()).collect();

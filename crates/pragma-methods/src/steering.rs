@@ -29,6 +29,7 @@ use candle_core::{DType, Device, Tensor};
 use pragma_model::hooks::{Action, HookPoint, Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::tokenizer::ChatMessage;
+use pragma_model::input::{InputRule, Prompt};
 use pragma_model::Model;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -160,6 +161,10 @@ pub struct VectorMeta {
     pub n_pairs: usize,
     pub norms: Vec<f32>,
     pub pragma_version: String,
+    /// How the pairs' text became token ids; `generate --steer` and the sweep build
+    /// their inputs the same way. Files without it (pragma < 0.1.1) prepended BOS.
+    #[serde(default)]
+    pub input: InputRule,
 }
 
 /// One direction per layer, `[d_model]` each.
@@ -169,24 +174,17 @@ pub struct SteeringVector {
     pub directions: Vec<Tensor>,
 }
 
-/// Token ids for one side: BOS first when the tokenizer has one (position 0 is an
-/// attention sink with outsized activations; the text should not sit there).
-pub fn side_ids(model: &Model, side: &Side) -> Result<Vec<u32>> {
-    let text = match side {
-        Side::Text(t) => t.clone(),
-        // A conversation ending in a user turn gets the assistant header, so `last`
-        // reads the position where the answer would begin.
-        Side::Chat(m) => model
-            .tokenizer
-            .apply_chat_template(m, m.last().is_some_and(|m| m.role == "user"))?,
+/// Token ids for one side, built by [`Tokenizer::build_input`] under `rule` (a
+/// conversation ending in a user turn gets the assistant header, so `last` reads the
+/// position where the answer would begin).
+///
+/// [`Tokenizer::build_input`]: pragma_model::Tokenizer::build_input
+pub fn side_ids(model: &Model, side: &Side, rule: InputRule) -> Result<Vec<u32>> {
+    let prompt = match side {
+        Side::Text(t) => Prompt::Text(t),
+        Side::Chat(m) => Prompt::chat(m),
     };
-    let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
-    ids.extend(
-        model
-            .tokenizer
-            .encode(&text, matches!(side, Side::Chat(_)))?,
-    );
-    Ok(ids)
+    Ok(model.tokenizer.build_input(&prompt, rule)?.ids)
 }
 
 /// Activations `[n, d]` per layer for a list of sides (BOS/sink position skipped), in
@@ -196,30 +194,34 @@ pub fn read_sides(
     sides: &[&Side],
     points: &[HookPoint],
     pos: Position,
+    rule: InputRule,
 ) -> Result<Vec<Tensor>> {
     let ids: Vec<Vec<u32>> = sides
         .iter()
-        .map(|s| side_ids(model, s))
+        .map(|s| side_ids(model, s, rule))
         .collect::<Result<_>>()?;
     read_ids(model, &ids, None, points, pos, &mut |_| {})
 }
 
 /// Token ids of one side of a pair and where its answer starts (the prompt's length for
-/// the A/B form; otherwise just after BOS).
+/// the A/B form; otherwise just after a leading BOS).
 pub fn pair_side_ids(
     model: &Model,
     prompt: Option<&Side>,
     side: &Side,
+    rule: InputRule,
 ) -> Result<(Vec<u32>, usize)> {
     match (prompt, side) {
         (None, s) => {
-            let ids = side_ids(model, s)?;
-            Ok((ids, usize::from(model.tokenizer.info.bos.is_some())))
+            let ids = side_ids(model, s, rule)?;
+            let start = sink_len(model, &ids);
+            Ok((ids, start))
         }
         (Some(p), Side::Text(answer)) => {
-            let mut ids = side_ids(model, p)?;
+            let mut ids = side_ids(model, p, rule)?;
             let start = ids.len();
-            let a = model.tokenizer.encode(answer, false)?;
+            // The answer continues the prompt: no BOS of its own.
+            let a = model.tokenizer.encode(answer, rule.parse_special)?;
             if a.is_empty() {
                 return Err(Error::Input("an answer string is empty".into()));
             }
@@ -256,7 +258,6 @@ pub fn read_ids(
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
     let mut rows: Vec<Vec<Option<Tensor>>> = vec![vec![None; ids.len()]; points.len()];
-    let skip_bos = model.tokenizer.info.bos.is_some();
     let mut done = 0;
     for chunk in order.chunks(16) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
@@ -265,7 +266,7 @@ pub fn read_ids(
         for (k, &p) in points.iter().enumerate() {
             for (b, &i) in chunk.iter().enumerate() {
                 let full = cache.get_row(p, b)?; // [t_b, d]; skip the BOS/sink position
-                let skip = usize::from(skip_bos && full.dim(0)? > 1);
+                let skip = sink_len(model, &ids[i]);
                 let row = full.narrow(0, skip, full.dim(0)? - skip)?;
                 let v = match pos {
                     Position::Last => row.get(row.dim(0)? - 1)?,
@@ -292,6 +293,12 @@ pub fn read_ids(
         .collect()
 }
 
+/// 1 when `ids` starts with the BOS and has more tokens (position 0 is then an
+/// attention sink with outsized activations that readers skip), else 0.
+pub fn sink_len(model: &Model, ids: &[u32]) -> usize {
+    usize::from(ids.len() > 1 && model.tokenizer.info.bos.is_some_and(|b| ids[0] == b))
+}
+
 /// First principal direction of the rows of `x: [n, d]` (not re-centred), by power iteration.
 pub fn first_pc(x: &Tensor, init: &Tensor) -> Result<Tensor> {
     let xt = x.t()?.contiguous()?;
@@ -313,16 +320,39 @@ pub fn first_pc(x: &Tensor, init: &Tensor) -> Result<Tensor> {
     Ok(v)
 }
 
+/// What [`train`] makes: where to read, how to reduce, how to build inputs.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Site within each block, e.g. `hook_resid_post`.
+    pub site: String,
+    pub layers: Vec<usize>,
+    pub method: Method,
+    pub position: Position,
+    pub input: InputRule,
+}
+
+impl TrainConfig {
+    /// Difference of means at the last token of `hook_resid_post`, default input rule.
+    pub fn new(layers: &[usize]) -> Self {
+        Self {
+            site: "hook_resid_post".into(),
+            layers: layers.to_vec(),
+            method: Method::Mean,
+            position: Position::Last,
+            input: InputRule::default(),
+        }
+    }
+}
+
 /// Train one vector per layer from `pairs`.
 pub fn train(
     model: &Model,
     pairs: &[Pair],
     pairs_sha256: &str,
-    site: &str,
-    layers: &[usize],
-    method: Method,
-    position: Position,
+    cfg: &TrainConfig,
 ) -> Result<SteeringVector> {
+    let (site, layers, method, position) =
+        (cfg.site.as_str(), &cfg.layers[..], cfg.method, cfg.position);
     let n_layers = model.cfg().n_layers;
     let points: Vec<HookPoint> = layers
         .iter()
@@ -356,7 +386,7 @@ pub fn train(
         let mut ids = Vec::with_capacity(pairs.len());
         let mut starts = Vec::with_capacity(pairs.len());
         for p in pairs {
-            let (i, s) = pair_side_ids(model, p.prompt.as_ref(), side(p))?;
+            let (i, s) = pair_side_ids(model, p.prompt.as_ref(), side(p), cfg.input)?;
             ids.push(i);
             starts.push(s);
         }
@@ -406,6 +436,7 @@ pub fn train(
             n_pairs: pairs.len(),
             norms,
             pragma_version: env!("CARGO_PKG_VERSION").to_string(),
+            input: cfg.input,
         },
         directions,
     })
@@ -669,6 +700,8 @@ pub mod llama_cpp {
                 n_pairs: 0,
                 norms,
                 pragma_version: env!("CARGO_PKG_VERSION").into(),
+                // Not recorded in llama.cpp files; pragma's default.
+                input: InputRule::default(),
             },
             directions,
         })

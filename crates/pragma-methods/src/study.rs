@@ -23,12 +23,13 @@ use std::path::Path;
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{Hooks, Positions};
 use pragma_model::tokenizer::ChatMessage;
+use pragma_model::input::{InputRule, Prompt};
 use pragma_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::stats::{bootstrap_ci, mean};
-use crate::steering::{side_ids, train, Method, Operator, Pair, Position, Side, SteeringVector};
+use crate::steering::{side_ids, train, Operator, Pair, Side, SteeringVector, TrainConfig};
 use crate::sweep::{nll, random_control, sweep, Answers, Sweep, SweepOptions};
 
 /// One held-out task in both framings.
@@ -89,6 +90,8 @@ pub struct StudyConfig {
     pub samples: usize,
     pub sample_tokens: usize,
     pub seed: u64,
+    /// How text becomes token ids (recorded in the vector).
+    pub input: InputRule,
 }
 
 /// A mean with its bootstrap 95% CI.
@@ -157,8 +160,8 @@ pub struct Study {
     pub vector_norms: Vec<(usize, f32)>,
 }
 
-fn chat_ids(model: &Model, user: &str) -> Result<Vec<u32>> {
-    side_ids(model, &Side::Chat(vec![ChatMessage::new("user", user)]))
+fn chat_ids(model: &Model, user: &str, rule: InputRule) -> Result<Vec<u32>> {
+    side_ids(model, &Side::Chat(vec![ChatMessage::new("user", user)]), rule)
 }
 
 /// Run the study. `pairs` train the vector (each text side is wrapped as a user turn).
@@ -203,24 +206,28 @@ pub fn run(
         model,
         &chat_pairs,
         pairs_sha256,
-        "hook_resid_post",
-        &cfg.layers,
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            input: cfg.input,
+            ..TrainConfig::new(&cfg.layers)
+        },
     )?;
 
     let ask = |framed: &str| format!("{framed}\n\n{}", cfg.question);
     let eval_ids: Vec<Vec<u32>> = tasks
         .iter()
-        .map(|t| chat_ids(model, &ask(&t.eval)))
+        .map(|t| chat_ids(model, &ask(&t.eval), cfg.input))
         .collect::<Result<_>>()?;
     let deploy_ids: Vec<Vec<u32>> = tasks
         .iter()
-        .map(|t| chat_ids(model, &ask(&t.deploy)))
+        .map(|t| chat_ids(model, &ask(&t.deploy), cfg.input))
         .collect::<Result<_>>()?;
     let prompted_ids: Vec<Vec<u32>> = tasks
         .iter()
-        .map(|t| chat_ids(model, &format!("{}\n\n{}", cfg.deploy_prompt, ask(&t.eval))))
+        .map(|t| chat_ids(
+                model,
+                &format!("{}\n\n{}", cfg.deploy_prompt, ask(&t.eval)),
+                cfg.input,
+            ))
         .collect::<Result<_>>()?;
     let none = Hooks::new();
     progress("scoring both framings unsteered");
@@ -233,11 +240,10 @@ pub fn run(
     let rep: Vec<usize> = (1..tasks.len()).step_by(2).collect();
     let pick =
         |v: &[Vec<u32>], idx: &[usize]| idx.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
-    let reference = {
-        let mut ids: Vec<u32> = model.tokenizer.info.bos.into_iter().collect();
-        ids.extend(model.tokenizer.encode(cfg.reference.trim(), false)?);
-        ids
-    };
+    let reference = model
+        .tokenizer
+        .build_input(&Prompt::Text(cfg.reference.trim()), cfg.input)?
+        .ids;
     let mut opts = SweepOptions::new(&cfg.yes, &cfg.no, cfg.seed);
     opts.reference = Some(reference.clone());
     progress(&format!(
@@ -347,7 +353,7 @@ pub fn run(
     let n = cfg.samples.min(rep.len());
     let sample_prompts: Vec<Vec<u32>> = rep[..n]
         .iter()
-        .map(|&i| chat_ids(model, &tasks[i].eval))
+        .map(|&i| chat_ids(model, &tasks[i].eval, cfg.input))
         .collect::<Result<_>>()?;
     let gen_opts = GenerateOptions {
         max_tokens: cfg.sample_tokens,

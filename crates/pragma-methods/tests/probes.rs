@@ -5,6 +5,7 @@ use std::path::Path;
 
 use pragma_methods::probe::*;
 use pragma_methods::steering::Position;
+use pragma_model::InputRule;
 use pragma_model::hooks::HookPoint;
 use pragma_model::testing::{capture_one, tiny_model};
 use pragma_model::{Arch, Model};
@@ -128,6 +129,7 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
         "hook_resid_post",
         &layers,
         Position::Last,
+        InputRule::default(),
         &mut |_| {},
     )
     .expect("features");
@@ -144,6 +146,7 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
         question: Some("x?".into()),
         yes: "y".into(),
         no: "n".into(),
+        input: InputRule::default(),
     };
     let out = sweep(&m, &ds, &feats, &cfg, 0.0, &mut |_| {}).expect("sweep");
     let r = &out.report;
@@ -195,7 +198,8 @@ fn sweep_fits_every_layer_with_baselines_and_saves_probes() {
 
     // Per-token scores: the last row of a text's activations gives the text's score.
     let point = p.hook_point(&m).expect("point");
-    let ids = pragma_methods::steering::side_ids(&m, &ds.examples[0].input).expect("ids");
+    let ids = pragma_methods::steering::side_ids(&m, &ds.examples[0].input, InputRule::default())
+        .expect("ids");
     let rows = capture_one(&m, &ids, point).expect("capture");
     let per_token = p
         .score_rows(&rows.narrow(0, 1, ids.len() - 1).expect("n"))
@@ -224,6 +228,7 @@ fn texts_longer_than_the_context_are_refused() {
         "hook_resid_post",
         &[1],
         Position::Last,
+        InputRule::default(),
         &mut |_| {},
     )
     .expect_err("long")

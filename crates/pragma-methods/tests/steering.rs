@@ -9,7 +9,7 @@ use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::testing::{capture_one, max_abs, tiny_model};
-use pragma_model::{Arch, Model};
+use pragma_model::{Arch, InputRule, Model};
 
 fn tiny(dir: &Path) -> Model {
     tiny_model(dir, Arch::Llama, 11).expect("tiny model")
@@ -41,10 +41,13 @@ fn vectors_equal_hand_computations() {
         &m,
         &pairs,
         "x",
-        "hook_resid_post",
-        &[0, 2],
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![0, 2],
+            method: Method::Mean,
+            position: Position::Last,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     for (k, layer) in [0usize, 2].into_iter().enumerate() {
@@ -85,10 +88,13 @@ fn vectors_equal_hand_computations() {
             &m,
             &one,
             "x",
-            "hook_resid_post",
-            &[1],
-            method,
-            Position::Last,
+            &TrainConfig {
+                site: "hook_resid_post".into(),
+                layers: vec![1],
+                method: method,
+                position: Position::Last,
+                input: InputRule::default(),
+            },
         )
         .expect("train");
         let diff = max_abs(&(&v.directions[0] - &want).expect("d"));
@@ -127,10 +133,13 @@ fn operators_do_what_they_say() {
         &m,
         &pairs,
         "x",
-        "hook_resid_post",
-        &[1],
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![1],
+            method: Method::Mean,
+            position: Position::Last,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     let prompt: Vec<u32> = m
@@ -219,10 +228,13 @@ fn files_round_trip_and_bad_input_is_refused() {
         &m,
         &pairs,
         "abc",
-        "hook_resid_post",
-        &[0, 1],
-        Method::PcaDiff,
-        Position::Mean,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![0, 1],
+            method: Method::PcaDiff,
+            position: Position::Mean,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     let p = d.path().join("v.safetensors");
@@ -299,10 +311,13 @@ fn llama_cpp_control_vectors_round_trip() {
         &m,
         &pairs,
         "x",
-        "hook_resid_post",
-        &[0, 1, 2],
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![0, 1, 2],
+            method: Method::Mean,
+            position: Position::Last,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     let p = d.path().join("cv.gguf");
@@ -351,10 +366,13 @@ fn sweeps_report_baseline_at_zero_and_norm_matched_controls() {
         &m,
         &pairs,
         "x",
-        "hook_resid_post",
-        &[1, 2],
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![1, 2],
+            method: Method::Mean,
+            position: Position::Last,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     let prompts: Vec<Vec<u32>> = ["is it warm", "the game was", "today we"]
@@ -418,10 +436,13 @@ fn sweep_measures_reference_nll_and_regex_rates() {
         &m,
         &[pair("warm sun", "cold rain"), pair("we won", "we lost")],
         "x",
-        "hook_resid_post",
-        &[1],
-        Method::Mean,
-        Position::Last,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![1],
+            method: Method::Mean,
+            position: Position::Last,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     let prompts: Vec<Vec<u32>> = ["is it warm", "today we"]
@@ -490,6 +511,7 @@ fn sweep_measures_reference_nll_and_regex_rates() {
             test_auroc_ci: (0.5, 0.5),
             test_accuracy: 0.5,
             pragma_version: "0".into(),
+            input: InputRule::default(),
         },
         w,
         b,
@@ -566,6 +588,7 @@ fn study_chooses_on_one_half_and_reports_on_the_other() {
         samples: 2,
         sample_tokens: 3,
         seed: 0,
+        input: InputRule::default(),
     };
     let (s, v) = run(&m, &pairs, "x", &tasks, &cfg, &mut |_| {}).expect("study");
     assert_eq!(v.meta.layers, vec![1, 2]);
@@ -631,10 +654,13 @@ fn ab_answer_form_reads_the_answer_tokens() {
         &m,
         &pairs,
         "x",
-        "hook_resid_post",
-        &[layer],
-        Method::Mean,
-        Position::Answer,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![layer],
+            method: Method::Mean,
+            position: Position::Answer,
+            input: InputRule::default(),
+        },
     )
     .expect("train");
     let diff = max_abs(&(&v.directions[0] - &want).expect("d"));
@@ -644,10 +670,13 @@ fn ab_answer_form_reads_the_answer_tokens() {
         &m,
         &[pair("a", "b")],
         "x",
-        "hook_resid_post",
-        &[1],
-        Method::Mean,
-        Position::Answer,
+        &TrainConfig {
+            site: "hook_resid_post".into(),
+            layers: vec![1],
+            method: Method::Mean,
+            position: Position::Answer,
+            input: InputRule::default(),
+        },
     )
     .expect_err("no prompt");
     assert!(e.to_string().contains("needs pairs with a shared"), "{e}");

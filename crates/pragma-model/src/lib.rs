@@ -6,8 +6,9 @@
 //!
 //! ```no_run
 //! use pragma_model::{Model, hooks::{Hooks, HookPoint}, llama::{Batch, Logits}};
+//! use pragma_model::input::{InputRule, Prompt};
 //! let model = Model::load("smollm2-135m-instruct", &mut |msg| eprintln!("{msg}"))?;
-//! let ids = model.tokenizer.encode_prompt("The capital of France is")?;
+//! let ids = model.tokenizer.build_input(&Prompt::Text("The capital of France is"), InputRule::default())?.ids;
 //! let mut hooks = Hooks::new();
 //! hooks.capture(HookPoint::ResidPost(10));
 //! let batch = Batch::single(&ids, model.device())?;
@@ -23,6 +24,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod hooks;
+pub mod input;
 pub mod io;
 pub mod llama;
 pub mod quant;
@@ -36,6 +38,7 @@ use serde::Serialize;
 
 pub use config::{Arch, Config};
 pub use error::{Error, Result};
+pub use input::{InputRule, ModelInput, Prompt};
 pub use llama::Transformer;
 pub use tokenizer::Tokenizer;
 

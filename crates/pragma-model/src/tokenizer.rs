@@ -203,8 +203,17 @@ impl Tokenizer {
             .map(|(id, t)| (t.content.clone(), *id))
             .collect();
         let mut plain = with_special.clone();
-        // A tokenizer without the added-token matcher: rebuild from the model alone.
+        // The same tokenizer without the special tokens' matcher; added tokens that are
+        // not special (e.g. `<think>` in some vocabularies) still match, as in Hugging
+        // Face's `split_special_tokens=True`.
         plain.with_added_vocabulary(tokenizers::AddedVocabulary::new());
+        let ordinary: Vec<AddedToken> = with_special
+            .get_added_tokens_decoder()
+            .values()
+            .filter(|t| !t.special)
+            .cloned()
+            .collect();
+        plain.add_tokens(&ordinary);
         let eos = id_of("eos_token");
         let chat_template = match cfg.get("chat_template") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -232,7 +241,9 @@ impl Tokenizer {
 
     /// Tokenize `text`. With `special`, control tokens written in the text
     /// (`<|im_start|>`) become their ids; without, they are plain characters.
-    /// No BOS is added here: see [`Tokenizer::encode_prompt`].
+    /// No BOS is added here. Model input goes through
+    /// [`Tokenizer::build_input`](crate::input) instead, which applies the BOS rule and
+    /// keeps chat message contents literal.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         if text.is_empty() {
             return Ok(Vec::new());
@@ -246,19 +257,6 @@ impl Tokenizer {
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(format!("encoding failed: {e}")))?;
         Ok(enc.get_ids().to_vec())
-    }
-
-    /// Tokenize a prompt the way the model expects: special tokens parsed, BOS
-    /// prepended when the model's metadata asks for it.
-    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
-        if self.info.add_bos {
-            if let Some(b) = self.info.bos {
-                ids.push(b);
-            }
-        }
-        ids.extend(self.encode(text, true)?);
-        Ok(ids)
     }
 
     /// Ids back to text (special tokens kept).
@@ -275,6 +273,16 @@ impl Tokenizer {
 
     pub fn special_tokens(&self) -> &[(String, u32)] {
         &self.specials
+    }
+
+    /// Whether `id` is a control token (`<|im_start|>`, BOS, EOS, ...).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.specials.iter().any(|(_, i)| *i == id)
+    }
+
+    /// The vocabulary entry of `id` as stored (byte-level BPE shows a space as `Ġ`).
+    pub fn piece(&self, id: u32) -> Option<String> {
+        self.with_special.id_to_token(id)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

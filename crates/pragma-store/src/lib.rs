@@ -15,7 +15,7 @@
 //! for batch in store.shuffled_batches("blocks.6.hook_resid_post", 4096, 0)? {
 //!     let x = batch?; // [4096, 576] f32
 //! }
-//! let (docs, vecs) = store.pooled("blocks.6.hook_resid_post", Pool::Last, 0)?;
+//! let (docs, vecs) = store.pooled("blocks.6.hook_resid_post", Pool::Last, None)?;
 //! # Ok::<(), pragma_store::Error>(())
 //! ```
 

@@ -47,14 +47,30 @@ pub enum LongDocs {
 pub struct Settings {
     pub ctx: usize,
     pub batch: usize,
-    /// A BOS token is prepended to every sequence.
+    /// The BOS id when the input rule adds one (every sequence starts with it);
+    /// `None` when it does not (a chat template may still open with it).
     pub bos: Option<u32>,
+    /// Control-token strings in document text were parsed as control tokens
+    /// (`--parse-special`); false: literal text. Absent in older manifests (false).
+    #[serde(default)]
+    pub parse_special: bool,
     pub long_docs: LongDocs,
     /// Stop after about this many tokens (checked after each window of documents).
     pub max_tokens: Option<u64>,
     /// A shard is closed once it holds at least this many tokens (at a batch boundary).
     pub shard_tokens: usize,
     pub dtype: String,
+}
+
+impl Settings {
+    /// The input rule the store was made with, for commands that must build the same
+    /// inputs (e.g. `probe train --store`).
+    pub fn input_rule(&self) -> pragma_model::input::InputRule {
+        pragma_model::input::InputRule {
+            bos: self.bos.is_some(),
+            parse_special: self.parse_special,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -292,14 +292,17 @@ impl Store {
     }
 
     /// One vector per document: the last token's or the mean over its tokens.
+    /// `sink`: a token id (the BOS) whose row is left out when it opens a sequence, as
+    /// the probe and steering readers leave out the attention-sink position.
     /// Returns the document ids (corpus order) and `[n_docs, width]`.
-    pub fn pooled(&self, hook: &str, pool: Pool, skip_first: usize) -> Result<(Vec<u32>, Tensor)> {
+    pub fn pooled(&self, hook: &str, pool: Pool, sink: Option<u32>) -> Result<(Vec<u32>, Tensor)> {
         let table = self.tokens()?;
         let w = self.width(hook)?;
         let mut docs: Vec<u32> = Vec::new();
         let mut groups: Vec<Vec<u64>> = Vec::new();
         for (i, (&d, &p)) in table.doc.iter().zip(&table.pos).enumerate() {
-            if (p as usize) < skip_first {
+            let next_in_seq = table.seq.get(i + 1) == Some(&table.seq[i]);
+            if p == 0 && sink == Some(table.token[i]) && next_in_seq {
                 continue;
             }
             if docs.last() != Some(&d) {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::DType;
 use pragma_model::hooks::{HookPoint, Hooks};
 use pragma_model::llama::{Batch, Logits};
+use pragma_model::input::{InputRule, Prompt};
 use pragma_model::Model;
 use sha2::{Digest, Sha256};
 
@@ -29,8 +30,9 @@ pub struct CacheOptions {
     pub ctx: usize,
     pub batch: usize,
     pub dtype: DType,
-    /// Prepend the model's BOS token to every sequence.
-    pub bos: bool,
+    /// How documents become token ids (BOS, control tokens in text); recorded in the
+    /// manifest's settings.
+    pub input: InputRule,
     pub long_docs: LongDocs,
     pub max_tokens: Option<u64>,
     /// Target tokens per shard; `None` picks ~128 MiB per shard.
@@ -110,30 +112,43 @@ pub fn model_sha256(model: &Model) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
-/// Documents -> token sequences, with BOS and long-document handling.
-fn sequences(
-    model: &Model,
-    doc: &Doc,
-    opts: &CacheOptions,
-    bos: Option<u32>,
-) -> Result<(Vec<Vec<u32>>, bool)> {
-    let text = match doc {
-        Doc::Text(t) => t.clone(),
-        Doc::Chat(m) => model.tokenizer.apply_chat_template(m, false)?,
+/// Documents -> token sequences, with BOS and long-document handling. Ids come from
+/// [`Tokenizer::build_input`](pragma_model::Tokenizer::build_input) (chat documents
+/// without the assistant header); a split document's later windows start with the BOS
+/// too when the rule adds one.
+fn sequences(model: &Model, doc: &Doc, opts: &CacheOptions) -> Result<(Vec<Vec<u32>>, bool)> {
+    let prompt = match doc {
+        Doc::Text(t) => Prompt::Text(t),
+        Doc::Chat(m) => Prompt::Chat {
+            messages: m,
+            add_generation_prompt: false,
+        },
     };
-    let ids = model.tokenizer.encode(&text, matches!(doc, Doc::Chat(_)))?;
-    let room = opts.ctx - usize::from(bos.is_some());
-    let with_bos =
-        |chunk: &[u32]| -> Vec<u32> { bos.into_iter().chain(chunk.iter().copied()).collect() };
-    if ids.is_empty() {
+    let input = model.tokenizer.build_input(&prompt, opts.input)?;
+    let (lead, body) = match input.ids.split_first() {
+        Some((&b, rest)) if input.starts_with_bos => (Some(b), rest),
+        _ => (None, &input.ids[..]),
+    };
+    if body.is_empty() {
         return Ok((vec![], false));
     }
-    if ids.len() <= room {
-        return Ok((vec![with_bos(&ids)], false));
+    let room = opts.ctx - usize::from(lead.is_some());
+    let window = |k: usize, chunk: &[u32]| -> Vec<u32> {
+        let lead = if k == 0 || opts.input.bos { lead } else { None };
+        lead.into_iter().chain(chunk.iter().copied()).collect()
+    };
+    if body.len() <= room {
+        return Ok((vec![window(0, body)], false));
     }
     Ok(match opts.long_docs {
-        LongDocs::Truncate => (vec![with_bos(&ids[..room])], true),
-        LongDocs::Split => (ids.chunks(room).map(with_bos).collect(), true),
+        LongDocs::Truncate => (vec![window(0, &body[..room])], true),
+        LongDocs::Split => (
+            body.chunks(room)
+                .enumerate()
+                .map(|(k, c)| window(k, c))
+                .collect(),
+            true,
+        ),
     })
 }
 
@@ -201,16 +216,11 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
             })
         })
         .collect::<Result<_>>()?;
-    let bos =
-        if opts.bos {
-            Some(
-                model.tokenizer.info.bos.ok_or_else(|| {
-                    Error::Corpus("--bos: this tokenizer has no BOS token".into())
-                })?,
-            )
-        } else {
-            None
-        };
+    let bos = if opts.input.bos {
+        model.tokenizer.info.bos
+    } else {
+        None
+    };
     let shard_tokens = opts.shard_tokens.unwrap_or_else(|| {
         ((128usize << 20) / bytes_per_token(&hooks, opts.dtype).max(1)).max(opts.ctx)
     });
@@ -218,6 +228,7 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
         ctx: opts.ctx,
         batch: opts.batch,
         bos,
+        parse_special: opts.input.parse_special,
         long_docs: opts.long_docs,
         max_tokens: opts.max_tokens,
         shard_tokens,
@@ -256,7 +267,7 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
     };
 
     if opts.dry_run {
-        return run(model, opts, fresh, n_docs, bos, shard_tokens, progress);
+        return run(model, opts, fresh, n_docs, shard_tokens, progress);
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     clean_temporaries(&opts.out)?;
@@ -285,7 +296,7 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
     if man.complete {
         return Ok(man);
     }
-    run(model, opts, man, n_docs, bos, shard_tokens, progress)
+    run(model, opts, man, n_docs, shard_tokens, progress)
 }
 
 /// The caching loop, from wherever the manifest says the job stands.
@@ -294,7 +305,6 @@ fn run(
     opts: &CacheOptions,
     mut man: Manifest,
     n_docs: u64,
-    bos: Option<u32>,
     shard_tokens: usize,
     progress: &mut dyn Progress,
 ) -> Result<Manifest> {
@@ -320,7 +330,7 @@ fn run(
                 break;
             };
             let (_, doc) = next?;
-            let (chunks, long) = sequences(model, &doc, opts, bos)?;
+            let (chunks, long) = sequences(model, &doc, opts)?;
             if chunks.is_empty() {
                 man.empty_docs += 1;
             }

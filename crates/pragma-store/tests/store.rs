@@ -44,7 +44,10 @@ fn opts(data: PathBuf, out: PathBuf) -> CacheOptions {
         ctx: 64,
         batch: 3,
         dtype: DType::F32,
-        bos: false,
+        input: pragma_model::input::InputRule {
+            bos: false,
+            parse_special: false,
+        },
         long_docs: LongDocs::Truncate,
         max_tokens: None,
         shard_tokens: Some(100),
@@ -141,7 +144,7 @@ fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
 
     // Pooled: the last token of document 4 is the last direct row.
     let (docs, pooled) = store
-        .pooled("blocks.1.hook_resid_post", Pool::Last, 0)
+        .pooled("blocks.1.hook_resid_post", Pool::Last, None)
         .expect("pool");
     assert_eq!(docs, (0..60).collect::<Vec<u32>>());
     let last = direct.get(ids.len() - 1).expect("last");
