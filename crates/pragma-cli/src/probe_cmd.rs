@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pragma_methods::probe::{self, Dataset, Probe, ProbeConfig};
 use pragma_methods::steering::{side_ids, Position, Side};
 use pragma_model::hooks::{HookPoint, Hooks};
-use pragma_model::llama::{Batch, Logits};
 use pragma_model::input::InputRule;
+use pragma_model::llama::{Batch, Logits};
 use pragma_model::{Model, DEFAULT_MODEL};
 
 use crate::input_args::InputArgs;

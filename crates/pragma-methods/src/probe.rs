@@ -22,8 +22,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use pragma_model::hooks::HookPoint;
-use pragma_model::tokenizer::ChatMessage;
 use pragma_model::input::InputRule;
+use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Model;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -27,9 +27,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use pragma_model::hooks::{Action, HookPoint, Hooks, Positions};
+use pragma_model::input::{InputRule, Prompt};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::tokenizer::ChatMessage;
-use pragma_model::input::{InputRule, Prompt};
 use pragma_model::Model;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -22,8 +22,8 @@ use std::path::Path;
 
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{Hooks, Positions};
-use pragma_model::tokenizer::ChatMessage;
 use pragma_model::input::{InputRule, Prompt};
+use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Model;
 use serde::{Deserialize, Serialize};
 
@@ -161,7 +161,11 @@ pub struct Study {
 }
 
 fn chat_ids(model: &Model, user: &str, rule: InputRule) -> Result<Vec<u32>> {
-    side_ids(model, &Side::Chat(vec![ChatMessage::new("user", user)]), rule)
+    side_ids(
+        model,
+        &Side::Chat(vec![ChatMessage::new("user", user)]),
+        rule,
+    )
 }
 
 /// Run the study. `pairs` train the vector (each text side is wrapped as a user turn).
@@ -223,11 +227,13 @@ pub fn run(
         .collect::<Result<_>>()?;
     let prompted_ids: Vec<Vec<u32>> = tasks
         .iter()
-        .map(|t| chat_ids(
+        .map(|t| {
+            chat_ids(
                 model,
                 &format!("{}\n\n{}", cfg.deploy_prompt, ask(&t.eval)),
                 cfg.input,
-            ))
+            )
+        })
         .collect::<Result<_>>()?;
     let none = Hooks::new();
     progress("scoring both framings unsteered");

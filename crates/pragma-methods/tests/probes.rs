@@ -5,9 +5,9 @@ use std::path::Path;
 
 use pragma_methods::probe::*;
 use pragma_methods::steering::Position;
-use pragma_model::InputRule;
 use pragma_model::hooks::HookPoint;
 use pragma_model::testing::{capture_one, tiny_model};
+use pragma_model::InputRule;
 use pragma_model::{Arch, Model};
 
 fn tiny(dir: &Path) -> Model {

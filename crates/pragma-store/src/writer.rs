@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::DType;
 use pragma_model::hooks::{HookPoint, Hooks};
-use pragma_model::llama::{Batch, Logits};
 use pragma_model::input::{InputRule, Prompt};
+use pragma_model::llama::{Batch, Logits};
 use pragma_model::Model;
 use sha2::{Digest, Sha256};
 
