@@ -482,8 +482,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         monitors.push(m);
     }
     if let Some(out) = &a.monitor_out {
-        std::fs::write(out, serde_json::to_string_pretty(&monitors)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+        pragma_model::io::write_json(out, &monitors)?;
     }
     Ok(())
 }

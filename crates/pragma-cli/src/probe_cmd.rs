@@ -425,11 +425,8 @@ fn train(a: TrainArgs) -> Result<()> {
     dp.save(&a.out.join("probe-diff-means.safetensors"))?;
     let r = out.report;
     let md = r.markdown();
-    std::fs::write(a.out.join("report.md"), &md)?;
-    std::fs::write(
-        a.out.join("results.json"),
-        serde_json::to_string_pretty(&r)?,
-    )?;
+    pragma_model::io::write_atomic(&a.out.join("report.md"), md.as_bytes())?;
+    pragma_model::io::write_json(&a.out.join("results.json"), &r)?;
     probe::plot_svg(&r, &a.out.join("sweep.svg"))?;
     print!("{md}\n{}", r.summary());
     println!(
@@ -548,7 +545,7 @@ fn score(a: ScoreArgs) -> Result<()> {
         }
     }
     if let Some(j) = &a.json {
-        std::fs::write(j, serde_json::to_string_pretty(&m)?)?;
+        pragma_model::io::write_json(j, &m)?;
     }
     Ok(())
 }

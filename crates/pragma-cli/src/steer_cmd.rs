@@ -452,7 +452,7 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             let sw = pragma_methods::sweep::sweep(&model, &v, &prompts, &layers, &scales, &opts)?;
             print!("{}", sw.table());
             std::fs::create_dir_all(&a.out)?;
-            std::fs::write(a.out.join("sweep.json"), serde_json::to_string_pretty(&sw)?)?;
+            pragma_model::io::write_json(&a.out.join("sweep.json"), &sw)?;
             pragma_methods::sweep::plot_svg(&sw, &a.out.join("sweep.svg"))?;
             println!(
                 "{} points in {:.1}s -> {}/sweep.json, sweep.svg",
@@ -493,11 +493,8 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             )?;
             std::fs::create_dir_all(&a.out)?;
             let report = study.markdown();
-            std::fs::write(a.out.join("report.md"), &report)?;
-            std::fs::write(
-                a.out.join("study.json"),
-                serde_json::to_string_pretty(&study)?,
-            )?;
+            pragma_model::io::write_atomic(&a.out.join("report.md"), report.as_bytes())?;
+            pragma_model::io::write_json(&a.out.join("study.json"), &study)?;
             pragma_methods::sweep::plot_svg(&study.grid, &a.out.join("sweep.svg"))?;
             let mut vector = vector;
             vector.meta.model_sha256 = Some(pragma_store::writer::model_sha256(&model)?);

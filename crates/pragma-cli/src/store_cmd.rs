@@ -216,6 +216,19 @@ pub fn cmd_store(c: StoreCommand) -> Result<()> {
             if verify {
                 s.verify()?;
                 println!("verified   all shard checksums match the manifest");
+                let bad = s.nonfinite_counts()?;
+                let total: u64 = bad.iter().map(|b| b.1).sum();
+                if total == 0 {
+                    println!("finite     every stored value is finite");
+                } else {
+                    for (hook, n) in bad.iter().filter(|b| b.1 > 0) {
+                        println!("NON-FINITE {hook}: {n} values (NaN or inf)");
+                    }
+                    bail!(
+                        "{}: {total} non-finite values in the store",
+                        store.display()
+                    );
+                }
             }
             Ok(())
         }

@@ -399,9 +399,13 @@ fn to_matrix(t: &Tensor) -> Result<Matrix> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scored {
     pub val_auroc: Option<f64>,
+    #[serde(with = "pragma_model::io::json_f64")]
     pub test_auroc: f64,
+    #[serde(with = "pragma_model::io::json_f64::pair")]
     pub test_auroc_ci: (f64, f64),
+    #[serde(with = "pragma_model::io::json_f64")]
     pub test_accuracy: f64,
+    #[serde(with = "pragma_model::io::json_f64::pair")]
     pub test_accuracy_ci: (f64, f64),
     /// The regularisation chosen on validation (logistic models).
     pub c: Option<f64>,
@@ -459,8 +463,11 @@ pub struct ProbeMeta {
     pub dataset_sha256: String,
     pub classes: [String; 2],
     pub val_auroc: Option<f64>,
+    #[serde(with = "pragma_model::io::json_f64")]
     pub test_auroc: f64,
+    #[serde(with = "pragma_model::io::json_f64::pair")]
     pub test_auroc_ci: (f64, f64),
+    #[serde(with = "pragma_model::io::json_f64")]
     pub test_accuracy: f64,
     pub pragma_version: String,
     /// How text became token ids for training; scoring builds inputs the same way.
@@ -837,16 +844,25 @@ fn prompting(
 }
 
 impl ProbeReport {
+    /// Read a `results.json` written by `pragma probe train`.
+    pub fn load(path: &Path) -> Result<ProbeReport> {
+        Ok(pragma_model::io::read_json(
+            path,
+            "a results.json from `pragma probe train`",
+        )?)
+    }
+
     fn fmt(s: &Scored) -> (String, String) {
+        let one = |v: f64, ci: (f64, f64)| {
+            if ci.0.is_finite() && ci.1.is_finite() {
+                format!("{v:.3} [{:.3}, {:.3}]", ci.0, ci.1)
+            } else {
+                format!("{v:.3} (no CI)")
+            }
+        };
         (
-            format!(
-                "{:.3} [{:.3}, {:.3}]",
-                s.test_auroc, s.test_auroc_ci.0, s.test_auroc_ci.1
-            ),
-            format!(
-                "{:.3} [{:.3}, {:.3}]",
-                s.test_accuracy, s.test_accuracy_ci.0, s.test_accuracy_ci.1
-            ),
+            one(s.test_auroc, s.test_auroc_ci),
+            one(s.test_accuracy, s.test_accuracy_ci),
         )
     }
 
@@ -927,6 +943,9 @@ impl Probe {
                 Tensor::from_vec(vec![self.b], 1, &Device::Cpu)?,
             ),
         ];
+        for (name, t) in &tensors {
+            pragma_model::io::ensure_finite(t, &format!("{}: probe {name}", path.display()))?;
+        }
         let mut meta = HashMap::new();
         meta.insert(
             "pragma_probe".to_string(),
@@ -1080,9 +1099,12 @@ pub fn plot_svg(r: &ProbeReport, path: &Path) -> Result<()> {
                 .rev()
                 .map(|l| (l.layer as f64, get(l).test_auroc_ci.0)),
         );
-        chart
-            .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
-            .map_err(|e| err(e.to_string()))?;
+        // No band where the CIs were not computed (--bootstrap 0).
+        if band.iter().all(|p| p.1.is_finite()) {
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
+                .map_err(|e| err(e.to_string()))?;
+        }
         chart
             .draw_series(LineSeries::new(
                 r.layers.iter().map(|l| (l.layer as f64, get(l).test_auroc)),

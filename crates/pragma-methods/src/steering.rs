@@ -458,6 +458,9 @@ impl SteeringVector {
             .zip(&self.directions)
             .map(|(l, d)| (format!("layer.{l}"), d.clone()))
             .collect();
+        for (name, t) in &tensors {
+            pragma_model::io::ensure_finite(t, &format!("{}: vector {name}", path.display()))?;
+        }
         let mut meta = HashMap::new();
         meta.insert(
             "pragma_steering".to_string(),

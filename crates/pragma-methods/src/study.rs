@@ -95,9 +95,11 @@ pub struct StudyConfig {
 }
 
 /// A mean with its bootstrap 95% CI.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Estimate {
+    #[serde(with = "pragma_model::io::json_f64")]
     pub mean: f64,
+    #[serde(with = "pragma_model::io::json_f64::pair")]
     pub ci: (f64, f64),
 }
 
@@ -116,24 +118,25 @@ impl Estimate {
 
 /// One condition on the report half: its log-odds, and its paired effect against the
 /// unsteered evaluation-framed prompts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Arm {
     pub name: String,
     pub logodds: Estimate,
     pub effect: Estimate,
     /// Effect as a fraction of the deploy - eval gap on the same tasks.
+    #[serde(with = "pragma_model::io::json_f64")]
     pub gap_closed: f64,
     pub dnll: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sample {
     pub task: String,
     pub unsteered: String,
     pub steered: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Study {
     pub model: String,
     pub n_pairs: usize,
@@ -149,12 +152,14 @@ pub struct Study {
     pub grid: Sweep,
     pub best_layer: usize,
     pub best_scale: f32,
+    #[serde(with = "pragma_model::io::json_f64")]
     pub max_dnll: f64,
     /// Report half: unsteered, steered at the chosen point, random control, prompting.
     pub arms: Vec<Arm>,
     /// Steered minus random control, paired per report task: does the vector beat a
     /// random direction of the same norm?
     pub vector_minus_control: Estimate,
+    #[serde(with = "pragma_model::io::json_f64")]
     pub reference_nll: f64,
     pub samples: Vec<Sample>,
     pub vector_norms: Vec<(usize, f32)>,
@@ -432,6 +437,14 @@ pub fn run(
 }
 
 impl Study {
+    /// Read a `study.json` written by `pragma steer study`.
+    pub fn load(path: &Path) -> Result<Study> {
+        Ok(pragma_model::io::read_json(
+            path,
+            "a study.json from `pragma steer study`",
+        )?)
+    }
+
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();

@@ -16,7 +16,7 @@ use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{Hooks, Positions};
 use pragma_model::llama::{log_softmax, Batch, Logits};
 use pragma_model::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::probe::Probe;
@@ -24,37 +24,46 @@ use crate::stats::{bootstrap_ci, mean, XorShift};
 use crate::steering::{Operator, SteeringVector};
 
 /// One grid point, for the real vector or its random control.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
     pub layer: usize,
     pub scale: f32,
     pub control: bool,
     /// Mean log-odds over prompts, with a bootstrap 95% CI.
+    #[serde(with = "pragma_model::io::json_f64")]
     pub logodds: f64,
+    #[serde(with = "pragma_model::io::json_f64::pair")]
     pub logodds_ci: (f64, f64),
     /// Per-prompt log-odds (in prompt order), for paired comparisons.
+    #[serde(with = "pragma_model::io::json_f64::vec")]
     pub values: Vec<f64>,
     /// Mean KL(unsteered || steered) at the answer position, nats.
+    #[serde(with = "pragma_model::io::json_f64")]
     pub kl: f64,
     /// Reference-text NLL per token minus the unsteered one, nats (when a text was given).
     pub dnll: Option<f64>,
     /// Fraction of sampled continuations matching the regex, with a bootstrap CI over prompts.
     pub regex_rate: Option<f64>,
+    #[serde(default, with = "pragma_model::io::json_f64::opt_pair")]
     pub regex_ci: Option<(f64, f64)>,
     /// The probe's mean score over the generated tokens (P(positive) for a logistic
     /// probe), with a bootstrap CI over prompts.
     pub probe_score: Option<f64>,
+    #[serde(default, with = "pragma_model::io::json_f64::opt_pair")]
     pub probe_ci: Option<(f64, f64)>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sweep {
     pub yes: String,
     pub no: String,
     pub n_prompts: usize,
     /// Unsteered log-odds, with a bootstrap 95% CI.
+    #[serde(with = "pragma_model::io::json_f64")]
     pub baseline: f64,
+    #[serde(with = "pragma_model::io::json_f64::pair")]
     pub baseline_ci: (f64, f64),
+    #[serde(with = "pragma_model::io::json_f64::vec")]
     pub baseline_values: Vec<f64>,
     /// Unsteered reference-text NLL per token.
     pub baseline_nll: Option<f64>,
@@ -459,6 +468,14 @@ pub fn sweep(
 }
 
 impl Sweep {
+    /// Read a `sweep.json` written by `pragma steer sweep`.
+    pub fn load(path: &std::path::Path) -> Result<Sweep> {
+        Ok(pragma_model::io::read_json(
+            path,
+            "a sweep.json from `pragma steer sweep`",
+        )?)
+    }
+
     /// A plain-text table: one row per layer x scale, vector beside control.
     pub fn table(&self) -> String {
         let mut s =

@@ -55,6 +55,17 @@ pub enum Error {
     #[error("hook '{hook}': {reason}")]
     BadHook { hook: String, reason: String },
 
+    #[error(
+        "{name}: values reach |x| = {max_abs:.4e}, beyond {dtype}'s range: storing them as {dtype} \
+         would write infinities; use a dtype that holds them ({holds})"
+    )]
+    LossyWrite {
+        name: String,
+        max_abs: f32,
+        dtype: String,
+        holds: String,
+    },
+
     #[error("input has {len} tokens but the model's context length is {ctx}")]
     ContextOverflow { len: usize, ctx: usize },
 

@@ -120,6 +120,28 @@ impl Store {
         self.manifest.n_tokens
     }
 
+    /// Non-finite values (NaN, +-inf) per hook, in manifest order: `pragma cache` never
+    /// writes them where the model's values were finite, so anything but 0 means the
+    /// model itself produced them or the store was written by something else.
+    pub fn nonfinite_counts(&self) -> Result<Vec<(String, u64)>> {
+        let dtype = match self.manifest.settings.dtype.as_str() {
+            "f16" => candle_core::DType::F16,
+            "bf16" => candle_core::DType::BF16,
+            _ => candle_core::DType::F32,
+        };
+        self.manifest
+            .hooks
+            .iter()
+            .map(|h| {
+                let mut n = 0;
+                for s in &self.shards {
+                    n += pragma_model::io::count_nonfinite(self.raw(s, &h.name)?, dtype);
+                }
+                Ok((h.name.clone(), n))
+            })
+            .collect()
+    }
+
     /// Values per token for `hook` (e.g. 576).
     pub fn width(&self, hook: &str) -> Result<usize> {
         Ok(self.manifest.hook(hook)?.shape.iter().product())

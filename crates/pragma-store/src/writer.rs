@@ -427,7 +427,9 @@ fn run_batch(
     let t = batch.ids.dim(1)?;
     let mut out = vec![Vec::with_capacity(points.len()); ids.len()];
     for &p in points {
-        let x = cache.get(p)?.to_dtype(dtype)?.contiguous()?; // [b, t, ...]
+        // Refuses values the storage dtype cannot hold (f16 overflows past 65504).
+        let x =
+            pragma_model::io::cast_checked(&cache.get(p)?, dtype, &p.to_string())?.contiguous()?; // [b, t, ...]
         let w = x.elem_count() / (ids.len() * t) * dtype.size_in_bytes();
         let bytes = pragma_model::io::tensor_le_bytes(&x)?;
         for (b, pad) in batch.pad.iter().enumerate() {
