@@ -37,7 +37,7 @@ pub struct CacheArgs {
     /// batch x ctx tokens (shorter documents go more to a pass).
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Stop after about this many tokens (checked after each window of batch x 16 documents).
+    /// Stop at the first document boundary at or past this many tokens.
     #[arg(long)]
     max_tokens: Option<u64>,
     /// Storage dtype: f32, f16 or bf16.
@@ -51,7 +51,8 @@ pub struct CacheArgs {
     /// Documents longer than --ctx: `truncate` (keep the start) or `split` (several sequences).
     #[arg(long, default_value = "truncate")]
     long: String,
-    /// Tokens per shard (default: about 128 MiB per shard).
+    /// Tokens per shard: a shard closes (and is safe from a kill) at the first document
+    /// boundary at or past this many tokens (default: about 128 MiB of activations).
     #[arg(long)]
     shard_tokens: Option<usize>,
 }

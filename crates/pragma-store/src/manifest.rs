@@ -55,9 +55,9 @@ pub struct Settings {
     #[serde(default)]
     pub parse_special: bool,
     pub long_docs: LongDocs,
-    /// Stop after about this many tokens (checked after each window of documents).
+    /// Stop at the first document boundary at or past this many tokens.
     pub max_tokens: Option<u64>,
-    /// A shard is closed once it holds at least this many tokens (at a batch boundary).
+    /// A shard is closed at the first document boundary at or past this many tokens.
     pub shard_tokens: usize,
     pub dtype: String,
 }

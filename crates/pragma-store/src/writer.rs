@@ -35,7 +35,8 @@ pub struct CacheOptions {
     pub input: InputRule,
     pub long_docs: LongDocs,
     pub max_tokens: Option<u64>,
-    /// Target tokens per shard; `None` picks ~128 MiB per shard.
+    /// A shard closes at the first document boundary at or past this many tokens;
+    /// `None` picks ~128 MiB per shard.
     pub shard_tokens: Option<usize>,
     /// Return (incomplete, resumable) after writing this many shards in this run:
     /// a time-boxed run, and the state a kill leaves right after a shard.
@@ -324,7 +325,17 @@ fn run(
         // stored back in corpus order.
         let mut window: Vec<(u32, Vec<u32>)> = Vec::new(); // (doc, ids)
         let mut docs_in_window = 0u64;
-        while docs_in_window < window_docs as u64 {
+        let mut window_tokens = 0usize;
+        // A window also closes at the first document boundary where the shard reaches
+        // --shard-tokens or the run reaches --max-tokens, so shards (and so resumable
+        // work) come at the granularity asked for.
+        while docs_in_window < window_docs as u64
+            && (docs_in_window == 0
+                || (shard.n_tokens() + window_tokens < shard_tokens
+                    && opts.max_tokens.is_none_or(|m| {
+                        man.n_tokens + ((shard.n_tokens() + window_tokens) as u64) < m
+                    })))
+        {
             let Some(next) = docs.next() else {
                 exhausted = true;
                 break;
@@ -340,6 +351,7 @@ fn run(
                     LongDocs::Split => man.split_docs += 1,
                 }
             }
+            window_tokens += chunks.iter().map(Vec::len).sum::<usize>();
             window.extend(chunks.into_iter().map(|c| (doc_idx as u32, c)));
             doc_idx += 1;
             docs_in_window += 1;
@@ -365,9 +377,8 @@ fn run(
                 rows[i] = Some(a);
             }
         }
-        let window_tokens: u64 = window.iter().map(|(_, s)| s.len() as u64).sum();
         if opts.dry_run {
-            man.n_tokens += window_tokens;
+            man.n_tokens += window_tokens as u64;
         } else {
             for (k, ((doc, ids), acts)) in window.iter().zip(rows).enumerate() {
                 for (h, a) in acts.unwrap_or_default().into_iter().enumerate() {

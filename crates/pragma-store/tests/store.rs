@@ -212,6 +212,74 @@ fn an_interrupted_cache_resumes_to_identical_bytes() {
     assert_eq!(strip(&full.out).shards, strip(&part.out).shards);
 }
 
+/// Issue 9, kind 5: numeric flags do what they say. Shards close at the first document
+/// boundary at or past `shard_tokens` (not once per window of 16 batches), `max_tokens`
+/// stops at the first boundary past it, `ctx` bounds every sequence, and a run stopped
+/// after its first small shard resumes to the same bytes.
+#[test]
+fn numeric_flags_do_what_they_say() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_model(d.path());
+    let data = corpus(d.path(), 200);
+    let mut o = opts(data.clone(), d.path().join("small"));
+    o.shard_tokens = Some(300);
+    o.batch = 8; // a window is 8 x 16 = 128 documents, ~7,000 tokens here
+    let man = cache(&m, &o, &mut ()).expect("cache");
+    let table = Store::open(&o.out).expect("open").tokens().expect("t");
+    let longest_doc = (0..200u32)
+        .map(|k| table.doc.iter().filter(|&&x| x == k).count())
+        .max()
+        .expect("docs");
+    let (last, full) = man.shards.split_last().expect("shards");
+    assert!(full.len() >= 10, "{} shards", man.shards.len());
+    for sh in full {
+        assert!(
+            sh.n_tokens >= 300 && sh.n_tokens < 300 + longest_doc as u64,
+            "shard of {} tokens for --shard-tokens 300 (longest document {longest_doc})",
+            sh.n_tokens
+        );
+    }
+    assert!(last.n_tokens < 300 + longest_doc as u64);
+    assert!(table.pos.iter().all(|&p| (p as usize) < o.ctx));
+
+    let mut capped = opts(data.clone(), d.path().join("capped"));
+    capped.max_tokens = Some(500);
+    let man = cache(&m, &capped, &mut ()).expect("capped");
+    assert!(
+        man.n_tokens >= 500 && man.n_tokens < 500 + longest_doc as u64,
+        "--max-tokens 500 stored {}",
+        man.n_tokens
+    );
+
+    // Killed after the first 300-token shard: the work is kept, and the resumed store
+    // is byte-identical.
+    let mut stopped = opts(data, d.path().join("part"));
+    stopped.shard_tokens = Some(300);
+    stopped.batch = 8;
+    stopped.stop_after_shards = Some(1);
+    let first = cache(&m, &stopped, &mut ()).expect("first");
+    assert_eq!(first.shards.len(), 1);
+    assert!(first.n_tokens < 300 + longest_doc as u64);
+    stopped.stop_after_shards = None;
+    cache(&m, &stopped, &mut ()).expect("resume");
+    for sh in &man_shards(&o.out) {
+        assert_eq!(
+            std::fs::read(o.out.join(sh)).expect("a"),
+            std::fs::read(stopped.out.join(sh)).expect("b"),
+            "{sh} differs after resume"
+        );
+    }
+}
+
+fn man_shards(dir: &Path) -> Vec<String> {
+    pragma_store::manifest::Manifest::read(dir)
+        .expect("manifest")
+        .shards
+        .into_iter()
+        .map(|s| s.file)
+        .collect()
+}
+
 #[test]
 fn bad_input_is_refused_with_a_clear_error() {
     let d = tempfile::tempdir().expect("tmp");
