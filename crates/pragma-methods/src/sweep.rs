@@ -12,7 +12,7 @@
 //! the reference text's mean negative log-likelihood per token under steering.
 
 use candle_core::{DType, Device, Tensor, D};
-use pragma_model::generate::{generate, GenerateOptions, Sampling};
+use pragma_model::generate::{generate_items, GenerateOptions, Sampling};
 use pragma_model::hooks::{Hooks, Positions};
 use pragma_model::llama::{log_softmax, Batch, Logits};
 use pragma_model::Model;
@@ -253,8 +253,10 @@ pub fn sampled_metrics(
         None => None,
     };
     let (mut matched, mut scores) = (Vec::new(), Vec::new());
-    for chunk in rows.chunks(32) {
-        let g = generate(&model.transformer, chunk, &opts, &hooks, |_, _| {})?;
+    for (c, chunk) in rows.chunks(32).enumerate() {
+        // Row i of the whole list samples from its own generator (seed, i).
+        let items: Vec<u64> = (c * 32..c * 32 + chunk.len()).map(|i| i as u64).collect();
+        let g = generate_items(&model.transformer, chunk, &items, &opts, &hooks, |_, _| {})?;
         for (r, toks) in g.tokens.iter().enumerate() {
             if let Some(re) = &m.regex {
                 matched.push(f64::from(u8::from(

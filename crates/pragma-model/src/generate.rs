@@ -129,23 +129,61 @@ pub struct Generation {
     pub cache: Cache,
 }
 
-/// Generate continuations for a batch of prompts. `on_token(row, token)` is called
-/// as each token is chosen, for streaming.
+/// The random generator of one item: seeded from the sampling seed and the item's own
+/// index (SplitMix64-mixed), so an item's samples never depend on which other items
+/// share its batch.
+pub fn item_rng(seed: u64, item: u64) -> StdRng {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    StdRng::seed_from_u64(mix(seed ^ mix(item)))
+}
+
+/// Generate continuations for a batch of prompts (items `0..prompts.len()`).
+/// `on_token(row, token)` is called as each token is chosen, for streaming.
 pub fn generate(
     model: &Transformer,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
     hooks: &Hooks,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Generation> {
+    let items: Vec<u64> = (0..prompts.len() as u64).collect();
+    generate_items(model, prompts, &items, opts, hooks, on_token)
+}
+
+/// As [`generate`], for rows that are items `items[r]` of a larger list: row `r`
+/// samples from [`item_rng`]`(seed, items[r])`, so a prompt sampled alone (with its
+/// item index) gives the same tokens as in any batch.
+pub fn generate_items(
+    model: &Transformer,
+    prompts: &[Vec<u32>],
+    items: &[u64],
+    opts: &GenerateOptions,
+    hooks: &Hooks,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Generation> {
     opts.sampling.validate()?;
+    if items.len() != prompts.len() {
+        return Err(Error::InvalidInput(format!(
+            "expected one item index per prompt, found {} for {} prompts",
+            items.len(),
+            prompts.len()
+        )));
+    }
     let batch = Batch::new(prompts, model.device())?;
     let (b, t) = batch.ids.dims2()?;
     let ctx = model.cfg.context_length;
     if t > ctx {
         return Err(Error::ContextOverflow { len: t, ctx });
     }
-    let mut rng = StdRng::seed_from_u64(opts.sampling.seed);
+    let mut rngs: Vec<StdRng> = items
+        .iter()
+        .map(|&i| item_rng(opts.sampling.seed, i))
+        .collect();
     let mut kv = KvCache::new(model.cfg.n_layers, batch.pad.clone());
     let mut cache = Cache::new(batch.pad.clone());
     let mut tokens = vec![Vec::new(); b];
@@ -170,7 +208,7 @@ pub fn generate(
                 next.push(filler);
                 continue;
             }
-            let tok = sample(row, &opts.sampling, &mut rng);
+            let tok = sample(row, &opts.sampling, &mut rngs[r]);
             tokens[r].push(tok);
             on_token(r, tok);
             if opts.stop_tokens.contains(&tok) {

@@ -3,7 +3,7 @@
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor, D};
-use pragma_model::generate::{generate, GenerateOptions, Sampling};
+use pragma_model::generate::{generate, generate_items, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::testing::max_abs_diff;
@@ -431,6 +431,59 @@ fn sampling_is_seeded_and_respects_top_k() {
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
+}
+
+/// Issue 9, kind 6: a sample depends on the seed and its item's index, never on what
+/// else is in the batch.
+#[test]
+fn a_sample_does_not_depend_on_its_batch() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let opts = GenerateOptions {
+        max_tokens: 12,
+        sampling: Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 3,
+        },
+        stop_tokens: vec![],
+    };
+    let prompts = [
+        IDS.to_vec(),
+        IDS[..4].to_vec(),
+        IDS[2..].to_vec(),
+        IDS.to_vec(),
+    ];
+    let together = generate(&m.transformer, &prompts, &opts, &Hooks::new(), |_, _| {})
+        .expect("batch")
+        .tokens;
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = generate_items(
+            &m.transformer,
+            std::slice::from_ref(p),
+            &[i as u64],
+            &opts,
+            &Hooks::new(),
+            |_, _| {},
+        )
+        .expect("alone")
+        .tokens;
+        assert_eq!(alone[0], together[i], "item {i} sampled alone");
+    }
+    // In another batch, next to other prompts, item 2 still draws the same tokens.
+    let other = generate_items(
+        &m.transformer,
+        &[IDS[1..].to_vec(), prompts[2].clone()],
+        &[9, 2],
+        &opts,
+        &Hooks::new(),
+        |_, _| {},
+    )
+    .expect("other batch")
+    .tokens;
+    assert_eq!(other[1], together[2]);
+    // Items with the same prompt draw different samples (their own generators).
+    assert_ne!(together[0], together[3]);
 }
 
 #[test]
