@@ -142,8 +142,14 @@ struct InterventionArgs {
     /// Scale of the --actadd vector (negative subtracts it).
     #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     actadd_scale: f32,
-    /// Which positions the intervention touches: all, last, generated, from:N, N..M.
-    /// The default skips position 0, an attention sink with outsized activations.
+    /// Which positions the intervention (--ablate, --actadd, --steer) touches:
+    /// `from:N` (token N on, prompt and generated; the default from:1 skips position 0,
+    /// an attention sink with outsized activations), `all`, `last` (the last position of
+    /// each forward: the final prompt token, then each new token), `N..M`, `N`,
+    /// `generated` (only tokens produced by generation; note that the first answer
+    /// token is computed at the last prompt position, so `generated` never changes it),
+    /// or `last-prompt+generated` (the last prompt token and every generated token:
+    /// answer-only steering that also moves the first answer token).
     #[arg(long, default_value = "from:1")]
     positions: String,
 }

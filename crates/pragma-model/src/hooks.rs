@@ -314,22 +314,29 @@ pub enum Positions {
     Range(usize, usize),
     /// Token indices `>= n`.
     From(usize),
-    /// Only tokens produced by generation (never prompt tokens).
+    /// Only tokens produced by generation (never prompt tokens). The first generated
+    /// token is *computed* at the last prompt position, so this never steers it: see
+    /// [`Positions::LastPromptAndGenerated`].
     Generated,
+    /// The last prompt token and every generated token: everything that computes an
+    /// answer token, the first one included (answer-only steering that also moves the
+    /// first answer token).
+    LastPromptAndGenerated,
 }
 
 impl Positions {
-    /// Parse `all`, `last`, `generated`, `from:N`, `N..M`, or `N`.
+    /// Parse `all`, `last`, `generated`, `last-prompt+generated`, `from:N`, `N..M`, or `N`.
     pub fn parse(s: &str) -> Result<Positions> {
         let bad = || {
             Error::InvalidInput(format!(
-                "positions '{s}': expected all, last, generated, from:N, N..M or N"
+                "positions '{s}': expected all, last, generated, last-prompt+generated, from:N, N..M or N"
             ))
         };
         Ok(match s {
             "all" => Positions::All,
             "last" => Positions::Last,
             "generated" => Positions::Generated,
+            "last-prompt+generated" => Positions::LastPromptAndGenerated,
             _ => {
                 if let Some(n) = s.strip_prefix("from:") {
                     Positions::From(n.parse().map_err(|_| bad())?)
@@ -517,6 +524,7 @@ impl SiteInfo {
                         Positions::Range(a, b) => (a..b).contains(&tok),
                         Positions::From(n) => tok >= n,
                         Positions::Generated => col >= self.prompt_cols,
+                        Positions::LastPromptAndGenerated => col + 1 >= self.prompt_cols,
                     }
                 };
                 m.push(if on { 1.0 } else { 0.0 });

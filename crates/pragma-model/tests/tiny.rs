@@ -486,6 +486,46 @@ fn a_sample_does_not_depend_on_its_batch() {
     assert_ne!(together[0], together[3]);
 }
 
+/// Issue 9, kind 7: `generated` never steers the first answer token (it is computed at
+/// the last prompt position); `last-prompt+generated` does.
+#[test]
+fn answer_only_steering_moves_the_first_answer_token() {
+    let (_d, m, _) = tiny_pair(Arch::Llama);
+    let last = m.cfg().n_layers - 1;
+    let opts = GenerateOptions {
+        max_tokens: 4,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    let run = |hooks: &Hooks| {
+        generate(&m.transformer, &[IDS.to_vec()], &opts, hooks, |_, _| {})
+            .expect("gen")
+            .tokens[0]
+            .clone()
+    };
+    let plain = run(&Hooks::new());
+    // A token the model does not pick unsteered, pushed by its unembedding direction.
+    let target = (0..m.cfg().vocab_size as u32)
+        .find(|t| !plain.contains(t))
+        .expect("target");
+    let dir = m.transformer.unembed().get(target as usize).expect("row");
+    let steer = |at: &str| {
+        let mut h = Hooks::new();
+        h.add(
+            HookPoint::ResidPost(last),
+            dir.clone(),
+            1000.0,
+            Positions::parse(at).expect("positions"),
+        );
+        run(&h)
+    };
+    let generated = steer("generated");
+    assert_eq!(generated[0], plain[0], "the first answer token is untouched");
+    assert!(generated[1..].iter().all(|&t| t == target), "{generated:?}");
+    let answer = steer("last-prompt+generated");
+    assert!(answer.iter().all(|&t| t == target), "{answer:?}");
+}
+
 #[test]
 fn chat_template_renders_from_gguf_metadata() {
     let (_d, m, _) = tiny_pair(Arch::Llama);
