@@ -276,11 +276,14 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         let name = format!("blocks.{{0..{}}}.{}", cfg.n_layers - 1, p.site());
         println!("  {:<34} {}", name, p.shape_doc());
     }
-    println!(
-        "  {:<34} {}",
-        "ln_final.hook_normalized",
-        HookPoint::LnFinal.shape_doc()
-    );
+    for p in HookPoint::all(1)
+        .into_iter()
+        .filter(|p| p.layer().is_none())
+    {
+        if p != HookPoint::Embed {
+            println!("  {:<34} {}", p.to_string(), p.shape_doc());
+        }
+    }
     println!(
         "\nwhere batch = sequences, pos = tokens, d_model = {}, n_heads = {}, n_kv_heads = {}, d_head = {}, d_mlp = {}.",
         cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp

@@ -298,16 +298,7 @@ fn site_layers(pattern: &str, n_layers: usize) -> Result<(String, Vec<usize>)> {
         ) else {
             bail!("--hooks: {name} is not a per-layer hook");
         };
-        if p.pos_axis() != 1
-            || matches!(
-                p,
-                HookPoint::AttnQ(_)
-                    | HookPoint::AttnK(_)
-                    | HookPoint::AttnV(_)
-                    | HookPoint::AttnZ(_)
-                    | HookPoint::AttnPattern(_)
-            )
-        {
+        if !p.is_model_width() {
             bail!(
                 "--hooks: {name} is not a residual-width site; probe e.g. blocks.*.hook_resid_post"
             );

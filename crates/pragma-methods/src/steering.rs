@@ -358,16 +358,7 @@ pub fn train(
         .iter()
         .map(|l| HookPoint::parse(&format!("blocks.{l}.{site}"), n_layers).map_err(Error::from))
         .collect::<Result<_>>()?;
-    if points.iter().any(|p| {
-        p.pos_axis() != 1
-            || matches!(
-                p,
-                HookPoint::AttnQ(_)
-                    | HookPoint::AttnK(_)
-                    | HookPoint::AttnV(_)
-                    | HookPoint::AttnZ(_)
-            )
-    }) {
+    if points.iter().any(|p| !p.is_model_width()) {
         return Err(Error::Input(format!(
             "site '{site}': expected a residual-width site such as hook_resid_post"
         )));

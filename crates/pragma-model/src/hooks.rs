@@ -21,20 +21,35 @@ use candle_core::{DType, Tensor, D};
 
 use crate::error::{Error, Result};
 
-/// One activation site. Shapes use `b` = batch, `t` = positions, `d` = d_model,
-/// `h` = query heads, `hk` = key/value heads, `dh` = head dim, `f` = d_mlp.
+/// One activation site, named and meaning what it means in TransformerLens (checked
+/// against TransformerLens itself: `tests/transformer_lens.rs`). Shapes use `b` = batch,
+/// `t` = positions, `d` = d_model, `h` = query heads, `hk` = key/value heads,
+/// `dh` = head dim, `f` = d_mlp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HookPoint {
     /// `hook_embed`: token embeddings `[b, t, d]`.
     Embed,
     /// `blocks.{i}.hook_resid_pre`: residual stream entering block i `[b, t, d]`.
     ResidPre(usize),
-    /// `blocks.{i}.attn.hook_q`: queries before RoPE `[b, t, h, dh]`.
+    /// `blocks.{i}.ln1.hook_scale`: the attention RMSNorm's divisor
+    /// `sqrt(mean(x^2) + eps)` `[b, t, 1]`.
+    Ln1Scale(usize),
+    /// `blocks.{i}.ln1.hook_normalized`: `x / scale`, *before* the norm's gain `[b, t, d]`.
+    Ln1Normalized(usize),
+    /// `blocks.{i}.attn.hook_q`: queries before RoPE `[b, t, h, dh]` (after the per-head
+    /// q norm for Qwen3).
     AttnQ(usize),
     /// `blocks.{i}.attn.hook_k`: keys before RoPE `[b, t, hk, dh]`.
     AttnK(usize),
     /// `blocks.{i}.attn.hook_v`: values `[b, t, hk, dh]`.
     AttnV(usize),
+    /// `blocks.{i}.attn.hook_rot_q`: queries after RoPE `[b, t, h, dh]`.
+    AttnRotQ(usize),
+    /// `blocks.{i}.attn.hook_rot_k`: keys after RoPE `[b, t, hk, dh]`.
+    AttnRotK(usize),
+    /// `blocks.{i}.attn.hook_attn_scores`: scaled, masked attention logits before the
+    /// softmax `[b, h, t_query, t_key]` (masked entries are -inf, as in TransformerLens).
+    AttnScores(usize),
     /// `blocks.{i}.attn.hook_pattern`: attention probabilities `[b, h, t_query, t_key]`.
     AttnPattern(usize),
     /// `blocks.{i}.attn.hook_z`: per-head attention output before `W_O` `[b, t, h, dh]`.
@@ -43,29 +58,60 @@ pub enum HookPoint {
     AttnOut(usize),
     /// `blocks.{i}.hook_resid_mid`: residual after attention `[b, t, d]`.
     ResidMid(usize),
-    /// `blocks.{i}.mlp.hook_post`: `act(gate) * up`, the input of the down projection `[b, t, f]`.
+    /// `blocks.{i}.ln2.hook_scale`: the MLP RMSNorm's divisor `[b, t, 1]`.
+    Ln2Scale(usize),
+    /// `blocks.{i}.ln2.hook_normalized`: `x / scale`, before the gain `[b, t, d]`.
+    Ln2Normalized(usize),
+    /// `blocks.{i}.mlp.hook_pre`: the gate projection before its activation `[b, t, f]`.
+    MlpPre(usize),
+    /// `blocks.{i}.mlp.hook_pre_linear`: the up projection (gated MLPs) `[b, t, f]`.
+    MlpPreLinear(usize),
+    /// `blocks.{i}.mlp.hook_post`: `act(pre) * pre_linear`, the input of the down
+    /// projection `[b, t, f]`.
     MlpPost(usize),
     /// `blocks.{i}.hook_mlp_out`: MLP output added to the residual `[b, t, d]`.
     MlpOut(usize),
     /// `blocks.{i}.hook_resid_post`: residual stream leaving block i `[b, t, d]`.
     ResidPost(usize),
-    /// `ln_final.hook_normalized`: output of the final norm, input of the unembedding `[b, t, d]`.
+    /// `ln_final.hook_scale`: the final RMSNorm's divisor `[b, t, 1]`.
+    LnFinalScale,
+    /// `ln_final.hook_normalized`: the final residual divided by its RMS, *before* the
+    /// norm's gain `[b, t, d]` (TransformerLens' meaning).
     LnFinal,
+    /// `unembed.hook_in` (pragma's own name): the final norm's output with its gain, the
+    /// input of the unembedding `[b, t, d]` (logits = this x `W_U`).
+    UnembedIn,
 }
 
 /// Per-layer hook names, in the order they occur in a block.
 const LAYER_SITES: &[(&str, fn(usize) -> HookPoint)] = &[
     ("hook_resid_pre", HookPoint::ResidPre),
+    ("ln1.hook_scale", HookPoint::Ln1Scale),
+    ("ln1.hook_normalized", HookPoint::Ln1Normalized),
     ("attn.hook_q", HookPoint::AttnQ),
     ("attn.hook_k", HookPoint::AttnK),
     ("attn.hook_v", HookPoint::AttnV),
+    ("attn.hook_rot_q", HookPoint::AttnRotQ),
+    ("attn.hook_rot_k", HookPoint::AttnRotK),
+    ("attn.hook_attn_scores", HookPoint::AttnScores),
     ("attn.hook_pattern", HookPoint::AttnPattern),
     ("attn.hook_z", HookPoint::AttnZ),
     ("hook_attn_out", HookPoint::AttnOut),
     ("hook_resid_mid", HookPoint::ResidMid),
+    ("ln2.hook_scale", HookPoint::Ln2Scale),
+    ("ln2.hook_normalized", HookPoint::Ln2Normalized),
+    ("mlp.hook_pre", HookPoint::MlpPre),
+    ("mlp.hook_pre_linear", HookPoint::MlpPreLinear),
     ("mlp.hook_post", HookPoint::MlpPost),
     ("hook_mlp_out", HookPoint::MlpOut),
     ("hook_resid_post", HookPoint::ResidPost),
+];
+
+/// Hook names outside the blocks, in forward order (after `hook_embed`).
+const FINAL_SITES: &[(&str, HookPoint)] = &[
+    ("ln_final.hook_scale", HookPoint::LnFinalScale),
+    ("ln_final.hook_normalized", HookPoint::LnFinal),
+    ("unembed.hook_in", HookPoint::UnembedIn),
 ];
 
 impl HookPoint {
@@ -75,24 +121,63 @@ impl HookPoint {
         for i in 0..n_layers {
             v.extend(LAYER_SITES.iter().map(|(_, f)| f(i)));
         }
-        v.push(HookPoint::LnFinal);
+        v.extend(FINAL_SITES.iter().map(|(_, p)| *p));
         v
     }
 
     pub fn layer(&self) -> Option<usize> {
         use HookPoint::*;
         match *self {
-            Embed | LnFinal => None,
-            ResidPre(i) | AttnQ(i) | AttnK(i) | AttnV(i) | AttnPattern(i) | AttnZ(i)
-            | AttnOut(i) | ResidMid(i) | MlpPost(i) | MlpOut(i) | ResidPost(i) => Some(i),
+            Embed | LnFinalScale | LnFinal | UnembedIn => None,
+            ResidPre(i) | Ln1Scale(i) | Ln1Normalized(i) | AttnQ(i) | AttnK(i) | AttnV(i)
+            | AttnRotQ(i) | AttnRotK(i) | AttnScores(i) | AttnPattern(i) | AttnZ(i)
+            | AttnOut(i) | ResidMid(i) | Ln2Scale(i) | Ln2Normalized(i) | MlpPre(i)
+            | MlpPreLinear(i) | MlpPost(i) | MlpOut(i) | ResidPost(i) => Some(i),
         }
+    }
+
+    /// The shape of one token's activation, e.g. `[d_model]` or `[n_heads, d_head]`;
+    /// `None` for the attention scores and pattern (they grow with the sequence).
+    pub fn per_token_shape(&self, cfg: &crate::Config) -> Option<Vec<usize>> {
+        use HookPoint::*;
+        Some(match self {
+            AttnScores(_) | AttnPattern(_) => return None,
+            AttnQ(_) | AttnRotQ(_) | AttnZ(_) => vec![cfg.n_heads, cfg.d_head],
+            AttnK(_) | AttnV(_) | AttnRotK(_) => vec![cfg.n_kv_heads, cfg.d_head],
+            MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => vec![cfg.d_mlp],
+            Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => vec![1],
+            _ => vec![cfg.d_model],
+        })
+    }
+
+    /// Whether one token's activation is a `[d_model]` vector (the residual stream and
+    /// what is added to it): where steering vectors and probes live.
+    pub fn is_model_width(&self) -> bool {
+        use HookPoint::*;
+        matches!(
+            self,
+            Embed
+                | ResidPre(_)
+                | Ln1Normalized(_)
+                | AttnOut(_)
+                | ResidMid(_)
+                | Ln2Normalized(_)
+                | MlpOut(_)
+                | ResidPost(_)
+                | LnFinal
+                | UnembedIn
+        )
     }
 
     /// The site name without the `blocks.{i}.` prefix.
     pub fn site(&self) -> &'static str {
         match self {
             HookPoint::Embed => "hook_embed",
-            HookPoint::LnFinal => "ln_final.hook_normalized",
+            p if p.layer().is_none() => FINAL_SITES
+                .iter()
+                .find(|(_, f)| f == p)
+                .map(|(s, _)| *s)
+                .unwrap_or("?"),
             p => {
                 let i = p.layer().unwrap_or(0);
                 LAYER_SITES
@@ -104,10 +189,10 @@ impl HookPoint {
         }
     }
 
-    /// Which axis holds positions: the query axis (2) for patterns, 1 otherwise.
+    /// Which axis holds positions: the query axis (2) for scores and patterns, 1 otherwise.
     pub fn pos_axis(&self) -> usize {
         match self {
-            HookPoint::AttnPattern(_) => 2,
+            HookPoint::AttnPattern(_) | HookPoint::AttnScores(_) => 2,
             _ => 1,
         }
     }
@@ -116,10 +201,11 @@ impl HookPoint {
     pub fn shape_doc(&self) -> &'static str {
         use HookPoint::*;
         match self {
-            AttnQ(_) | AttnZ(_) => "[batch, pos, n_heads, d_head]",
-            AttnK(_) | AttnV(_) => "[batch, pos, n_kv_heads, d_head]",
-            AttnPattern(_) => "[batch, n_heads, query_pos, key_pos]",
-            MlpPost(_) => "[batch, pos, d_mlp]",
+            AttnQ(_) | AttnRotQ(_) | AttnZ(_) => "[batch, pos, n_heads, d_head]",
+            AttnK(_) | AttnV(_) | AttnRotK(_) => "[batch, pos, n_kv_heads, d_head]",
+            AttnScores(_) | AttnPattern(_) => "[batch, n_heads, query_pos, key_pos]",
+            MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => "[batch, pos, d_mlp]",
+            Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => "[batch, pos, 1]",
             _ => "[batch, pos, d_model]",
         }
     }
@@ -130,10 +216,11 @@ impl HookPoint {
             name: name.to_string(),
             suggestions: suggest(name, n_layers),
         };
-        match name {
-            "hook_embed" => return Ok(HookPoint::Embed),
-            "ln_final.hook_normalized" => return Ok(HookPoint::LnFinal),
-            _ => {}
+        if name == "hook_embed" {
+            return Ok(HookPoint::Embed);
+        }
+        if let Some((_, p)) = FINAL_SITES.iter().find(|(s, _)| *s == name) {
+            return Ok(*p);
         }
         let rest = name.strip_prefix("blocks.").ok_or_else(unknown)?;
         let (idx, site) = split_layer(rest).ok_or_else(unknown)?;
@@ -238,6 +325,18 @@ fn resolve_one(part: &str, n_layers: usize) -> Result<Vec<HookPoint>> {
     };
     if part == "*" {
         return Ok(all);
+    }
+    // `ln_final.*`: names outside the blocks by prefix.
+    if let (false, Some(prefix)) = (part.starts_with("blocks."), part.strip_suffix('*')) {
+        let found: Vec<HookPoint> = all
+            .into_iter()
+            .filter(|p| p.layer().is_none() && p.site().starts_with(prefix))
+            .collect();
+        return if found.is_empty() {
+            Err(unknown())
+        } else {
+            Ok(found)
+        };
     }
     let rest = part.strip_prefix("blocks.").ok_or_else(unknown)?;
     let (idx, site) = split_layer(rest).ok_or_else(unknown)?;
@@ -801,7 +900,8 @@ mod tests {
             ["blocks.5.attn.hook_q"]
         );
         assert_eq!(r("blocks.*.hook_resid_post").expect("all").len(), 6);
-        assert_eq!(r("blocks.0..2.attn.*").expect("attn").len(), 2 * 5);
+        assert_eq!(r("blocks.0..2.attn.*").expect("attn").len(), 2 * 8);
+        assert_eq!(r("blocks.0.ln1.*").expect("ln1").len(), 2);
         assert_eq!(
             r("hook_embed, blocks.0.hook_resid_pre")
                 .expect("list")

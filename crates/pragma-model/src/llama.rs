@@ -147,6 +147,27 @@ struct BlockHost {
     qkv_bias: Option<Vec<f32>>,
 }
 
+/// RMSNorm with TransformerLens' hook points: `hook_scale` = sqrt(mean(x^2) + eps)
+/// `[b, t, 1]`, `hook_normalized` = x / scale `[b, t, d]`, output = normalized * `w`.
+/// The fused kernel runs when no hook sits at either point.
+fn rms_norm_hooked(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f32,
+    (scale_at, normalized_at): (HookPoint, HookPoint),
+    hooks: &Hooks,
+    info: &SiteInfo,
+    cache: &mut Cache,
+) -> Result<Tensor> {
+    if !hooks.touches(scale_at) && !hooks.touches(normalized_at) {
+        return Ok(candle_nn::ops::rms_norm(x, w, eps)?);
+    }
+    let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + eps as f64)?.sqrt()?;
+    let scale = run_site(hooks, scale_at, scale, info, cache)?;
+    let normalized = run_site(hooks, normalized_at, x.broadcast_div(&scale)?, info, cache)?;
+    Ok(normalized.broadcast_mul(w)?)
+}
+
 fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
@@ -475,7 +496,14 @@ impl Transformer {
                 .min(self.cfg.n_layers),
             _ => self.cfg.n_layers,
         };
-        let needs_final = logits != Logits::None || hooks.touches(HookPoint::LnFinal);
+        let needs_final = logits != Logits::None
+            || [
+                HookPoint::LnFinalScale,
+                HookPoint::LnFinal,
+                HookPoint::UnembedIn,
+            ]
+            .iter()
+            .any(|p| hooks.touches(*p));
         let run_layers = if needs_final {
             self.cfg.n_layers
         } else {
@@ -513,8 +541,16 @@ impl Transformer {
         if !needs_final {
             return Ok(None);
         }
-        let x = candle_nn::ops::rms_norm(&x, &self.final_norm, self.cfg.rms_norm_eps as f32)?;
-        let x = run_site(hooks, HookPoint::LnFinal, x, &info, cache)?; // [b, t, d]
+        let x = rms_norm_hooked(
+            &x,
+            &self.final_norm,
+            self.cfg.rms_norm_eps as f32,
+            (HookPoint::LnFinalScale, HookPoint::LnFinal),
+            hooks,
+            &info,
+            cache,
+        )?;
+        let x = run_site(hooks, HookPoint::UnembedIn, x, &info, cache)?; // [b, t, d]
         let out = match logits {
             Logits::None => None,
             Logits::All => Some(
@@ -568,7 +604,15 @@ impl Transformer {
         let site = |p: HookPoint, x: Tensor, cache: &mut Cache| run_site(hooks, p, x, info, cache);
 
         let resid = site(HookPoint::ResidPre(i), x, cache)?; // [b, t, d]
-        let normed = candle_nn::ops::rms_norm(&resid, &blk.attn_norm, eps)?;
+        let normed = rms_norm_hooked(
+            &resid,
+            &blk.attn_norm,
+            eps,
+            (HookPoint::Ln1Scale(i), HookPoint::Ln1Normalized(i)),
+            hooks,
+            info,
+            cache,
+        )?;
 
         let qkv = blk.qkv.forward(&normed, uq)?; // [b, t, (h + 2 hk) dh]
         let mut q = qkv.narrow(2, 0, h * dh)?.reshape((b, t, h, dh))?; // [b, t, h, dh]
@@ -586,6 +630,16 @@ impl Transformer {
 
         let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?; // [b, h, t, dh]
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?; // [b, hk, t, dh]
+                                                                                           // hook_rot_q / hook_rot_k see TransformerLens' layout [b, t, heads, dh].
+        let head_major = |p: HookPoint, x: Tensor, cache: &mut Cache| -> Result<Tensor> {
+            if !hooks.touches(p) {
+                return Ok(x);
+            }
+            let y = site(p, x.transpose(1, 2)?, cache)?;
+            Ok(y.transpose(1, 2)?.contiguous()?)
+        };
+        let q = head_major(HookPoint::AttnRotQ(i), q, cache)?;
+        let k = head_major(HookPoint::AttnRotK(i), k, cache)?;
         let v = v.transpose(1, 2)?.contiguous()?; // [b, hk, t, dh]
         let (k, v) = LayerKv::append(&mut kv.layers[i], k, v)?; // [b, hk, T, dh] views
         let big_t = k.dim(2)?;
@@ -599,6 +653,7 @@ impl Transformer {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
+        let scores = site(HookPoint::AttnScores(i), scores, cache)?;
         let pattern = candle_nn::ops::softmax_last_dim(&scores)?; // [b, h, t, T]
         let pattern = site(HookPoint::AttnPattern(i), pattern, cache)?;
         let z = pattern
@@ -611,11 +666,20 @@ impl Transformer {
         let attn_out = site(HookPoint::AttnOut(i), attn_out, cache)?;
         let resid = site(HookPoint::ResidMid(i), (resid + attn_out)?, cache)?; // [b, t, d]
 
-        let normed = candle_nn::ops::rms_norm(&resid, &blk.mlp_norm, eps)?;
+        let normed = rms_norm_hooked(
+            &resid,
+            &blk.mlp_norm,
+            eps,
+            (HookPoint::Ln2Scale(i), HookPoint::Ln2Normalized(i)),
+            hooks,
+            info,
+            cache,
+        )?;
         let gate_up = blk.gate_up.forward(&normed, uq)?; // [b, t, 2 f]
         let f = cfg.d_mlp;
-        let gate = candle_nn::ops::silu(&gate_up.narrow(2, 0, f)?)?;
-        let post = (gate * gate_up.narrow(2, f, f)?)?; // [b, t, f]
+        let pre = site(HookPoint::MlpPre(i), gate_up.narrow(2, 0, f)?, cache)?; // [b, t, f]
+        let pre_linear = site(HookPoint::MlpPreLinear(i), gate_up.narrow(2, f, f)?, cache)?;
+        let post = (candle_nn::ops::silu(&pre)? * pre_linear)?; // [b, t, f]
         let post = site(HookPoint::MlpPost(i), post, cache)?;
         let mlp_out = blk.down.forward(&post, uq)?; // [b, t, d]
         let mlp_out = site(HookPoint::MlpOut(i), mlp_out, cache)?;
@@ -631,18 +695,10 @@ impl Transformer {
             && blk.gate_up.q.is_some()
             && blk.down.q.is_some();
         let no_bias = blk.o.b.is_none() && blk.gate_up.b.is_none() && blk.down.b.is_none();
-        let inner = [
-            HookPoint::AttnQ(i),
-            HookPoint::AttnK(i),
-            HookPoint::AttnV(i),
-            HookPoint::AttnPattern(i),
-            HookPoint::AttnZ(i),
-            HookPoint::AttnOut(i),
-            HookPoint::ResidMid(i),
-            HookPoint::MlpPost(i),
-            HookPoint::MlpOut(i),
-        ];
-        quant && no_bias && !inner.iter().any(|p| hooks.touches(*p))
+        let inner = |p: &HookPoint| {
+            p.layer() == Some(i) && !matches!(p, HookPoint::ResidPre(_) | HookPoint::ResidPost(_))
+        };
+        quant && no_bias && !hooks.iter().any(|h| inner(&h.point))
     }
 
     /// One block for one decoded token of one sequence, on host vectors: the same

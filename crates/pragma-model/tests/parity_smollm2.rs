@@ -129,7 +129,7 @@ fn logits_and_activations_match_the_numpy_reference() {
         (HookPoint::AttnQ(3), "q.3".into()),
         (HookPoint::AttnK(3), "k.3".into()),
         (HookPoint::AttnPattern(3), "attn_pattern.3".into()),
-        (HookPoint::LnFinal, "ln_final".into()),
+        (HookPoint::UnembedIn, "ln_final".into()),
     ];
     let mut hooks = Hooks::new();
     for (p, _) in &sites {

@@ -105,14 +105,19 @@ fn hook_shapes_match_their_docs() {
     let t = IDS.len();
     for p in HookPoint::all(3) {
         let dims = cache.get(p).expect("captured").dims().to_vec();
+        use HookPoint::*;
         let want = match p {
-            HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => vec![1, t, 4, 8],
-            HookPoint::AttnK(_) | HookPoint::AttnV(_) => vec![1, t, 2, 8],
-            HookPoint::AttnPattern(_) => vec![1, 4, t, t],
-            HookPoint::MlpPost(_) => vec![1, t, 64],
+            AttnQ(_) | AttnRotQ(_) | AttnZ(_) => vec![1, t, 4, 8],
+            AttnK(_) | AttnV(_) | AttnRotK(_) => vec![1, t, 2, 8],
+            AttnScores(_) | AttnPattern(_) => vec![1, 4, t, t],
+            MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => vec![1, t, 64],
+            Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => vec![1, t, 1],
             _ => vec![1, t, 32],
         };
         assert_eq!(dims, want, "{p}");
+        if let Some(per_token) = p.per_token_shape(m.cfg()) {
+            assert_eq!(&want[2..], &per_token[..], "{p}");
+        }
     }
     // Residual bookkeeping: resid_post = resid_mid + mlp_out = resid_pre + attn_out + mlp_out.
     let g = |p| cache.get(p).expect("cap");
@@ -520,10 +525,49 @@ fn answer_only_steering_moves_the_first_answer_token() {
         run(&h)
     };
     let generated = steer("generated");
-    assert_eq!(generated[0], plain[0], "the first answer token is untouched");
+    assert_eq!(
+        generated[0], plain[0],
+        "the first answer token is untouched"
+    );
     assert!(generated[1..].iter().all(|&t| t == target), "{generated:?}");
     let answer = steer("last-prompt+generated");
     assert!(answer.iter().all(|&t| t == target), "{answer:?}");
+}
+
+/// The new TransformerLens sites inside a block also run while decoding (they send the
+/// block through the tensor path instead of the fused one).
+#[test]
+fn inner_block_hooks_run_at_every_decode_step() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = tiny_config(Arch::Llama);
+    let q = dir.path().join("q8.gguf");
+    write_gguf(
+        &q,
+        &cfg,
+        &tiny_weights(&cfg, 7).expect("w"),
+        GgmlDType::Q8_0,
+    )
+    .expect("gguf");
+    let m = load(&q);
+    let opts = GenerateOptions {
+        max_tokens: 5,
+        sampling: Sampling::default(),
+        stop_tokens: vec![],
+    };
+    for p in [
+        HookPoint::Ln1Scale(1),
+        HookPoint::Ln2Normalized(1),
+        HookPoint::AttnRotK(1),
+        HookPoint::AttnScores(1),
+        HookPoint::MlpPre(1),
+        HookPoint::MlpPreLinear(1),
+    ] {
+        let mut h = Hooks::new();
+        h.capture(p);
+        let g = generate(&m.transformer, &[IDS.to_vec()], &opts, &h, |_, _| {}).expect("gen");
+        let got = g.cache.get(p).expect("captured").dims()[p.pos_axis()];
+        assert_eq!(got, IDS.len() + 4, "{p}: one row per position fed");
+    }
 }
 
 #[test]

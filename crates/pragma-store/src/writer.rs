@@ -163,17 +163,10 @@ fn bytes_per_token(hooks: &[HookEntry], dtype: DType) -> usize {
 }
 
 fn hook_shape(model: &Model, p: HookPoint) -> Result<Vec<usize>> {
-    let c = model.cfg();
-    Ok(match p {
-        HookPoint::AttnQ(_) | HookPoint::AttnZ(_) => vec![c.n_heads, c.d_head],
-        HookPoint::AttnK(_) | HookPoint::AttnV(_) => vec![c.n_kv_heads, c.d_head],
-        HookPoint::MlpPost(_) => vec![c.d_mlp],
-        HookPoint::AttnPattern(_) => {
-            return Err(Error::Corpus(format!(
-                "{p}: attention patterns have no fixed per-token size and cannot be cached; use `pragma trace`"
-            )))
-        }
-        _ => vec![c.d_model],
+    p.per_token_shape(model.cfg()).ok_or_else(|| {
+        Error::Corpus(format!(
+            "{p}: attention scores and patterns have no fixed per-token size and cannot be cached; use `pragma trace`"
+        ))
     })
 }
 
