@@ -129,6 +129,38 @@ fn same_prompt_same_ids_in_every_command() {
     assert!(!ok && err.contains("expected add, none or model"), "{err}");
 }
 
+/// Issue 9, kind 8: `pragma tokenize` shows ids and token text with special tokens marked.
+#[test]
+fn tokenize_shows_ids_text_and_special_tokens() {
+    let d = tempfile::tempdir().expect("tmp");
+    let gguf = tiny_gguf(d.path(), 4);
+    let m = gguf.to_str().expect("utf8");
+    let (ok, out, err) = pragma(&["tokenize", m, "--chat", "--prompt", "hi"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let ids = tokenize(m, "hi", &["--chat"]);
+    assert!(
+        lines[0].starts_with(&format!("{} tokens (bos prepended", ids.len())),
+        "{out}"
+    );
+    assert_eq!(lines.len(), ids.len() + 1, "{out}");
+    assert!(
+        lines[1].contains("<|im_start|>") && lines[1].ends_with("[special]"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("\"u\"") && !lines[2].contains("[special]"),
+        "{out}"
+    );
+    let (ok, out, _) = pragma(&["tokenize", m, "--prompt", "hi", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["tokens"][0]["special"], true);
+    assert_eq!(v["tokens"][1]["text"], "h");
+    assert_eq!(v["rule"]["bos"], true);
+    assert_eq!(v["n_tokens"], 3);
+}
+
 #[test]
 fn artifact_input_rule_is_reused_where_it_is_applied() {
     let d = tempfile::tempdir().expect("tmp");

@@ -91,7 +91,7 @@ fn vectors_equal_hand_computations() {
             &TrainConfig {
                 site: "hook_resid_post".into(),
                 layers: vec![1],
-                method: method,
+                method,
                 position: Position::Last,
                 input: InputRule::default(),
             },
@@ -151,8 +151,16 @@ fn operators_do_what_they_say() {
         sampling: Sampling::default(),
         stop_tokens: vec![],
     };
-    let run =
-        |h: &Hooks| generate(&m.transformer, &[prompt.clone()], &opts, h, |_, _| {}).expect("gen");
+    let run = |h: &Hooks| {
+        generate(
+            &m.transformer,
+            std::slice::from_ref(&prompt),
+            &opts,
+            h,
+            |_, _| {},
+        )
+        .expect("gen")
+    };
     let base = run(&Hooks::new());
     // Scale 0 gives exactly the unsteered output.
     let h0 = v

@@ -83,8 +83,11 @@ pub enum HookPoint {
     UnembedIn,
 }
 
+/// Makes a block's hook point from its layer index.
+type AtLayer = fn(usize) -> HookPoint;
+
 /// Per-layer hook names, in the order they occur in a block.
-const LAYER_SITES: &[(&str, fn(usize) -> HookPoint)] = &[
+const LAYER_SITES: &[(&str, AtLayer)] = &[
     ("hook_resid_pre", HookPoint::ResidPre),
     ("ln1.hook_scale", HookPoint::Ln1Scale),
     ("ln1.hook_normalized", HookPoint::Ln1Normalized),

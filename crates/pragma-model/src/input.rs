@@ -251,10 +251,11 @@ impl Tokenizer {
             .iter()
             .any(|m| m.content.contains(MARK_OPEN) || m.content.contains(MARK_CLOSE))
         {
-            return Err(Error::ChatTemplate(format!(
+            return Err(Error::ChatTemplate(
                 "a message contains the private-use characters U+F8F0/U+F8F1 that pragma uses to \
                  locate message contents; remove them or use --parse-special"
-            )));
+                    .into(),
+            ));
         }
         let marked: Vec<ChatMessage> = messages
             .iter()

@@ -102,7 +102,7 @@ fn hook_names_mean_what_they_mean_in_transformer_lens() {
         };
         let rel = max_abs(&(&got - &want).expect("diff")) / max_abs(&want).max(1e-30);
         report.push(format!("{name}: rel {rel:.2e}"));
-        if !(rel <= REL_TOL) {
+        if rel.is_nan() || rel > REL_TOL {
             failures.push(format!("{name}: relative error {rel:.3e} > {REL_TOL:e}"));
         }
     }
