@@ -190,9 +190,6 @@ pub struct ModelInput {
     pub text: String,
     /// Whether `ids[0]` is the tokenizer's BOS (prepended, or supplied by the template).
     pub starts_with_bos: bool,
-    /// Byte ranges of `text` holding message contents (chat only), in message order;
-    /// a template that repeats a message lists it more than once.
-    pub content_spans: Vec<(usize, Range<usize>)>,
 }
 
 /// Private-use characters that bracket a content marker while rendering.
@@ -202,24 +199,28 @@ const MARK_CLOSE: char = '\u{F8F1}';
 impl Tokenizer {
     /// Token ids for `prompt` under `rule`: the only function that turns model input
     /// text into ids. Errors: a chat prompt on a model without a template, a template
-    /// that fails to render, or (with literal contents) a template that rewrites the
-    /// message contents in a way that cannot be located (use `parse_special`).
+    /// that fails to render, or (with literal contents) a template that rewrites a
+    /// message holding a control-token string in a way that cannot be located (use
+    /// `parse_special`).
     pub fn build_input(&self, prompt: &Prompt, rule: InputRule) -> Result<ModelInput> {
-        let (text, mut ids, content_spans) = match *prompt {
-            Prompt::Text(t) => (t.to_string(), self.encode(t, rule.parse_special)?, vec![]),
+        let (text, mut ids) = match *prompt {
+            Prompt::Text(t) => (t.to_string(), self.encode(t, rule.parse_special)?),
             Prompt::Chat {
                 messages,
                 add_generation_prompt,
             } => {
                 let text = self.apply_chat_template(messages, add_generation_prompt)?;
-                if rule.parse_special {
-                    let ids = self.encode(&text, true)?;
-                    (text, ids, vec![])
-                } else {
+                // Without control-token strings in any message, literal and parsed
+                // contents give the same ids: no need to locate the contents.
+                let literal = !rule.parse_special
+                    && messages.iter().any(|m| self.contains_special(&m.content));
+                let ids = if literal {
                     let spans = self.content_spans(messages, add_generation_prompt, &text)?;
-                    let ids = self.encode_with_literal_spans(&text, &spans)?;
-                    (text, ids, spans)
-                }
+                    self.encode_with_literal_spans(&text, &spans)?
+                } else {
+                    self.encode(&text, true)?
+                };
+                (text, ids)
             }
         };
         let bos = self.info.bos;
@@ -234,19 +235,26 @@ impl Tokenizer {
             ids,
             text,
             starts_with_bos,
-            content_spans,
         })
     }
 
-    /// Where each message's content sits in `rendered`: render again with a marker in
-    /// place of each content, then put the contents back and check that this gives
-    /// `rendered` exactly (also with trimmed contents, for templates that `| trim`).
+    /// Whether `s` contains a control token's string anywhere.
+    fn contains_special(&self, s: &str) -> bool {
+        s.char_indices()
+            .any(|(i, _)| self.special_at(&s[i..]).is_some())
+    }
+
+    /// Byte ranges of `rendered` holding the contents of the messages that contain
+    /// control-token strings. Those messages are rendered with a marker in place of their
+    /// content; the rendered text is then matched piece by piece, each marker taking
+    /// the content as given or trimmed (templates that `| trim`), whichever makes the
+    /// following template text line up.
     fn content_spans(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
         rendered: &str,
-    ) -> Result<Vec<(usize, Range<usize>)>> {
+    ) -> Result<Vec<Range<usize>>> {
         if messages
             .iter()
             .any(|m| m.content.contains(MARK_OPEN) || m.content.contains(MARK_CLOSE))
@@ -262,54 +270,66 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, m)| ChatMessage {
                 role: m.role.clone(),
-                content: format!("{MARK_OPEN}{i}{MARK_CLOSE}"),
+                content: if self.contains_special(&m.content) {
+                    format!("{MARK_OPEN}{i}{MARK_CLOSE}")
+                } else {
+                    m.content.clone()
+                },
             })
             .collect();
         let template = self.apply_chat_template(&marked, add_generation_prompt)?;
-        for trim in [false, true] {
-            let mut out = String::with_capacity(rendered.len());
-            let mut spans = Vec::new();
-            let mut rest = template.as_str();
-            while let Some(open) = rest.find(MARK_OPEN) {
-                out.push_str(&rest[..open]);
-                let after = &rest[open + MARK_OPEN.len_utf8()..];
-                let Some(close) = after.find(MARK_CLOSE) else {
-                    break;
+        let unlocated = || {
+            Error::ChatTemplate(
+                "this chat template changes a message's contents as it renders them, so pragma \
+                 cannot tell its text from the template's own tokens; use --parse-special to \
+                 tokenize the rendered text as Hugging Face does (control-token strings in \
+                 messages then become control tokens)"
+                    .into(),
+            )
+        };
+        let mut spans = Vec::new();
+        let mut pos = 0; // in `rendered`
+        let mut rest = template.as_str();
+        loop {
+            let Some(open) = rest.find(MARK_OPEN) else {
+                return if &rendered[pos..] == rest {
+                    Ok(spans)
+                } else {
+                    Err(unlocated())
                 };
-                let Ok(i) = after[..close].parse::<usize>() else {
-                    break;
-                };
-                let Some(m) = messages.get(i) else { break };
-                let c = if trim { m.content.trim() } else { &m.content };
-                spans.push((i, out.len()..out.len() + c.len()));
-                out.push_str(c);
-                rest = &after[close + MARK_CLOSE.len_utf8()..];
+            };
+            let literal = &rest[..open];
+            if !rendered[pos..].starts_with(literal) {
+                return Err(unlocated());
             }
-            out.push_str(rest);
-            if out == rendered {
-                return Ok(spans);
-            }
+            pos += literal.len();
+            let after = &rest[open + MARK_OPEN.len_utf8()..];
+            let close = after.find(MARK_CLOSE).ok_or_else(unlocated)?;
+            let i: usize = after[..close].parse().map_err(|_| unlocated())?;
+            let content = &messages.get(i).ok_or_else(unlocated)?.content;
+            rest = &after[close + MARK_CLOSE.len_utf8()..];
+            let next = &rest[..rest.find(MARK_OPEN).unwrap_or(rest.len())];
+            let c = [
+                content.as_str(),
+                content.trim(),
+                content.trim_start(),
+                content.trim_end(),
+            ]
+            .into_iter()
+            .find(|c| rendered[pos..].starts_with(c) && rendered[pos + c.len()..].starts_with(next))
+            .ok_or_else(unlocated)?;
+            spans.push(pos..pos + c.len());
+            pos += c.len();
         }
-        Err(Error::ChatTemplate(
-            "this chat template changes message contents as it renders them, so pragma cannot \
-             tell the contents from the template's own tokens; use --parse-special to tokenize \
-             the rendered text as Hugging Face does (control-token strings in messages then \
-             become control tokens)"
-                .into(),
-        ))
     }
 
     /// Tokenize `text` with control tokens recognised only outside `literal` ranges:
     /// split at each control token found there (as Hugging Face's added-vocabulary pass
     /// does), then tokenize each run of ordinary text, template and contents together.
-    fn encode_with_literal_spans(
-        &self,
-        text: &str,
-        literal: &[(usize, Range<usize>)],
-    ) -> Result<Vec<u32>> {
+    fn encode_with_literal_spans(&self, text: &str, literal: &[Range<usize>]) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         let mut run = String::new();
-        let mut spans: Vec<&Range<usize>> = literal.iter().map(|(_, r)| r).collect();
+        let mut spans: Vec<&Range<usize>> = literal.iter().collect();
         spans.sort_by_key(|r| r.start);
         let mut next_span = 0;
         let mut pos = 0;

@@ -59,7 +59,9 @@ pub struct TokenizerInfo {
 pub struct Tokenizer {
     /// Parses special tokens such as `<|im_start|>` out of text.
     with_special: tokenizers::Tokenizer,
-    /// Treats every character as plain text.
+    /// Matches no special token: their strings are plain characters. Ordinary added
+    /// tokens (not special) still match, with their own ids, as in Hugging Face's
+    /// `split_special_tokens=True`.
     plain: tokenizers::Tokenizer,
     pub info: TokenizerInfo,
     pub chat_template: Option<String>,
@@ -124,23 +126,30 @@ impl Tokenizer {
             steps.push(split.into());
         }
         steps.push(ByteLevel::new(false, false, false).into());
-        let mut plain = tokenizers::Tokenizer::new(bpe);
-        plain.with_pre_tokenizer(Some(Sequence::new(steps)));
-        plain.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+        let mut with_special = tokenizers::Tokenizer::new(bpe);
+        with_special.with_pre_tokenizer(Some(Sequence::new(steps)));
+        with_special.with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
 
-        // Control (3) and user-defined (4) tokens are matched whole in text.
-        let specials: Vec<(String, u32)> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, &t)| t == 3 || t == 4)
-            .filter_map(|(i, _)| tokens.get(i).map(|s| (s.clone(), i as u32)))
-            .collect();
-        let mut with_special = plain.clone();
-        let added: Vec<AddedToken> = specials
-            .iter()
-            .map(|(s, _)| AddedToken::from(s.clone(), true))
-            .collect();
-        with_special.add_special_tokens(&added);
+        // Control tokens (type 3) are special: matched in text only when asked
+        // (llama.cpp's parse_special). User-defined tokens (type 4) are ordinary added
+        // tokens, matched in any text, as llama.cpp does. Both keep their vocabulary ids.
+        let of_type = |want: i64| -> Vec<(String, u32)> {
+            types
+                .iter()
+                .enumerate()
+                .filter(|(_, &t)| t == want)
+                .filter_map(|(i, _)| tokens.get(i).map(|s| (s.clone(), i as u32)))
+                .collect()
+        };
+        let specials = of_type(3);
+        let added = |v: &[(String, u32)], special: bool| -> Vec<AddedToken> {
+            v.iter()
+                .map(|(s, _)| AddedToken::from(s.clone(), special))
+                .collect()
+        };
+        with_special.add_special_tokens(&added(&specials, true));
+        with_special.add_tokens(&added(&of_type(4), false));
+        let plain = without_special_matching(&with_special);
 
         let id = |k: &str| f.meta_usize(k).ok().map(|v| v as u32);
         let (bos, eos) = (
@@ -202,18 +211,7 @@ impl Tokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, t)| (t.content.clone(), *id))
             .collect();
-        let mut plain = with_special.clone();
-        // The same tokenizer without the special tokens' matcher; added tokens that are
-        // not special (e.g. `<think>` in some vocabularies) still match, as in Hugging
-        // Face's `split_special_tokens=True`.
-        plain.with_added_vocabulary(tokenizers::AddedVocabulary::new());
-        let ordinary: Vec<AddedToken> = with_special
-            .get_added_tokens_decoder()
-            .values()
-            .filter(|t| !t.special)
-            .cloned()
-            .collect();
-        plain.add_tokens(&ordinary);
+        let plain = without_special_matching(&with_special);
         let eos = id_of("eos_token");
         let chat_template = match cfg.get("chat_template") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -314,6 +312,13 @@ impl Tokenizer {
             &self.special_text(self.info.eos),
         )
     }
+}
+
+/// The same tokenizer with special-token matching off (ids unchanged).
+fn without_special_matching(t: &tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    let mut plain = t.clone();
+    plain.set_encode_special_tokens(true);
+    plain
 }
 
 fn string_array(f: &GgufFile, key: &str) -> Result<Vec<String>> {
