@@ -149,7 +149,8 @@ struct InterventionArgs {
     /// `generated` (only tokens produced by generation; note that the first answer
     /// token is computed at the last prompt position, so `generated` never changes it),
     /// or `last-prompt+generated` (the last prompt token and every generated token:
-    /// answer-only steering that also moves the first answer token).
+    /// answer-only steering that also moves the first answer token; during generation
+    /// this is the same set of positions as `last`, named for what it is).
     #[arg(long, default_value = "from:1")]
     positions: String,
 }
@@ -271,17 +272,17 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
         .into_iter()
         .filter(|p| p.layer().is_some())
         .collect();
-    println!("  {:<34} {}", "hook_embed", HookPoint::Embed.shape_doc());
+    println!("  {:<40} {}", "hook_embed", HookPoint::Embed.shape_doc());
     for p in &per_layer {
         let name = format!("blocks.{{0..{}}}.{}", cfg.n_layers - 1, p.site());
-        println!("  {:<34} {}", name, p.shape_doc());
+        println!("  {:<40} {}", name, p.shape_doc());
     }
     for p in HookPoint::all(1)
         .into_iter()
         .filter(|p| p.layer().is_none())
     {
         if p != HookPoint::Embed {
-            println!("  {:<34} {}", p.to_string(), p.shape_doc());
+            println!("  {:<40} {}", p.to_string(), p.shape_doc());
         }
     }
     println!(
@@ -316,12 +317,16 @@ fn print_info(model: &Model) {
         println!("file dtypes {}  (computed in f32)", d.join(", "));
     }
     let tk = &model.tokenizer.info;
+    let named = |id: Option<u32>| match id {
+        Some(i) => format!("{i} {}", model.tokenizer.token_str(i)),
+        None => "none".into(),
+    };
     println!(
-        "tokenizer   {} (pre: {}), bos {:?}, eos {:?}, add_bos {}, chat template: {}",
+        "tokenizer   {} (pre: {}), bos {}, eos {}, add_bos {}, chat template: {}",
         tk.kind,
         tk.pre.as_deref().unwrap_or("-"),
-        tk.bos,
-        tk.eos,
+        named(tk.bos),
+        named(tk.eos),
         tk.add_bos,
         if model.tokenizer.chat_template.is_some() {
             "yes"
@@ -376,13 +381,16 @@ fn actadd_vector(
     neg: &str,
     rule: InputRule,
 ) -> Result<Tensor> {
-    let last = |text: &str| -> Result<Tensor> {
+    let last = |text: &str, flag: &str| -> Result<Tensor> {
         // Built like the prompt it steers (by default BOS first, so the text's last token
         // is not the attention-sink position 0).
-        let ids = model.tokenizer.build_input(&Prompt::Text(text), rule)?.ids;
-        if ids.is_empty() {
-            bail!("--actadd text is empty");
+        if text.is_empty() {
+            bail!(
+                "{flag} is empty: its last token would be the BOS (an attention sink with \
+                 outsized activations) or nothing; give a text, e.g. --actadd-neg 'I want to talk about the'"
+            );
         }
+        let ids = model.tokenizer.build_input(&Prompt::Text(text), rule)?.ids;
         let mut hooks = Hooks::new();
         hooks.capture(point);
         let batch = Batch::single(&ids, model.device())?;
@@ -390,7 +398,7 @@ fn actadd_vector(
         let act = cache.get(point)?; // [1, pos, d]
         Ok(act.get(0)?.get(ids.len() - 1)?)
     };
-    Ok((last(pos)? - last(neg)?)?)
+    Ok((last(pos, "--actadd")? - last(neg, "--actadd-neg")?)?)
 }
 
 fn sampling(s: &SamplingArgs, model: &Model) -> GenerateOptions {
@@ -574,7 +582,16 @@ fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{} tokens ({})", input.ids.len(), rule.describe());
+    println!(
+        "{} tokens{} (rule: {})",
+        input.ids.len(),
+        if input.starts_with_bos {
+            format!(", starting with the BOS {}", tk.token_str(input.ids[0]))
+        } else {
+            ", no BOS".into()
+        },
+        rule.describe()
+    );
     for (k, (id, text, _, special)) in rows.iter().enumerate() {
         let shown = format!("{text:?}");
         println!(

@@ -263,6 +263,28 @@ fn store_features(
         );
     }
     let sink = model.tokenizer.info.bos;
+    // The store must hold exactly the ids this probe would build itself.
+    let table = store.tokens()?;
+    let mut stored: Vec<Vec<u32>> = vec![Vec::new(); ds.examples.len()];
+    for (&d, &t) in table.doc.iter().zip(&table.token) {
+        if let Some(v) = stored.get_mut(d as usize) {
+            v.push(t);
+        }
+    }
+    for (i, (e, got)) in ds.examples.iter().zip(&stored).enumerate() {
+        let want = side_ids(model, &e.input, store.manifest.settings.input_rule())?;
+        if *got != want {
+            bail!(
+                "--store {}: document {} holds {} tokens that differ from the {} this dataset's                  example {} gives; make the store from this dataset with the same model                  (pragma cache --data {})",
+                dir.display(),
+                i,
+                got.len(),
+                want.len(),
+                i + 1,
+                ds.name
+            );
+        }
+    }
     let mut out = Vec::with_capacity(layers.len());
     for l in layers {
         let hook = format!("blocks.{l}.{site}");

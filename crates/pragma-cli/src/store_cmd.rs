@@ -106,7 +106,17 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         "split" => LongDocs::Split,
         other => bail!("--long '{other}': expected truncate or split"),
     };
-    let input = a.input.rule(&model, &[])?;
+    // Resuming: the store's own rule is the default (an explicit contradiction is refused).
+    let existing: Vec<(String, pragma_model::InputRule)> =
+        pragma_store::manifest::Manifest::read(&a.out)
+            .map(|m| {
+                vec![(
+                    format!("the store in {}", a.out.display()),
+                    m.settings.input_rule(),
+                )]
+            })
+            .unwrap_or_default();
+    let input = a.input.rule(&model, &existing)?;
     let opts = CacheOptions {
         format: Format::detect(&data, split),
         data,

@@ -86,6 +86,32 @@ fn same_prompt_same_ids_in_every_command() {
     assert!(ok, "{err}");
     let s = pragma_store::Store::open(&store).expect("store");
     let table = s.tokens().expect("table");
+    // And from the same texts as user turns (a conversation ending in a user turn gets the
+    // assistant header in every command, the store included).
+    let chats = d.path().join("c.jsonl");
+    let lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({"messages": [{"role": "user", "content": t}]}).to_string())
+        .collect();
+    std::fs::write(&chats, lines.join("\n")).expect("w");
+    let chat_store = d.path().join("chat-store");
+    let (ok, _, err) = pragma(&[
+        "cache",
+        m,
+        "--data",
+        chats.to_str().expect("c"),
+        "--hooks",
+        "blocks.0.hook_resid_post",
+        "--ctx",
+        "64",
+        "--out",
+        chat_store.to_str().expect("s"),
+    ]);
+    assert!(ok, "{err}");
+    let chat_table = pragma_store::Store::open(&chat_store)
+        .expect("store")
+        .tokens()
+        .expect("table");
 
     for (k, text) in texts.iter().enumerate() {
         for chat in [false, true] {
@@ -108,13 +134,12 @@ fn same_prompt_same_ids_in_every_command() {
                 pair_side_ids(&model, None, &side, rule).expect("pair").0,
                 ids
             );
-            if !chat {
-                let stored: Vec<u32> = (0..table.doc.len())
-                    .filter(|&i| table.doc[i] == k as u32)
-                    .map(|i| table.token[i])
-                    .collect();
-                assert_eq!(stored, ids, "store document {k}");
-            }
+            let t = if chat { &chat_table } else { &table };
+            let stored: Vec<u32> = (0..t.doc.len())
+                .filter(|&i| t.doc[i] == k as u32)
+                .map(|i| t.token[i])
+                .collect();
+            assert_eq!(stored, ids, "store document {k} (chat {chat})");
         }
     }
 
@@ -140,7 +165,10 @@ fn tokenize_shows_ids_text_and_special_tokens() {
     let lines: Vec<&str> = out.lines().collect();
     let ids = tokenize(m, "hi", &["--chat"]);
     assert!(
-        lines[0].starts_with(&format!("{} tokens (bos prepended", ids.len())),
+        lines[0].starts_with(&format!(
+            "{} tokens, starting with the BOS <|im_start|>",
+            ids.len()
+        )),
         "{out}"
     );
     assert_eq!(lines.len(), ids.len() + 1, "{out}");

@@ -166,6 +166,20 @@ fn train_score_and_monitor() {
         !ok && err.contains("it holds 40 documents, the dataset has 30"),
         "{err}"
     );
+    // As is one with as many documents but other texts: the stored ids are checked.
+    std::fs::write(&other, toy(40).replace("\"ab ", "\"ba ")).expect("w");
+    let (ok, _, err) = pragma(&[
+        "probe",
+        "train",
+        m,
+        "--data",
+        other.to_str().expect("d"),
+        "--out",
+        out3.to_str().expect("o"),
+        "--store",
+        store.to_str().expect("s"),
+    ]);
+    assert!(!ok && err.contains("differ from the"), "{err}");
     // Features from another position are refused.
     let (ok, _, err) = pragma(&[
         "probe",

@@ -471,7 +471,7 @@ pub struct ProbeMeta {
     pub test_accuracy: f64,
     pub pragma_version: String,
     /// How text became token ids for training; scoring builds inputs the same way.
-    /// Files without it (pragma < 0.1.1) prepended BOS.
+    /// Files without it (pragma < 0.2) prepended BOS.
     #[serde(default)]
     pub input: InputRule,
 }

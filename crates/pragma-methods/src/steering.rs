@@ -162,7 +162,7 @@ pub struct VectorMeta {
     pub norms: Vec<f32>,
     pub pragma_version: String,
     /// How the pairs' text became token ids; `generate --steer` and the sweep build
-    /// their inputs the same way. Files without it (pragma < 0.1.1) prepended BOS.
+    /// their inputs the same way. Files without it (pragma < 0.2) prepended BOS.
     #[serde(default)]
     pub input: InputRule,
 }

@@ -22,7 +22,10 @@ use candle_core::{DType, Tensor, D};
 use crate::error::{Error, Result};
 
 /// One activation site, named and meaning what it means in TransformerLens (checked
-/// against TransformerLens itself: `tests/transformer_lens.rs`). Shapes use `b` = batch,
+/// against TransformerLens itself: `tests/transformer_lens.rs`). A hook at an
+/// `ln*.hook_scale` / `ln*.hook_normalized` site computes that norm step by step instead
+/// of with the fused kernel, which moves later activations by float32 rounding
+/// (~1e-6 relative). Shapes use `b` = batch,
 /// `t` = positions, `d` = d_model, `h` = query heads, `hk` = key/value heads,
 /// `dh` = head dim, `f` = d_mlp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

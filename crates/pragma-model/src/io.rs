@@ -186,13 +186,23 @@ pub fn cast_checked(t: &Tensor, dtype: DType, name: &str) -> Result<Tensor> {
     if t.dtype() == dtype || !matches!(dtype, DType::F16 | DType::BF16) {
         return Ok(t.to_dtype(dtype)?);
     }
-    let max = t
-        .to_dtype(DType::F32)?
+    // The largest magnitude, on the tensor's device; only when the model's own values are
+    // non-finite (kept as they are) are the finite ones scanned on the host.
+    let mut max = t
+        .abs()?
         .flatten_all()?
-        .to_vec1::<f32>()?
-        .into_iter()
-        .filter(|x| x.is_finite())
-        .fold(0f32, |m, x| m.max(x.abs()));
+        .max(0)?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
+    if !max.is_finite() {
+        max = t
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .filter(|x| x.is_finite())
+            .fold(0f32, |m, x| m.max(x.abs()));
+    }
     let fits = |d: DType| match d {
         DType::F16 => half::f16::from_f32(max).is_finite(),
         DType::BF16 => half::bf16::from_f32(max).is_finite(),

@@ -9,7 +9,10 @@ use crate::corpus::Format;
 use crate::error::{Error, Result};
 
 pub const FORMAT_NAME: &str = "pragma-activation-store";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 (pragma 0.2): `ln_final.hook_normalized` is TransformerLens' (before the gain), token
+/// ids come from the shared input builder (BOS never doubled, message text literal), and
+/// shards close at `shard_tokens`. Version-1 stores are refused: re-cache them.
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

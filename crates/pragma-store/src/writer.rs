@@ -114,16 +114,14 @@ pub fn model_sha256(model: &Model) -> Result<String> {
 }
 
 /// Documents -> token sequences, with BOS and long-document handling. Ids come from
-/// [`Tokenizer::build_input`](pragma_model::Tokenizer::build_input) (chat documents
-/// without the assistant header); a split document's later windows start with the BOS
-/// too when the rule adds one.
+/// [`Tokenizer::build_input`](pragma_model::Tokenizer::build_input) exactly as every
+/// other command builds them (a conversation ending in a user turn gets the assistant
+/// header, as probes, steering and generation give it); a split document's later
+/// windows start with the BOS too when the rule adds one.
 fn sequences(model: &Model, doc: &Doc, opts: &CacheOptions) -> Result<(Vec<Vec<u32>>, bool)> {
     let prompt = match doc {
         Doc::Text(t) => Prompt::Text(t),
-        Doc::Chat(m) => Prompt::Chat {
-            messages: m,
-            add_generation_prompt: false,
-        },
+        Doc::Chat(m) => Prompt::chat(m),
     };
     let input = model.tokenizer.build_input(&prompt, opts.input)?;
     let (lead, body) = match input.ids.split_first() {
@@ -172,6 +170,11 @@ fn hook_shape(model: &Model, p: HookPoint) -> Result<Vec<usize>> {
 
 /// Run the cache job. Returns the final manifest.
 pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) -> Result<Manifest> {
+    if opts.shard_tokens == Some(0) {
+        return Err(Error::Corpus(
+            "expected --shard-tokens >= 1, found 0".into(),
+        ));
+    }
     if opts.ctx < 2 || opts.batch == 0 {
         return Err(Error::Corpus(format!(
             "expected --ctx >= 2 and --batch >= 1, found ctx {} and batch {}",
