@@ -230,81 +230,6 @@ fn load_features(path: &Path, want: &FeatureMeta) -> Result<Vec<Tensor>> {
         .collect()
 }
 
-/// Per-document activations from an activation store made from the same dataset.
-fn store_features(
-    model: &Model,
-    dir: &Path,
-    ds: &Dataset,
-    site: &str,
-    layers: &[usize],
-    position: Position,
-) -> Result<Vec<Tensor>> {
-    let store = pragma_store::reader::Store::open(dir)?;
-    let sha = pragma_store::writer::model_sha256(model)?;
-    let pool = match position {
-        Position::Last => pragma_store::reader::Pool::Last,
-        Position::Mean => pragma_store::reader::Pool::Mean,
-        Position::Answer => {
-            bail!("--store: position 'answer' is for steering pairs; use last or mean")
-        }
-    };
-    if !store.manifest.complete {
-        bail!(
-            "--store {}: the store is incomplete ({} documents cached); finish it with the same `pragma cache` command",
-            dir.display(),
-            store.manifest.n_docs_done
-        );
-    }
-    if store.manifest.split_docs + store.manifest.truncated_docs > 0 {
-        bail!(
-            "--store {}: {} documents were split or truncated to the store's context; a probe needs whole texts",
-            dir.display(),
-            store.manifest.split_docs + store.manifest.truncated_docs
-        );
-    }
-    let sink = model.tokenizer.info.bos;
-    // The store must hold exactly the ids this probe would build itself.
-    let table = store.tokens()?;
-    let mut stored: Vec<Vec<u32>> = vec![Vec::new(); ds.examples.len()];
-    for (&d, &t) in table.doc.iter().zip(&table.token) {
-        if let Some(v) = stored.get_mut(d as usize) {
-            v.push(t);
-        }
-    }
-    for (i, (e, got)) in ds.examples.iter().zip(&stored).enumerate() {
-        let want = side_ids(model, &e.input, store.manifest.settings.input_rule())?;
-        if *got != want {
-            bail!(
-                "--store {}: document {} holds {} tokens that differ from the {} this dataset's                  example {} gives; make the store from this dataset with the same model                  (pragma cache --data {})",
-                dir.display(),
-                i,
-                got.len(),
-                want.len(),
-                i + 1,
-                ds.name
-            );
-        }
-    }
-    let mut out = Vec::with_capacity(layers.len());
-    for l in layers {
-        let hook = format!("blocks.{l}.{site}");
-        store.require(&hook, model.cfg().d_model, Some(&sha))?;
-        let (docs, x) = store.pooled(&hook, pool, sink)?;
-        let want: Vec<u32> = (0..ds.examples.len() as u32).collect();
-        if docs != want {
-            bail!(
-                "--store {}: it holds {} documents, the dataset has {} examples; make the store from this dataset (pragma cache --data {})",
-                dir.display(),
-                docs.len(),
-                ds.examples.len(),
-                ds.name
-            );
-        }
-        out.push(x);
-    }
-    Ok(out)
-}
-
 /// Site and layers named by a hook pattern (one residual-width site, per layer).
 fn site_layers(pattern: &str, n_layers: usize) -> Result<(String, Vec<usize>)> {
     let points = HookPoint::resolve_pattern(pattern, n_layers)?;
@@ -387,7 +312,9 @@ fn train(a: TrainArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let feats = match (&a.features, &a.store) {
         (Some(p), _) => load_features(p, &fmeta)?,
-        (None, Some(dir)) => store_features(&model, dir, &ds, &site, &fmeta.layers, position)?,
+        (None, Some(dir)) => {
+            probe::store_features(&model, dir, &ds, &site, &fmeta.layers, position)?.0
+        }
         (None, None) => {
             let bar = ProgressBar::new(ds.examples.len() as u64);
             bar.set_style(

@@ -6,6 +6,8 @@ pub enum Error {
     Input(String),
     #[error(transparent)]
     Model(#[from] pragma_model::Error),
+    #[error(transparent)]
+    Store(#[from] pragma_store::Error),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }

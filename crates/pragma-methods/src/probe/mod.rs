@@ -28,14 +28,22 @@ use pragma_model::Model;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+mod baselines;
+mod features;
+mod plot;
+
+pub use features::{features, store_features};
+pub use plot::plot_svg;
+
+use baselines::{bag_of_words, prompting};
+
 use crate::error::{Error, Result};
 use crate::linear::{
     accuracy, auroc, bootstrap_metric, fit_diff_means, fit_logistic, FitOptions, Linear, Matrix,
     Standardizer,
 };
 use crate::stats::XorShift;
-use crate::steering::{read_ids, side_ids, Position, Side};
-use crate::sweep::Answers;
+use crate::steering::{Position, Side};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -349,44 +357,6 @@ pub fn splits(ds: &Dataset, fractions: (f64, f64), seed: u64) -> Result<Vec<Spli
         }
     }
     Ok(s)
-}
-
-/// Activations `[n, d]` per layer (f32 tensors) at the position rule.
-pub fn features(
-    model: &Model,
-    ds: &Dataset,
-    site: &str,
-    layers: &[usize],
-    position: Position,
-    rule: InputRule,
-    progress: &mut dyn FnMut(usize),
-) -> Result<Vec<Tensor>> {
-    let n_layers = model.cfg().n_layers;
-    let points: Vec<HookPoint> = layers
-        .iter()
-        .map(|l| HookPoint::parse(&format!("blocks.{l}.{site}"), n_layers).map_err(Error::from))
-        .collect::<Result<_>>()?;
-    let ctx = model.cfg().context_length;
-    let mut ids = Vec::with_capacity(ds.examples.len());
-    for (i, e) in ds.examples.iter().enumerate() {
-        let t = side_ids(model, &e.input, rule)?;
-        if t.len() > ctx {
-            return Err(Error::Input(format!(
-                "{}: example {} is {} tokens, longer than the model's context of {ctx}; shorten it",
-                ds.name,
-                i + 1,
-                t.len()
-            )));
-        }
-        ids.push(t);
-    }
-    if position == Position::Answer {
-        return Err(Error::Input(
-            "position 'answer' is for contrastive pairs with a prompt; probes use last or mean"
-                .into(),
-        ));
-    }
-    read_ids(model, &ids, None, &points, position, progress)
 }
 
 fn to_matrix(t: &Tensor) -> Result<Matrix> {
@@ -727,122 +697,6 @@ pub fn sweep(
     })
 }
 
-/// Bag-of-words baseline: log(1 + count) of each model token seen in 2+ training texts,
-/// standardised, logistic regression with C chosen on validation.
-fn bag_of_words(
-    model: &Model,
-    ds: &Dataset,
-    ix: (&[usize], &[usize], &[usize]),
-    y: (&[u8], &[u8], &[u8]),
-    cfg: &ProbeConfig,
-) -> Result<Baseline> {
-    let toks: Vec<Vec<u32>> = ds
-        .examples
-        .iter()
-        .map(|e| {
-            model
-                .tokenizer
-                .encode(&e.text(), false)
-                .map_err(Error::from)
-        })
-        .collect::<Result<_>>()?;
-    let mut df: HashMap<u32, usize> = HashMap::new();
-    for &i in ix.0 {
-        let mut seen: Vec<u32> = toks[i].clone();
-        seen.sort_unstable();
-        seen.dedup();
-        for t in seen {
-            *df.entry(t).or_default() += 1;
-        }
-    }
-    let mut vocab: Vec<u32> = df
-        .into_iter()
-        .filter(|(_, c)| *c >= 2)
-        .map(|(t, _)| t)
-        .collect();
-    vocab.sort_unstable();
-    let col: HashMap<u32, usize> = vocab.iter().enumerate().map(|(k, &t)| (t, k)).collect();
-    let d = vocab.len().max(1);
-    let mat = |rows: &[usize]| {
-        let mut data = vec![0.0; rows.len() * d];
-        for (r, &i) in rows.iter().enumerate() {
-            for t in &toks[i] {
-                if let Some(&k) = col.get(t) {
-                    data[r * d + k] += 1.0;
-                }
-            }
-        }
-        data.iter_mut().for_each(|v: &mut f64| *v = v.ln_1p());
-        Matrix::new(data, rows.len(), d)
-    };
-    let (xtr, xva, xte) = (mat(ix.0), mat(ix.1), mat(ix.2));
-    let (m, st, c) = fit_logistic_cv(&xtr, y.0, &xva, y.1, &cfg.c_grid);
-    let raw = m.unstandardize(&st);
-    Ok(Baseline {
-        name: "bag-of-words".into(),
-        scored: score(
-            (&raw.scores(&xte), y.2),
-            Some((&raw.scores(&xva), y.1)),
-            0.0,
-            Some(c),
-            cfg.bootstrap,
-            cfg.seed,
-        ),
-        note: format!(
-            "logistic regression on log(1 + count) of {} token types seen in 2+ training texts",
-            vocab.len()
-        ),
-    })
-}
-
-/// Prompting baseline: the text, then the question, as a user turn; the score is the
-/// yes/no log-odds of the first answer token (threshold 0 for accuracy).
-fn prompting(
-    model: &Model,
-    ds: &Dataset,
-    te: &[usize],
-    yte: &[u8],
-    question: &str,
-    cfg: &ProbeConfig,
-) -> Result<Baseline> {
-    let answers = Answers::new(model, &cfg.yes, &cfg.no)?;
-    let ids: Vec<Vec<u32>> = te
-        .iter()
-        .map(|&i| {
-            let user = format!("{}\n\n{question}", ds.examples[i].text());
-            side_ids(
-                model,
-                &Side::Chat(vec![ChatMessage::new("user", &user)]),
-                cfg.input,
-            )
-        })
-        .collect::<Result<_>>()?;
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&k| ids[k].len());
-    let mut scores = vec![0.0; ids.len()];
-    for chunk in order.chunks(16) {
-        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&k| ids[k].clone()).collect();
-        let (lo, _) = answers.score(model, &seqs, &pragma_model::hooks::Hooks::new())?;
-        for (k, v) in chunk.iter().zip(lo) {
-            scores[*k] = if ds.yes_is_positive { v } else { -v };
-        }
-    }
-    Ok(Baseline {
-        name: "prompting".into(),
-        scored: score((&scores, yte), None, 0.0, None, cfg.bootstrap, cfg.seed),
-        note: format!(
-            "log-odds {:?} vs {:?}{} after: {question}",
-            cfg.yes,
-            cfg.no,
-            if ds.yes_is_positive {
-                ""
-            } else {
-                " (negated: yes means the negative class)"
-            }
-        ),
-    })
-}
-
 impl ProbeReport {
     /// Read a `results.json` written by `pragma probe train`.
     pub fn load(path: &Path) -> Result<ProbeReport> {
@@ -1045,101 +899,4 @@ impl Probe {
     pub fn probability(&self, score: f64) -> Option<f64> {
         (self.meta.method == "logistic").then(|| 1.0 / (1.0 + (-score).exp()))
     }
-}
-
-/// AUROC vs layer with CI bands for both probe kinds; baselines as horizontal lines.
-pub fn plot_svg(r: &ProbeReport, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
-    let err = |e: String| Error::Input(format!("plot {}: {e}", path.display()));
-    let xs: Vec<f64> = r.layers.iter().map(|l| l.layer as f64).collect();
-    let (x0, x1) = xs
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-    let lo = r
-        .layers
-        .iter()
-        .flat_map(|l| [l.logistic.test_auroc_ci.0, l.diff_means.test_auroc_ci.0])
-        .chain(r.baselines.iter().map(|b| b.scored.test_auroc_ci.0))
-        .filter(|v| v.is_finite())
-        .fold(1.0f64, f64::min);
-    let y0 = (lo - 0.05).clamp(0.0, 0.5);
-    let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{}: test AUROC by layer (95% CI)", r.dataset),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d(x0.min(x1)..x1.max(x0 + 1.0), y0..1.0)
-        .map_err(|e| err(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("layer")
-        .y_desc("test AUROC")
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    type Get = fn(&LayerResult) -> &Scored;
-    let kinds: [(&str, RGBColor, Get); 2] = [
-        ("logistic", RGBColor(31, 119, 180), |l| &l.logistic),
-        ("diff of means", RGBColor(214, 39, 40), |l| &l.diff_means),
-    ];
-    for (name, color, get) in kinds {
-        let upper: Vec<(f64, f64)> = r
-            .layers
-            .iter()
-            .map(|l| (l.layer as f64, get(l).test_auroc_ci.1))
-            .collect();
-        let mut band = upper.clone();
-        band.extend(
-            r.layers
-                .iter()
-                .rev()
-                .map(|l| (l.layer as f64, get(l).test_auroc_ci.0)),
-        );
-        // No band where the CIs were not computed (--bootstrap 0).
-        if band.iter().all(|p| p.1.is_finite()) {
-            chart
-                .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
-                .map_err(|e| err(e.to_string()))?;
-        }
-        chart
-            .draw_series(LineSeries::new(
-                r.layers.iter().map(|l| (l.layer as f64, get(l).test_auroc)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| err(e.to_string()))?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
-    let greys = [
-        RGBColor(80, 80, 80),
-        RGBColor(44, 160, 44),
-        RGBColor(148, 103, 189),
-    ];
-    for (k, b) in r.baselines.iter().enumerate() {
-        let c = greys[k % greys.len()];
-        let v = b.scored.test_auroc;
-        chart
-            .draw_series(LineSeries::new(
-                vec![(x0, v), (x1, v)],
-                ShapeStyle::from(&c).stroke_width(1),
-            ))
-            .map_err(|e| err(e.to_string()))?
-            .label(format!("{} baseline ({v:.3})", b.name))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
 }
