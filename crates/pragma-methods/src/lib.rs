@@ -19,6 +19,7 @@
 pub mod error;
 pub mod linear;
 pub mod probe;
+pub mod sae;
 pub mod stats;
 pub mod steering;
 pub mod study;

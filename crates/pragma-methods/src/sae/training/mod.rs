@@ -1,0 +1,722 @@
+//! Training an SAE from an activation store (`pragma sae train`): seeded shuffled batches
+//! read from the store's shards (never the whole store in memory), the objective of
+//! `docs/SAE.md` ([`step`]), Adam with a width-scaled learning rate, warm-up and decay,
+//! AuxK on latents dead for `dead_tokens`, BatchTopK's inference threshold, atomic
+//! checkpoints, and a resume that is bit-identical to an uninterrupted run.
+
+pub mod step;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use pragma_store::Store;
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+pub use step::{loss_and_grads, project_decoder_grad, Adam, Objective, Params, StepStats};
+
+use super::{Arch, Normalize, Sae, SaeConfig};
+use crate::error::{Error, Result};
+
+/// What [`train`] does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    pub d_sae: usize,
+    /// Training tokens (the store is cycled, reshuffled each epoch, if it has fewer).
+    pub tokens: u64,
+    pub batch_tokens: usize,
+    /// Adam learning rate; `None` = `2e-4 / sqrt(d_sae / 2^14)`.
+    pub lr: Option<f64>,
+    pub seed: u64,
+    /// AuxK weight α.
+    pub aux_alpha: f32,
+    /// A latent is dead after this many tokens without firing; `None` = min(10M, tokens / 4).
+    pub dead_tokens: Option<u64>,
+    /// L1 (relu) or L0 (jumprelu) coefficient λ.
+    pub lambda: f32,
+    /// Tokens used to estimate the input scale and `b_dec`'s initial value.
+    pub scale_tokens: usize,
+    /// Steps between checkpoints (and log writes).
+    pub checkpoint_every: u64,
+    /// Return after this many steps of this run without saving anything more: the state
+    /// a kill leaves (tests of resume).
+    #[serde(skip)]
+    pub stop_after_steps: Option<u64>,
+}
+
+impl TrainConfig {
+    /// Defaults for `arch` at width `d_sae`.
+    pub fn new(arch: Arch, d_sae: usize) -> Self {
+        Self {
+            arch,
+            d_sae,
+            tokens: 2_000_000,
+            batch_tokens: 4096,
+            lr: None,
+            seed: 0,
+            aux_alpha: 1.0 / 32.0,
+            dead_tokens: None,
+            lambda: match arch {
+                Arch::Relu => 5.0,
+                Arch::JumpRelu => 0.01,
+                _ => 0.0,
+            },
+            scale_tokens: 65_536,
+            checkpoint_every: 50,
+            stop_after_steps: None,
+        }
+    }
+
+    pub fn steps(&self) -> u64 {
+        (self.tokens / self.batch_tokens.max(1) as u64).max(1)
+    }
+
+    /// Learning rate at step `s` (0-based): linear warm-up over the first 1% of steps (at
+    /// most 1000), linear decay to 0 over the last 20%.
+    pub fn lr_at(&self, s: u64) -> f64 {
+        let base = self
+            .lr
+            .unwrap_or_else(|| 2e-4 / (self.d_sae as f64 / 16384.0).sqrt());
+        let total = self.steps();
+        let warm = (total / 100).clamp(1, 1000);
+        let decay_start = total - total / 5;
+        if s < warm {
+            base * (s + 1) as f64 / warm as f64
+        } else if s >= decay_start && total > decay_start {
+            base * (total - s) as f64 / (total - decay_start) as f64
+        } else {
+            base
+        }
+    }
+
+    fn dead_after(&self) -> u64 {
+        self.dead_tokens
+            .unwrap_or_else(|| (self.tokens / 4).min(10_000_000))
+    }
+
+    fn validate(&self, d_in: usize) -> Result<()> {
+        if let Arch::TopK { k } | Arch::BatchTopK { k } = self.arch {
+            if k == 0 || k >= self.d_sae {
+                return Err(Error::Input(format!(
+                    "--k {k}: expected 0 < k < d_sae ({})",
+                    self.d_sae
+                )));
+            }
+        }
+        if self.d_sae == 0 || self.batch_tokens == 0 || self.tokens == 0 {
+            return Err(Error::Input(
+                "expected --d-sae, --batch-tokens and --tokens > 0".into(),
+            ));
+        }
+        if d_in < 2 {
+            return Err(Error::Input(format!("d_in {d_in}: expected at least 2")));
+        }
+        Ok(())
+    }
+}
+
+/// Where training activations come from: rows of one hook, `width` values each.
+pub trait Activations: Sync {
+    fn n_tokens(&self) -> u64;
+    fn width(&self) -> usize;
+    /// Rows `rows` as one `[rows.len() * width]` buffer.
+    fn gather(&self, rows: &[u64]) -> Result<Vec<f32>>;
+    /// What the data is, for the resume check and the saved SAE's metadata.
+    fn describe(&self) -> serde_json::Value;
+    /// The hook name the SAE will be saved for.
+    fn hook(&self) -> &str;
+}
+
+/// One hook of an activation store.
+pub struct StoreHook<'a> {
+    pub store: &'a Store,
+    pub hook: String,
+}
+
+impl<'a> StoreHook<'a> {
+    /// Checks that the store has `hook`.
+    pub fn new(store: &'a Store, hook: &str) -> Result<Self> {
+        store.width(hook)?;
+        Ok(Self {
+            store,
+            hook: hook.to_string(),
+        })
+    }
+}
+
+impl Activations for StoreHook<'_> {
+    fn n_tokens(&self) -> u64 {
+        self.store.n_tokens()
+    }
+    fn width(&self) -> usize {
+        self.store.width(&self.hook).unwrap_or(0)
+    }
+    fn gather(&self, rows: &[u64]) -> Result<Vec<f32>> {
+        Ok(self
+            .store
+            .gather(&self.hook, rows)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+    fn hook(&self) -> &str {
+        &self.hook
+    }
+    fn describe(&self) -> serde_json::Value {
+        let m = &self.store.manifest;
+        serde_json::json!({
+            "store": self.store.dir.display().to_string(),
+            "model_name": m.model.name.clone().unwrap_or_else(|| m.model.spec.clone()),
+            "model_sha256": m.model.sha256,
+            "dataset_path": m.dataset.path,
+            "dataset_sha256": m.dataset.sha256,
+            "context_size": m.settings.ctx,
+            "prepend_bos": m.settings.bos.is_some(),
+            "input_rule": m.settings.input_rule(),
+            "store_tokens": m.n_tokens,
+        })
+    }
+}
+
+/// Everything a checkpoint holds: parameters, optimiser, counters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    pub params: Params,
+    pub adam: Adam,
+    /// Steps done.
+    pub step: u64,
+    /// Input scale `s` (training sees `s · x`).
+    pub scale: f32,
+    /// Per latent, tokens since it last fired.
+    pub since_fired: Vec<u64>,
+    /// Per latent, tokens it fired on (for the sparsity file).
+    pub fire_count: Vec<u64>,
+    /// Tokens counted in `fire_count`.
+    pub counted_tokens: u64,
+    /// BatchTopK's inference threshold θ (EMA), once seen.
+    pub threshold: Option<f64>,
+}
+
+/// One line of the training log (`log.jsonl`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogLine {
+    pub step: u64,
+    pub tokens: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub fvu: f64,
+    pub aux: f64,
+    pub sparsity: f64,
+    pub l0: f64,
+    pub dead_fraction: f64,
+    pub tokens_per_second: f64,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainResult {
+    pub steps: u64,
+    pub tokens: u64,
+    pub resumed_from_step: u64,
+    pub final_fvu: f64,
+    pub final_l0: f64,
+    pub dead_fraction: f64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub out: PathBuf,
+}
+
+/// Progress reports: one per step.
+pub trait Progress {
+    fn start(&mut self, _total_steps: u64, _resumed: u64) {}
+    fn step(&mut self, _line: &LogLine) {}
+}
+
+impl Progress for () {}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const LOG: &str = "log.jsonl";
+const CONFIG: &str = "train_config.json";
+
+/// Random unit decoder rows (seeded normal), `W_enc = W_dec^T`, zero `b_enc`.
+pub fn init_params(d_in: usize, d_sae: usize, arch: Arch, seed: u64, b_dec: Vec<f32>) -> Params {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5AE_5AE);
+    let mut normal = || {
+        use rand::Rng;
+        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    };
+    let w_dec: Vec<f32> = (0..d_sae * d_in).map(|_| normal()).collect();
+    let mut p = Params {
+        d_in,
+        d_sae,
+        w_enc_t: w_dec.clone(),
+        b_enc: vec![0.0; d_sae],
+        w_dec,
+        b_dec,
+        log_threshold: if arch == Arch::JumpRelu {
+            vec![(0.001 * (d_in as f32).sqrt()).ln(); d_sae]
+        } else {
+            Vec::new()
+        },
+    };
+    p.normalize_decoder();
+    p.w_enc_t = p.w_dec.clone();
+    p
+}
+
+/// Rows `rows` as one f32 buffer, refusing non-finite values (naming the rows).
+fn read_batch(src: &dyn Activations, rows: &[u64]) -> Result<Vec<f32>> {
+    let x = src.gather(rows)?;
+    let w = src.width().max(1);
+    let bad: Vec<u64> = x
+        .chunks(w)
+        .zip(rows)
+        .filter(|(r, _)| r.iter().any(|v| !v.is_finite()))
+        .map(|(_, &row)| row)
+        .take(5)
+        .collect();
+    if !bad.is_empty() {
+        return Err(Error::Input(format!(
+            "{} has NaN/inf values at rows {bad:?} ({}); an SAE cannot train on them \
+             (re-cache the store or drop those documents)",
+            src.hook(),
+            src.describe()["store"].as_str().unwrap_or("activations")
+        )));
+    }
+    Ok(x)
+}
+
+/// The row order of epoch `epoch`: a seeded permutation of all store rows.
+fn epoch_order(n_tokens: u64, seed: u64, epoch: u64) -> Vec<u64> {
+    let mut order: Vec<u64> = (0..n_tokens).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch,
+    ));
+    order
+}
+
+/// Train (or resume training) an SAE on `hook` of `store`, writing checkpoints, the
+/// log and, at the end, a SAELens folder (`cfg.json`, `sae_weights.safetensors`,
+/// `sparsity.safetensors`) with the input scale folded in, to `out`.
+pub fn train(
+    src: &dyn Activations,
+    cfg: &TrainConfig,
+    out: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(Sae, TrainResult)> {
+    let d_in = src.width();
+    cfg.validate(d_in)?;
+    let n_tokens = src.n_tokens();
+    if n_tokens < cfg.batch_tokens as u64 {
+        return Err(Error::Input(format!(
+            "{}: {n_tokens} tokens, fewer than one batch of {} (--batch-tokens)",
+            src.describe()["store"]
+                .as_str()
+                .unwrap_or("the activations"),
+            cfg.batch_tokens
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::Input(format!("{}: {e}", out.display())))?;
+    let cfg_path = out.join(CONFIG);
+    let identity = serde_json::json!({
+        "config": cfg,
+        "data": src.describe(),
+        "hook": src.hook(),
+    });
+    let mut state = match std::fs::read_to_string(&cfg_path) {
+        Ok(text) => {
+            let old: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if old != identity {
+                return Err(Error::Input(format!(
+                    "{}: holds a run with other settings ({CONFIG} differs); use another --out \
+                     or delete it",
+                    out.display()
+                )));
+            }
+            match load_checkpoint(&out.join(CHECKPOINT))? {
+                Some(s) => s,
+                None => fresh_state(src, cfg, d_in)?,
+            }
+        }
+        Err(_) => {
+            pragma_model::io::write_json(&cfg_path, &identity)?;
+            fresh_state(src, cfg, d_in)?
+        }
+    };
+    let obj = Objective {
+        arch: cfg.arch,
+        aux_alpha: cfg.aux_alpha,
+        lambda: cfg.lambda,
+        bandwidth: 0.001 * (d_in as f32).sqrt(),
+    };
+    let total = cfg.steps();
+    let resumed = state.step;
+    // Keep only the log lines of steps the checkpoint covers.
+    let log_path = out.join(LOG);
+    let mut log: Vec<String> = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|x| x.step <= state.step))
+        .map(str::to_string)
+        .collect();
+    progress.start(total, resumed);
+    let b = cfg.batch_tokens;
+    let per_epoch = n_tokens / b as u64;
+    let mut order_epoch = u64::MAX;
+    let mut order = Vec::new();
+    let t0 = std::time::Instant::now();
+    let mut last = StepStats::default();
+    let dead_after = cfg.dead_after();
+    while state.step < total {
+        let s = state.step;
+        let (epoch, i) = (s / per_epoch, (s % per_epoch) as usize);
+        if epoch != order_epoch {
+            order = epoch_order(n_tokens, cfg.seed, epoch);
+            order_epoch = epoch;
+        }
+        let mut x = read_batch(src, &order[i * b..(i + 1) * b])?;
+        x.iter_mut().for_each(|v| *v *= state.scale);
+        let dead: Vec<bool> = state.since_fired.iter().map(|&t| t > dead_after).collect();
+        let (mut g, stats) = loss_and_grads(&state.params, &x, b, Some(&dead), &obj);
+        if !stats.loss.is_finite() {
+            return Err(Error::Input(format!(
+                "the loss diverged (not finite) at step {s}; the last good checkpoint (step {}) \
+                 is kept in {}: lower --lr and run again with another --out",
+                state.step - state.step % cfg.checkpoint_every.max(1),
+                out.display()
+            )));
+        }
+        project_decoder_grad(&state.params, &mut g);
+        state.adam.update(&mut state.params, &g, cfg.lr_at(s));
+        state.params.normalize_decoder();
+        for (j, &c) in stats.fire_counts.iter().enumerate() {
+            if c > 0 {
+                state.since_fired[j] = 0;
+            } else {
+                state.since_fired[j] += b as u64;
+            }
+        }
+        if let Some(m) = stats.min_selected {
+            state.threshold = Some(match state.threshold {
+                None => m as f64,
+                Some(t) => 0.99 * t + 0.01 * m as f64,
+            });
+        }
+        state.step += 1;
+        let dead_now = state
+            .since_fired
+            .iter()
+            .filter(|&&t| t > dead_after)
+            .count();
+        let line = LogLine {
+            step: state.step,
+            tokens: state.step * b as u64,
+            lr: cfg.lr_at(s),
+            loss: stats.loss,
+            fvu: stats.fvu,
+            aux: stats.aux,
+            sparsity: stats.sparsity,
+            l0: stats.l0,
+            dead_fraction: dead_now as f64 / cfg.d_sae as f64,
+            tokens_per_second: (state.step - resumed) as f64 * b as f64
+                / t0.elapsed().as_secs_f64().max(1e-9),
+        };
+        // Firing counts over the last quarter of training give the sparsity file.
+        if state.step + total / 4 >= total {
+            for (j, &c) in stats.fire_counts.iter().enumerate() {
+                state.fire_count[j] += c as u64;
+            }
+            state.counted_tokens += b as u64;
+        }
+        progress.step(&line);
+        log.push(serde_json::to_string(&line).unwrap_or_default());
+        last = stats;
+        if cfg
+            .stop_after_steps
+            .is_some_and(|n| state.step - resumed >= n)
+        {
+            return Err(Error::Input(format!(
+                "stopped after {} steps (stop_after_steps)",
+                state.step - resumed
+            )));
+        }
+        if state.step % cfg.checkpoint_every.max(1) == 0 || state.step == total {
+            save_checkpoint(&out.join(CHECKPOINT), &state)?;
+            pragma_model::io::write_atomic(&log_path, (log.join("\n") + "\n").as_bytes())?;
+        }
+    }
+    let sae = to_sae(&state, cfg, src)?;
+    let density: Vec<f32> = state
+        .fire_count
+        .iter()
+        .map(|&c| ((c as f64 / state.counted_tokens.max(1) as f64) + 1e-10).log10() as f32)
+        .collect();
+    sae.save(
+        out,
+        Some(&Tensor::from_vec(density, cfg.d_sae, &Device::Cpu)?),
+    )?;
+    plot_log(&log, &out.join("loss.svg"))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let dead = state
+        .since_fired
+        .iter()
+        .filter(|&&t| t > dead_after)
+        .count();
+    let result = TrainResult {
+        steps: state.step,
+        tokens: state.step * b as u64,
+        resumed_from_step: resumed,
+        final_fvu: last.fvu,
+        final_l0: last.l0,
+        dead_fraction: dead as f64 / cfg.d_sae as f64,
+        seconds,
+        tokens_per_second: (state.step - resumed) as f64 * b as f64 / seconds.max(1e-9),
+        out: out.to_path_buf(),
+    };
+    Ok((sae, result))
+}
+
+/// Step 0: estimate the input scale `s = sqrt(d_in) / E||x||` and the initial `b_dec`
+/// (the mean of `s·x`) on a seeded sample, and initialise the parameters.
+fn fresh_state(src: &dyn Activations, cfg: &TrainConfig, d_in: usize) -> Result<TrainState> {
+    let n = src.n_tokens();
+    let mut order = epoch_order(n, cfg.seed ^ 0x5CA1E, 0);
+    order.truncate(cfg.scale_tokens.min(n as usize).max(1));
+    let x = read_batch(src, &order)?;
+    let rows = order.len();
+    let mean_norm = x
+        .chunks(d_in)
+        .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / rows as f64;
+    let scale = ((d_in as f64).sqrt() / mean_norm.max(1e-12)) as f32;
+    let mut mean = vec![0f64; d_in];
+    for r in x.chunks(d_in) {
+        mean.iter_mut()
+            .zip(r)
+            .for_each(|(m, v)| *m += (*v * scale) as f64);
+    }
+    let b_dec: Vec<f32> = mean.iter().map(|m| (*m / rows as f64) as f32).collect();
+    let params = init_params(d_in, cfg.d_sae, cfg.arch, cfg.seed, b_dec);
+    Ok(TrainState {
+        adam: Adam::new(&params),
+        params,
+        step: 0,
+        scale,
+        since_fired: vec![0; cfg.d_sae],
+        fire_count: vec![0; cfg.d_sae],
+        counted_tokens: 0,
+        threshold: None,
+    })
+}
+
+/// The trained SAE in raw-activation units: the input scale folded into the weights
+/// (`W_enc *= s`, `W_dec /= s`, `b_dec /= s`; thresholds act on `z`, which the fold keeps).
+pub fn to_sae(state: &TrainState, cfg: &TrainConfig, src: &dyn Activations) -> Result<Sae> {
+    let p = &state.params;
+    let (d, n, s) = (p.d_in, p.d_sae, state.scale);
+    let dev = Device::Cpu;
+    let w_enc: Vec<f32> = p.w_enc().into_iter().map(|v| v * s).collect();
+    let threshold = match cfg.arch {
+        Arch::JumpRelu => Some(Tensor::from_vec(
+            p.log_threshold
+                .iter()
+                .map(|t| t.exp())
+                .collect::<Vec<f32>>(),
+            n,
+            &dev,
+        )?),
+        Arch::BatchTopK { .. } => Some(Tensor::from_vec(
+            vec![state.threshold.unwrap_or(0.0) as f32; n],
+            n,
+            &dev,
+        )?),
+        _ => None,
+    };
+    let mut metadata = src.describe();
+    metadata["training_tokens"] = serde_json::json!(state.step * cfg.batch_tokens as u64);
+    metadata["input_scale_folded"] = serde_json::json!(s);
+    metadata["train_config"] = serde_json::json!(cfg);
+    let sae = Sae {
+        cfg: SaeConfig {
+            arch: cfg.arch,
+            d_in: d,
+            d_sae: n,
+            hook_name: src.hook().to_string(),
+            apply_b_dec_to_input: true,
+            normalize: Normalize::None,
+            rescale_acts_by_decoder_norm: false,
+            reshape_hook_z: false,
+            model_name: metadata["model_name"].as_str().map(str::to_string),
+            metadata,
+        },
+        w_enc: Tensor::from_vec(w_enc, (d, n), &dev)?,
+        b_enc: Tensor::from_vec(p.b_enc.clone(), n, &dev)?,
+        w_dec: Tensor::from_vec(
+            p.w_dec.iter().map(|v| v / s).collect::<Vec<f32>>(),
+            (n, d),
+            &dev,
+        )?,
+        b_dec: Tensor::from_vec(p.b_dec.iter().map(|v| v / s).collect::<Vec<f32>>(), d, &dev)?,
+        threshold,
+    };
+    sae.validate()?;
+    Ok(sae)
+}
+
+fn save_checkpoint(path: &Path, st: &TrainState) -> Result<()> {
+    let dev = Device::Cpu;
+    let mut tensors = Vec::new();
+    for (prefix, p) in [
+        ("param", &st.params),
+        ("adam_m", &st.adam.m),
+        ("adam_v", &st.adam.v),
+    ] {
+        for (name, v) in p.parts() {
+            tensors.push((
+                format!("{prefix}.{name}"),
+                Tensor::from_vec(v.clone(), v.len(), &dev)?,
+            ));
+        }
+    }
+    for (name, v) in [
+        ("since_fired", &st.since_fired),
+        ("fire_count", &st.fire_count),
+    ] {
+        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        let n = v.len();
+        tensors.push((name.to_string(), Tensor::from_vec(v, n, &dev)?));
+    }
+    let meta = serde_json::json!({
+        "d_in": st.params.d_in,
+        "d_sae": st.params.d_sae,
+        "step": st.step,
+        "adam_step": st.adam.step,
+        // f32/f64 bit patterns, so a resume continues from exactly these values.
+        "scale_bits": st.scale.to_bits(),
+        "threshold_bits": st.threshold.map(f64::to_bits),
+        "counted_tokens": st.counted_tokens,
+    });
+    let mut m = HashMap::new();
+    m.insert("pragma_sae_checkpoint".to_string(), meta.to_string());
+    pragma_model::io::save_safetensors(path, &tensors, m)?;
+    Ok(())
+}
+
+fn load_checkpoint(path: &Path) -> Result<Option<TrainState>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let (_, st) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+    let meta: serde_json::Value = st
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("pragma_sae_checkpoint"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("no pragma_sae_checkpoint metadata".into()))?;
+    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| bad(format!("unreadable: {e}")))?;
+    let f32s = |k: &str| -> Result<Vec<f32>> {
+        Ok(all
+            .get(k)
+            .ok_or_else(|| bad(format!("missing {k}")))?
+            .to_vec1()?)
+    };
+    let u64s = |k: &str| -> Result<Vec<u64>> {
+        Ok(all
+            .get(k)
+            .ok_or_else(|| bad(format!("missing {k}")))?
+            .to_vec1::<i64>()?
+            .into_iter()
+            .map(|x| x as u64)
+            .collect())
+    };
+    let num = |k: &str| {
+        meta.get(k)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| bad(format!("no {k}")))
+    };
+    let (d_in, d_sae) = (num("d_in")? as usize, num("d_sae")? as usize);
+    let params = |prefix: &str| -> Result<Params> {
+        Ok(Params {
+            d_in,
+            d_sae,
+            w_enc_t: f32s(&format!("{prefix}.w_enc_t"))?,
+            b_enc: f32s(&format!("{prefix}.b_enc"))?,
+            w_dec: f32s(&format!("{prefix}.w_dec"))?,
+            b_dec: f32s(&format!("{prefix}.b_dec"))?,
+            log_threshold: f32s(&format!("{prefix}.log_threshold"))?,
+        })
+    };
+    let p = params("param")?;
+    let mut adam = Adam::new(&p);
+    adam.m = params("adam_m")?;
+    adam.v = params("adam_v")?;
+    adam.step = num("adam_step")?;
+    Ok(Some(TrainState {
+        params: p,
+        adam,
+        step: num("step")?,
+        scale: f32::from_bits(num("scale_bits")? as u32),
+        since_fired: u64s("since_fired")?,
+        fire_count: u64s("fire_count")?,
+        counted_tokens: num("counted_tokens")?,
+        threshold: meta
+            .get("threshold_bits")
+            .and_then(|v| v.as_u64())
+            .map(f64::from_bits),
+    }))
+}
+
+/// FVU, L0 and dead fraction by step, from the log's lines.
+fn plot_log(lines: &[String], path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let log: Vec<LogLine> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if log.is_empty() {
+        return Ok(());
+    }
+    let err = |e: String| Error::Input(format!("plot {}: {e}", path.display()));
+    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let panels = root.split_evenly((1, 3));
+    let x1 = log.last().map_or(1, |l| l.tokens).max(1) as f64;
+    type Get = fn(&LogLine) -> f64;
+    let series: [(&str, Get); 3] = [
+        ("FVU", |l| l.fvu),
+        ("L0", |l| l.l0),
+        ("dead fraction", |l| l.dead_fraction),
+    ];
+    for (panel, (name, get)) in panels.iter().zip(series) {
+        let ys: Vec<f64> = log.iter().map(get).filter(|v| v.is_finite()).collect();
+        let y1 = ys.iter().cloned().fold(0f64, f64::max).max(1e-6) * 1.05;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(name, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0f64..x1, 0f64..y1)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("tokens")
+            .x_labels(4)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(
+                log.iter().map(|l| (l.tokens as f64, get(l))),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
