@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod input_args;
 mod probe_cmd;
+mod sae_cmd;
 mod steer_cmd;
 mod store_cmd;
 
@@ -72,6 +73,10 @@ enum Command {
     /// Linear probes: per-layer sweeps with baselines; per-token scores.
     #[command(subcommand)]
     Probe(probe_cmd::ProbeCommand),
+    /// Sparse autoencoders: train on an activation store; read latents; splice with
+    /// generate/trace --sae.
+    #[command(subcommand)]
+    Sae(sae_cmd::SaeCommand),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -167,6 +172,8 @@ struct GenerateArgs {
     intervention: InterventionArgs,
     #[command(flatten)]
     steer: steer_cmd::SteerArgs,
+    #[command(flatten)]
+    sae: sae_cmd::SpliceArgs,
     /// Probe file (from `pragma probe train`) to run as a monitor: per-token scores of the
     /// prompt's end and every generated token, coloured in a terminal (repeatable).
     #[arg(long = "monitor", value_name = "PROBE")]
@@ -189,6 +196,11 @@ struct TraceArgs {
     /// Also save the logits at every position as `logits` [1, pos, vocab].
     #[arg(long)]
     logits: bool,
+    #[command(flatten)]
+    sae: sae_cmd::SpliceArgs,
+    /// Positions the --sae splice touches (see generate --help).
+    #[arg(long, default_value = "from:1")]
+    positions: String,
     /// Output safetensors file (tensors named by hook point, plus `tokens`).
     #[arg(long, short)]
     out: PathBuf,
@@ -223,6 +235,7 @@ fn main() -> ExitCode {
         Command::Store(c) => store_cmd::cmd_store(c),
         Command::Steer(c) => steer_cmd::cmd_steer(c),
         Command::Probe(c) => probe_cmd::cmd_probe(c),
+        Command::Sae(c) => sae_cmd::cmd_sae(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {
@@ -475,11 +488,15 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let opts = sampling(&a.sampling, &model);
     opts.sampling.validate()?;
     let mut hooks = build_hooks(&model, &a.intervention, rule)?;
+    let positions = Positions::parse(&a.intervention.positions)?;
     hooks.extend(&steer_cmd::steering_hooks(
         &model,
         &a.steer,
-        Positions::parse(&a.intervention.positions)?,
+        positions.clone(),
     )?);
+    if let Some((_, h)) = a.sae.hooks(&model, positions)? {
+        hooks.extend(&h);
+    }
     let mut probes = Vec::new();
     for path in &a.monitors {
         let p = pragma_methods::probe::Probe::load(path)?;
@@ -510,13 +527,34 @@ fn cmd_trace(a: TraceArgs) -> Result<()> {
     let ids = prompt_input(&model, &a.prompt, rule)?.ids;
     let points = HookPoint::resolve_pattern(&a.hooks, model.cfg().n_layers)?;
     let mut hooks = Hooks::new();
-    for p in &points {
+    // With --sae: capture its hook before the splice, to save the latents.
+    // (The SAE's hook is then saved as it entered the SAE, once.)
+    let splice = a.sae.hooks(&model, Positions::parse(&a.positions)?)?;
+    let sae_point = match &splice {
+        Some((sae, h)) => {
+            let p = sae.hook_point(model.cfg().n_layers)?;
+            hooks.capture(p);
+            hooks.extend(h);
+            Some(p)
+        }
+        None => None,
+    };
+    for p in points.iter().filter(|p| Some(**p) != sae_point) {
         hooks.capture(*p);
     }
     let batch = Batch::single(&ids, model.device())?;
     let mode = if a.logits { Logits::All } else { Logits::None };
     let (logits, cache) = model.transformer.forward(&batch, &hooks, mode)?;
     let mut tensors = cache.to_named()?;
+    if let Some((sae, _)) = &splice {
+        let x = cache.get_row(sae.hook_point(model.cfg().n_layers)?, 0)?;
+        let f = sae.encode(&x)?;
+        let n = f.dim(0)?;
+        tensors.push((
+            format!("sae.{}.latents", sae.cfg.hook_name),
+            f.reshape((1, n, sae.cfg.d_sae))?,
+        ));
+    }
     let tokens: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     tensors.push((
         "tokens".into(),

@@ -106,6 +106,8 @@ fn saelens_v6_json(cfg: &SaeConfig) -> Value {
     if let Some(m) = &cfg.model_name {
         metadata["model_name"] = json!(m);
     }
+    // SAELens picks the v6 layout from this key (without it, it reads hook_name as None).
+    metadata["sae_lens_version"] = json!("6.0.0");
     metadata["pragma_version"] = json!(env!("CARGO_PKG_VERSION"));
     metadata["pragma_architecture"] = json!(cfg.arch.name());
     let mut v = json!({

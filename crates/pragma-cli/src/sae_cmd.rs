@@ -1,0 +1,344 @@
+//! `pragma sae ...` and the `--sae` flags of generate/trace: parse, call the library,
+//! present.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pragma_methods::sae::training::{self, LogLine, StoreHook, TrainConfig};
+use pragma_methods::sae::{Arch, LatentEdit, Sae, Splice};
+use pragma_model::hooks::{Hooks, Positions};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::{Model, DEFAULT_MODEL};
+
+use crate::input_args::InputArgs;
+
+#[derive(Subcommand)]
+pub enum SaeCommand {
+    /// Train a sparse autoencoder on one hook of an activation store (from `pragma cache`),
+    /// reading seeded shuffled batches from its shards. Resumable: run the same command
+    /// again after an interruption. Writes a SAELens folder (cfg.json,
+    /// sae_weights.safetensors, sparsity.safetensors), log.jsonl and loss.svg. The
+    /// objective and defaults are in docs/SAE.md.
+    Train(TrainArgs),
+    /// The most active latents at each token of a text.
+    Latents(LatentsArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Activation store (a folder made by `pragma cache`).
+    #[arg(long)]
+    store: PathBuf,
+    /// Hook to train on, e.g. blocks.15.hook_resid_post (one of the store's hooks).
+    #[arg(long)]
+    hook: String,
+    /// topk, batchtopk, jumprelu or relu.
+    #[arg(long, default_value = "topk")]
+    arch: String,
+    /// Latents per token for topk/batchtopk.
+    #[arg(long, default_value_t = 32)]
+    k: usize,
+    /// Width as a multiple of d_in (ignored with --d-sae).
+    #[arg(long, default_value_t = 8)]
+    expansion: usize,
+    /// Width in latents.
+    #[arg(long)]
+    d_sae: Option<usize>,
+    /// Training tokens (the store is cycled, reshuffled per epoch, when it has fewer).
+    #[arg(long, default_value_t = 2_000_000)]
+    tokens: u64,
+    /// Tokens per optimiser step.
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
+    /// Adam learning rate (default 2e-4 / sqrt(d_sae / 2^14)).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// L1 (relu) or L0 (jumprelu) coefficient (default: 5 for relu, 0.01 for jumprelu).
+    #[arg(long)]
+    lambda: Option<f32>,
+    /// AuxK: a latent is dead after this many tokens without firing (default min(10M, tokens/4)).
+    #[arg(long)]
+    dead_tokens: Option<u64>,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Output folder (an interrupted run there resumes).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LatentsArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// SAE folder (SAELens or sparsify).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Text to read.
+    #[arg(long)]
+    text: String,
+    /// Wrap the text as a user turn in the chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Latents shown per token.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+/// Flags of generate/trace that splice an SAE into the forward pass.
+#[derive(Args, Clone, Default)]
+pub struct SpliceArgs {
+    /// SAE folder (SAELens or sparsify) spliced in at its hook: the activation there is
+    /// replaced by the SAE's reconstruction (at --positions).
+    #[arg(long = "sae", value_name = "DIR")]
+    pub sae: Option<PathBuf>,
+    /// Keep the SAE's error term (x - reconstruction): without edits the run is then
+    /// unchanged, and --sae-add/--sae-clamp change only what they touch.
+    #[arg(long, requires = "sae")]
+    pub sae_error: bool,
+    /// Latent steering: add S to latent ID (S x its decoder row), e.g. --sae-add 123:4 (repeatable).
+    #[arg(
+        long,
+        value_name = "ID:S",
+        requires = "sae",
+        allow_hyphen_values = true
+    )]
+    pub sae_add: Vec<String>,
+    /// Clamp latent ID to V (0 ablates it), e.g. --sae-clamp 123:0 (repeatable).
+    #[arg(
+        long,
+        value_name = "ID:V",
+        requires = "sae",
+        allow_hyphen_values = true
+    )]
+    pub sae_clamp: Vec<String>,
+}
+
+fn parse_edit(s: &str, flag: &str) -> Result<(usize, f32)> {
+    let parsed = s
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse::<f32>().ok()?)));
+    match parsed {
+        Some((id, v)) if v.is_finite() => Ok((id, v)),
+        _ => bail!("{flag} '{s}': expected LATENT:VALUE, e.g. 123:4"),
+    }
+}
+
+impl SpliceArgs {
+    /// The SAE and its splice hooks, or nothing without --sae.
+    pub fn hooks(&self, model: &Model, positions: Positions) -> Result<Option<(Arc<Sae>, Hooks)>> {
+        let Some(dir) = &self.sae else {
+            return Ok(None);
+        };
+        let sae = Arc::new(load_for(model, dir)?);
+        let mut edits = Vec::new();
+        for s in &self.sae_add {
+            let (latent, value) = parse_edit(s, "--sae-add")?;
+            edits.push(LatentEdit::Add { latent, value });
+        }
+        for s in &self.sae_clamp {
+            let (latent, value) = parse_edit(s, "--sae-clamp")?;
+            edits.push(LatentEdit::Clamp { latent, value });
+        }
+        let splice = Splice {
+            keep_error: self.sae_error,
+            edits,
+        };
+        let hooks = splice.hooks(sae.clone(), model.cfg().n_layers, positions)?;
+        Ok(Some((sae, hooks)))
+    }
+}
+
+/// Load an SAE and check it against the model's hook width.
+pub fn load_for(model: &Model, dir: &std::path::Path) -> Result<Sae> {
+    let sae = Sae::load(dir)?;
+    let point = sae.hook_point(model.cfg().n_layers)?;
+    let cfg = model.cfg();
+    let width: usize = point
+        .per_token_shape(cfg)
+        .map(|s| s.iter().product())
+        .unwrap_or(0);
+    if width != sae.cfg.d_in {
+        bail!(
+            "{}: the SAE reads d_in = {} at {}, but this model's {} has width {width}",
+            dir.display(),
+            sae.cfg.d_in,
+            sae.cfg.hook_name,
+            sae.cfg.hook_name
+        );
+    }
+    Ok(sae)
+}
+
+pub fn cmd_sae(c: SaeCommand) -> Result<()> {
+    match c {
+        SaeCommand::Train(a) => cmd_train(a),
+        SaeCommand::Latents(a) => cmd_latents(a),
+    }
+}
+
+struct Bar {
+    bar: ProgressBar,
+}
+
+impl training::Progress for Bar {
+    fn start(&mut self, total: u64, resumed: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(resumed);
+        if resumed > 0 {
+            self.bar
+                .println(format!("resuming at step {resumed} of {total}"));
+        }
+    }
+    fn step(&mut self, l: &LogLine) {
+        self.bar.set_position(l.step);
+        self.bar.set_message(format!(
+            "{:.0} tok/s  FVU {:.4}  L0 {:.1}  dead {:.3}",
+            l.tokens_per_second, l.fvu, l.l0, l.dead_fraction
+        ));
+    }
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let store = pragma_store::Store::open(&a.store)?;
+    let src = StoreHook::new(&store, &a.hook)?;
+    let d_in = store.width(&a.hook)?;
+    let d_sae = a.d_sae.unwrap_or(d_in * a.expansion);
+    let arch = Arch::parse(&a.arch, Some(a.k))?;
+    let mut cfg = TrainConfig::new(arch, d_sae);
+    cfg.tokens = a.tokens;
+    cfg.batch_tokens = a.batch_tokens;
+    cfg.lr = a.lr;
+    cfg.seed = a.seed;
+    cfg.dead_tokens = a.dead_tokens;
+    cfg.checkpoint_every = a.checkpoint_every;
+    if let Some(l) = a.lambda {
+        cfg.lambda = l;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len}  {msg}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let (_, r) = training::train(&src, &cfg, &a.out, &mut Bar { bar: bar.clone() })?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "trained {} SAE ({} latents on {} of {}) for {} tokens in {:.0}s ({:.0} tok/s{}): \
+         FVU {:.4}, L0 {:.1}, dead {:.1}% -> {}",
+        arch.name(),
+        d_sae,
+        a.hook,
+        a.store.display(),
+        r.tokens,
+        t.elapsed().as_secs_f64(),
+        r.tokens_per_second,
+        if r.resumed_from_step > 0 {
+            format!(", resumed at step {}", r.resumed_from_step)
+        } else {
+            String::new()
+        },
+        r.final_fvu,
+        r.final_l0,
+        100.0 * r.dead_fraction,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn cmd_latents(a: LatentsArgs) -> Result<()> {
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let sae = load_for(&model, &a.sae)?;
+    let point = sae.hook_point(model.cfg().n_layers)?;
+    let rule = a.input.rule(&model, &[])?;
+    let msgs = [pragma_model::tokenizer::ChatMessage::new("user", &a.text)];
+    let prompt = if a.chat {
+        pragma_model::Prompt::chat(&msgs)
+    } else {
+        pragma_model::Prompt::Text(&a.text)
+    };
+    let ids = model.tokenizer.build_input(&prompt, rule)?.ids;
+    let mut hooks = Hooks::new();
+    hooks.capture(point);
+    let (_, cache) =
+        model
+            .transformer
+            .forward(&Batch::single(&ids, model.device())?, &hooks, Logits::None)?;
+    let f = sae
+        .encode(&cache.get_row(point, 0)?)
+        .context("encoding the activations")?; // [t, d_sae]
+    let rows: Vec<Vec<f32>> = f.to_vec2()?;
+    let mut out = Vec::new();
+    for (pos, (id, row)) in ids.iter().zip(&rows).enumerate() {
+        let mut top: Vec<(usize, f32)> = row
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, v)| *v > 0.0)
+            .collect();
+        top.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        let l0 = top.len();
+        top.truncate(a.top);
+        out.push(serde_json::json!({
+            "position": pos,
+            "token": model.tokenizer.token_str(*id),
+            "l0": l0,
+            "latents": top.iter().map(|(j, v)| serde_json::json!({"latent": j, "activation": v})).collect::<Vec<_>>(),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{} latents of {} ({}) at {}:",
+        sae.cfg.d_sae,
+        a.sae.display(),
+        sae.cfg.arch.name(),
+        sae.cfg.hook_name
+    );
+    for o in &out {
+        let lat: Vec<String> = o["latents"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|l| {
+                        format!(
+                            "{}:{:.2}",
+                            l["latent"],
+                            l["activation"].as_f64().unwrap_or(0.0)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:>4} {:<16} L0 {:>3}  {}",
+            o["position"],
+            format!("{:?}", o["token"].as_str().unwrap_or("")),
+            o["l0"],
+            lat.join("  ")
+        );
+    }
+    Ok(())
+}
