@@ -25,6 +25,11 @@ pub struct ModelId {
     pub arch: String,
     pub n_layers: usize,
     pub d_model: usize,
+    /// The tokenizer's control-token ids (BOS, EOS, chat markers), sorted: SAE training
+    /// and evaluation leave their rows out (attention sinks with outsized activations),
+    /// as SAELens' `exclude_special_tokens` does.
+    #[serde(default)]
+    pub special_tokens: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -243,6 +243,17 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
             arch: cfg.arch.name().into(),
             n_layers: cfg.n_layers,
             d_model: cfg.d_model,
+            special_tokens: {
+                let mut v: Vec<u32> = model
+                    .tokenizer
+                    .special_tokens()
+                    .iter()
+                    .map(|(_, id)| *id)
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            },
         },
         hooks,
         settings,

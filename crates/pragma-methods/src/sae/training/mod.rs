@@ -14,7 +14,9 @@ use pragma_store::Store;
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-pub use step::{loss_and_grads, project_decoder_grad, Adam, Objective, Params, StepStats};
+pub use step::{
+    loss_and_grads, loss_and_grads_with, project_decoder_grad, Adam, Objective, Params, StepStats,
+};
 
 use super::{Arch, Normalize, Sae, SaeConfig};
 use crate::error::{Error, Result};
@@ -129,34 +131,47 @@ pub trait Activations: Sync {
     fn hook(&self) -> &str;
 }
 
-/// One hook of an activation store.
+/// One hook of an activation store, without the rows of control tokens (BOS and chat
+/// markers: attention sinks whose norms are many times the others', which would dominate
+/// the input scale and the loss; SAELens' `exclude_special_tokens`).
 pub struct StoreHook<'a> {
     pub store: &'a Store,
     pub hook: String,
+    /// Store rows used, in store order.
+    rows: Vec<u64>,
+    pub excluded: u64,
 }
 
 impl<'a> StoreHook<'a> {
-    /// Checks that the store has `hook`.
+    /// Checks that the store has `hook` and lists the rows of ordinary tokens.
     pub fn new(store: &'a Store, hook: &str) -> Result<Self> {
         store.width(hook)?;
+        let specials = &store.manifest.model.special_tokens;
+        let table = store.tokens()?;
+        let rows: Vec<u64> = (0..table.token.len() as u64)
+            .filter(|&r| specials.binary_search(&table.token[r as usize]).is_err())
+            .collect();
         Ok(Self {
             store,
             hook: hook.to_string(),
+            excluded: table.token.len() as u64 - rows.len() as u64,
+            rows,
         })
     }
 }
 
 impl Activations for StoreHook<'_> {
     fn n_tokens(&self) -> u64 {
-        self.store.n_tokens()
+        self.rows.len() as u64
     }
     fn width(&self) -> usize {
         self.store.width(&self.hook).unwrap_or(0)
     }
     fn gather(&self, rows: &[u64]) -> Result<Vec<f32>> {
+        let mapped: Vec<u64> = rows.iter().map(|&r| self.rows[r as usize]).collect();
         Ok(self
             .store
-            .gather(&self.hook, rows)?
+            .gather(&self.hook, &mapped)?
             .flatten_all()?
             .to_vec1()?)
     }
@@ -175,6 +190,7 @@ impl Activations for StoreHook<'_> {
             "prepend_bos": m.settings.bos.is_some(),
             "input_rule": m.settings.input_rule(),
             "store_tokens": m.n_tokens,
+            "excluded_special_token_rows": self.excluded,
         })
     }
 }
@@ -369,6 +385,7 @@ pub fn train(
     let t0 = std::time::Instant::now();
     let mut last = StepStats::default();
     let dead_after = cfg.dead_after();
+    let mut z_buf = Vec::new();
     while state.step < total {
         let s = state.step;
         let (epoch, i) = (s / per_epoch, (s % per_epoch) as usize);
@@ -379,7 +396,8 @@ pub fn train(
         let mut x = read_batch(src, &order[i * b..(i + 1) * b])?;
         x.iter_mut().for_each(|v| *v *= state.scale);
         let dead: Vec<bool> = state.since_fired.iter().map(|&t| t > dead_after).collect();
-        let (mut g, stats) = loss_and_grads(&state.params, &x, b, Some(&dead), &obj);
+        let (mut g, stats) =
+            loss_and_grads_with(&state.params, &x, b, Some(&dead), &obj, &mut z_buf);
         if !stats.loss.is_finite() {
             return Err(Error::Input(format!(
                 "the loss diverged (not finite) at step {s}; the last good checkpoint (step {}) \

@@ -17,6 +17,15 @@ use super::super::Arch;
 /// Tokens per chunk of an ordered reduction (fixed, so sums do not depend on threads).
 const CHUNK: usize = 64;
 
+/// What the encoder pass keeps of one row: the selected (or, for BatchTopK, candidate)
+/// entries, the AuxK picks among dead latents, and the JumpReLU kernel-window entries.
+#[derive(Default)]
+struct RowPick {
+    main: Vec<(u32, f32)>,
+    aux: Vec<(u32, f32)>,
+    window: Vec<(u32, f32)>,
+}
+
 /// Trainable parameters, row-major. The encoder is stored transposed (`[d_sae, d_in]`,
 /// one row per latent, as sparsify's `encoder.weight`), so per-latent work reads
 /// contiguous rows; [`Params::w_enc`] gives SAELens' `[d_in, d_sae]`.
@@ -207,8 +216,123 @@ pub fn matmul_nt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [
     }
 }
 
+/// As [`matmul_nt`] on the calling thread (callers parallelise over blocks; the result
+/// does not depend on the number of threads).
+fn matmul_nt_serial(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(a.len() == m * k && b.len() == n * k && out.len() == m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: as in `matmul_nt`.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// BatchTopK's exact selection: the `keep` largest positive entries of the whole batch
+/// (ties at the cut in row-major order), from each row's `cand` best entries. A row whose
+/// candidate list is full and entirely at or above the cut might hold more: its
+/// pre-activations are recomputed in full. Returns the rows and the smallest kept value.
+fn batch_top_k<'a>(
+    p: &Params,
+    xc: &[f32],
+    cands: impl Iterator<Item = &'a [(u32, f32)]>,
+    keep: usize,
+    cand: usize,
+) -> (Vec<Vec<(u32, f32)>>, Option<f32>) {
+    let (d, n) = (p.d_in, p.d_sae);
+    let mut rows: Vec<Vec<(u32, f32)>> = cands.map(<[_]>::to_vec).collect();
+    let cut_of = |rows: &[Vec<(u32, f32)>]| -> f32 {
+        let mut all: Vec<f32> = rows.iter().flatten().map(|e| e.1).collect();
+        if all.len() > keep && keep > 0 {
+            let (_, v, _) = all.select_nth_unstable_by(keep - 1, |a, b| b.total_cmp(a));
+            *v
+        } else {
+            0.0
+        }
+    };
+    let cut = cut_of(&rows);
+    let full: Vec<usize> = (0..rows.len())
+        .filter(|&t| rows[t].len() == cand && cand < n && rows[t].iter().all(|e| e.1 >= cut))
+        .collect();
+    let cut = if full.is_empty() {
+        cut
+    } else {
+        for &t in &full {
+            let mut z = vec![0f32; n];
+            matmul_nt_serial(&xc[t * d..(t + 1) * d], &p.w_enc_t, 1, n, d, &mut z);
+            rows[t] = z
+                .iter()
+                .zip(&p.b_enc)
+                .enumerate()
+                .map(|(j, (v, c))| (j as u32, v + c))
+                .filter(|e| e.1 > 0.0)
+                .collect();
+        }
+        cut_of(&rows)
+    };
+    let above = rows
+        .iter()
+        .flatten()
+        .filter(|e| e.1 > cut && e.1 > 0.0)
+        .count();
+    let mut ties = keep.saturating_sub(above);
+    let mut min: Option<f32> = None;
+    let out: Vec<Vec<(u32, f32)>> = rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .filter(|&(_, v)| {
+                    let take = v > 0.0 && (v > cut || (v == cut && ties > 0));
+                    if take && v <= cut {
+                        ties -= 1;
+                    }
+                    take
+                })
+                .inspect(|&(_, v)| min = Some(min.map_or(v, |m: f32| m.min(v))))
+                .collect()
+        })
+        .collect();
+    (out, min)
+}
+
+/// Dot product with 16 independent partial sums (vectorised; a single running f32 sum
+/// is a serial dependency chain the compiler may not reorder).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
 
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
@@ -249,18 +373,87 @@ fn row_sum(m: &[f32], d: usize, f: impl Fn(usize, &[f32]) -> f64 + Sync) -> f64 
     parts.into_iter().sum()
 }
 
-/// The `k` largest `(value, index)` among `cands` (values > 0 only; ties: lower index).
-fn top_k_positive(mut cands: Vec<(f32, u32)>, k: usize) -> Vec<(u32, f32)> {
-    cands.retain(|c| c.0 > 0.0);
-    let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    if cands.len() > k && k > 0 {
-        cands.select_nth_unstable_by(k - 1, cmp);
-        cands.truncate(k);
-    } else if k == 0 {
-        cands.clear();
+/// A `k`-slot buffer of the best `(value, index)` seen so far and the threshold a
+/// candidate must beat (0 until full, then the buffer's minimum).
+struct TopK {
+    k: usize,
+    buf: Vec<(f32, u32)>,
+    thr: f32,
+    min_at: usize,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            buf: Vec::with_capacity(k),
+            thr: 0.0,
+            min_at: 0,
+        }
     }
-    cands.sort_by_key(|c| c.1);
-    cands.into_iter().map(|(v, j)| (j, v)).collect()
+
+    #[inline]
+    fn offer(&mut self, v: f32, j: u32) {
+        if v <= self.thr || self.k == 0 {
+            return;
+        }
+        if self.buf.len() < self.k {
+            self.buf.push((v, j));
+            if self.buf.len() < self.k {
+                return;
+            }
+        } else {
+            self.buf[self.min_at] = (v, j);
+        }
+        // The slot to evict next: the smallest value, the highest index among equals.
+        let worse = |a: &(f32, u32), b: &(f32, u32)| a.0 < b.0 || (a.0 == b.0 && a.1 > b.1);
+        let b = &self.buf;
+        self.min_at = (0..self.k).fold(0, |m, i| if worse(&b[i], &b[m]) { i } else { m });
+        self.thr = self.buf[self.min_at].0;
+    }
+
+    /// The kept entries as `(index, value)` in index order.
+    fn finish(mut self) -> Vec<(u32, f32)> {
+        self.buf.sort_unstable_by_key(|c| c.1);
+        self.buf.into_iter().map(|(v, j)| (j, v)).collect()
+    }
+}
+
+/// The `k` largest positive values among `(value, index)` candidates, in index order
+/// (ties: lower index first): one pass, no sort, no copy.
+fn top_k_positive(cands: impl Iterator<Item = (f32, u32)>, k: usize) -> Vec<(u32, f32)> {
+    let mut t = TopK::new(k);
+    for (v, j) in cands {
+        t.offer(v, j);
+    }
+    t.finish()
+}
+
+/// [`top_k_positive`] over a whole row: 16 values at a time are compared with the
+/// threshold branch-free (vectorised), and only a chunk holding a candidate is looked at
+/// one by one; once the buffer is full almost every chunk is skipped.
+fn top_k_row(z: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut t = TopK::new(k);
+    let mut base = 0u32;
+    let chunks = z.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let thr = t.thr;
+        let mut hit = false;
+        for &v in c {
+            hit |= v > thr;
+        }
+        if hit {
+            for (i, &v) in c.iter().enumerate() {
+                t.offer(v, base + i as u32);
+            }
+        }
+        base += 16;
+    }
+    for (i, &v) in rest.iter().enumerate() {
+        t.offer(v, base + i as u32);
+    }
+    t.finish()
 }
 
 /// Loss and gradients for one batch `x: [b, d_in]` (already scaled). `dead` marks the
@@ -273,84 +466,96 @@ pub fn loss_and_grads(
     dead: Option<&[bool]>,
     obj: &Objective,
 ) -> (Params, StepStats) {
+    loss_and_grads_with(p, x, b, dead, obj, &mut Vec::new())
+}
+
+/// [`loss_and_grads`] with the `[B, d_sae]` pre-activation buffer kept in `z_buf` between
+/// calls (tens of MB: a fresh allocation each step costs the kernel zeroing new pages).
+pub fn loss_and_grads_with(
+    p: &Params,
+    x: &[f32],
+    b: usize,
+    dead: Option<&[bool]>,
+    obj: &Objective,
+    z_buf: &mut Vec<f32>,
+) -> (Params, StepStats) {
     let (d, n) = (p.d_in, p.d_sae);
     assert_eq!(x.len(), b * d);
-    // x_c = x - b_dec; z = x_c W_enc + b_enc.
+    // x_c = x - b_dec.
     let mut xc = x.to_vec();
     xc.par_chunks_mut(d)
         .for_each(|r| r.iter_mut().zip(&p.b_dec).for_each(|(v, c)| *v -= c));
-    let mut z = vec![0f32; b * n];
-    matmul_nt(&xc, &p.w_enc_t, b, n, d, &mut z);
-    z.par_chunks_mut(n)
-        .for_each(|r| r.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c));
-
-    // Selection.
     let theta: Vec<f32> = p.log_threshold.iter().map(|t| t.exp()).collect();
-    let mut min_selected = None;
-    let sel = match obj.arch {
-        Arch::TopK { k } => Sparse::from_rows(
-            z.par_chunks(n)
-                .map(|r| {
-                    top_k_positive(
-                        r.iter().enumerate().map(|(j, &v)| (v, j as u32)).collect(),
-                        k,
-                    )
-                })
-                .collect(),
-        ),
-        Arch::BatchTopK { k } => {
-            let keep = k * b;
-            let mut pos: Vec<f32> = z.iter().copied().filter(|v| *v > 0.0).collect();
-            let cut = if pos.len() > keep && keep > 0 {
-                let (_, v, _) = pos.select_nth_unstable_by(keep - 1, |a, b| b.total_cmp(a));
-                *v
-            } else {
-                0.0
-            };
-            // Entries strictly above the cut, then ties at the cut in index order.
-            let above = z.iter().filter(|v| **v > cut && **v > 0.0).count();
-            let mut ties = keep.saturating_sub(above);
-            let mut rows = vec![Vec::new(); b];
-            for (t, row) in rows.iter_mut().enumerate() {
-                for (j, &v) in z[t * n..(t + 1) * n].iter().enumerate() {
-                    if v <= 0.0 {
-                        continue;
-                    }
-                    if v > cut {
-                        row.push((j as u32, v));
-                    } else if v == cut && ties > 0 {
-                        ties -= 1;
-                        row.push((j as u32, v));
-                    }
-                }
-            }
-            let s = Sparse::from_rows(rows);
-            min_selected = s.val.iter().copied().reduce(f32::min);
-            s
-        }
-        Arch::JumpRelu => Sparse::from_rows(
-            z.par_chunks(n)
-                .map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .filter(|(j, &v)| v > theta[*j])
-                        .map(|(j, &v)| (j as u32, v))
-                        .collect()
-                })
-                .collect(),
-        ),
-        Arch::Relu => Sparse::from_rows(
-            z.par_chunks(n)
-                .map(|r| {
-                    r.iter()
+    let n_dead = dead.map_or(0, |m| m.iter().filter(|x| **x).count());
+    let aux_on = matches!(obj.arch, Arch::TopK { .. } | Arch::BatchTopK { .. }) && n_dead > 0;
+    let half = (d / 2).max(1);
+    let k_aux = half.min(n_dead);
+    let aux_scale = if aux_on {
+        (n_dead as f32 / half as f32).min(1.0)
+    } else {
+        0.0
+    };
+    let dead_ids: Vec<u32> = match dead {
+        Some(m) if aux_on => (0..n as u32).filter(|j| m[*j as usize]).collect(),
+        _ => Vec::new(),
+    };
+    // BatchTopK keeps each row's best `cand` entries; rows whose whole list clears the
+    // batch's cut are redone in full below, so the selection is exact.
+    let cand = match obj.arch {
+        Arch::BatchTopK { k } => (4 * k).min(n),
+        _ => 0,
+    };
+    let half_eps = obj.bandwidth / 2.0;
+    // Pre-activations z = x_c W_enc (one GEMM; the weights are packed once), then one
+    // pass per row adds b_enc and selects while the row is in cache.
+    let mut z = std::mem::take(z_buf);
+    z.resize(b * n, 0.0);
+    matmul_nt(&xc, &p.w_enc_t, b, n, d, &mut z);
+    let rows: Vec<RowPick> = z
+        .par_chunks_mut(n)
+        .map(|z| {
+            z.iter_mut().zip(&p.b_enc).for_each(|(v, c)| *v += c);
+            let mut pick = RowPick::default();
+            match obj.arch {
+                Arch::TopK { k } => pick.main = top_k_row(z, k),
+                Arch::BatchTopK { .. } => pick.main = top_k_row(z, cand),
+                Arch::Relu => {
+                    pick.main = z
+                        .iter()
                         .enumerate()
                         .filter(|(_, &v)| v > 0.0)
                         .map(|(j, &v)| (j as u32, v))
                         .collect()
-                })
-                .collect(),
-        ),
+                }
+                Arch::JumpRelu => {
+                    for (j, &v) in z.iter().enumerate() {
+                        if v > theta[j] {
+                            pick.main.push((j as u32, v));
+                        }
+                        if (v - theta[j]).abs() < half_eps {
+                            pick.window.push((j as u32, v));
+                        }
+                    }
+                }
+            }
+            if aux_on {
+                pick.aux = top_k_positive(dead_ids.iter().map(|&j| (z[j as usize], j)), k_aux);
+            }
+            pick
+        })
+        .collect();
+    *z_buf = z;
+    let mut min_selected = None;
+    let sel = match obj.arch {
+        Arch::BatchTopK { k } => {
+            let (main, min) = batch_top_k(p, &xc, rows.iter().map(|r| &r.main[..]), k * b, cand);
+            min_selected = min;
+            Sparse::from_rows(main)
+        }
+        _ => Sparse::from_rows(rows.iter().map(|r| r.main.clone()).collect()),
     };
+    let aux_sel = Sparse::from_rows(rows.iter().map(|r| r.aux.clone()).collect());
+    let window: Vec<Vec<(u32, f32)>> = rows.into_iter().map(|r| r.window).collect();
 
     // Reconstruction and error.
     let mut e = vec![0f32; b * d];
@@ -378,28 +583,6 @@ pub fn loss_and_grads(
     let sse = row_sum(&e, d, |_, r| r.iter().map(|v| (*v as f64).powi(2)).sum());
     let fvu = sse / tv;
 
-    // AuxK on dead latents.
-    let n_dead = dead.map_or(0, |m| m.iter().filter(|x| **x).count());
-    let aux_on = matches!(obj.arch, Arch::TopK { .. } | Arch::BatchTopK { .. }) && n_dead > 0;
-    let (aux_sel, aux_scale) = if aux_on {
-        let dead = dead.unwrap_or(&[]);
-        let half = (d / 2).max(1);
-        let k_aux = half.min(n_dead);
-        let scale = (n_dead as f32 / half as f32).min(1.0);
-        let ids: Vec<u32> = (0..n as u32).filter(|j| dead[*j as usize]).collect();
-        (
-            Sparse::from_rows(
-                z.par_chunks(n)
-                    .map(|r| {
-                        top_k_positive(ids.iter().map(|&j| (r[j as usize], j)).collect(), k_aux)
-                    })
-                    .collect(),
-            ),
-            scale,
-        )
-    } else {
-        (Sparse::from_rows(vec![Vec::new(); b]), 0.0)
-    };
     // ê - e (e stop-gradient) per token.
     let mut aux_diff = vec![0f32; if aux_on { b * d } else { 0 }];
     if aux_on {
@@ -488,19 +671,16 @@ pub fn loss_and_grads(
         let parts: Vec<Vec<(u32, f64)>> = (0..b)
             .into_par_iter()
             .map(|t| {
-                let zr = &z[t * n..(t + 1) * n];
                 let g = &g_xh[t * d..(t + 1) * d];
-                let mut out = Vec::new();
-                for j in 0..n {
-                    let u = (zr[j] - theta[j]) / eps;
-                    if u > -0.5 && u < 0.5 {
-                        let gf = dot(g, &p.w_dec[j * d..(j + 1) * d]);
+                window[t]
+                    .iter()
+                    .map(|&(j, _)| {
+                        let gf = dot(g, &p.w_dec[j as usize * d..(j as usize + 1) * d]);
                         // ∂f/∂θ = -(θ/ε) K, ∂H/∂θ = -(1/ε) K (the L0 term).
-                        let v = -(theta[j] / eps) * gf - lb / eps;
-                        out.push((j as u32, v as f64));
-                    }
-                }
-                out
+                        let v = -(theta[j as usize] / eps) * gf - lb / eps;
+                        (j, v as f64)
+                    })
+                    .collect()
             })
             .collect();
         for part in parts {
