@@ -26,6 +26,36 @@ pub enum SaeCommand {
     Train(TrainArgs),
     /// The most active latents at each token of a text.
     Latents(LatentsArgs),
+    /// Evaluate an SAE on held-out activations of a store: explained variance / FVU, MSE,
+    /// cosine, L2 ratio, shrinkage, L0, L1, dead and dense latents, the density histogram;
+    /// and, with the model, the cross-entropy with the SAE spliced in (ce_loss_score, delta
+    /// CE, KL). Writes eval.json and eval.md. Definitions: docs/SAE.md.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// SAE folder (SAELens or sparsify).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Held-out activation store with the SAE's hook (from `pragma cache`; use other
+    /// documents than the training store's).
+    #[arg(long)]
+    store: PathBuf,
+    /// Tokens evaluated at most (density statistics want 1M or more).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_tokens: u64,
+    /// Sequences of the store run through the model for the loss metrics (0 skips them).
+    #[arg(long, default_value_t = 64)]
+    ce_sequences: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Folder for eval.json and eval.md (default: the SAE folder).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -188,6 +218,7 @@ pub fn cmd_sae(c: SaeCommand) -> Result<()> {
     match c {
         SaeCommand::Train(a) => cmd_train(a),
         SaeCommand::Latents(a) => cmd_latents(a),
+        SaeCommand::Eval(a) => cmd_eval(a),
     }
 }
 
@@ -339,6 +370,89 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
             o["l0"],
             lat.join("  ")
         );
+    }
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let sae = Sae::load(&a.sae)?;
+    let store = pragma_store::Store::open(&a.store)?;
+    let src = StoreHook::new(&store, &sae.cfg.hook_name).with_context(|| {
+        format!(
+            "the store must hold the SAE's hook {} (cache it with --hooks {})",
+            sae.cfg.hook_name, sae.cfg.hook_name
+        )
+    })?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("reconstruction {bar:30} {pos}/{len} tokens  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let rec =
+        pragma_methods::sae::eval::reconstruction(&sae, &src, a.max_tokens, 4096, &mut |d, t| {
+            bar.set_length(t);
+            bar.set_position(d);
+        })?;
+    bar.finish_and_clear();
+    let loss = if a.ce_sequences > 0 {
+        let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+        let sha = pragma_store::writer::model_sha256(&model)?;
+        if sha != store.manifest.model.sha256 {
+            bail!(
+                "--store {} was cached from another model ({}); pass that model, or --ce-sequences 0",
+                a.store.display(),
+                store.manifest.model.spec
+            );
+        }
+        let _ = load_for(&model, &a.sae)?;
+        let table = store.tokens()?;
+        let mut seqs: Vec<Vec<u32>> = Vec::new();
+        for (i, (&s, &t)) in table.seq.iter().zip(&table.token).enumerate() {
+            if i == 0 || table.seq[i - 1] != s {
+                if seqs.len() == a.ce_sequences {
+                    break;
+                }
+                seqs.push(Vec::new());
+            }
+            if let Some(v) = seqs.last_mut() {
+                v.push(t);
+            }
+        }
+        let from = usize::from(store.manifest.settings.bos.is_some());
+        eprintln!(
+            "loss with the SAE spliced in, on {} sequences...",
+            seqs.len()
+        );
+        Some(pragma_methods::sae::eval::loss_recovered(
+            &model,
+            Arc::new(sae.clone()),
+            &seqs,
+            &rec.mean,
+            from,
+        )?)
+    } else {
+        None
+    };
+    let report = pragma_methods::sae::eval::EvalReport {
+        sae: a.sae.display().to_string(),
+        hook: sae.cfg.hook_name.clone(),
+        arch: sae.cfg.arch.name().into(),
+        d_in: sae.cfg.d_in,
+        d_sae: sae.cfg.d_sae,
+        data: pragma_methods::sae::training::Activations::describe(&src),
+        reconstruction: rec,
+        loss,
+    };
+    let out = a.out.clone().unwrap_or_else(|| a.sae.clone());
+    std::fs::create_dir_all(&out)?;
+    pragma_model::io::write_json(&out.join("eval.json"), &report)?;
+    let md = report.markdown();
+    pragma_model::io::write_atomic(&out.join("eval.md"), md.as_bytes())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{md}");
+        println!("-> {}/eval.json, eval.md", out.display());
     }
     Ok(())
 }

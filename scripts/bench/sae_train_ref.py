@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""TopK SAE training throughput of the real EleutherAI sparsify or SAELens, on a pragma store.
+
+Reads one hook of a pragma activation store (manifest.json + shard-*.safetensors: an f16
+[n_tokens, d_in] tensor per hook and u32 token tables), leaves out rows whose token is one of
+manifest["model"]["special_tokens"] (as `pragma sae train` does), shuffles the rest with a
+fixed seed, takes (warmup + steps) * batch rows as float32 in memory, then trains with the
+library's own trainer and prints one JSON object on stdout:
+
+  {"lib", "version", "d_sae", "k", "batch", "steps", "tokens_per_second", "seconds",
+   "threads", "final_fvu_or_mse", ...details}
+
+Only the training steps after --warmup-steps are timed: from the end of the optimizer step
+of the last warm-up step to the end of the optimizer step of the last step (each interval
+is one full step of the trainer's loop, bookkeeping included). The data is in memory.
+
+--lib sparsify (eai-sparsify): its `Trainer.fit` itself, for one hookpoint, loss_fn "fvu".
+  The Trainer takes activations from forward hooks on a model, so the model here is a
+  stand-in whose hooked module returns rows of the in-memory float32 activations
+  (`input_ids` are row numbers; sequences of --seq rows, --batch / --seq sequences per
+  batch; no exclude_tokens, the special rows are already gone). Per step the Trainer does
+  what it does for a model: b_dec = batch mean on step 0, decoder rows to unit norm,
+  forward of `SparseCoder` (fused encoder, eager embedding_bag decoder) with
+  dead_mask = tokens since fired > dead_feature_threshold, loss = fvu + auxk_alpha * auxk_loss
+  (auxk_alpha 1/32), backward, decoder-gradient projection
+  (remove_gradient_parallel_to_decoder_directions), optimizer step, lr scheduler step,
+  dead-latent bookkeeping. --optimizer adam (default here; sparsify falls back to
+  torch.optim.Adam without bitsandbytes, lr 2e-4 / sqrt(d_sae / 2^14), linear warm-up over
+  its default 1000 steps) or signum (sparsify's own default: ScheduleFreeWrapper(SignSGD),
+  momentum 0.95, lr 5e-3 / sqrt(d_sae / 2^14)). The Trainer's final checkpoint write
+  (after the timed steps) is skipped. sparsify's forward has a CUDA bf16 autocast
+  decorator; on the CPU it is disabled, so this trains in float32 like pragma.
+
+--lib saelens (sae-lens): `TopKTrainingSAE` (its defaults: rescale_acts_by_decoder_norm,
+  decoder_init_norm 0.1, dense activations) driven by its own `SAETrainer.fit` with the
+  batches as the data provider. Per step: `training_forward_pass` with the trainer's
+  dead_neuron_mask (forward passes since fired > dead_feature_window), loss = mse +
+  aux_loss_coefficient * scale * AuxK (coefficient 1.0, SAELens' default; its AuxK is a
+  per-row squared error, not variance-normalised like sparsify's), backward, grad-norm
+  clipping to 1, Adam (lr 3e-4 constant, betas 0.9/0.999), lr scheduler step; no input
+  normalisation (normalize_activations "none", the default).
+
+The dead-latent window is the same for the three tools: --dead-tokens, default
+min(10M, steps * batch / 4) as `pragma sae train` on steps * batch tokens (sparsify:
+dead_feature_threshold in tokens; SAELens: dead_feature_window = dead_tokens // batch
+steps). AuxK only costs anything once some latent is dead; "auxk_steps" says in how many
+timed steps it was non-zero and "dead_latents_final" how many latents were dead at the end.
+
+Runs under /opt/sae-venv (Debian's torch 1.13 + sae-lens 6.54.12 + eai-sparsify 1.3.3; see
+scripts/fixtures/make_sae_fixtures.py for the setup) with the shims in sae_shims.py.
+
+Usage:
+  /opt/sae-venv/bin/python scripts/bench/sae_train_ref.py --lib sparsify \\
+      --store /tmp/rm/fort15 --hook blocks.15.hook_resid_post --d-sae 4608 [--steps 20]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "2")
+
+import argparse
+import contextlib
+import functools
+import importlib.metadata
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sae_shims  # noqa: E402
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def load_rows(store: Path, hook: str, n: int, seed: int):
+    """n shuffled float16 rows of `hook` (special-token rows left out), and the row count."""
+    from safetensors.numpy import load_file
+
+    m = json.loads((store / "manifest.json").read_text())
+    hooks = [h["name"] for h in m.get("hooks", [])]
+    if hook not in hooks:
+        raise SystemExit(f"error: {store}: no hook {hook} (has {', '.join(hooks)})")
+    special = np.array(m["model"].get("special_tokens", []), dtype=np.uint32)
+    parts = []
+    for sh in m["shards"]:
+        t = load_file(str(store / sh["file"]))
+        keep = ~np.isin(t["token"], special)
+        parts.append(t[hook][keep])
+        del t
+    x = np.concatenate(parts)
+    del parts
+    rng = np.random.default_rng(seed)
+    idx = []
+    have = 0
+    while have < n:  # a new permutation per pass if the store is smaller than needed
+        p = rng.permutation(len(x))
+        idx.append(p[: n - have])
+        have += len(idx[-1])
+    return x[np.concatenate(idx)], len(x)
+
+
+def time_optimizer_steps(opt, times: list):
+    """Record perf_counter() after each call of opt.step (functools.wraps keeps the
+    attributes that torch's lr schedulers put on the wrapped step)."""
+    inner = opt.step
+
+    @functools.wraps(inner)
+    def step(*a, **k):
+        r = inner(*a, **k)
+        times.append(time.perf_counter())
+        return r
+
+    opt.step = step
+
+
+def run_sparsify(acts, a, dead_tokens):
+    import torch
+    from torch import nn
+    from sparsify import SparseCoderConfig
+    from sparsify.config import TrainConfig
+    from sparsify.trainer import Trainer
+
+    n_steps = a.warmup_steps + a.steps
+    if a.batch % a.seq:
+        raise SystemExit(f"error: --batch {a.batch} must be a multiple of --seq {a.seq}")
+    hookpoint = "resid_post"
+
+    class Replay(nn.Module):
+        def __init__(self, x):
+            super().__init__()
+            self.register_buffer("x", x, persistent=False)
+
+        def forward(self, input_ids):
+            return self.x[input_ids]  # [sequences, seq, d_in]
+
+    class ReplayModel(nn.Module):
+        """Stands in for the transformer: its `resid_post` module outputs stored rows."""
+
+        def __init__(self, x):
+            super().__init__()
+            setattr(self, hookpoint, Replay(x))
+
+        @property
+        def base_model(self):
+            return self
+
+        @property
+        def device(self):
+            return getattr(self, hookpoint).x.device
+
+        @property
+        def dummy_inputs(self):
+            return {"input_ids": torch.zeros(1, 1, dtype=torch.long)}
+
+        def forward(self, input_ids):
+            return getattr(self, hookpoint)(input_ids)
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return n_steps * a.batch // a.seq
+
+        def __getitem__(self, i):
+            return {"input_ids": torch.arange(i * a.seq, (i + 1) * a.seq)}
+
+    cfg = TrainConfig(
+        sae=SparseCoderConfig(num_latents=a.d_sae, k=a.k),
+        batch_size=a.batch // a.seq,
+        loss_fn="fvu",
+        optimizer=a.optimizer,
+        auxk_alpha=1.0 / 32.0,
+        dead_feature_threshold=dead_tokens,
+        hookpoints=[hookpoint],
+        init_seeds=[a.seed],
+        log_to_wandb=False,
+        save_every=10**9,
+    )
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+        cfg.save_dir = tmp
+        trainer = Trainer(cfg, Rows(), ReplayModel(acts))
+        trainer.save = lambda: None  # the final checkpoint, after the timed steps
+        sae = trainer.saes[hookpoint]
+        outs = []
+        sae.register_forward_hook(lambda m, i, o: outs.append(o))
+        times: list = []
+        for opt in trainer.optimizers[:1]:
+            time_optimizer_steps(opt, times)
+        lr = trainer.optimizers[0].param_groups[0].get("lr")
+        trainer.fit()
+    if len(times) != n_steps or len(outs) != n_steps:
+        raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)} / {len(outs)}")
+    last = outs[-1]
+    dead = int((trainer.num_tokens_since_fired[hookpoint] > dead_tokens).sum())
+    return {
+        "seconds": times[-1] - times[a.warmup_steps - 1],
+        "final_fvu_or_mse": float(last.fvu),
+        "final_metric": "fvu",
+        "final_auxk": float(last.auxk_loss),
+        "auxk_steps": sum(float(o.auxk_loss) > 0 for o in outs[a.warmup_steps :]),
+        "dead_latents_final": dead,
+        "optimizer": {
+            "adam": "torch.optim.Adam (sparsify's 'adam', no bitsandbytes), linear warm-up "
+            f"{cfg.lr_warmup_steps} steps",
+            "signum": "ScheduleFreeWrapper(SignSGD), momentum 0.95 (sparsify's default)",
+            "muon": "Muon + Adam",
+        }[a.optimizer],
+        "lr_initial": lr,
+        "loss": "fvu + (1/32) * auxk_loss (Trainer, loss_fn fvu)",
+        "dead_feature_threshold_tokens": dead_tokens,
+    }
+
+
+def run_saelens(acts, a, dead_tokens):
+    import torch
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    n_steps = a.warmup_steps + a.steps
+    torch.manual_seed(a.seed)
+    sae = TopKTrainingSAE(
+        TopKTrainingSAEConfig(
+            d_in=acts.shape[1],
+            d_sae=a.d_sae,
+            k=a.k,
+            aux_loss_coefficient=a.aux_coef,
+            dtype="float32",
+            device="cpu",
+        )
+    )
+    window = max(dead_tokens // a.batch, 1)
+    tcfg = SAETrainerConfig(
+        total_training_samples=n_steps * a.batch,
+        train_batch_size_samples=a.batch,
+        dead_feature_window=window,
+        device="cpu",
+    )
+    batches = iter([acts[i * a.batch : (i + 1) * a.batch] for i in range(n_steps)])
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=batches)
+        outs = []
+        inner = trainer.step
+
+        def step(batch):
+            o = inner(batch)
+            outs.append(o)
+            return o
+
+        trainer.step = step
+        times: list = []
+        time_optimizer_steps(trainer.optimizer, times)
+        trainer.fit()
+    if len(times) != n_steps:
+        raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)}")
+    last = outs[-1]
+    aux = [o.losses.get("auxiliary_reconstruction_loss") for o in outs[a.warmup_steps :]]
+    with torch.no_grad():
+        x, y = last.sae_in, last.sae_out
+        fvu = float((x - y).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    return {
+        "seconds": times[-1] - times[a.warmup_steps - 1],
+        "final_fvu_or_mse": float(last.losses["mse_loss"]),
+        "final_metric": "mse (SAELens mse_loss: per-row squared error sum, batch mean)",
+        "final_fvu": fvu,
+        "final_auxk": float(last.losses["auxiliary_reconstruction_loss"]),
+        "auxk_steps": sum(float(v) > 0 for v in aux if v is not None),
+        "dead_latents_final": int(trainer.dead_neurons.sum()),
+        "optimizer": f"torch.optim.Adam via SAETrainer (betas {tcfg.adam_beta1}/"
+        f"{tcfg.adam_beta2}), lr {tcfg.lr} {tcfg.lr_scheduler_name}, grad-norm clip 1.0",
+        "lr_initial": tcfg.lr,
+        "loss": f"mse + {a.aux_coef} * scale * AuxK (TopKTrainingSAE.training_forward_pass)",
+        "dead_feature_window_steps": window,
+        "rescale_acts_by_decoder_norm": sae.cfg.rescale_acts_by_decoder_norm,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lib", required=True, choices=["sparsify", "saelens"])
+    ap.add_argument("--store", required=True, type=Path)
+    ap.add_argument("--hook", default="blocks.15.hook_resid_post")
+    ap.add_argument("--d-sae", type=int, default=4608)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4096, help="tokens per step")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps")
+    ap.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (>= 1)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--dead-tokens",
+        type=int,
+        default=None,
+        help="AuxK dead window in tokens (default min(10M, steps*batch/4), as pragma)",
+    )
+    ap.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=["adam", "signum", "muon"],
+        help="sparsify only (its own default is signum)",
+    )
+    ap.add_argument("--aux-coef", type=float, default=1.0, help="SAELens aux_loss_coefficient")
+    ap.add_argument("--seq", type=int, default=128, help="sparsify: rows per stand-in sequence")
+    a = ap.parse_args()
+    if a.warmup_steps < 1 or a.steps < 1:
+        raise SystemExit("error: --warmup-steps and --steps must be >= 1")
+    dead_tokens = a.dead_tokens
+    if dead_tokens is None:
+        dead_tokens = min(10_000_000, a.steps * a.batch // 4)
+
+    shims = sae_shims.install()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    t = time.perf_counter()
+    n = (a.warmup_steps + a.steps) * a.batch
+    rows, n_rows = load_rows(a.store, a.hook, n, a.seed)
+    acts = torch.from_numpy(rows).float().contiguous()
+    del rows
+    load_s = time.perf_counter() - t
+    log(f"{a.lib}: {n} of {n_rows} non-special rows, [{n}, {acts.shape[1]}] f32 in {load_s:.1f} s")
+
+    run = run_sparsify if a.lib == "sparsify" else run_saelens
+    r = run(acts, a, dead_tokens)
+    pkg = "eai-sparsify" if a.lib == "sparsify" else "sae-lens"
+    out = {
+        "lib": a.lib,
+        "version": version(pkg),
+        "d_sae": a.d_sae,
+        "k": a.k,
+        "batch": a.batch,
+        "steps": a.steps,
+        "tokens_per_second": a.steps * a.batch / r["seconds"],
+        "seconds": r.pop("seconds"),
+        "threads": torch.get_num_threads(),
+        "final_fvu_or_mse": r.pop("final_fvu_or_mse"),
+        "warmup_steps": a.warmup_steps,
+        "d_in": int(acts.shape[1]),
+        "hook": a.hook,
+        "store_rows": n_rows,
+        "load_seconds": load_s,
+        "dead_tokens": dead_tokens,
+        **r,
+        "torch": torch.__version__,
+        "shims": shims,
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
