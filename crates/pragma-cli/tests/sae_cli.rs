@@ -249,9 +249,8 @@ fn bad_sae_input_is_a_clear_error() {
     // An unknown architecture in cfg.json.
     let bad = d.path().join("bad");
     std::fs::create_dir_all(&bad).expect("d");
-    for f in ["sae_weights.safetensors"] {
-        std::fs::copy(sae.join(f), bad.join(f)).expect("cp");
-    }
+    let w_file = "sae_weights.safetensors";
+    std::fs::copy(sae.join(w_file), bad.join(w_file)).expect("cp");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sae.join("cfg.json")).expect("r"))
             .expect("j");
