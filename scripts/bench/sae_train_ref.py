@@ -26,8 +26,10 @@ is one full step of the trainer's loop, bookkeeping included). The data is in me
   (remove_gradient_parallel_to_decoder_directions), optimizer step, lr scheduler step,
   dead-latent bookkeeping. --optimizer adam (default here; sparsify falls back to
   torch.optim.Adam without bitsandbytes, lr 2e-4 / sqrt(d_sae / 2^14), linear warm-up over
-  its default 1000 steps) or signum (sparsify's own default: ScheduleFreeWrapper(SignSGD),
-  momentum 0.95, lr 5e-3 / sqrt(d_sae / 2^14)). The Trainer's final checkpoint write
+  its default 1000 steps, --lr-warmup-steps to change) or signum (sparsify's own default:
+  ScheduleFreeWrapper(SignSGD), momentum 0.95, lr 5e-3 / sqrt(d_sae / 2^14)). With Adam's
+  1000-step warm-up the SAE hardly moves in a few dozen steps, so few or no latents die
+  and AuxK may never run (see "auxk_steps"). The Trainer's final checkpoint write
   (after the timed steps) is skipped. sparsify's forward has a CUDA bf16 autocast
   decorator; on the CPU it is disabled, so this trains in float32 like pragma.
 
@@ -49,6 +51,15 @@ timed steps it was non-zero and "dead_latents_final" how many latents were dead 
 Runs under /opt/sae-venv (Debian's torch 1.13 + sae-lens 6.54.12 + eai-sparsify 1.3.3; see
 scripts/fixtures/make_sae_fixtures.py for the setup) with the shims in sae_shims.py.
 
+BLAS: Debian's torch does its matmuls in the system libblas.so.3, netlib's reference BLAS
+unless OpenBLAS is installed: its float32 GEMM ran at ~2.4 GFLOP/s here against ~200 with
+OpenBLAS, and a sparsify step at d_sae 4608 took 9.9 s instead of 0.6 s. As hf_ref.py, the script re-executes itself with OpenBLAS first on
+LD_LIBRARY_PATH (this process only) when `apt-get install libopenblas0-openmp` was done or
+$OPENBLAS_DIR names a folder with its libblas.so.3 (`apt-get download
+libopenblas0-openmp; dpkg-deb -x libopenblas0-openmp_*.deb DIR`, then
+DIR/usr/lib/x86_64-linux-gnu/openblas-openmp); the JSON key "blas" names the library torch
+loaded, and stderr warns when it is not OpenBLAS. --system-blas turns the switch off.
+
 Usage:
   /opt/sae-venv/bin/python scripts/bench/sae_train_ref.py --lib sparsify \\
       --store /tmp/rm/fort15 --hook blocks.15.hook_resid_post --d-sae 4608 [--steps 20]
@@ -62,7 +73,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "2")
 
 import argparse
-import contextlib
 import functools
 import importlib.metadata
 import json
@@ -75,6 +85,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sae_shims  # noqa: E402
+from common import loaded_blas, use_openblas  # noqa: E402
 
 
 def log(*a):
@@ -190,20 +201,29 @@ def run_sparsify(acts, a, dead_tokens):
         log_to_wandb=False,
         save_every=10**9,
     )
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+    if a.lr_warmup_steps is not None:
+        cfg.lr_warmup_steps = a.lr_warmup_steps
+    with tempfile.TemporaryDirectory() as tmp:
         cfg.save_dir = tmp
         trainer = Trainer(cfg, Rows(), ReplayModel(acts))
         trainer.save = lambda: None  # the final checkpoint, after the timed steps
         sae = trainer.saes[hookpoint]
-        outs = []
-        sae.register_forward_hook(lambda m, i, o: outs.append(o))
+        outs: list = []  # the last step's ForwardOutput
+        aux: list = []  # per step, auxk_loss (a detached scalar: no sync in the loop)
+
+        def keep(module, inputs, o):
+            outs[:] = [o]
+            aux.append(o.auxk_loss.detach())
+
+        sae.register_forward_hook(keep)
         times: list = []
         for opt in trainer.optimizers[:1]:
             time_optimizer_steps(opt, times)
-        lr = trainer.optimizers[0].param_groups[0].get("lr")
+        pg = trainer.optimizers[0].param_groups[0]
+        lr = pg.get("initial_lr", pg.get("lr"))  # the base lr (a warm-up scheduler starts at 0)
         trainer.fit()
-    if len(times) != n_steps or len(outs) != n_steps:
-        raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)} / {len(outs)}")
+    if len(times) != n_steps or len(aux) != n_steps:
+        raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)} / {len(aux)}")
     last = outs[-1]
     dead = int((trainer.num_tokens_since_fired[hookpoint] > dead_tokens).sum())
     return {
@@ -211,13 +231,12 @@ def run_sparsify(acts, a, dead_tokens):
         "final_fvu_or_mse": float(last.fvu),
         "final_metric": "fvu",
         "final_auxk": float(last.auxk_loss),
-        "auxk_steps": sum(float(o.auxk_loss) > 0 for o in outs[a.warmup_steps :]),
+        "auxk_steps": sum(float(v) > 0 for v in aux[a.warmup_steps :]),
         "dead_latents_final": dead,
         "optimizer": {
             "adam": "torch.optim.Adam (sparsify's 'adam', no bitsandbytes), linear warm-up "
             f"{cfg.lr_warmup_steps} steps",
             "signum": "ScheduleFreeWrapper(SignSGD), momentum 0.95 (sparsify's default)",
-            "muon": "Muon + Adam",
         }[a.optimizer],
         "lr_initial": lr,
         "loss": "fvu + (1/32) * auxk_loss (Trainer, loss_fn fvu)",
@@ -247,28 +266,29 @@ def run_saelens(acts, a, dead_tokens):
     tcfg = SAETrainerConfig(
         total_training_samples=n_steps * a.batch,
         train_batch_size_samples=a.batch,
+        lr_end=3e-4 / 10,  # as LanguageModelSAERunnerConfig sets it (lr / 10; unused when constant)
         dead_feature_window=window,
         device="cpu",
     )
     batches = iter([acts[i * a.batch : (i + 1) * a.batch] for i in range(n_steps)])
-    with contextlib.redirect_stdout(sys.stderr):
-        trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=batches)
-        outs = []
-        inner = trainer.step
+    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=batches)
+    outs: list = []  # the last step's output (it holds dense [batch, d_sae] tensors)
+    aux: list = []  # per step, the AuxK loss (a detached scalar: no sync in the loop)
+    inner = trainer.step
 
-        def step(batch):
-            o = inner(batch)
-            outs.append(o)
-            return o
+    def step(batch):
+        o = inner(batch)
+        outs[:] = [o]
+        aux.append(o.losses["auxiliary_reconstruction_loss"].detach())
+        return o
 
-        trainer.step = step
-        times: list = []
-        time_optimizer_steps(trainer.optimizer, times)
-        trainer.fit()
-    if len(times) != n_steps:
-        raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)}")
+    trainer.step = step
+    times: list = []
+    time_optimizer_steps(trainer.optimizer, times)
+    trainer.fit()
+    if len(times) != n_steps or len(aux) != n_steps:
+        raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)} / {len(aux)}")
     last = outs[-1]
-    aux = [o.losses.get("auxiliary_reconstruction_loss") for o in outs[a.warmup_steps :]]
     with torch.no_grad():
         x, y = last.sae_in, last.sae_out
         fvu = float((x - y).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
@@ -278,7 +298,7 @@ def run_saelens(acts, a, dead_tokens):
         "final_metric": "mse (SAELens mse_loss: per-row squared error sum, batch mean)",
         "final_fvu": fvu,
         "final_auxk": float(last.losses["auxiliary_reconstruction_loss"]),
-        "auxk_steps": sum(float(v) > 0 for v in aux if v is not None),
+        "auxk_steps": sum(float(v) > 0 for v in aux[a.warmup_steps :]),
         "dead_latents_final": int(trainer.dead_neurons.sum()),
         "optimizer": f"torch.optim.Adam via SAETrainer (betas {tcfg.adam_beta1}/"
         f"{tcfg.adam_beta2}), lr {tcfg.lr} {tcfg.lr_scheduler_name}, grad-norm clip 1.0",
@@ -310,12 +330,23 @@ def main():
     ap.add_argument(
         "--optimizer",
         default="adam",
-        choices=["adam", "signum", "muon"],
+        choices=["adam", "signum"],
         help="sparsify only (its own default is signum)",
+    )
+    ap.add_argument(
+        "--lr-warmup-steps",
+        type=int,
+        default=None,
+        help="sparsify + adam only: its linear lr warm-up (default: its own, 1000 steps)",
     )
     ap.add_argument("--aux-coef", type=float, default=1.0, help="SAELens aux_loss_coefficient")
     ap.add_argument("--seq", type=int, default=128, help="sparsify: rows per stand-in sequence")
+    ap.add_argument("--system-blas", action="store_true", help="don't switch to OpenBLAS")
     a = ap.parse_args()
+    if not a.system_blas:
+        use_openblas(a.threads)
+    # The libraries print progress on stdout (sparsify already on import): stdout is the JSON's.
+    json_out, sys.stdout = sys.stdout, sys.stderr
     if a.warmup_steps < 1 or a.steps < 1:
         raise SystemExit("error: --warmup-steps and --steps must be >= 1")
     dead_tokens = a.dead_tokens
@@ -334,6 +365,16 @@ def main():
     load_s = time.perf_counter() - t
     log(f"{a.lib}: {n} of {n_rows} non-special rows, [{n}, {acts.shape[1]}] f32 in {load_s:.1f} s")
 
+    torch.ones(8, 8) @ torch.ones(8, 8)  # load torch's BLAS before looking for it
+    blas = ", ".join(
+        b for b in (loaded_blas() or "").split(", ") if b and not b.startswith("numpy")
+    )
+    if "openblas" not in blas:
+        log(
+            f"warning: torch uses {blas or 'an unknown BLAS'}, not OpenBLAS: its matmuls are "
+            "~10-20x slower than they should be. Install libopenblas0-openmp or set "
+            "OPENBLAS_DIR (see scripts/bench/common.py use_openblas)."
+        )
     run = run_sparsify if a.lib == "sparsify" else run_saelens
     r = run(acts, a, dead_tokens)
     pkg = "eai-sparsify" if a.lib == "sparsify" else "sae-lens"
@@ -356,9 +397,10 @@ def main():
         "dead_tokens": dead_tokens,
         **r,
         "torch": torch.__version__,
+        "blas": blas,
         "shims": shims,
     }
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1), file=json_out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,34 @@ pub enum SaeCommand {
     /// and, with the model, the cross-entropy with the SAE spliced in (ce_loss_score, delta
     /// CE, KL). Writes eval.json and eval.md. Definitions: docs/SAE.md.
     Eval(EvalArgs),
+    /// Feature dashboards: static HTML (opens from disk, no network) with each latent's top
+    /// activating contexts, samples from activation intervals, histogram and density, the
+    /// tokens its decoder row promotes and suppresses, and its explanation if given. One
+    /// pass over the store.
+    Dashboard(DashboardArgs),
+}
+
+#[derive(Args)]
+pub struct DashboardArgs {
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// SAE folder (SAELens or sparsify).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Activation store with the SAE's hook.
+    #[arg(long)]
+    store: PathBuf,
+    /// Store tokens read at most.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_tokens: u64,
+    /// JSON {"LATENT": "explanation"} shown on the cards.
+    #[arg(long)]
+    explanations: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (index.html + latents/).
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -219,6 +247,7 @@ pub fn cmd_sae(c: SaeCommand) -> Result<()> {
         SaeCommand::Train(a) => cmd_train(a),
         SaeCommand::Latents(a) => cmd_latents(a),
         SaeCommand::Eval(a) => cmd_eval(a),
+        SaeCommand::Dashboard(a) => cmd_dashboard(a),
     }
 }
 
@@ -454,5 +483,68 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         print!("{md}");
         println!("-> {}/eval.json, eval.md", out.display());
     }
+    Ok(())
+}
+
+fn cmd_dashboard(a: DashboardArgs) -> Result<()> {
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let sae = load_for(&model, &a.sae)?;
+    let store = pragma_store::Store::open(&a.store)?;
+    let sha = pragma_store::writer::model_sha256(&model)?;
+    if sha != store.manifest.model.sha256 {
+        bail!(
+            "--store {} was cached from another model ({}); the dashboard decodes its tokens with this model's tokenizer",
+            a.store.display(),
+            store.manifest.model.spec
+        );
+    }
+    let explanations: std::collections::HashMap<String, String> = match &a.explanations {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?,
+        )
+        .with_context(|| format!("{}: expected {{\"LATENT\": \"text\"}}", p.display()))?,
+        None => Default::default(),
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("dashboard pass {bar:30} {pos}/{len} tokens  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let cards = pragma_methods::sae::dashboard::build(
+        &sae,
+        &store,
+        a.max_tokens,
+        model.transformer.unembed(),
+        model.transformer.final_norm_weight(),
+        a.seed,
+        &mut |d, n| {
+            bar.set_length(n);
+            bar.set_position(d);
+        },
+    )?;
+    bar.finish_and_clear();
+    let title = format!(
+        "{} latents of {} at {}",
+        sae.cfg.d_sae,
+        a.sae.display(),
+        sae.cfg.hook_name
+    );
+    pragma_methods::sae::dashboard::write_html(
+        &cards,
+        &model.tokenizer,
+        &title,
+        &explanations,
+        &a.out,
+    )?;
+    let alive = cards.iter().filter(|c| c.fires > 0).count();
+    println!(
+        "dashboards for {} latents ({} fired) from {} tokens in {:.0}s -> {}/index.html",
+        cards.len(),
+        alive,
+        store.n_tokens().min(a.max_tokens),
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
     Ok(())
 }

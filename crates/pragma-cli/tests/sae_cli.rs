@@ -188,6 +188,49 @@ fn train_eval_latents_and_splice() {
     ]);
     assert!(!ok && err.contains("latent 64 out of range"), "{err}");
 
+    // Dashboards: the index and one card per latent, with contexts and explanations.
+    let dash = d.path().join("dash");
+    let expl = d.path().join("expl.json");
+    std::fs::write(&expl, r#"{"3": "fires on cats"}"#).expect("w");
+    let (ok, out, err) = pragma(&[
+        "sae",
+        "dashboard",
+        &m,
+        "--sae",
+        s(&sae),
+        "--store",
+        s(&store),
+        "--explanations",
+        s(&expl),
+        "--out",
+        s(&dash),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("dashboards for 64 latents"), "{out}");
+    let index = std::fs::read_to_string(dash.join("index.html")).expect("index");
+    assert!(
+        index.contains("fires on cats") && !index.contains("http"),
+        "offline page"
+    );
+    let card = std::fs::read_to_string(dash.join("latents/00003.js")).expect("card");
+    let v: serde_json::Value = serde_json::from_str(
+        card.trim()
+            .trim_start_matches("window.LATENT = ")
+            .trim_end_matches(';'),
+    )
+    .expect("json");
+    assert_eq!(v["explanation"], "fires on cats");
+    let top = v["top"].as_array().expect("top");
+    if let Some(e) = top.first() {
+        let c = e["c"].as_u64().expect("c") as usize;
+        assert_eq!(
+            e["a"][c].as_f64(),
+            e["v"].as_f64(),
+            "the centre token carries the value"
+        );
+    }
+    assert_eq!(v["promotes"].as_array().expect("p").len(), 10);
+
     // trace --sae saves the latents.
     let tr = d.path().join("t.safetensors");
     let (ok, _, err) = pragma(&[

@@ -417,6 +417,11 @@ impl Transformer {
         &self.lm_head
     }
 
+    /// The final RMSNorm's gain `[d_model]` (TransformerLens' `ln_final.w`).
+    pub fn final_norm_weight(&self) -> &Tensor {
+        &self.final_norm
+    }
+
     /// A fresh forward over a whole batch (no KV cache). Returns the logits
     /// requested and the activations captured by `hooks`.
     pub fn forward(

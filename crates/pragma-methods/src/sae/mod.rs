@@ -13,6 +13,7 @@
 //! # Ok::<(), pragma_methods::Error>(())
 //! ```
 
+pub mod dashboard;
 pub mod eval;
 pub mod loading;
 pub mod training;
