@@ -424,7 +424,8 @@ document.getElementById('q').oninput=rows;rows();
 function ctx(e,max){return '<div class="ctx">'+e.t.map((t,i)=>{const a=max>0?Math.min(1,e.a[i]/max):0;
  return `<span class="tk${i===e.c?' c':''}" title="${e.a[i].toFixed(3)}" style="background:rgba(255,120,0,${a.toFixed(2)})">${esc(t)}</span>`}).join('')+` <span class="muted">${e.v.toFixed(3)}</span></div>`}
 function show(j){const s=document.createElement('script');s.src='latents/'+String(j).padStart(5,'0')+'.js';
- s.onload=()=>render(window.LATENT);document.body.appendChild(s)}
+ s.onload=()=>render(window.LATENT);document.body.appendChild(s);history.replaceState(null,'','#'+j)}
+if(location.hash.length>1)show(+location.hash.slice(1));
 function render(L){const hm=Math.max(1,...L.hist);
  let h=`<h2>latent ${L.latent}</h2><p>fires on ${L.fires} tokens (density ${L.density.toExponential(2)}), max ${L.max.toFixed(3)}, mean when firing ${L.mean.toFixed(3)}</p>`;
  h+=`<p><b>explanation:</b> ${L.explanation?esc(L.explanation):'<span class="muted">none yet (add it to explanations.json)</span>'}</p>`;
