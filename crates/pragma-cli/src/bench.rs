@@ -136,6 +136,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             },
             long_docs: pragma_store::manifest::LongDocs::Truncate,
             max_tokens: Some(a.cache_tokens),
+            skip_docs: 0,
             shard_tokens: None,
             stop_after_shards: None,
             dry_run: true,

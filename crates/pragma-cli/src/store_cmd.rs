@@ -40,6 +40,10 @@ pub struct CacheArgs {
     /// Stop at the first document boundary at or past this many tokens.
     #[arg(long)]
     max_tokens: Option<u64>,
+    /// Skip this many documents of the corpus first (e.g. a held-out store after the
+    /// documents a training store used).
+    #[arg(long, default_value_t = 0)]
+    skip_docs: u64,
     /// Storage dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f16")]
     dtype: String,
@@ -128,6 +132,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         input,
         long_docs,
         max_tokens: a.max_tokens,
+        skip_docs: a.skip_docs,
         shard_tokens: a.shard_tokens,
         stop_after_shards: None,
         dry_run: false,

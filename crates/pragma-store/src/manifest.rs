@@ -65,6 +65,9 @@ pub struct Settings {
     pub long_docs: LongDocs,
     /// Stop at the first document boundary at or past this many tokens.
     pub max_tokens: Option<u64>,
+    /// Corpus documents skipped before the first cached one.
+    #[serde(default)]
+    pub skip_docs: u64,
     /// A shard is closed at the first document boundary at or past this many tokens.
     pub shard_tokens: usize,
     pub dtype: String,

@@ -195,7 +195,14 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
             d?;
             n += 1;
         }
-        (pragma_model::fetch::sha256_file(&opts.data)?, n)
+        if opts.skip_docs >= n && n > 0 {
+            return Err(Error::Corpus(format!(
+                "--skip-docs {}: {} has only {n} documents",
+                opts.skip_docs,
+                opts.data.display()
+            )));
+        }
+        (pragma_model::fetch::sha256_file(&opts.data)?, n - opts.skip_docs)
     };
     if n_docs == 0 {
         return Err(Error::Corpus(format!(
@@ -228,6 +235,7 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
         parse_special: opts.input.parse_special,
         long_docs: opts.long_docs,
         max_tokens: opts.max_tokens,
+        skip_docs: opts.skip_docs,
         shard_tokens,
         dtype: dtype_name(opts.dtype).into(),
     };
@@ -321,7 +329,8 @@ fn run(
         capture.capture(p);
     }
     progress.start(n_docs, man.n_docs_done, man.n_tokens);
-    let mut docs = DocReader::open(&opts.data, opts.format)?.skip(man.n_docs_done as usize);
+    let mut docs = DocReader::open(&opts.data, opts.format)?
+        .skip((opts.skip_docs + man.n_docs_done) as usize);
     let mut doc_idx = man.n_docs_done;
     let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
     let mut exhausted = false;

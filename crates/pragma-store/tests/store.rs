@@ -50,6 +50,7 @@ fn opts(data: PathBuf, out: PathBuf) -> CacheOptions {
         },
         long_docs: LongDocs::Truncate,
         max_tokens: None,
+        skip_docs: 0,
         shard_tokens: Some(100),
         stop_after_shards: None,
         dry_run: false,
