@@ -34,7 +34,12 @@ pub struct CacheOptions {
     /// manifest's settings.
     pub input: InputRule,
     pub long_docs: LongDocs,
+    /// Stop at the first document boundary at or past this many tokens.
     pub max_tokens: Option<u64>,
+    /// Documents of the corpus skipped before caching starts (e.g. to cache a held-out
+    /// part after the documents another store used). Document ids count from the first
+    /// cached document.
+    pub skip_docs: u64,
     /// A shard closes at the first document boundary at or past this many tokens;
     /// `None` picks ~128 MiB per shard.
     pub shard_tokens: Option<usize>,
@@ -202,7 +207,10 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
                 opts.data.display()
             )));
         }
-        (pragma_model::fetch::sha256_file(&opts.data)?, n - opts.skip_docs)
+        (
+            pragma_model::fetch::sha256_file(&opts.data)?,
+            n - opts.skip_docs,
+        )
     };
     if n_docs == 0 {
         return Err(Error::Corpus(format!(
@@ -329,8 +337,8 @@ fn run(
         capture.capture(p);
     }
     progress.start(n_docs, man.n_docs_done, man.n_tokens);
-    let mut docs = DocReader::open(&opts.data, opts.format)?
-        .skip((opts.skip_docs + man.n_docs_done) as usize);
+    let mut docs =
+        DocReader::open(&opts.data, opts.format)?.skip((opts.skip_docs + man.n_docs_done) as usize);
     let mut doc_idx = man.n_docs_done;
     let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
     let mut exhausted = false;

@@ -272,6 +272,38 @@ fn numeric_flags_do_what_they_say() {
     }
 }
 
+/// `skip_docs` caches the corpus from a later document on (a held-out store).
+#[test]
+fn skip_docs_starts_at_a_later_document() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_model(d.path());
+    let data = corpus(d.path(), 60);
+    let full = opts(data.clone(), d.path().join("full"));
+    cache(&m, &full, &mut ()).expect("full");
+    let mut tail = opts(data, d.path().join("tail"));
+    tail.skip_docs = 50;
+    let man = cache(&m, &tail, &mut ()).expect("tail");
+    assert_eq!(man.dataset.n_docs, 10);
+    let (a, b) = (
+        Store::open(&full.out).expect("a").tokens().expect("a"),
+        Store::open(&tail.out).expect("b").tokens().expect("b"),
+    );
+    let doc = |t: &pragma_store::reader::TokenTable, k: u32| -> Vec<u32> {
+        (0..t.doc.len())
+            .filter(|&i| t.doc[i] == k)
+            .map(|i| t.token[i])
+            .collect()
+    };
+    assert_eq!(doc(&b, 0), doc(&a, 50));
+    assert_eq!(doc(&b, 9), doc(&a, 59));
+    let mut too_far = opts(corpus(d.path(), 60), d.path().join("none"));
+    too_far.skip_docs = 60;
+    let e = cache(&m, &too_far, &mut ())
+        .expect_err("past the end")
+        .to_string();
+    assert!(e.contains("has only 60 documents"), "{e}");
+}
+
 fn man_shards(dir: &Path) -> Vec<String> {
     pragma_store::manifest::Manifest::read(dir)
         .expect("manifest")
