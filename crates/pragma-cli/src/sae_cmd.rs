@@ -350,6 +350,18 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
     let rows: Vec<Vec<f32>> = f.to_vec2()?;
     let mut out = Vec::new();
     for (pos, (id, row)) in ids.iter().zip(&rows).enumerate() {
+        if model.tokenizer.is_special(*id) {
+            // Control tokens (BOS, chat markers) are left out of SAE training: their
+            // activations are attention sinks the SAE never saw.
+            out.push(serde_json::json!({
+                "position": pos,
+                "token": model.tokenizer.token_str(*id),
+                "control_token": true,
+                "l0": 0,
+                "latents": [],
+            }));
+            continue;
+        }
         let mut top: Vec<(usize, f32)> = row
             .iter()
             .copied()
@@ -392,6 +404,14 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
+        if o["control_token"] == true {
+            println!(
+                "{:>4} {:<16} (control token: not read by the SAE)",
+                o["position"],
+                format!("{:?}", o["token"].as_str().unwrap_or(""))
+            );
+            continue;
+        }
         println!(
             "{:>4} {:<16} L0 {:>3}  {}",
             o["position"],
