@@ -277,6 +277,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let store = pragma_store::Store::open(&a.store)?;
     let src = StoreHook::new(&store, &a.hook)?;
     let d_in = store.width(&a.hook)?;
+    if a.d_sae.is_none() && a.expansion == 0 {
+        bail!("--expansion 0: expected a positive width multiple (or --d-sae N)");
+    }
     let d_sae = a.d_sae.unwrap_or(d_in * a.expansion);
     let arch = Arch::parse(&a.arch, Some(a.k))?;
     let mut cfg = TrainConfig::new(arch, d_sae);

@@ -260,10 +260,29 @@ fn bad_settings_are_refused() {
         let e = train(&data, &small_cfg(arch, n, 4096), d.path(), &mut ()).expect_err("bad k");
         assert!(e.to_string().contains(want), "{e}");
     }
-    let mut big = small_cfg(Arch::TopK { k: 2 }, 32, 4096);
+    let mut big = small_cfg(Arch::TopK { k: 2 }, 32, 200_000);
     big.batch_tokens = 100_000;
     let e = train(&data, &big, d.path(), &mut ()).expect_err("batch");
     assert!(e.to_string().contains("fewer than one batch"), "{e}");
+    let mut short = small_cfg(Arch::TopK { k: 2 }, 32, 100);
+    short.batch_tokens = 512;
+    let e = train(&data, &short, d.path(), &mut ()).expect_err("tokens");
+    assert!(e.to_string().contains("--tokens >= --batch-tokens"), "{e}");
+    let mut nan_lr = small_cfg(Arch::TopK { k: 2 }, 32, 4096);
+    nan_lr.lr = Some(f64::NAN);
+    let e = train(&data, &nan_lr, d.path(), &mut ()).expect_err("lr");
+    assert!(e.to_string().contains("finite --lr"), "{e}");
+    // A folder that holds something else is not overwritten.
+    let used = tempfile::tempdir().expect("tmp");
+    std::fs::write(used.path().join("cfg.json"), "{}").expect("w");
+    let e = train(
+        &data,
+        &small_cfg(Arch::TopK { k: 2 }, 32, 4096),
+        used.path(),
+        &mut (),
+    )
+    .expect_err("used");
+    assert!(e.to_string().contains("not empty"), "{e}");
     // NaN in the data: the rows are named.
     let mut nan = Planted::new(16, 8, 1, 2_000, 1);
     nan.rows[5 * 16 + 3] = f32::NAN;
@@ -272,4 +291,32 @@ fn bad_settings_are_refused() {
     let d2 = tempfile::tempdir().expect("tmp");
     let e = train(&nan, &all, d2.path(), &mut ()).expect_err("nan");
     assert!(e.to_string().contains("NaN/inf values at rows [5]"), "{e}");
+}
+
+/// Rows whose norm is far above the median (secondary attention sinks) are left out of
+/// training: a planted dictionary is still recovered with 0.2% of rows 300x too large.
+#[test]
+fn norm_outliers_are_left_out_of_training() {
+    let mut data = Planted::new(32, 48, 3, 40_000, 7);
+    for t in (0..40_000).step_by(500) {
+        for i in 0..32 {
+            data.rows[t * 32 + i] *= 300.0;
+        }
+    }
+    let d = tempfile::tempdir().expect("tmp");
+    let cfg = small_cfg(Arch::TopK { k: 3 }, 96, 400_000);
+    let (sae, r) = train(&data, &cfg, d.path(), &mut ()).expect("train");
+    let log = std::fs::read_to_string(d.path().join("log.jsonl")).expect("log");
+    let outliers: u64 = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["outliers"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(outliers > 0, "outlier rows were counted");
+    let share = recovered(&sae, &data.dirs);
+    eprintln!(
+        "with outliers: FVU {:.4}, recovered {share:.3}, {outliers} outlier rows skipped",
+        r.final_fvu
+    );
+    assert!(share >= 0.9, "recovered {share}");
 }

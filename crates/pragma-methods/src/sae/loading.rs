@@ -167,7 +167,13 @@ fn saelens_config(v: &Value) -> Result<SaeConfig> {
         .and_then(Value::as_str);
     let k = field("k")
         .or_else(|| field("activation_fn_kwargs").and_then(|a| a.get("k")))
-        .and_then(Value::as_u64)
+        .and_then(|v| {
+            v.as_u64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f > 0.0)
+                    .map(|f| f as u64)
+            })
+        })
         .map(|x| x as usize);
     let arch = match (arch_name, act) {
         ("standard", Some("topk")) | ("topk", _) => Arch::TopK {
@@ -300,6 +306,7 @@ fn from_sparsify(dir: &Path, cfg: &Value, mut w: HashMap<String, Tensor>) -> Res
 
 /// sparsify names folders by module: `layers.N` is block N's output.
 fn sparsify_hook_name(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -80,7 +80,7 @@ pub enum Normalize {
     None,
     /// `x · sqrt(d_in) / ||x||` in, the inverse out.
     ConstantNormRescale,
-    /// Centre and divide by the standard deviation (eps 1e-5) in, the inverse out.
+    /// Centre and divide by (unbiased standard deviation + 1e-5) in, the inverse out (as SAELens).
     LayerNorm,
 }
 
@@ -200,10 +200,12 @@ impl Sae {
                 )
             }
             Normalize::LayerNorm => {
+                // As SAELens: unbiased standard deviation, divided by (std + 1e-5).
                 let mu = x.mean_keepdim(D::Minus1)?;
                 let c = x.broadcast_sub(&mu)?;
-                let std = (c.sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?.sqrt()?;
-                (c.broadcast_div(&std)?, Some((std, mu)))
+                let std = (c.sqr()?.sum_keepdim(D::Minus1)? / (d - 1.0).max(1.0))?.sqrt()?;
+                let denom = (std + 1e-5)?;
+                (c.broadcast_div(&denom)?, Some((denom, mu)))
             }
         })
     }

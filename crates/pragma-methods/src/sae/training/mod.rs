@@ -40,6 +40,10 @@ pub struct TrainConfig {
     pub lambda: f32,
     /// Tokens used to estimate the input scale and `b_dec`'s initial value.
     pub scale_tokens: usize,
+    /// Rows whose norm exceeds this multiple of the median norm are left out of training
+    /// (secondary attention sinks: a few dozen tokens per 100k whose norms are 30-150x the
+    /// median carry most of the variance and would dominate the loss). 0 keeps every row.
+    pub outlier_factor: f32,
     /// Steps between checkpoints (and log writes).
     pub checkpoint_every: u64,
     /// Return after this many steps of this run without saving anything more: the state
@@ -60,12 +64,15 @@ impl TrainConfig {
             seed: 0,
             aux_alpha: 1.0 / 32.0,
             dead_tokens: None,
+            // In FVU units: SAELens' relu default (5, against a summed MSE) divided by
+            // E||x - μ||² ≈ d_in after scaling; 0.01 for a JumpReLU L0 of a few dozen.
             lambda: match arch {
-                Arch::Relu => 5.0,
+                Arch::Relu => 0.01,
                 Arch::JumpRelu => 0.01,
                 _ => 0.0,
             },
             scale_tokens: 65_536,
+            outlier_factor: 10.0,
             checkpoint_every: 50,
             stop_after_steps: None,
         }
@@ -107,10 +114,22 @@ impl TrainConfig {
                 )));
             }
         }
-        if self.d_sae == 0 || self.batch_tokens == 0 || self.tokens == 0 {
-            return Err(Error::Input(
-                "expected --d-sae, --batch-tokens and --tokens > 0".into(),
-            ));
+        if self.d_sae == 0 || self.batch_tokens == 0 || self.tokens < self.batch_tokens as u64 {
+            return Err(Error::Input(format!(
+                "expected --d-sae > 0, --batch-tokens > 0 and --tokens >= --batch-tokens, found {}, {} and {}",
+                self.d_sae, self.batch_tokens, self.tokens
+            )));
+        }
+        if self.lr.is_some_and(|l| !(l.is_finite() && l > 0.0))
+            || !(self.lambda.is_finite() && self.lambda >= 0.0)
+            || !(self.aux_alpha.is_finite() && self.aux_alpha >= 0.0)
+            || !(self.outlier_factor.is_finite() && self.outlier_factor >= 0.0)
+        {
+            return Err(Error::Input(format!(
+                "expected a finite --lr > 0 and finite --lambda, aux weight and outlier factor >= 0, \
+                 found lr {:?}, lambda {}, aux {}, outlier factor {}",
+                self.lr, self.lambda, self.aux_alpha, self.outlier_factor
+            )));
         }
         if d_in < 2 {
             return Err(Error::Input(format!("d_in {d_in}: expected at least 2")));
@@ -129,6 +148,10 @@ pub trait Activations: Sync {
     fn describe(&self) -> serde_json::Value;
     /// The hook name the SAE will be saved for.
     fn hook(&self) -> &str;
+    /// The row of the underlying data (e.g. the store) behind row `r`, for messages.
+    fn source_row(&self, r: u64) -> u64 {
+        r
+    }
 }
 
 /// One hook of an activation store, without the rows of control tokens (BOS and chat
@@ -178,10 +201,16 @@ impl Activations for StoreHook<'_> {
     fn hook(&self) -> &str {
         &self.hook
     }
+    fn source_row(&self, r: u64) -> u64 {
+        self.rows.get(r as usize).copied().unwrap_or(r)
+    }
     fn describe(&self) -> serde_json::Value {
         let m = &self.store.manifest;
         serde_json::json!({
-            "store": self.store.dir.display().to_string(),
+            "store": std::fs::canonicalize(&self.store.dir)
+                .unwrap_or_else(|_| self.store.dir.clone())
+                .display()
+                .to_string(),
             "model_name": m.model.name.clone().unwrap_or_else(|| m.model.spec.clone()),
             "model_sha256": m.model.sha256,
             "dataset_path": m.dataset.path,
@@ -212,6 +241,8 @@ pub struct TrainState {
     pub counted_tokens: u64,
     /// BatchTopK's inference threshold θ (EMA), once seen.
     pub threshold: Option<f64>,
+    /// Rows with a larger raw norm are left out (`outlier_factor` x the median norm).
+    pub max_norm: f32,
 }
 
 /// One line of the training log (`log.jsonl`).
@@ -226,6 +257,9 @@ pub struct LogLine {
     pub sparsity: f64,
     pub l0: f64,
     pub dead_fraction: f64,
+    /// Rows of this batch left out as norm outliers.
+    #[serde(default)]
+    pub outliers: u64,
     pub tokens_per_second: f64,
 }
 
@@ -290,7 +324,7 @@ fn read_batch(src: &dyn Activations, rows: &[u64]) -> Result<Vec<f32>> {
         .chunks(w)
         .zip(rows)
         .filter(|(r, _)| r.iter().any(|v| !v.is_finite()))
-        .map(|(_, &row)| row)
+        .map(|(_, &row)| src.source_row(row))
         .take(5)
         .collect();
     if !bad.is_empty() {
@@ -341,14 +375,45 @@ pub fn train(
         "data": src.describe(),
         "hook": src.hook(),
     });
+    // Temporaries a kill left mid-write.
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let mut state = match std::fs::read_to_string(&cfg_path) {
         Ok(text) => {
             let old: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if old != identity {
+                let differs: Vec<String> = ["config", "data", "hook"]
+                    .iter()
+                    .flat_map(|k| {
+                        let (a, b) = (&old[*k], &identity[*k]);
+                        match (a.as_object(), b.as_object()) {
+                            (Some(x), Some(y)) => x
+                                .keys()
+                                .chain(y.keys())
+                                .filter(|f| x.get(*f) != y.get(*f))
+                                .map(|f| {
+                                    format!(
+                                        "{k}.{f}: {} -> {}",
+                                        x.get(f).unwrap_or(&serde_json::Value::Null),
+                                        y.get(f).unwrap_or(&serde_json::Value::Null)
+                                    )
+                                })
+                                .collect::<Vec<_>>(),
+                            _ if a != b => vec![format!("{k}: {a} -> {b}")],
+                            _ => vec![],
+                        }
+                    })
+                    .collect();
                 return Err(Error::Input(format!(
-                    "{}: holds a run with other settings ({CONFIG} differs); use another --out \
-                     or delete it",
-                    out.display()
+                    "{}: holds a run with other settings ({}); use another --out or delete it",
+                    out.display(),
+                    differs.join("; ")
                 )));
             }
             match load_checkpoint(&out.join(CHECKPOINT))? {
@@ -357,6 +422,16 @@ pub fn train(
             }
         }
         Err(_) => {
+            let used = std::fs::read_dir(out)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if used {
+                return Err(Error::Input(format!(
+                    "{}: not empty and holds no {CONFIG}; training would overwrite what is there: \
+                     use a new or empty --out",
+                    out.display()
+                )));
+            }
             pragma_model::io::write_json(&cfg_path, &identity)?;
             fresh_state(src, cfg, d_in)?
         }
@@ -383,7 +458,6 @@ pub fn train(
     let mut order_epoch = u64::MAX;
     let mut order = Vec::new();
     let t0 = std::time::Instant::now();
-    let mut last = StepStats::default();
     let dead_after = cfg.dead_after();
     let mut z_buf = Vec::new();
     while state.step < total {
@@ -393,17 +467,32 @@ pub fn train(
             order = epoch_order(n_tokens, cfg.seed, epoch);
             order_epoch = epoch;
         }
-        let mut x = read_batch(src, &order[i * b..(i + 1) * b])?;
-        x.iter_mut().for_each(|v| *v *= state.scale);
+        let raw = read_batch(src, &order[i * b..(i + 1) * b])?;
+        let mut x = Vec::with_capacity(raw.len());
+        for r in raw.chunks(d_in) {
+            let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if state.max_norm <= 0.0 || norm <= state.max_norm {
+                x.extend(r.iter().map(|v| v * state.scale));
+            }
+        }
+        let kept = x.len() / d_in;
         let dead: Vec<bool> = state.since_fired.iter().map(|&t| t > dead_after).collect();
         let (mut g, stats) =
-            loss_and_grads_with(&state.params, &x, b, Some(&dead), &obj, &mut z_buf);
+            loss_and_grads_with(&state.params, &x, kept, Some(&dead), &obj, &mut z_buf);
         if !stats.loss.is_finite() {
             return Err(Error::Input(format!(
-                "the loss diverged (not finite) at step {s}; the last good checkpoint (step {}) \
-                 is kept in {}: lower --lr and run again with another --out",
-                state.step - state.step % cfg.checkpoint_every.max(1),
-                out.display()
+                "the loss diverged (not finite) at step {}; {}: lower --lr and start again with \
+                 another --out",
+                s + 1,
+                if s >= cfg.checkpoint_every {
+                    format!(
+                        "the checkpoint of step {} is kept in {} (it may lead to the same divergence)",
+                        s - s % cfg.checkpoint_every.max(1),
+                        out.display()
+                    )
+                } else {
+                    "no checkpoint was written yet".to_string()
+                }
             )));
         }
         project_decoder_grad(&state.params, &mut g);
@@ -413,7 +502,7 @@ pub fn train(
             if c > 0 {
                 state.since_fired[j] = 0;
             } else {
-                state.since_fired[j] += b as u64;
+                state.since_fired[j] += kept as u64;
             }
         }
         if let Some(m) = stats.min_selected {
@@ -438,6 +527,7 @@ pub fn train(
             sparsity: stats.sparsity,
             l0: stats.l0,
             dead_fraction: dead_now as f64 / cfg.d_sae as f64,
+            outliers: (b - kept) as u64,
             tokens_per_second: (state.step - resumed) as f64 * b as f64
                 / t0.elapsed().as_secs_f64().max(1e-9),
         };
@@ -446,11 +536,10 @@ pub fn train(
             for (j, &c) in stats.fire_counts.iter().enumerate() {
                 state.fire_count[j] += c as u64;
             }
-            state.counted_tokens += b as u64;
+            state.counted_tokens += kept as u64;
         }
         progress.step(&line);
         log.push(serde_json::to_string(&line).unwrap_or_default());
-        last = stats;
         if cfg
             .stop_after_steps
             .is_some_and(|n| state.step - resumed >= n)
@@ -461,8 +550,33 @@ pub fn train(
             )));
         }
         if state.step % cfg.checkpoint_every.max(1) == 0 || state.step == total {
-            save_checkpoint(&out.join(CHECKPOINT), &state)?;
+            // The log first: a kill between the two leaves extra lines, which a resume drops.
             pragma_model::io::write_atomic(&log_path, (log.join("\n") + "\n").as_bytes())?;
+            save_checkpoint(&out.join(CHECKPOINT), &state)?;
+        }
+    }
+    // BatchTopK's inference threshold, recalibrated on the final weights: the mean over
+    // (up to) 16 batches of the smallest activation the batch selection keeps (the EMA
+    // still carries the early steps' values).
+    if matches!(cfg.arch, Arch::BatchTopK { .. }) && total > resumed {
+        let mut mins = Vec::new();
+        for i in 0..per_epoch.min(16) as usize {
+            let raw = read_batch(src, &order[i * b..(i + 1) * b])?;
+            let x: Vec<f32> = raw
+                .chunks(d_in)
+                .filter(|r| {
+                    state.max_norm <= 0.0
+                        || r.iter().map(|v| v * v).sum::<f32>().sqrt() <= state.max_norm
+                })
+                .flatten()
+                .map(|v| v * state.scale)
+                .collect();
+            let (_, st) =
+                loss_and_grads_with(&state.params, &x, x.len() / d_in, None, &obj, &mut z_buf);
+            mins.extend(st.min_selected.map(f64::from));
+        }
+        if !mins.is_empty() {
+            state.threshold = Some(mins.iter().sum::<f64>() / mins.len() as f64);
         }
     }
     let sae = to_sae(&state, cfg, src)?;
@@ -482,12 +596,26 @@ pub fn train(
         .iter()
         .filter(|&&t| t > dead_after)
         .count();
+    // FVU and L0 averaged over the last 20 steps (one batch's FVU moves with the batch).
+    let tail: Vec<LogLine> = log
+        .iter()
+        .rev()
+        .take(20)
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let avg = |f: fn(&LogLine) -> f64| {
+        if tail.is_empty() {
+            0.0
+        } else {
+            tail.iter().map(f).sum::<f64>() / tail.len() as f64
+        }
+    };
     let result = TrainResult {
         steps: state.step,
         tokens: state.step * b as u64,
         resumed_from_step: resumed,
-        final_fvu: last.fvu,
-        final_l0: last.l0,
+        final_fvu: avg(|l| l.fvu),
+        final_l0: avg(|l| l.l0),
         dead_fraction: dead as f64 / cfg.d_sae as f64,
         seconds,
         tokens_per_second: (state.step - resumed) as f64 * b as f64 / seconds.max(1e-9),
@@ -503,21 +631,55 @@ fn fresh_state(src: &dyn Activations, cfg: &TrainConfig, d_in: usize) -> Result<
     let mut order = epoch_order(n, cfg.seed ^ 0x5CA1E, 0);
     order.truncate(cfg.scale_tokens.min(n as usize).max(1));
     let x = read_batch(src, &order)?;
-    let rows = order.len();
-    let mean_norm = x
+    let norms: Vec<f64> = x
         .chunks(d_in)
         .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
-        .sum::<f64>()
-        / rows as f64;
+        .collect();
+    let mut sorted = norms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let max_norm = (cfg.outlier_factor as f64 * median) as f32;
+    let keep: Vec<usize> = (0..norms.len())
+        .filter(|&i| max_norm <= 0.0 || norms[i] <= max_norm as f64)
+        .collect();
+    let rows = keep.len().max(1);
+    let mean_norm = keep.iter().map(|&i| norms[i]).sum::<f64>() / rows as f64;
     let scale = ((d_in as f64).sqrt() / mean_norm.max(1e-12)) as f32;
     let mut mean = vec![0f64; d_in];
-    for r in x.chunks(d_in) {
+    for &i in &keep {
         mean.iter_mut()
-            .zip(r)
+            .zip(&x[i * d_in..(i + 1) * d_in])
             .for_each(|(m, v)| *m += (*v * scale) as f64);
     }
     let b_dec: Vec<f32> = mean.iter().map(|m| (*m / rows as f64) as f32).collect();
-    let params = init_params(d_in, cfg.d_sae, cfg.arch, cfg.seed, b_dec);
+    let mut params = init_params(d_in, cfg.d_sae, cfg.arch, cfg.seed, b_dec);
+    if cfg.arch == Arch::JumpRelu {
+        // Thresholds from the data: each latent starts firing on ~1% of the sample (a
+        // fixed small θ would let half the latents fire on every token, and log θ moves by
+        // about one learning rate per step).
+        let m = keep.len().min(4096);
+        let mut xc = Vec::with_capacity(m * d_in);
+        for &i in &keep[..m] {
+            xc.extend(
+                x[i * d_in..(i + 1) * d_in]
+                    .iter()
+                    .zip(&params.b_dec)
+                    .map(|(v, c)| v * scale - c),
+            );
+        }
+        let n = cfg.d_sae;
+        let mut z = vec![0f32; m * n];
+        step::matmul_nt(&xc, &params.w_enc_t, m, n, d_in, &mut z);
+        let floor = 0.001 * (d_in as f32).sqrt();
+        params.log_threshold = (0..n)
+            .map(|j| {
+                let mut col: Vec<f32> = (0..m).map(|t| z[t * n + j]).collect();
+                let q = (m as f64 * 0.99) as usize;
+                let (_, v, _) = col.select_nth_unstable_by(q.min(m - 1), f32::total_cmp);
+                v.max(floor).ln()
+            })
+            .collect();
+    }
     Ok(TrainState {
         adam: Adam::new(&params),
         params,
@@ -527,6 +689,7 @@ fn fresh_state(src: &dyn Activations, cfg: &TrainConfig, d_in: usize) -> Result<
         fire_count: vec![0; cfg.d_sae],
         counted_tokens: 0,
         threshold: None,
+        max_norm,
     })
 }
 
@@ -615,6 +778,7 @@ fn save_checkpoint(path: &Path, st: &TrainState) -> Result<()> {
         // f32/f64 bit patterns, so a resume continues from exactly these values.
         "scale_bits": st.scale.to_bits(),
         "threshold_bits": st.threshold.map(f64::to_bits),
+        "max_norm_bits": st.max_norm.to_bits(),
         "counted_tokens": st.counted_tokens,
     });
     let mut m = HashMap::new();
@@ -688,6 +852,7 @@ fn load_checkpoint(path: &Path) -> Result<Option<TrainState>> {
             .get("threshold_bits")
             .and_then(|v| v.as_u64())
             .map(f64::from_bits),
+        max_norm: f32::from_bits(num("max_norm_bits")? as u32),
     }))
 }
 
