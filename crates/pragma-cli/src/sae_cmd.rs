@@ -429,72 +429,36 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let sae = Sae::load(&a.sae)?;
     let store = pragma_store::Store::open(&a.store)?;
-    let src = StoreHook::new(&store, &sae.cfg.hook_name).with_context(|| {
-        format!(
-            "the store must hold the SAE's hook {} (cache it with --hooks {})",
-            sae.cfg.hook_name, sae.cfg.hook_name
-        )
-    })?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("reconstruction {bar:30} {pos}/{len} tokens  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let rec =
-        pragma_methods::sae::eval::reconstruction(&sae, &src, a.max_tokens, 4096, &mut |d, t| {
-            bar.set_length(t);
-            bar.set_position(d);
-        })?;
-    bar.finish_and_clear();
-    let loss = if a.ce_sequences > 0 {
-        let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
-        let sha = pragma_store::writer::model_sha256(&model)?;
-        if sha != store.manifest.model.sha256 {
-            bail!(
-                "--store {} was cached from another model ({}); pass that model, or --ce-sequences 0",
-                a.store.display(),
-                store.manifest.model.spec
-            );
-        }
-        let _ = load_for(&model, &a.sae)?;
-        let table = store.tokens()?;
-        let mut seqs: Vec<Vec<u32>> = Vec::new();
-        for (i, (&s, &t)) in table.seq.iter().zip(&table.token).enumerate() {
-            if i == 0 || table.seq[i - 1] != s {
-                if seqs.len() == a.ce_sequences {
-                    break;
-                }
-                seqs.push(Vec::new());
-            }
-            if let Some(v) = seqs.last_mut() {
-                v.push(t);
-            }
-        }
-        let from = usize::from(store.manifest.settings.bos.is_some());
-        eprintln!(
-            "loss with the SAE spliced in, on {} sequences...",
-            seqs.len()
-        );
-        Some(pragma_methods::sae::eval::loss_recovered(
-            &model,
-            Arc::new(sae.clone()),
-            &seqs,
-            &rec.mean,
-            from,
-        )?)
+    let model = if a.ce_sequences > 0 {
+        let m = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+        load_for(&m, &a.sae)?;
+        Some(m)
     } else {
         None
     };
-    let report = pragma_methods::sae::eval::EvalReport {
-        sae: a.sae.display().to_string(),
-        hook: sae.cfg.hook_name.clone(),
-        arch: sae.cfg.arch.name().into(),
-        d_in: sae.cfg.d_in,
-        d_sae: sae.cfg.d_sae,
-        data: pragma_methods::sae::training::Activations::describe(&src),
-        reconstruction: rec,
-        loss,
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let cfg = pragma_methods::sae::eval::EvalConfig {
+        max_tokens: a.max_tokens,
+        ce_sequences: a.ce_sequences,
+        batch: 4096,
     };
+    let report = pragma_methods::sae::eval::evaluate(
+        &sae,
+        &a.sae.display().to_string(),
+        &store,
+        model.as_ref(),
+        &cfg,
+        &mut |what, d, t| {
+            bar.set_message(what.to_string());
+            bar.set_length(t);
+            bar.set_position(d);
+        },
+    )?;
+    bar.finish_and_clear();
     let out = a.out.clone().unwrap_or_else(|| a.sae.clone());
     std::fs::create_dir_all(&out)?;
     pragma_model::io::write_json(&out.join("eval.json"), &report)?;

@@ -398,3 +398,82 @@ impl EvalReport {
         s
     }
 }
+
+/// What [`evaluate`] does.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    /// Store tokens evaluated at most.
+    pub max_tokens: u64,
+    /// Store sequences run through the model for the loss metrics (0 skips them).
+    pub ce_sequences: usize,
+    /// Rows per reconstruction batch.
+    pub batch: usize,
+}
+
+/// The `pragma sae eval` workflow: reconstruction and sparsity over `store` (which must
+/// hold the SAE's hook), and, with `model` (the store's own model, checked by sha256),
+/// the loss with the SAE spliced in on the store's first `ce_sequences` sequences.
+pub fn evaluate(
+    sae: &Sae,
+    name: &str,
+    store: &pragma_store::Store,
+    model: Option<&Model>,
+    cfg: &EvalConfig,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<EvalReport> {
+    let src = super::training::StoreHook::new(store, &sae.cfg.hook_name).map_err(|e| {
+        Error::Input(format!(
+            "{e}: the store must hold the SAE's hook (cache it with --hooks {})",
+            sae.cfg.hook_name
+        ))
+    })?;
+    let rec = reconstruction(sae, &src, cfg.max_tokens, cfg.batch, &mut |d, t| {
+        progress("reconstruction", d, t)
+    })?;
+    let loss = match model {
+        Some(model) if cfg.ce_sequences > 0 => {
+            let sha = pragma_store::writer::model_sha256(model)?;
+            if sha != store.manifest.model.sha256 {
+                return Err(Error::Input(format!(
+                    "{} was cached from another model ({}); evaluate with that model, or skip the \
+                     loss metrics",
+                    store.dir.display(),
+                    store.manifest.model.spec
+                )));
+            }
+            let table = store.tokens()?;
+            let mut seqs: Vec<Vec<u32>> = Vec::new();
+            for (i, (&s, &t)) in table.seq.iter().zip(&table.token).enumerate() {
+                if i == 0 || table.seq[i - 1] != s {
+                    if seqs.len() == cfg.ce_sequences {
+                        break;
+                    }
+                    seqs.push(Vec::new());
+                }
+                if let Some(v) = seqs.last_mut() {
+                    v.push(t);
+                }
+            }
+            progress("loss with the SAE spliced in", 0, seqs.len() as u64);
+            let from = usize::from(store.manifest.settings.bos.is_some());
+            Some(loss_recovered(
+                model,
+                Arc::new(sae.clone()),
+                &seqs,
+                &rec.mean,
+                from,
+            )?)
+        }
+        _ => None,
+    };
+    Ok(EvalReport {
+        sae: name.to_string(),
+        hook: sae.cfg.hook_name.clone(),
+        arch: sae.cfg.arch.name().into(),
+        d_in: sae.cfg.d_in,
+        d_sae: sae.cfg.d_sae,
+        data: src.describe(),
+        reconstruction: rec,
+        loss,
+    })
+}
