@@ -48,6 +48,26 @@ dead_feature_threshold in tokens; SAELens: dead_feature_window = dead_tokens // 
 steps). AuxK only costs anything once some latent is dead; "auxk_steps" says in how many
 timed steps it was non-zero and "dead_latents_final" how many latents were dead at the end.
 
+A training run rather than a throughput sample: --tokens N trains N // --batch steps with
+no untimed steps ("seconds" runs from just before Trainer.fit / SAETrainer.fit to the end
+of the last optimizer step; the store read and shuffle before it are not counted), and the
+dead window default becomes min(10M, N / 4), as `pragma sae train --tokens N`. With Adam
+give --lr-warmup-steps too: sparsify's default 1000-step warm-up never ends in a run of a
+few hundred steps. --drop-outliers leaves rows whose norm is above 10x the median norm
+(median over the first 65536 rows of the shuffled sequence) out of each batch, as `pragma
+sae train` does (outlier_factor 10, scale_tokens 65536): for sparsify through its own
+exclude_tokens mask (the stand-in's input_ids are row numbers of the store rows, so the
+outlier rows' numbers are the excluded "tokens"), for SAELens by filtering the batches.
+--save DIR (sparsify) writes the trained SAE with sparsify's `SparseCoder.save_to_disk`
+(cfg.json + sae.safetensors, the weights as trained: sparsify renormalises the decoder
+before each forward, not after the last step); pragma maps a folder named layers.N to
+blocks.N.hook_resid_post. Example (the same-budget comparison in BENCHMARKS.md):
+
+  /opt/sae-venv/bin/python scripts/bench/sae_train_ref.py --lib sparsify \\
+      --store runs/fortunes-l15 --hook blocks.15.hook_resid_post --d-sae 4608 --k 32 \\
+      --tokens 2000000 --batch 4096 --seed 0 --lr-warmup-steps 5 --drop-outliers \\
+      --save /tmp/cmp/sparsify/layers.15
+
 Runs under /opt/sae-venv (Debian's torch 1.13 + sae-lens 6.54.12 + eai-sparsify 1.3.3; see
 scripts/fixtures/make_sae_fixtures.py for the setup) with the shims in sae_shims.py.
 
@@ -100,7 +120,9 @@ def version(pkg: str) -> str:
 
 
 def load_rows(store: Path, hook: str, n: int, seed: int):
-    """n shuffled float16 rows of `hook` (special-token rows left out), and the row count."""
+    """The float16 rows of `hook` (special-token rows left out), n shuffled row numbers
+    into them (a new permutation per pass if the store has fewer than n rows), and the
+    row count. `pool[idx]` is the training sequence."""
     from safetensors.numpy import load_file
 
     m = json.loads((store / "manifest.json").read_text())
@@ -123,7 +145,21 @@ def load_rows(store: Path, hook: str, n: int, seed: int):
         p = rng.permutation(len(x))
         idx.append(p[: n - have])
         have += len(idx[-1])
-    return x[np.concatenate(idx)], len(x)
+    return x, np.concatenate(idx), len(x)
+
+
+def outlier_rows(pool, idx, factor: float, sample: int):
+    """As `pragma sae train` (outlier_factor 10, scale_tokens 65536): the median row norm
+    over the first `sample` rows of the shuffled sequence; rows of the pool whose norm is
+    above factor x that median. Returns (their row numbers, the cut, the median)."""
+    norms = np.empty(len(pool), dtype=np.float64)
+    for i in range(0, len(pool), 65536):  # f16 -> f64 in chunks
+        c = pool[i : i + 65536].astype(np.float64)
+        norms[i : i + len(c)] = np.sqrt((c * c).sum(1))
+    first = norms[idx[:sample]]
+    median = float(np.sort(first)[len(first) // 2])  # pragma's sorted[len / 2]
+    cut = factor * median
+    return np.flatnonzero(norms > cut), cut, median
 
 
 def time_optimizer_steps(opt, times: list):
@@ -140,7 +176,7 @@ def time_optimizer_steps(opt, times: list):
     opt.step = step
 
 
-def run_sparsify(acts, a, dead_tokens):
+def run_sparsify(acts, idx, outliers, a, dead_tokens):
     import torch
     from torch import nn
     from sparsify import SparseCoderConfig
@@ -158,7 +194,7 @@ def run_sparsify(acts, a, dead_tokens):
             self.register_buffer("x", x, persistent=False)
 
         def forward(self, input_ids):
-            return self.x[input_ids]  # [sequences, seq, d_in]
+            return self.x[input_ids]  # [sequences, seq, d_in]; input_ids are pool rows
 
     class ReplayModel(nn.Module):
         """Stands in for the transformer: its `resid_post` module outputs stored rows."""
@@ -187,7 +223,7 @@ def run_sparsify(acts, a, dead_tokens):
             return n_steps * a.batch // a.seq
 
         def __getitem__(self, i):
-            return {"input_ids": torch.arange(i * a.seq, (i + 1) * a.seq)}
+            return {"input_ids": idx[i * a.seq : (i + 1) * a.seq]}
 
     cfg = TrainConfig(
         sae=SparseCoderConfig(num_latents=a.d_sae, k=a.k),
@@ -197,6 +233,9 @@ def run_sparsify(acts, a, dead_tokens):
         auxk_alpha=1.0 / 32.0,
         dead_feature_threshold=dead_tokens,
         hookpoints=[hookpoint],
+        # --drop-outliers: the outlier rows' numbers, masked out of each batch by the
+        # Trainer itself (as pragma leaves them out of its batches)
+        exclude_tokens=[int(r) for r in outliers],
         init_seeds=[a.seed],
         log_to_wandb=False,
         save_every=10**9,
@@ -210,10 +249,14 @@ def run_sparsify(acts, a, dead_tokens):
         sae = trainer.saes[hookpoint]
         outs: list = []  # the last step's ForwardOutput
         aux: list = []  # per step, auxk_loss (a detached scalar: no sync in the loop)
+        fvus: list = []  # per step, the batch FVU (detached)
+        trained: list = []  # per step, the rows the SAE saw (the batch less excluded rows)
 
         def keep(module, inputs, o):
             outs[:] = [o]
             aux.append(o.auxk_loss.detach())
+            fvus.append(o.fvu.detach())
+            trained.append(o.sae_out.shape[0])
 
         sae.register_forward_hook(keep)
         times: list = []
@@ -221,15 +264,26 @@ def run_sparsify(acts, a, dead_tokens):
             time_optimizer_steps(opt, times)
         pg = trainer.optimizers[0].param_groups[0]
         lr = pg.get("initial_lr", pg.get("lr"))  # the base lr (a warm-up scheduler starts at 0)
+        t_fit = time.perf_counter()
         trainer.fit()
     if len(times) != n_steps or len(aux) != n_steps:
         raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)} / {len(aux)}")
+    saved = None
+    if a.save is not None:
+        # sparsify's own writer (what Trainer._checkpoint calls per hookpoint):
+        # cfg.json (SparseCoderConfig + d_in) + sae.safetensors
+        sae.save_to_disk(a.save)
+        saved = str(a.save)
     last = outs[-1]
     dead = int((trainer.num_tokens_since_fired[hookpoint] > dead_tokens).sum())
+    tail = [float(v) for v in fvus[-20:]]
     return {
-        "seconds": times[-1] - times[a.warmup_steps - 1],
+        # with --warmup-steps 0 (--tokens): from just before Trainer.fit to the end of the
+        # last optimizer step (step 0's b_dec init and every batch included)
+        "seconds": times[-1] - (times[a.warmup_steps - 1] if a.warmup_steps else t_fit),
         "final_fvu_or_mse": float(last.fvu),
         "final_metric": "fvu",
+        "final_fvu_last20": sum(tail) / len(tail),
         "final_auxk": float(last.auxk_loss),
         "auxk_steps": sum(float(v) > 0 for v in aux[a.warmup_steps :]),
         "dead_latents_final": dead,
@@ -239,12 +293,19 @@ def run_sparsify(acts, a, dead_tokens):
             "signum": "ScheduleFreeWrapper(SignSGD), momentum 0.95 (sparsify's default)",
         }[a.optimizer],
         "lr_initial": lr,
+        "lr_schedule": "transformers get_linear_schedule_with_warmup: lr * s / warmup for "
+        f"s < {cfg.lr_warmup_steps}, then linear decay to 0 at step {n_steps}"
+        if a.optimizer == "adam"
+        else "none (schedule-free)",
         "loss": "fvu + (1/32) * auxk_loss (Trainer, loss_fn fvu)",
+        "excluded_rows": len(outliers),
+        "rows_trained": sum(trained),
+        "saved": saved,
         "dead_feature_threshold_tokens": dead_tokens,
     }
 
 
-def run_saelens(acts, a, dead_tokens):
+def run_saelens(acts, idx, outliers, a, dead_tokens):
     import torch
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
@@ -263,15 +324,21 @@ def run_saelens(acts, a, dead_tokens):
         )
     )
     window = max(dead_tokens // a.batch, 1)
+    batches = [acts[idx[i * a.batch : (i + 1) * a.batch]] for i in range(n_steps)]
+    if len(outliers):  # --drop-outliers: leave them out of each batch, as pragma
+        out_t = torch.from_numpy(outliers).long()
+        batches = [
+            acts[j[~torch.isin(j, out_t)]]
+            for j in (idx[i * a.batch : (i + 1) * a.batch] for i in range(n_steps))
+        ]
     tcfg = SAETrainerConfig(
-        total_training_samples=n_steps * a.batch,
+        total_training_samples=sum(len(b) for b in batches),
         train_batch_size_samples=a.batch,
         lr_end=3e-4 / 10,  # as LanguageModelSAERunnerConfig sets it (lr / 10; unused when constant)
         dead_feature_window=window,
         device="cpu",
     )
-    batches = iter([acts[i * a.batch : (i + 1) * a.batch] for i in range(n_steps)])
-    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=batches)
+    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(batches))
     outs: list = []  # the last step's output (it holds dense [batch, d_sae] tensors)
     aux: list = []  # per step, the AuxK loss (a detached scalar: no sync in the loop)
     inner = trainer.step
@@ -285,6 +352,7 @@ def run_saelens(acts, a, dead_tokens):
     trainer.step = step
     times: list = []
     time_optimizer_steps(trainer.optimizer, times)
+    t_fit = time.perf_counter()
     trainer.fit()
     if len(times) != n_steps or len(aux) != n_steps:
         raise SystemExit(f"error: expected {n_steps} steps, saw {len(times)} / {len(aux)}")
@@ -293,7 +361,7 @@ def run_saelens(acts, a, dead_tokens):
         x, y = last.sae_in, last.sae_out
         fvu = float((x - y).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     return {
-        "seconds": times[-1] - times[a.warmup_steps - 1],
+        "seconds": times[-1] - (times[a.warmup_steps - 1] if a.warmup_steps else t_fit),
         "final_fvu_or_mse": float(last.losses["mse_loss"]),
         "final_metric": "mse (SAELens mse_loss: per-row squared error sum, batch mean)",
         "final_fvu": fvu,
@@ -305,6 +373,7 @@ def run_saelens(acts, a, dead_tokens):
         "lr_initial": tcfg.lr,
         "loss": f"mse + {a.aux_coef} * scale * AuxK (TopKTrainingSAE.training_forward_pass)",
         "dead_feature_window_steps": window,
+        "excluded_rows": len(outliers),
         "rescale_acts_by_decoder_norm": sae.cfg.rescale_acts_by_decoder_norm,
     }
 
@@ -319,6 +388,26 @@ def main():
     ap.add_argument("--batch", type=int, default=4096, help="tokens per step")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (>= 1)")
+    ap.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        help="a training run of this many tokens: --steps = tokens // --batch, no untimed "
+        "steps (the whole Trainer.fit is timed); the dead window default uses tokens / 4",
+    )
+    ap.add_argument(
+        "--drop-outliers",
+        action="store_true",
+        help="leave rows with norm > 10x the median (over the first 65536 shuffled rows) "
+        "out of each batch, as pragma sae train does",
+    )
+    ap.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="sparsify only: write the trained SAE there with its save_to_disk "
+        "(cfg.json + sae.safetensors; name the folder layers.N for pragma's hook mapping)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -347,11 +436,17 @@ def main():
         use_openblas(a.threads)
     # The libraries print progress on stdout (sparsify already on import): stdout is the JSON's.
     json_out, sys.stdout = sys.stdout, sys.stderr
-    if a.warmup_steps < 1 or a.steps < 1:
+    if a.tokens is not None:
+        if a.tokens < a.batch:
+            raise SystemExit(f"error: --tokens {a.tokens} is less than one batch ({a.batch})")
+        a.steps, a.warmup_steps = a.tokens // a.batch, 0
+    elif a.warmup_steps < 1 or a.steps < 1:
         raise SystemExit("error: --warmup-steps and --steps must be >= 1")
+    if a.save is not None and a.lib != "sparsify":
+        raise SystemExit("error: --save is for --lib sparsify only")
     dead_tokens = a.dead_tokens
-    if dead_tokens is None:
-        dead_tokens = min(10_000_000, a.steps * a.batch // 4)
+    if dead_tokens is None:  # pragma: min(10M, --tokens / 4)
+        dead_tokens = min(10_000_000, (a.tokens or a.steps * a.batch) // 4)
 
     shims = sae_shims.install()
     import torch
@@ -359,11 +454,19 @@ def main():
     torch.set_num_threads(a.threads)
     t = time.perf_counter()
     n = (a.warmup_steps + a.steps) * a.batch
-    rows, n_rows = load_rows(a.store, a.hook, n, a.seed)
-    acts = torch.from_numpy(rows).float().contiguous()
-    del rows
+    pool, idx, n_rows = load_rows(a.store, a.hook, n, a.seed)
+    outliers, cut, median = np.zeros(0, dtype=np.int64), None, None
+    if a.drop_outliers:
+        outliers, cut, median = outlier_rows(pool, idx, 10.0, 65536)
+        log(
+            f"{a.lib}: {len(outliers)} of {n_rows} rows have norm > {cut:.1f} "
+            f"(10 x median {median:.1f}): left out of the batches"
+        )
+    acts = torch.from_numpy(pool).float().contiguous()  # the pool; batches index it
+    del pool
+    idx = torch.from_numpy(idx).long()
     load_s = time.perf_counter() - t
-    log(f"{a.lib}: {n} of {n_rows} non-special rows, [{n}, {acts.shape[1]}] f32 in {load_s:.1f} s")
+    log(f"{a.lib}: {n} rows drawn from {n_rows} non-special rows ([{n_rows}, {acts.shape[1]}] f32) in {load_s:.1f} s")
 
     torch.ones(8, 8) @ torch.ones(8, 8)  # load torch's BLAS before looking for it
     blas = ", ".join(
@@ -376,7 +479,7 @@ def main():
             "OPENBLAS_DIR (see scripts/bench/common.py use_openblas)."
         )
     run = run_sparsify if a.lib == "sparsify" else run_saelens
-    r = run(acts, a, dead_tokens)
+    r = run(acts, idx, outliers, a, dead_tokens)
     pkg = "eai-sparsify" if a.lib == "sparsify" else "sae-lens"
     out = {
         "lib": a.lib,
@@ -395,6 +498,9 @@ def main():
         "store_rows": n_rows,
         "load_seconds": load_s,
         "dead_tokens": dead_tokens,
+        "tokens": a.tokens,
+        "drop_outliers": {"factor": 10.0, "sample_rows": 65536, "median_norm": median,
+                          "cut": cut, "rows": int(len(outliers))} if a.drop_outliers else None,
         **r,
         "torch": torch.__version__,
         "blas": blas,

@@ -118,6 +118,10 @@ pub struct TrainArgs {
     /// L1 (relu) or L0 (jumprelu) coefficient (default: 5 for relu, 0.01 for jumprelu).
     #[arg(long)]
     lambda: Option<f32>,
+    /// Matryoshka SAE: nested prefix widths, e.g. 512,2048 (each prefix of the dictionary
+    /// also reconstructs the input; topk/batchtopk; Bussmann et al. 2025).
+    #[arg(long, value_delimiter = ',')]
+    matryoshka: Vec<usize>,
     /// AuxK: a latent is dead after this many tokens without firing (default min(10M, tokens/4)).
     #[arg(long)]
     dead_tokens: Option<u64>,
@@ -289,6 +293,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.dead_tokens = a.dead_tokens;
     cfg.checkpoint_every = a.checkpoint_every;
+    cfg.matryoshka = a.matryoshka.clone();
     if let Some(l) = a.lambda {
         cfg.lambda = l;
     }

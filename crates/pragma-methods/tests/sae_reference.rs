@@ -8,7 +8,7 @@
 //! - one training step (loss parts, every gradient, one Adam step and the decoder
 //!   renormalisation) equals the float64 torch autograd reference of docs/SAE.md: loss
 //!   within 1e-5 relative, gradients within 2e-5 of their largest magnitude, weights after
-//!   the step within 2e-6 (f32 arithmetic against float64).
+//!   the step within 2e-6 (f32 arithmetic against float64); also for Matryoshka prefixes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,11 +82,13 @@ fn saelens_and_sparsify_folders_encode_and_decode_as_the_libraries_do() {
 fn one_training_step_equals_the_torch_reference() {
     let t = load("train_step.safetensors");
     let (d, n) = (16usize, 48usize);
-    for (name, arch) in [
-        ("topk", Arch::TopK { k: 4 }),
-        ("batchtopk", Arch::BatchTopK { k: 4 }),
-        ("relu", Arch::Relu),
-        ("jumprelu", Arch::JumpRelu),
+    for (name, arch, widths) in [
+        ("topk", Arch::TopK { k: 4 }, vec![]),
+        ("batchtopk", Arch::BatchTopK { k: 4 }, vec![]),
+        ("relu", Arch::Relu, vec![]),
+        ("jumprelu", Arch::JumpRelu, vec![]),
+        // Matryoshka: BatchTopK with nested prefixes of 12 and 24 of the 48 latents.
+        ("matryoshka", Arch::BatchTopK { k: 4 }, vec![12, 24]),
     ] {
         let g = |k: &str| vecf(&t[&format!("{name}.{k}")]);
         // SAELens W_enc [d, n] -> pragma's rows per latent [n, d].
@@ -124,6 +126,7 @@ fn one_training_step_equals_the_torch_reference() {
             aux_alpha: 1.0 / 32.0,
             lambda: 0.01,
             bandwidth: 0.001 * (d as f32).sqrt(),
+            matryoshka: widths.clone(),
         };
         let (mut grad, stats) = loss_and_grads(&p, &x, 64, Some(&dead), &obj);
         let rel = |a: f64, b: f32| (a - b as f64).abs() / (b as f64).abs().max(1e-12);
@@ -148,7 +151,15 @@ fn one_training_step_equals_the_torch_reference() {
                 "{name}: sparsity"
             ),
         }
-        if arch == (Arch::BatchTopK { k: 4 }) {
+        if !widths.is_empty() {
+            assert!(
+                rel(stats.inner, g("inner")[0]) < 1e-5,
+                "{name}: inner {} vs {}",
+                stats.inner,
+                g("inner")[0]
+            );
+        }
+        if name == "batchtopk" {
             let want = g("threshold_after")[0];
             let got = stats.min_selected.expect("min");
             assert!(

@@ -101,21 +101,40 @@ fn small_cfg(arch: Arch, d_sae: usize, tokens: u64) -> TrainConfig {
 #[test]
 fn a_planted_dictionary_is_recovered() {
     let data = Planted::new(32, 48, 3, 40_000, 7);
-    for arch in [Arch::TopK { k: 3 }, Arch::BatchTopK { k: 3 }] {
+    for (arch, widths) in [
+        (Arch::TopK { k: 3 }, vec![]),
+        (Arch::BatchTopK { k: 3 }, vec![]),
+        (Arch::BatchTopK { k: 3 }, vec![24, 48]),
+    ] {
         let d = tempfile::tempdir().expect("tmp");
-        let cfg = small_cfg(arch, 96, 400_000);
+        let mut cfg = small_cfg(arch, 96, 400_000);
+        cfg.matryoshka = widths.clone();
         let (sae, r) = train(&data, &cfg, d.path(), &mut ()).expect("train");
         let share = recovered(&sae, &data.dirs);
         eprintln!(
-            "{}: FVU {:.4}, L0 {:.2}, dead {:.3}, recovered {:.3} of the planted directions",
+            "{}{:?}: FVU {:.4}, L0 {:.2}, dead {:.3}, recovered {:.3} of the planted directions",
             arch.name(),
+            widths,
             r.final_fvu,
             r.final_l0,
             r.dead_fraction,
             share
         );
-        assert!(share >= 0.9, "{}: recovered {share}", arch.name());
-        assert!(r.final_fvu < 0.1, "{}: FVU {}", arch.name(), r.final_fvu);
+        // Matryoshka's inner prefixes (24 and 48 latents for 48 planted directions) must
+        // reconstruct alone, so they learn broader directions: it recovers fewer of the
+        // planted ones exactly, at a higher FVU (measured 0.75 and 0.10 here).
+        let (min_share, max_fvu) = if widths.is_empty() {
+            (0.9, 0.1)
+        } else {
+            (0.7, 0.15)
+        };
+        assert!(share >= min_share, "{}: recovered {share}", arch.name());
+        assert!(
+            r.final_fvu < max_fvu,
+            "{}: FVU {}",
+            arch.name(),
+            r.final_fvu
+        );
         // The saved folder loads back and reconstructs raw (unscaled) activations.
         let back = Sae::load(d.path()).expect("load");
         assert_eq!(back.cfg.d_sae, 96);
@@ -210,6 +229,7 @@ fn the_sparse_backward_matches_finite_differences() {
             aux_alpha: 1.0 / 32.0,
             lambda: 0.01,
             bandwidth: 0.05,
+            matryoshka: Vec::new(),
         };
         // No dead latents: AuxK's target is a stop-gradient (its gradient is not the
         // derivative of the loss value), so it is checked against the torch reference in

@@ -38,6 +38,10 @@ pub struct TrainConfig {
     pub dead_tokens: Option<u64>,
     /// L1 (relu) or L0 (jumprelu) coefficient λ.
     pub lambda: f32,
+    /// Matryoshka inner prefix widths (strictly increasing, below d_sae; topk/batchtopk):
+    /// each prefix of the dictionary also reconstructs the input (Bussmann et al. 2025).
+    #[serde(default)]
+    pub matryoshka: Vec<usize>,
     /// Tokens used to estimate the input scale and `b_dec`'s initial value.
     pub scale_tokens: usize,
     /// Rows whose norm exceeds this multiple of the median norm are left out of training
@@ -71,6 +75,7 @@ impl TrainConfig {
                 Arch::JumpRelu => 0.01,
                 _ => 0.0,
             },
+            matryoshka: Vec::new(),
             scale_tokens: 65_536,
             outlier_factor: 10.0,
             checkpoint_every: 50,
@@ -130,6 +135,19 @@ impl TrainConfig {
                  found lr {:?}, lambda {}, aux {}, outlier factor {}",
                 self.lr, self.lambda, self.aux_alpha, self.outlier_factor
             )));
+        }
+        if !self.matryoshka.is_empty() {
+            let ok = matches!(self.arch, Arch::TopK { .. } | Arch::BatchTopK { .. })
+                && self.matryoshka.windows(2).all(|w| w[0] < w[1])
+                && self.matryoshka[0] > 0
+                && self.matryoshka.last().is_some_and(|&m| m < self.d_sae);
+            if !ok {
+                return Err(Error::Input(format!(
+                    "--matryoshka {:?}: expected strictly increasing widths in 1..{} with \
+                     --arch topk or batchtopk",
+                    self.matryoshka, self.d_sae
+                )));
+            }
         }
         if d_in < 2 {
             return Err(Error::Input(format!("d_in {d_in}: expected at least 2")));
@@ -441,6 +459,7 @@ pub fn train(
         aux_alpha: cfg.aux_alpha,
         lambda: cfg.lambda,
         bandwidth: 0.001 * (d_in as f32).sqrt(),
+        matryoshka: cfg.matryoshka.clone(),
     };
     let total = cfg.steps();
     let resumed = state.step;

@@ -103,7 +103,7 @@ impl Params {
 }
 
 /// The loss's knobs (definitions in `docs/SAE.md`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Objective {
     pub arch: Arch,
     /// AuxK weight (1/32).
@@ -112,6 +112,10 @@ pub struct Objective {
     pub lambda: f32,
     /// JumpReLU kernel bandwidth ε.
     pub bandwidth: f32,
+    /// Matryoshka: the inner prefix widths (strictly increasing, below d_sae); each prefix
+    /// of the dictionary also reconstructs the input, adding `SSE_m / TV` to the loss.
+    /// Empty: a plain SAE.
+    pub matryoshka: Vec<usize>,
 }
 
 /// What one forward/backward saw.
@@ -121,6 +125,8 @@ pub struct StepStats {
     pub fvu: f64,
     /// AuxK term (topk/batchtopk) before its weight α.
     pub aux: f64,
+    /// Matryoshka: the inner prefixes' summed reconstruction terms.
+    pub inner: f64,
     /// Sparsity term (relu L1, jumprelu L0) before its weight λ.
     pub sparsity: f64,
     /// Mean number of active latents per token.
@@ -620,12 +626,72 @@ pub fn loss_and_grads_with(
         Arch::JumpRelu => sel.idx.len() as f64 / b as f64,
         _ => 0.0,
     };
-    let loss = fvu + obj.aux_alpha as f64 * aux + obj.lambda as f64 * sparsity;
+    // Matryoshka: the error of each inner prefix's reconstruction (entries are in latent
+    // order per token, so prefix sums are running sums).
+    let widths = &obj.matryoshka;
+    let groups = widths.len() + 1;
+    let group_of = |j: u32| widths.iter().filter(|&&m| m <= j as usize).count();
+    let mut inner_e = vec![0f32; b * widths.len() * d];
+    if !widths.is_empty() {
+        inner_e
+            .par_chunks_mut(widths.len() * d)
+            .enumerate()
+            .for_each(|(t, out)| {
+                let (idx, val) = sel.row(t);
+                let mut xh = p.b_dec.clone();
+                let mut q = 0;
+                for (h, &m) in widths.iter().enumerate() {
+                    while q < idx.len() && (idx[q] as usize) < m {
+                        let j = idx[q] as usize;
+                        axpy(&mut xh, val[q], &p.w_dec[j * d..(j + 1) * d]);
+                        q += 1;
+                    }
+                    for ((o, xv), h2) in out[h * d..(h + 1) * d]
+                        .iter_mut()
+                        .zip(&x[t * d..(t + 1) * d])
+                        .zip(&xh)
+                    {
+                        *o = xv - h2;
+                    }
+                }
+            });
+    }
+    let inner = if widths.is_empty() {
+        0.0
+    } else {
+        row_sum(&inner_e, d, |_, r| {
+            r.iter().map(|v| (*v as f64).powi(2)).sum()
+        }) / tv
+    };
+    let loss = fvu + inner + obj.aux_alpha as f64 * aux + obj.lambda as f64 * sparsity;
 
     // ---- Backward ----
     let tvf = tv as f32;
-    // dL/dx̂ = -2 e / TV; dL/dê = 2 α scale (ê - e) / TV.
-    let g_xh: Vec<f32> = e.par_iter().map(|v| -2.0 * v / tvf).collect();
+    // dL/dx̂_m = -2 e_m / TV for each reconstruction; a latent in group g (prefixes from
+    // the g-th inner width on, and the full one) gets the sum over those: g_xh holds, per
+    // token, those suffix sums for g = 0..groups (just -2 e / TV without Matryoshka).
+    // dL/dê = 2 α scale (ê - e) / TV.
+    let mut g_xh = vec![0f32; b * groups * d];
+    g_xh.par_chunks_mut(groups * d)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let last = groups - 1;
+            for (o, ev) in out[last * d..].iter_mut().zip(&e[t * d..(t + 1) * d]) {
+                *o = -2.0 * ev / tvf;
+            }
+            for h in (0..last).rev() {
+                let (head, tail) = out.split_at_mut((h + 1) * d);
+                let next = &tail[..d];
+                let ie = &inner_e[(t * widths.len() + h) * d..(t * widths.len() + h + 1) * d];
+                for ((o, nv), ev) in head[h * d..].iter_mut().zip(next).zip(ie) {
+                    *o = nv - 2.0 * ev / tvf;
+                }
+            }
+        });
+    let grow = |t: usize, j: u32| {
+        let g = group_of(j);
+        &g_xh[(t * groups + g) * d..(t * groups + g + 1) * d]
+    };
     let ga = 2.0 * obj.aux_alpha * aux_scale / tvf;
     let g_eh: Vec<f32> = aux_diff.par_iter().map(|v| ga * v).collect();
     let lb = obj.lambda / b as f32;
@@ -635,9 +701,9 @@ pub fn loss_and_grads_with(
         .into_par_iter()
         .flat_map_iter(|t| {
             let (idx, _) = sel.row(t);
-            let g = &g_xh[t * d..(t + 1) * d];
             idx.iter()
                 .map(|&j| {
+                    let g = grow(t, j);
                     let j = j as usize;
                     let mut v = dot(g, &p.w_dec[j * d..(j + 1) * d]);
                     if obj.arch == Arch::Relu {
@@ -671,7 +737,7 @@ pub fn loss_and_grads_with(
         let parts: Vec<Vec<(u32, f64)>> = (0..b)
             .into_par_iter()
             .map(|t| {
-                let g = &g_xh[t * d..(t + 1) * d];
+                let g = grow(t, 0);
                 window[t]
                     .iter()
                     .map(|&(j, _)| {
@@ -703,7 +769,7 @@ pub fn loss_and_grads_with(
             let mut gbj = 0f64;
             for &(t, pos) in &items[cnt[j]..cnt[j + 1]] {
                 let (t, pos) = (t as usize, pos as usize);
-                axpy(gw, sel.val[pos], &g_xh[t * d..(t + 1) * d]);
+                axpy(gw, sel.val[pos], grow(t, j as u32));
                 let dz = g_f[pos]; // ∂f/∂z = 1 on selected entries (z > 0 or z > θ)
                 axpy(ge, dz, &xc[t * d..(t + 1) * d]);
                 gbj += dz as f64;
@@ -761,7 +827,11 @@ pub fn loss_and_grads_with(
             );
         }
     });
-    let from_out = column_sums(&g_xh, d);
+    let first: Vec<f32> = g_xh
+        .par_chunks(groups * d)
+        .flat_map_iter(|c| c[..d].to_vec())
+        .collect();
+    let from_out = column_sums(&first, d);
     let from_in = column_sums(&g_xc, d);
     grad.b_dec = from_out.iter().zip(&from_in).map(|(a, b)| a - b).collect();
 
@@ -773,6 +843,7 @@ pub fn loss_and_grads_with(
         loss,
         fvu,
         aux,
+        inner,
         sparsity,
         l0: sel.idx.len() as f64 / b as f64,
         fire_counts,
