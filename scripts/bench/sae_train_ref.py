@@ -61,7 +61,11 @@ outlier rows' numbers are the excluded "tokens"), for SAELens by filtering the b
 --save DIR (sparsify) writes the trained SAE with sparsify's `SparseCoder.save_to_disk`
 (cfg.json + sae.safetensors, the weights as trained: sparsify renormalises the decoder
 before each forward, not after the last step); pragma maps a folder named layers.N to
-blocks.N.hook_resid_post. Example (the same-budget comparison in BENCHMARKS.md):
+blocks.N.hook_resid_post. --lr-schedule pragma (sparsify, Adam; a diagnostic) puts pragma's
+schedule (warm-up over 1% of the steps, constant, linear decay to 0 over the last 20%) in
+place of sparsify's (linear warm-up over --lr-warmup-steps, then linear decay to 0 over all
+the remaining steps); the JSON gives the first and last per-step learning rates and their
+mean. Example (the same-budget comparison in BENCHMARKS.md):
 
   /opt/sae-venv/bin/python scripts/bench/sae_train_ref.py --lib sparsify \\
       --store runs/fortunes-l15 --hook blocks.15.hook_resid_post --d-sae 4608 --k 32 \\
@@ -247,6 +251,23 @@ def run_sparsify(acts, idx, outliers, a, dead_tokens):
         trainer = Trainer(cfg, Rows(), ReplayModel(acts))
         trainer.save = lambda: None  # the final checkpoint, after the timed steps
         sae = trainer.saes[hookpoint]
+        if a.lr_schedule == "pragma":
+            # pragma's TrainConfig::lr_at in place of sparsify's scheduler (a diagnostic:
+            # same base lr, only the schedule differs)
+            warm = min(max(n_steps // 100, 1), 1000)
+            decay = n_steps - n_steps // 5
+
+            def pragma_lr(s):
+                if s < warm:
+                    return (s + 1) / warm
+                if s >= decay and n_steps > decay:
+                    return (n_steps - s) / (n_steps - decay)
+                return 1.0
+
+            trainer.lr_schedulers = [
+                torch.optim.lr_scheduler.LambdaLR(trainer.optimizers[0], pragma_lr)
+            ]
+        lrs: list = []  # per step, the learning rate of its optimizer step
         outs: list = []  # the last step's ForwardOutput
         aux: list = []  # per step, auxk_loss (a detached scalar: no sync in the loop)
         fvus: list = []  # per step, the batch FVU (detached)
@@ -257,6 +278,7 @@ def run_sparsify(acts, idx, outliers, a, dead_tokens):
             aux.append(o.auxk_loss.detach())
             fvus.append(o.fvu.detach())
             trained.append(o.sae_out.shape[0])
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
         sae.register_forward_hook(keep)
         times: list = []
@@ -293,10 +315,17 @@ def run_sparsify(acts, idx, outliers, a, dead_tokens):
             "signum": "ScheduleFreeWrapper(SignSGD), momentum 0.95 (sparsify's default)",
         }[a.optimizer],
         "lr_initial": lr,
-        "lr_schedule": "transformers get_linear_schedule_with_warmup: lr * s / warmup for "
-        f"s < {cfg.lr_warmup_steps}, then linear decay to 0 at step {n_steps}"
+        "lr_schedule": (
+            "pragma's (replacing sparsify's scheduler): lr * (s + 1) / warm for s < warm = "
+            "clamp(steps / 100, 1, 1000), constant, linear decay to 0 over the last 20%"
+            if a.lr_schedule == "pragma"
+            else "transformers get_linear_schedule_with_warmup: lr * s / warmup for "
+            f"s < {cfg.lr_warmup_steps}, then linear decay to 0 at step {n_steps}"
+        )
         if a.optimizer == "adam"
         else "none (schedule-free)",
+        "lr_per_step_first_last": [lrs[:6], lrs[-3:]],
+        "lr_mean": sum(lrs) / len(lrs),
         "loss": "fvu + (1/32) * auxk_loss (Trainer, loss_fn fvu)",
         "excluded_rows": len(outliers),
         "rows_trained": sum(trained),
@@ -428,6 +457,14 @@ def main():
         default=None,
         help="sparsify + adam only: its linear lr warm-up (default: its own, 1000 steps)",
     )
+    ap.add_argument(
+        "--lr-schedule",
+        default="sparsify",
+        choices=["sparsify", "pragma"],
+        help="sparsify + adam only: keep sparsify's scheduler (linear warm-up, then linear "
+        "decay to 0 over the rest of the run) or put pragma's in its place (warm-up over 1%%, "
+        "constant, linear decay over the last 20%%), as a diagnostic",
+    )
     ap.add_argument("--aux-coef", type=float, default=1.0, help="SAELens aux_loss_coefficient")
     ap.add_argument("--seq", type=int, default=128, help="sparsify: rows per stand-in sequence")
     ap.add_argument("--system-blas", action="store_true", help="don't switch to OpenBLAS")
@@ -444,6 +481,8 @@ def main():
         raise SystemExit("error: --warmup-steps and --steps must be >= 1")
     if a.save is not None and a.lib != "sparsify":
         raise SystemExit("error: --save is for --lib sparsify only")
+    if a.lr_schedule != "sparsify" and (a.lib != "sparsify" or a.optimizer != "adam"):
+        raise SystemExit("error: --lr-schedule pragma is for --lib sparsify --optimizer adam")
     dead_tokens = a.dead_tokens
     if dead_tokens is None:  # pragma: min(10M, --tokens / 4)
         dead_tokens = min(10_000_000, (a.tokens or a.steps * a.batch) // 4)
