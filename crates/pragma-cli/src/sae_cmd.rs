@@ -70,8 +70,12 @@ pub struct EvalArgs {
     sae: PathBuf,
     /// Held-out activation store with the SAE's hook (from `pragma cache`; use other
     /// documents than the training store's).
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    store: Option<PathBuf>,
+    /// Or a corpus (.txt, .jsonl or a built-in name such as fortunes): cached at the SAE's
+    /// hook into OUT/eval-store first (resumable), then evaluated.
     #[arg(long)]
-    store: PathBuf,
+    data: Option<String>,
     /// Tokens evaluated at most (density statistics want 1M or more).
     #[arg(long, default_value_t = 1_000_000)]
     max_tokens: u64,
@@ -433,7 +437,26 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let sae = Sae::load(&a.sae)?;
-    let store = pragma_store::Store::open(&a.store)?;
+    let out = a.out.clone().unwrap_or_else(|| a.sae.clone());
+    let store_dir = match (&a.store, &a.data) {
+        (Some(s), _) => s.clone(),
+        (None, Some(data)) => {
+            let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+            load_for(&model, &a.sae)?;
+            let path = pragma_store::datasets::resolve(data, &mut |m| eprintln!("{m}"))?;
+            let dir = out.join("eval-store");
+            eprintln!(
+                "caching {} at {} into {}...",
+                data,
+                sae.cfg.hook_name,
+                dir.display()
+            );
+            pragma_methods::sae::eval::cache_for_eval(&model, &sae, &path, &dir, a.max_tokens)?;
+            dir
+        }
+        (None, None) => bail!("expected --store STORE or --data CORPUS"),
+    };
+    let store = pragma_store::Store::open(&store_dir)?;
     let model = if a.ce_sequences > 0 {
         let m = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
         load_for(&m, &a.sae)?;
@@ -464,7 +487,6 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    let out = a.out.clone().unwrap_or_else(|| a.sae.clone());
     std::fs::create_dir_all(&out)?;
     pragma_model::io::write_json(&out.join("eval.json"), &report)?;
     let md = report.markdown();

@@ -141,6 +141,36 @@ fn train_eval_latents_and_splice() {
     assert!(((zero - with) / (zero - clean) - score).abs() < 1e-9);
     assert!(sae.join("eval.json").exists() && sae.join("eval.md").exists());
 
+    // Or on a corpus, cached at the SAE's hook first.
+    let text = d.path().join("held.txt");
+    std::fs::write(
+        &text,
+        "the wet cat sat\n\nthe old mat is warm\n\na big red cat",
+    )
+    .expect("w");
+    let ev = d.path().join("ev");
+    let (ok, out, err) = pragma(&[
+        "sae",
+        "eval",
+        &m,
+        "--sae",
+        s(&sae),
+        "--data",
+        s(&text),
+        "--ce-sequences",
+        "2",
+        "--json",
+        "--out",
+        s(&ev),
+    ]);
+    assert!(ok, "{err}");
+    let e: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        e["reconstruction"]["n_tokens"].as_u64().expect("n") > 5,
+        "{e}"
+    );
+    assert!(ev.join("eval-store/manifest.json").exists());
+
     // Latents per token.
     let (ok, out, err) = pragma(&[
         "sae",

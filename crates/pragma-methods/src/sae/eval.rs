@@ -477,3 +477,36 @@ pub fn evaluate(
         loss,
     })
 }
+
+/// Cache `data` (a corpus file or built-in name already resolved to a path) at the SAE's
+/// hook into a store at `dir` for [`evaluate`] (`sae eval --data`): f32, the default input
+/// rule, whole documents split to the model's context at most 128 tokens, at most
+/// `max_tokens`. Resumable like every store.
+pub fn cache_for_eval(
+    model: &Model,
+    sae: &Sae,
+    data: &std::path::Path,
+    dir: &std::path::Path,
+    max_tokens: u64,
+) -> Result<()> {
+    use pragma_store::corpus::{Format, TextSplit};
+    let point = sae.hook_point(model.cfg().n_layers)?;
+    let opts = pragma_store::writer::CacheOptions {
+        format: Format::detect(data, TextSplit::Blocks),
+        data: data.to_path_buf(),
+        hooks: vec![point],
+        out: dir.to_path_buf(),
+        ctx: 128.min(model.cfg().context_length),
+        batch: 8,
+        dtype: DType::F32,
+        input: pragma_model::InputRule::default(),
+        long_docs: pragma_store::manifest::LongDocs::Split,
+        max_tokens: Some(max_tokens),
+        skip_docs: 0,
+        shard_tokens: None,
+        stop_after_shards: None,
+        dry_run: false,
+    };
+    pragma_store::writer::cache(model, &opts, &mut ())?;
+    Ok(())
+}
