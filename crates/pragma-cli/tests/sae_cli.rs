@@ -349,3 +349,59 @@ fn bad_sae_input_is_a_clear_error() {
     let (ok, _, err) = run(&["sae", "latents", &m, "--sae", s(&store), "--text", "x"]);
     assert!(!ok && err.contains("cfg.json"), "{err}");
 }
+
+/// SAE training reads a store without its control-token rows, mapping its own row
+/// numbers to the store's through the list of control rows only: every ordinary row once,
+/// in store order, none of the others.
+#[test]
+fn training_rows_are_the_store_rows_of_ordinary_tokens() {
+    use pragma_methods::sae::training::{Activations, StoreHook};
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    let corpus = d.path().join("c.txt");
+    let docs: Vec<String> = (0..40).map(|i| format!("doc {i} has some words")).collect();
+    std::fs::write(&corpus, docs.join("\n")).expect("w");
+    let store = d.path().join("store");
+    let (ok, _, err) = pragma(&[
+        "cache",
+        s(&m),
+        "--data",
+        s(&corpus),
+        "--lines",
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--shard-tokens",
+        "50",
+        "--ctx",
+        "64",
+        "--out",
+        s(&store),
+    ]);
+    assert!(ok, "{err}");
+    let st = pragma_store::Store::open(&store).expect("open");
+    assert!(st.n_shards() > 2, "several shards: {}", st.n_shards());
+    let specials = &st.manifest.model.special_tokens;
+    assert!(!specials.is_empty(), "the tiny model has control tokens");
+    let table = st.tokens().expect("tokens");
+    let ordinary: Vec<u64> = (0..table.token.len() as u64)
+        .filter(|&r| !specials.contains(&table.token[r as usize]))
+        .collect();
+    assert!(ordinary.len() < table.token.len(), "each document opens with BOS");
+    let h = StoreHook::new(&st, "blocks.1.hook_resid_post").expect("hook");
+    assert_eq!(h.n_tokens(), ordinary.len() as u64);
+    assert_eq!(h.excluded as usize, table.token.len() - ordinary.len());
+    let all: Vec<u64> = (0..h.n_tokens()).collect();
+    assert_eq!(
+        all.iter().map(|&r| h.source_row(r)).collect::<Vec<_>>(),
+        ordinary
+    );
+    let got = h.gather(&all).expect("gather");
+    let want: Vec<f32> = st
+        .gather("blocks.1.hook_resid_post", &ordinary)
+        .expect("g")
+        .flatten_all()
+        .expect("f")
+        .to_vec1()
+        .expect("v");
+    assert_eq!(got, want);
+}

@@ -23,8 +23,10 @@ pub mod corpus;
 pub mod datasets;
 pub mod error;
 pub mod manifest;
+pub mod permutation;
 pub mod reader;
 pub mod writer;
 
 pub use error::{Error, Result};
+pub use permutation::Permutation;
 pub use reader::Store;

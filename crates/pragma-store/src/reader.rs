@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use half::{bf16, f16};
 use memmap2::Mmap;
-use rand::seq::SliceRandom;
-use rand::{rngs::StdRng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -245,8 +243,8 @@ impl Store {
         self.shards.len()
     }
 
-    /// Uniformly shuffled batches of rows across all shards (seeded). Only the
-    /// permutation (8 bytes a token) is held in memory; rows are read from the maps.
+    /// Uniformly shuffled batches of rows across all shards (seeded, [`Permutation`]):
+    /// memory is one batch, whatever the store's size; rows are read from the maps.
     pub fn shuffled_batches<'a>(
         &'a self,
         hook: &'a str,
@@ -254,22 +252,53 @@ impl Store {
         seed: u64,
     ) -> Result<impl Iterator<Item = Result<Tensor>> + 'a> {
         self.width(hook)?;
-        let mut order: Vec<u64> = (0..self.n_tokens()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
-        let batch = batch.max(1);
-        Ok((0..order.len().div_ceil(batch)).map(move |b| {
-            let rows = &order[b * batch..((b + 1) * batch).min(order.len())];
-            self.gather(hook, rows)
+        let n = self.n_tokens();
+        let order = crate::Permutation::new(n, seed);
+        let batch = batch.max(1) as u64;
+        Ok((0..n.div_ceil(batch)).map(move |b| {
+            let rows: Vec<u64> = order.range(b * batch, (b + 1) * batch).collect();
+            self.gather(hook, &rows)
         }))
     }
 
-    /// The per-token tables (doc, seq, pos, token) for all rows.
+    /// Shard `shard`'s first row and row count.
+    pub fn shard_span(&self, shard: usize) -> (u64, u64) {
+        let s = &self.shards[shard];
+        (s.first_token, s.n_tokens)
+    }
+
+    /// Shard `shard`'s token ids (one per row), read from its map.
+    pub fn shard_token_ids(&self, shard: usize) -> Result<Vec<u32>> {
+        Ok(self
+            .raw(&self.shards[shard], "token")?
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// The per-token tables (doc, seq, pos, token) for all rows (16 bytes a row: for
+    /// passes over a large store, read ranges with [`Store::token_rows`]).
     pub fn tokens(&self) -> Result<TokenTable> {
+        self.token_rows(0, self.n_tokens())
+    }
+
+    /// The per-token tables of rows `start..end` (clamped to the store), read from the maps.
+    pub fn token_rows(&self, start: u64, end: u64) -> Result<TokenTable> {
+        let end = end.min(self.n_tokens());
         let mut t = TokenTable::default();
-        for s in &self.shards {
+        if start >= end {
+            return Ok(t);
+        }
+        let (first, _) = self.locate(start)?;
+        for s in &self.shards[first..] {
+            if s.first_token >= end {
+                break;
+            }
+            let a = (start.max(s.first_token) - s.first_token) as usize * 4;
+            let b = (end.min(s.first_token + s.n_tokens) - s.first_token) as usize * 4;
             let read = |name: &str, v: &mut Vec<u32>| -> Result<()> {
                 v.extend(
-                    self.raw(s, name)?
+                    self.raw(s, name)?[a..b]
                         .chunks_exact(4)
                         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                 );

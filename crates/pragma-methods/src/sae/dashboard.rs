@@ -121,7 +121,6 @@ pub fn build(
         )));
     }
     let n = sae.cfg.d_sae;
-    let table = store.tokens()?;
     let specials = &store.manifest.model.special_tokens;
     let total = store.n_tokens().min(max_tokens);
     let mut states: Vec<LatentState> = (0..n).map(|_| LatentState::new()).collect();
@@ -132,11 +131,13 @@ pub fn build(
     let mut start = 0u64;
     while start < total {
         let end = (start + batch).min(total);
-        let rows: Vec<u64> = (start..end).collect();
-        let ordinary: Vec<u64> = rows
-            .iter()
-            .copied()
-            .filter(|&r| specials.binary_search(&table.token[r as usize]).is_err())
+        let table = store.token_rows(start, end)?;
+        let ordinary: Vec<u64> = (start..end)
+            .filter(|&r| {
+                specials
+                    .binary_search(&table.token[(r - start) as usize])
+                    .is_err()
+            })
             .collect();
         let mut acts: HashMap<u64, Vec<(u32, f32)>> = HashMap::new();
         if !ordinary.is_empty() {
@@ -155,7 +156,7 @@ pub fn build(
             fired_tokens += ordinary.len() as u64;
         }
         for r in start..end {
-            let i = r as usize;
+            let i = (r - start) as usize;
             ring.push_back(Buffered {
                 row: r,
                 seq: table.seq[i],

@@ -441,17 +441,23 @@ pub fn evaluate(
                     store.manifest.model.spec
                 )));
             }
-            let table = store.tokens()?;
+            // Whole sequences in store order, read a shard's worth at a time.
             let mut seqs: Vec<Vec<u32>> = Vec::new();
-            for (i, (&s, &t)) in table.seq.iter().zip(&table.token).enumerate() {
-                if i == 0 || table.seq[i - 1] != s {
-                    if seqs.len() == cfg.ce_sequences {
-                        break;
+            let mut last_seq = None;
+            'shards: for sh in 0..store.n_shards() {
+                let (first, n) = store.shard_span(sh);
+                let table = store.token_rows(first, first + n)?;
+                for (&s, &t) in table.seq.iter().zip(&table.token) {
+                    if last_seq != Some(s) {
+                        if seqs.len() == cfg.ce_sequences {
+                            break 'shards;
+                        }
+                        seqs.push(Vec::new());
+                        last_seq = Some(s);
                     }
-                    seqs.push(Vec::new());
-                }
-                if let Some(v) = seqs.last_mut() {
-                    v.push(t);
+                    if let Some(v) = seqs.last_mut() {
+                        v.push(t);
+                    }
                 }
             }
             progress("loss with the SAE spliced in", 0, seqs.len() as u64);

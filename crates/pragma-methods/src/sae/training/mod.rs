@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use pragma_store::Store;
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use pragma_store::{Permutation, Store};
+use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 pub use step::{
@@ -178,38 +178,60 @@ pub trait Activations: Sync {
 pub struct StoreHook<'a> {
     pub store: &'a Store,
     pub hook: String,
-    /// Store rows used, in store order.
-    rows: Vec<u64>,
+    /// Store rows of control tokens, ascending: the only per-row state held (8 bytes per
+    /// control token, about one per document), so memory does not grow with the store.
+    specials: Vec<u64>,
     pub excluded: u64,
 }
 
 impl<'a> StoreHook<'a> {
-    /// Checks that the store has `hook` and lists the rows of ordinary tokens.
+    /// Checks that the store has `hook` and finds the rows of control tokens, one shard
+    /// at a time.
     pub fn new(store: &'a Store, hook: &str) -> Result<Self> {
         store.width(hook)?;
-        let specials = &store.manifest.model.special_tokens;
-        let table = store.tokens()?;
-        let rows: Vec<u64> = (0..table.token.len() as u64)
-            .filter(|&r| specials.binary_search(&table.token[r as usize]).is_err())
-            .collect();
+        let model_specials = &store.manifest.model.special_tokens;
+        let mut specials = Vec::new();
+        for s in 0..store.n_shards() {
+            let (first, _) = store.shard_span(s);
+            for (i, id) in store.shard_token_ids(s)?.into_iter().enumerate() {
+                if model_specials.binary_search(&id).is_ok() {
+                    specials.push(first + i as u64);
+                }
+            }
+        }
         Ok(Self {
             store,
             hook: hook.to_string(),
-            excluded: table.token.len() as u64 - rows.len() as u64,
-            rows,
+            excluded: specials.len() as u64,
+            specials,
         })
+    }
+
+    /// The store row of ordinary row `r`: `r` plus the control rows before it (the k-th
+    /// control row has `specials[k] - k` ordinary rows before it).
+    fn store_row(&self, r: u64) -> u64 {
+        let (s, mut lo, mut hi) = (&self.specials, 0usize, self.specials.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if s[mid] - mid as u64 <= r {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        r + lo as u64
     }
 }
 
 impl Activations for StoreHook<'_> {
     fn n_tokens(&self) -> u64 {
-        self.rows.len() as u64
+        self.store.n_tokens() - self.excluded
     }
     fn width(&self) -> usize {
         self.store.width(&self.hook).unwrap_or(0)
     }
     fn gather(&self, rows: &[u64]) -> Result<Vec<f32>> {
-        let mapped: Vec<u64> = rows.iter().map(|&r| self.rows[r as usize]).collect();
+        let mapped: Vec<u64> = rows.iter().map(|&r| self.store_row(r)).collect();
         Ok(self
             .store
             .gather(&self.hook, &mapped)?
@@ -220,7 +242,7 @@ impl Activations for StoreHook<'_> {
         &self.hook
     }
     fn source_row(&self, r: u64) -> u64 {
-        self.rows.get(r as usize).copied().unwrap_or(r)
+        self.store_row(r)
     }
     fn describe(&self) -> serde_json::Value {
         let m = &self.store.manifest;
@@ -356,13 +378,10 @@ fn read_batch(src: &dyn Activations, rows: &[u64]) -> Result<Vec<f32>> {
     Ok(x)
 }
 
-/// The row order of epoch `epoch`: a seeded permutation of all store rows.
-fn epoch_order(n_tokens: u64, seed: u64, epoch: u64) -> Vec<u64> {
-    let mut order: Vec<u64> = (0..n_tokens).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch,
-    ));
-    order
+/// The row order of epoch `epoch`: a seeded permutation of all rows, evaluated per
+/// position (no per-row memory).
+fn epoch_order(n_tokens: u64, seed: u64, epoch: u64) -> Permutation {
+    Permutation::new(n_tokens, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch)
 }
 
 /// Train (or resume training) an SAE on `hook` of `store`, writing checkpoints, the
@@ -474,8 +493,8 @@ pub fn train(
     progress.start(total, resumed);
     let b = cfg.batch_tokens;
     let per_epoch = n_tokens / b as u64;
-    let mut order_epoch = u64::MAX;
-    let mut order = Vec::new();
+    let mut order_epoch = 0;
+    let mut order = epoch_order(n_tokens, cfg.seed, 0);
     let t0 = std::time::Instant::now();
     let dead_after = cfg.dead_after();
     let mut z_buf = Vec::new();
@@ -486,7 +505,8 @@ pub fn train(
             order = epoch_order(n_tokens, cfg.seed, epoch);
             order_epoch = epoch;
         }
-        let raw = read_batch(src, &order[i * b..(i + 1) * b])?;
+        let rows: Vec<u64> = order.range((i * b) as u64, ((i + 1) * b) as u64).collect();
+        let raw = read_batch(src, &rows)?;
         let mut x = Vec::with_capacity(raw.len());
         for r in raw.chunks(d_in) {
             let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -580,7 +600,8 @@ pub fn train(
     if matches!(cfg.arch, Arch::BatchTopK { .. }) && total > resumed {
         let mut mins = Vec::new();
         for i in 0..per_epoch.min(16) as usize {
-            let raw = read_batch(src, &order[i * b..(i + 1) * b])?;
+            let rows: Vec<u64> = order.range((i * b) as u64, ((i + 1) * b) as u64).collect();
+        let raw = read_batch(src, &rows)?;
             let x: Vec<f32> = raw
                 .chunks(d_in)
                 .filter(|r| {
@@ -647,8 +668,9 @@ pub fn train(
 /// (the mean of `s·x`) on a seeded sample, and initialise the parameters.
 fn fresh_state(src: &dyn Activations, cfg: &TrainConfig, d_in: usize) -> Result<TrainState> {
     let n = src.n_tokens();
-    let mut order = epoch_order(n, cfg.seed ^ 0x5CA1E, 0);
-    order.truncate(cfg.scale_tokens.min(n as usize).max(1));
+    let order: Vec<u64> = epoch_order(n, cfg.seed ^ 0x5CA1E, 0)
+        .range(0, (cfg.scale_tokens as u64).clamp(1, n))
+        .collect();
     let x = read_batch(src, &order)?;
     let norms: Vec<f64> = x
         .chunks(d_in)
