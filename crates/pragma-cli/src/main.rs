@@ -9,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod eval_cmd;
 mod input_args;
 mod probe_cmd;
 mod sae_cmd;
@@ -77,6 +78,10 @@ enum Command {
     /// generate/trace --sae.
     #[command(subcommand)]
     Sae(sae_cmd::SaeCommand),
+    /// The proxy-task benchmark: which technique wins on which task, beside dumb
+    /// baselines, over split seeds, with confidence intervals.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
         Command::Steer(c) => steer_cmd::cmd_steer(c),
         Command::Probe(c) => probe_cmd::cmd_probe(c),
         Command::Sae(c) => sae_cmd::cmd_sae(c),
+        Command::Eval(c) => eval_cmd::cmd_eval(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {

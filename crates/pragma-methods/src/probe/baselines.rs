@@ -21,6 +21,44 @@ pub(super) fn bag_of_words(
     y: (&[u8], &[u8], &[u8]),
     cfg: &ProbeConfig,
 ) -> Result<Baseline> {
+    let b = bag_of_words_scores(model, ds, ix, (y.0, y.1), &cfg.c_grid)?;
+    Ok(Baseline {
+        name: "bag-of-words".into(),
+        scored: score(
+            (&b.test, y.2),
+            Some((&b.val, y.1)),
+            0.0,
+            Some(b.c),
+            cfg.bootstrap,
+            cfg.seed,
+        ),
+        note: format!(
+            "logistic regression on log(1 + count) of {} token types seen in 2+ training texts",
+            b.vocab
+        ),
+    })
+}
+
+/// What [`bag_of_words_scores`] returns: raw scores (log-odds) of the validation and test
+/// examples, the C chosen on validation and the vocabulary size.
+pub struct BowScores {
+    pub val: Vec<f64>,
+    pub test: Vec<f64>,
+    pub c: f64,
+    pub vocab: usize,
+}
+
+/// The bag-of-words scorer: features log(1 + count) of each model token seen in 2+
+/// training texts (`ix.0`), standardised, logistic regression with C from `c_grid` chosen
+/// on validation AUROC (`y`: train and validation labels; test labels are never read);
+/// scores of `ix.1` (validation) and `ix.2` (test).
+pub fn bag_of_words_scores(
+    model: &Model,
+    ds: &Dataset,
+    ix: (&[usize], &[usize], &[usize]),
+    y: (&[u8], &[u8]),
+    c_grid: &[f64],
+) -> Result<BowScores> {
     let toks: Vec<Vec<u32>> = ds
         .examples
         .iter()
@@ -61,22 +99,13 @@ pub(super) fn bag_of_words(
         Matrix::new(data, rows.len(), d)
     };
     let (xtr, xva, xte) = (mat(ix.0), mat(ix.1), mat(ix.2));
-    let (m, st, c) = fit_logistic_cv(&xtr, y.0, &xva, y.1, &cfg.c_grid);
+    let (m, st, c) = fit_logistic_cv(&xtr, y.0, &xva, y.1, c_grid);
     let raw = m.unstandardize(&st);
-    Ok(Baseline {
-        name: "bag-of-words".into(),
-        scored: score(
-            (&raw.scores(&xte), y.2),
-            Some((&raw.scores(&xva), y.1)),
-            0.0,
-            Some(c),
-            cfg.bootstrap,
-            cfg.seed,
-        ),
-        note: format!(
-            "logistic regression on log(1 + count) of {} token types seen in 2+ training texts",
-            vocab.len()
-        ),
+    Ok(BowScores {
+        val: raw.scores(&xva),
+        test: raw.scores(&xte),
+        c,
+        vocab: vocab.len(),
     })
 }
 
@@ -90,28 +119,7 @@ pub(super) fn prompting(
     question: &str,
     cfg: &ProbeConfig,
 ) -> Result<Baseline> {
-    let answers = Answers::new(model, &cfg.yes, &cfg.no)?;
-    let ids: Vec<Vec<u32>> = te
-        .iter()
-        .map(|&i| {
-            let user = format!("{}\n\n{question}", ds.examples[i].text());
-            side_ids(
-                model,
-                &Side::Chat(vec![ChatMessage::new("user", &user)]),
-                cfg.input,
-            )
-        })
-        .collect::<Result<_>>()?;
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&k| ids[k].len());
-    let mut scores = vec![0.0; ids.len()];
-    for chunk in order.chunks(16) {
-        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&k| ids[k].clone()).collect();
-        let (lo, _) = answers.score(model, &seqs, &pragma_model::hooks::Hooks::new())?;
-        for (k, v) in chunk.iter().zip(lo) {
-            scores[*k] = if ds.yes_is_positive { v } else { -v };
-        }
-    }
+    let scores = prompting_scores(model, ds, te, question, (&cfg.yes, &cfg.no), cfg.input)?;
     Ok(Baseline {
         name: "prompting".into(),
         scored: score((&scores, yte), None, 0.0, None, cfg.bootstrap, cfg.seed),
@@ -126,4 +134,41 @@ pub(super) fn prompting(
             }
         ),
     })
+}
+
+/// The prompting scorer: each example's text, then `question`, as one user turn; the score
+/// is the log-odds of `answers.0` ("Yes") over `answers.1` ("No") as the first answer
+/// token (negated when the dataset's "yes" means its negative class). One score per index
+/// in `ix`.
+pub fn prompting_scores(
+    model: &Model,
+    ds: &Dataset,
+    ix: &[usize],
+    question: &str,
+    answers: (&str, &str),
+    input: pragma_model::input::InputRule,
+) -> Result<Vec<f64>> {
+    let answers = Answers::new(model, answers.0, answers.1)?;
+    let ids: Vec<Vec<u32>> = ix
+        .iter()
+        .map(|&i| {
+            let user = format!("{}\n\n{question}", ds.examples[i].text());
+            side_ids(
+                model,
+                &Side::Chat(vec![ChatMessage::new("user", &user)]),
+                input,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&k| ids[k].len());
+    let mut scores = vec![0.0; ids.len()];
+    for chunk in order.chunks(16) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&k| ids[k].clone()).collect();
+        let (lo, _) = answers.score(model, &seqs, &pragma_model::hooks::Hooks::new())?;
+        for (k, v) in chunk.iter().zip(lo) {
+            scores[*k] = if ds.yes_is_positive { v } else { -v };
+        }
+    }
+    Ok(scores)
 }

@@ -134,3 +134,52 @@ pub fn store_features(
     }
     Ok((out, rule))
 }
+
+/// Per-token activations of `point` for every example: one f32 tensor `[t_i, d]` per
+/// example, the BOS sink position left out (as every other reader does). For scoring
+/// rules that pool over tokens (mean or max of a per-token score, as AxBench does). The
+/// forward stops after `point`'s layer.
+pub fn token_features(
+    model: &Model,
+    ds: &Dataset,
+    point: HookPoint,
+    rule: InputRule,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Tensor>> {
+    use pragma_model::hooks::Hooks;
+    use pragma_model::llama::{Batch, Logits};
+    let ctx = model.cfg().context_length;
+    let mut ids = Vec::with_capacity(ds.examples.len());
+    for (i, e) in ds.examples.iter().enumerate() {
+        let t = side_ids(model, &e.input, rule)?;
+        if t.len() > ctx {
+            return Err(Error::Input(format!(
+                "{}: example {} is {} tokens, longer than the model's context of {ctx}; shorten it",
+                ds.name,
+                i + 1,
+                t.len()
+            )));
+        }
+        ids.push(t);
+    }
+    let mut hooks = Hooks::new();
+    hooks.capture(point);
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| ids[i].len());
+    let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
+    let mut done = 0;
+    for chunk in order.chunks(16) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+        let batch = Batch::new(&seqs, model.device())?;
+        let (_, cache) = model.transformer.forward(&batch, &hooks, Logits::None)?;
+        for (b, &i) in chunk.iter().enumerate() {
+            let full = cache.get_row(point, b)?;
+            let skip = crate::steering::sink_len(model, &ids[i]);
+            let row = full.narrow(0, skip, full.dim(0)? - skip)?;
+            out[i] = Some(row.to_dtype(candle_core::DType::F32)?);
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(out.into_iter().flatten().collect())
+}

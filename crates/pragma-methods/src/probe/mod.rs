@@ -32,10 +32,11 @@ mod baselines;
 mod features;
 mod plot;
 
-pub use features::{features, store_features};
+pub use features::{features, store_features, token_features};
 pub use plot::plot_svg;
 
 use baselines::{bag_of_words, prompting};
+pub use baselines::{bag_of_words_scores, prompting_scores, BowScores};
 
 use crate::error::{Error, Result};
 use crate::linear::{

@@ -1,0 +1,155 @@
+//! `pragma eval run|report`: parse, call `pragma_eval`, present.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pragma_eval::report::Report;
+use pragma_eval::run::{self, Event, Plan, RunConfig};
+use pragma_eval::suite::Suite;
+use pragma_methods::sae::Sae;
+use pragma_model::{Model, DEFAULT_MODEL};
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Run a benchmark suite: every task x technique x split seed, each result a cached
+    /// cell under OUT/cells (an interrupted run resumes; a re-run computes only what is
+    /// new), then the report (OUT/report.md, report.html with the heatmap, report.json).
+    ///
+    /// The default suite is concept detection on 12 concepts (AxBench's protocol): linear
+    /// probe, difference of means, PCA, SAE best latent and sparse probes (with --sae),
+    /// prompting, bag-of-words and a random direction, each scored by test AUROC with
+    /// per-token scores pooled by mean and by max. Suite format: docs/EVAL.md.
+    Run(RunArgs),
+    /// Rebuild and print the report of a run folder from its cells (no model needed).
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Model: .gguf file, HF folder, or built-in name.
+    #[arg(default_value = DEFAULT_MODEL)]
+    model: String,
+    /// `default` (shipped; written to OUT/suite/) or a suite .toml file.
+    #[arg(long, default_value = "default")]
+    suite: String,
+    /// SAE folder (SAELens or sparsify) at the suite's hook, for the SAE techniques
+    /// (without it they are listed as not run).
+    #[arg(long)]
+    sae: Option<PathBuf>,
+    /// Split seeds (overrides the suite's `seeds`).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Bootstrap replicates of the intervals.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Run even if the time estimate is over the suite's budget.
+    #[arg(long)]
+    yes: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Run folder (cells, report; reusing it resumes).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A folder made by `pragma eval run`.
+    dir: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn cmd_eval(c: EvalCommand) -> Result<()> {
+    match c {
+        EvalCommand::Run(a) => cmd_run(a),
+        EvalCommand::Report(a) => {
+            let plan = Plan::load(&a.dir)?;
+            let report = Report::build(&a.dir, &plan, a.bootstrap)?;
+            report.save(&a.dir)?;
+            present(&report, a.json)?;
+            Ok(())
+        }
+    }
+}
+
+fn present(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{}", report.markdown());
+    }
+    Ok(())
+}
+
+fn cmd_run(a: RunArgs) -> Result<()> {
+    let path = if a.suite == "default" {
+        Suite::write_default(&a.out.join("suite"))?
+    } else {
+        PathBuf::from(&a.suite)
+    };
+    let mut suite = Suite::load(&path)?;
+    if let Some(s) = a.seeds {
+        anyhow::ensure!(s >= 1, "--seeds must be >= 1");
+        suite.seeds = s;
+    }
+    let sae = a
+        .sae
+        .as_ref()
+        .map(|p| Sae::load(p).with_context(|| format!("--sae {}", p.display())))
+        .transpose()?;
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let cfg = RunConfig {
+        suite,
+        out: a.out.clone(),
+        bootstrap: a.bootstrap,
+        yes: a.yes,
+    };
+    let (mut cells_done, mut cells_todo) = (0usize, 0usize);
+    let res = run::run(&model, sae.as_ref(), &cfg, &mut |e| match e {
+        Event::Plan {
+            todo,
+            cached,
+            seconds,
+        } => {
+            cells_todo = todo;
+            bar.println(format!(
+                "{todo} cells to compute, {cached} cached; estimated {:.1} minutes",
+                seconds / 60.0
+            ));
+        }
+        Event::Step {
+            task,
+            what,
+            done,
+            total,
+        } => {
+            bar.set_message(format!("{task}: {what} [cells {cells_done}/{cells_todo}]"));
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        Event::Cell { done, .. } => cells_done = done,
+    });
+    bar.finish_and_clear();
+    let res = res?;
+    present(&res.report, a.json)?;
+    eprintln!(
+        "{} cells computed, {} cached, in {:.0} s; report: {}",
+        res.computed,
+        res.cached,
+        res.seconds,
+        a.out.join("report.html").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! The benchmark's report: per task the techniques ranked by test AUROC with 95%
+//! intervals over examples and seeds, paired comparisons with the best, a heatmap of
+//! tasks x techniques, and one line per task family saying which technique won and by
+//! how much, or that the difference is within noise. Written as `report.json`,
+//! `report.md`, `report.html` (self-contained, the heatmap inline) and `heatmap.svg`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pragma_methods::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::detection::Pooling;
+use crate::run::{cached_cell, Cell, Plan};
+use crate::stats::{mean_ci, Draws, Estimate, Paired, SeedScores};
+
+/// One technique (with its pooling) on one task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    /// e.g. `probe (max)`, `bow`.
+    pub name: String,
+    pub technique: String,
+    pub pooling: Pooling,
+    pub auroc: Estimate,
+    /// Mean validation AUROC over seeds (mean pooling), where the technique has one.
+    pub val_auroc: Option<f64>,
+    /// The best row minus this one (paired), for every row but the best.
+    pub vs_best: Option<Paired>,
+    /// What it chose on the first seed.
+    pub choice: String,
+    pub seeds: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub task: String,
+    pub family: String,
+    pub dataset: String,
+    pub examples: usize,
+    /// Test examples per seed (mean).
+    pub test_examples: f64,
+    pub classes: [String; 2],
+    /// Best first.
+    pub rows: Vec<Row>,
+    /// Cells not (yet) computed: (technique, seed).
+    pub missing: Vec<(String, u64)>,
+}
+
+/// One task family over its tasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FamilySummary {
+    pub family: String,
+    /// Per row name: mean over tasks of its AUROC, and on how many tasks it is the best
+    /// or within noise of the best. Best first.
+    pub techniques: Vec<(String, f64, usize)>,
+    pub tasks: usize,
+    /// The best row minus the runner-up, per task, averaged over tasks with a bootstrap
+    /// interval over tasks.
+    pub margin: Option<Estimate>,
+    pub line: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub suite: String,
+    pub model: String,
+    pub hook: String,
+    pub seeds: u64,
+    pub sae: Option<String>,
+    pub tasks: Vec<TaskReport>,
+    pub families: Vec<FamilySummary>,
+    pub skipped: Vec<(String, String, String)>,
+    /// Seconds spent computing the cells (sum over cells).
+    pub cell_seconds: f64,
+}
+
+impl Report {
+    /// Build the report from the cells the plan lists (cells missing or with another key
+    /// are listed as missing, not used).
+    pub fn build(out: &Path, plan: &Plan, reps: usize) -> Result<Report> {
+        let mut tasks = Vec::new();
+        let mut cell_seconds = 0.0;
+        for t in &plan.tasks {
+            // technique -> cells by seed
+            let mut by_tech: BTreeMap<String, Vec<Cell>> = BTreeMap::new();
+            let mut order: Vec<String> = Vec::new();
+            let mut missing = Vec::new();
+            for (task, tech, seed, key) in plan.cells.iter().filter(|c| c.0 == t.name) {
+                match cached_cell(&Plan::cell_path(out, task, tech, *seed), key) {
+                    Some(c) => {
+                        cell_seconds += c.seconds;
+                        if !order.contains(tech) {
+                            order.push(tech.clone());
+                        }
+                        by_tech.entry(tech.clone()).or_default().push(c);
+                    }
+                    None => missing.push((tech.clone(), *seed)),
+                }
+            }
+            // The seeds every present technique has (so paired draws line up).
+            let seeds: Vec<u64> = {
+                let mut s: Vec<u64> = (0..plan.seeds)
+                    .filter(|seed| by_tech.values().all(|v| v.iter().any(|c| c.seed == *seed)))
+                    .collect();
+                s.sort_unstable();
+                s
+            };
+            if seeds.is_empty() {
+                tasks.push(TaskReport {
+                    task: t.name.clone(),
+                    family: t.family.clone(),
+                    dataset: t.dataset.clone(),
+                    examples: t.examples,
+                    test_examples: 0.0,
+                    classes: t.classes.clone(),
+                    rows: Vec::new(),
+                    missing,
+                });
+                continue;
+            }
+            let first = &by_tech[&order[0]];
+            let labels: Vec<&[u8]> = seeds
+                .iter()
+                .map(|s| {
+                    first
+                        .iter()
+                        .find(|c| c.seed == *s)
+                        .map(|c| c.labels.as_slice())
+                        .unwrap_or(&[])
+                })
+                .collect();
+            let draws = Draws::new(&labels, reps, 0);
+            // Rows: technique x pooling, with their per-seed scores.
+            struct Pending {
+                name: String,
+                technique: String,
+                pooling: Pooling,
+                val: Option<f64>,
+                choice: String,
+                scores: Vec<Vec<f64>>,
+            }
+            let mut pending: Vec<Pending> = Vec::new();
+            for tech in &order {
+                let cells = &by_tech[tech];
+                let cells: Vec<&Cell> = seeds
+                    .iter()
+                    .filter_map(|s| cells.iter().find(|c| c.seed == *s))
+                    .collect();
+                let vals: Vec<f64> = cells.iter().filter_map(|c| c.val_auroc).collect();
+                for (k, r) in cells[0].results.iter().enumerate() {
+                    pending.push(Pending {
+                        name: match r.pooling {
+                            Pooling::Text => tech.clone(),
+                            p => format!("{tech} ({})", format!("{p:?}").to_lowercase()),
+                        },
+                        technique: tech.clone(),
+                        pooling: r.pooling,
+                        val: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
+                        choice: cells[0].choice.clone(),
+                        scores: cells
+                            .iter()
+                            .map(|c| c.results.get(k).map(|x| x.scores.clone()).unwrap_or_default())
+                            .collect(),
+                    });
+                }
+            }
+            let as_seeds = |p: &Pending| -> Vec<(Vec<f64>, Vec<u8>)> {
+                p.scores
+                    .iter()
+                    .zip(&labels)
+                    .map(|(s, l)| (s.clone(), l.to_vec()))
+                    .collect()
+            };
+            let view = |v: &[(Vec<f64>, Vec<u8>)]| -> Vec<(Vec<f64>, Vec<u8>)> { v.to_vec() };
+            let mut rows: Vec<(Row, Vec<(Vec<f64>, Vec<u8>)>)> = pending
+                .iter()
+                .map(|p| {
+                    let sv = as_seeds(p);
+                    let refs: Vec<SeedScores> = sv.iter().map(|(s, l)| (&s[..], &l[..])).collect();
+                    (
+                        Row {
+                            name: p.name.clone(),
+                            technique: p.technique.clone(),
+                            pooling: p.pooling,
+                            auroc: draws.auroc(&refs),
+                            val_auroc: p.val,
+                            vs_best: None,
+                            choice: p.choice.clone(),
+                            seeds: seeds.len(),
+                        },
+                        view(&sv),
+                    )
+                })
+                .collect();
+            rows.sort_by(|a, b| b.0.auroc.mean.total_cmp(&a.0.auroc.mean));
+            let best: Vec<(Vec<f64>, Vec<u8>)> = rows[0].1.clone();
+            let best_refs: Vec<SeedScores> = best.iter().map(|(s, l)| (&s[..], &l[..])).collect();
+            for (row, sv) in rows.iter_mut().skip(1) {
+                let refs: Vec<SeedScores> = sv.iter().map(|(s, l)| (&s[..], &l[..])).collect();
+                row.vs_best = Some(draws.paired(&best_refs, &refs));
+            }
+            tasks.push(TaskReport {
+                task: t.name.clone(),
+                family: t.family.clone(),
+                dataset: t.dataset.clone(),
+                examples: t.examples,
+                test_examples: labels.iter().map(|l| l.len() as f64).sum::<f64>()
+                    / labels.len() as f64,
+                classes: t.classes.clone(),
+                rows: rows.into_iter().map(|(r, _)| r).collect(),
+                missing,
+            });
+        }
+        let families = family_summaries(&tasks, reps);
+        Ok(Report {
+            suite: plan.suite_name.clone(),
+            model: plan.model.clone(),
+            hook: plan.hook.clone(),
+            seeds: plan.seeds,
+            sae: plan.sae_sha256.as_ref().map(|s| s[..12].to_string()),
+            tasks,
+            families,
+            skipped: plan.skipped.clone(),
+            cell_seconds,
+        })
+    }
+
+    /// `report.json`, `report.md`, `report.html`, `heatmap.svg` under `out`.
+    pub fn save(&self, out: &Path) -> Result<()> {
+        pragma_model::io::write_json(&out.join("report.json"), self)?;
+        let svg = self.heatmap_svg();
+        pragma_model::io::write_atomic(&out.join("heatmap.svg"), svg.as_bytes())?;
+        pragma_model::io::write_atomic(&out.join("report.md"), self.markdown().as_bytes())?;
+        pragma_model::io::write_atomic(&out.join("report.html"), self.html(&svg).as_bytes())?;
+        Ok(())
+    }
+
+    pub fn load(out: &Path) -> Result<Report> {
+        pragma_model::io::read_json(&out.join("report.json"), "an eval report")
+            .map_err(Error::from)
+    }
+
+    /// The rows every task has, in order of mean AUROC over tasks (heatmap columns).
+    fn columns(&self) -> Vec<String> {
+        let mut cols: Vec<(String, f64)> = Vec::new();
+        for f in &self.families {
+            for (n, m, _) in &f.techniques {
+                if !cols.iter().any(|c| &c.0 == n) {
+                    cols.push((n.clone(), *m));
+                }
+            }
+        }
+        cols.into_iter().map(|c| c.0).collect()
+    }
+
+    /// Tasks x techniques, cells coloured by test AUROC (0.5 white -> 1.0 dark blue;
+    /// below 0.5 in orange), each with its value.
+    pub fn heatmap_svg(&self) -> String {
+        let cols = self.columns();
+        let (cw, ch, left, top) = (74.0, 24.0, 150.0, 120.0);
+        let w = left + cw * cols.len() as f64 + 20.0;
+        let h = top + ch * self.tasks.len() as f64 + 40.0;
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+             font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{left}\" y=\"16\" font-size=\"13\">test AUROC, mean over {} seeds ({})</text>\n",
+            self.seeds,
+            esc(&self.model)
+        );
+        for (c, name) in cols.iter().enumerate() {
+            let x = left + cw * c as f64 + cw / 2.0;
+            s += &format!(
+                "<text transform=\"translate({x},{}) rotate(-45)\">{}</text>\n",
+                top - 6.0,
+                esc(name)
+            );
+        }
+        for (r, t) in self.tasks.iter().enumerate() {
+            let y = top + ch * r as f64;
+            s += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
+                left - 6.0,
+                y + ch / 2.0 + 4.0,
+                esc(&t.task)
+            );
+            for (c, name) in cols.iter().enumerate() {
+                let x = left + cw * c as f64;
+                match t.rows.iter().find(|row| &row.name == name) {
+                    Some(row) => {
+                        let v = row.auroc.mean;
+                        let best = t.rows.first().is_some_and(|b| &b.name == name);
+                        s += &format!(
+                            "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"{}\" \
+                             stroke=\"{}\" stroke-width=\"{}\"><title>{} / {}: {:.3} [{:.3}, {:.3}]</title></rect>\n\
+                             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{}\">{:.2}</text>\n",
+                            colour(v),
+                            if best { "black" } else { "#ddd" },
+                            if best { 2 } else { 1 },
+                            esc(&t.task),
+                            esc(name),
+                            v,
+                            row.auroc.lo,
+                            row.auroc.hi,
+                            x + cw / 2.0,
+                            y + ch / 2.0 + 4.0,
+                            if v > 0.85 { "white" } else { "black" },
+                            v
+                        );
+                    }
+                    None => {
+                        s += &format!(
+                            "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"#f4f4f4\" stroke=\"#ddd\"/>\n"
+                        );
+                    }
+                }
+            }
+        }
+        s += &format!(
+            "<text x=\"{left}\" y=\"{}\" fill=\"#555\">best per task outlined; hover a cell for its 95% interval</text>\n</svg>\n",
+            h - 14.0
+        );
+        s
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut m = format!(
+            "# pragma eval: {}\n\nModel {}, hook `{}`, {} split seeds{}. Test AUROC: mean over seeds, \
+             95% interval from a two-level bootstrap (seeds, then examples within seed). \
+             \"vs best\": the best row minus this one, paired on the same draws, with its \
+             interval and p-value; \"noise\" when the interval includes 0.\n\n",
+            self.suite,
+            self.model,
+            self.hook,
+            self.seeds,
+            self.sae
+                .as_ref()
+                .map(|s| format!(", SAE {s}"))
+                .unwrap_or_default()
+        );
+        for f in &self.families {
+            m += &format!("**{}**: {}\n\n", f.family, f.line);
+        }
+        m += "![heatmap](heatmap.svg)\n\n";
+        for t in &self.tasks {
+            m += &format!(
+                "## {} ({}: {} examples, ~{:.0} test per seed; positive = {})\n\n",
+                t.task, t.family, t.examples, t.test_examples, t.classes[1]
+            );
+            if !t.rows.is_empty() {
+                m += "| technique | test AUROC [95% CI] | vs best | p | val AUROC | chose |\n|---|---|---|---|---|---|\n";
+                for r in &t.rows {
+                    let vs = r
+                        .vs_best
+                        .map(|p| {
+                            (
+                                format!(
+                                    "{:+.3} [{:+.3}, {:+.3}]{}",
+                                    p.diff.mean,
+                                    p.diff.lo,
+                                    p.diff.hi,
+                                    if p.within_noise() { " noise" } else { "" }
+                                ),
+                                format!("{:.3}", p.p),
+                            )
+                        })
+                        .unwrap_or(("best".into(), String::new()));
+                    m += &format!(
+                        "| {} | {:.3} [{:.3}, {:.3}] | {} | {} | {} | {} |\n",
+                        r.name,
+                        r.auroc.mean,
+                        r.auroc.lo,
+                        r.auroc.hi,
+                        vs.0,
+                        vs.1,
+                        r.val_auroc.map(|v| format!("{v:.3}")).unwrap_or_default(),
+                        r.choice.replace('|', "/")
+                    );
+                }
+                m += "\n";
+            }
+            if !t.missing.is_empty() {
+                m += &format!("Not computed yet: {} cells.\n\n", t.missing.len());
+            }
+        }
+        if !self.skipped.is_empty() {
+            m += "## Not run\n\n";
+            let mut seen = std::collections::BTreeSet::new();
+            for (t, tech, why) in &self.skipped {
+                if seen.insert((t, tech)) {
+                    m += &format!("- {t} / {tech}: {why}\n");
+                }
+            }
+        }
+        m
+    }
+
+    pub fn html(&self, svg: &str) -> String {
+        let md = self.markdown();
+        let mut body = String::new();
+        let mut in_table = false;
+        for line in md.lines() {
+            if line.starts_with("|---") {
+                continue;
+            }
+            if let Some(row) = line.strip_prefix('|') {
+                let cells: Vec<&str> = row.trim_end_matches('|').split('|').map(str::trim).collect();
+                if !in_table {
+                    body += "<table><tr>";
+                    body += &cells.iter().map(|c| format!("<th>{}</th>", esc(c))).collect::<String>();
+                    body += "</tr>\n";
+                    in_table = true;
+                } else {
+                    body += "<tr>";
+                    body += &cells.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>();
+                    body += "</tr>\n";
+                }
+                continue;
+            }
+            if in_table {
+                body += "</table>\n";
+                in_table = false;
+            }
+            if let Some(h) = line.strip_prefix("## ") {
+                body += &format!("<h2>{}</h2>\n", esc(h));
+            } else if let Some(h) = line.strip_prefix("# ") {
+                body += &format!("<h1>{}</h1>\n", esc(h));
+            } else if line.starts_with("![heatmap]") {
+                body += svg;
+            } else if !line.is_empty() {
+                body += &format!("<p>{}</p>\n", esc(line).replace("**", ""));
+            }
+        }
+        if in_table {
+            body += "</table>\n";
+        }
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>pragma eval: {}</title>\
+             <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}\
+             table{{border-collapse:collapse;font-size:13px;margin-bottom:1em}}\
+             td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
+             th{{background:#f0f0f0}}svg{{max-width:100%}}</style></head><body>\n{body}</body></html>\n",
+            esc(&self.suite)
+        )
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// 0.5 -> white, 1.0 -> dark blue; below 0.5 shades of orange (worse than chance).
+fn colour(v: f64) -> String {
+    if !v.is_finite() {
+        return "#eeeeee".into();
+    }
+    let t = ((v - 0.5) * 2.0).clamp(-1.0, 1.0);
+    let (r, g, b) = if t >= 0.0 {
+        (
+            255.0 - t * (255.0 - 8.0),
+            255.0 - t * (255.0 - 48.0),
+            255.0 - t * (255.0 - 107.0),
+        )
+    } else {
+        let u = -t;
+        (255.0, 255.0 - u * 120.0, 255.0 - u * 200.0)
+    };
+    format!("#{:02x}{:02x}{:02x}", r as u8, g as u8, b as u8)
+}
+
+fn family_summaries(tasks: &[TaskReport], reps: usize) -> Vec<FamilySummary> {
+    let mut fams: Vec<String> = Vec::new();
+    for t in tasks {
+        if !fams.contains(&t.family) {
+            fams.push(t.family.clone());
+        }
+    }
+    fams.into_iter()
+        .map(|family| {
+            let ts: Vec<&TaskReport> = tasks
+                .iter()
+                .filter(|t| t.family == family && !t.rows.is_empty())
+                .collect();
+            // Rows present on every task of the family.
+            let mut names: Vec<String> = ts
+                .first()
+                .map(|t| t.rows.iter().map(|r| r.name.clone()).collect())
+                .unwrap_or_default();
+            names.retain(|n| ts.iter().all(|t| t.rows.iter().any(|r| &r.name == n)));
+            let auroc = |t: &TaskReport, n: &str| {
+                t.rows
+                    .iter()
+                    .find(|r| r.name == n)
+                    .map(|r| r.auroc.mean)
+                    .unwrap_or(f64::NAN)
+            };
+            let mut techniques: Vec<(String, f64, usize)> = names
+                .iter()
+                .map(|n| {
+                    let mean = ts.iter().map(|t| auroc(t, n)).sum::<f64>() / ts.len().max(1) as f64;
+                    let wins = ts
+                        .iter()
+                        .filter(|t| {
+                            t.rows.first().is_some_and(|b| &b.name == n)
+                                || t.rows
+                                    .iter()
+                                    .find(|r| &r.name == n)
+                                    .and_then(|r| r.vs_best)
+                                    .is_some_and(|p| p.within_noise())
+                        })
+                        .count();
+                    (n.clone(), mean, wins)
+                })
+                .collect();
+            techniques.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let margin = (techniques.len() >= 2 && !ts.is_empty()).then(|| {
+                let d: Vec<f64> = ts
+                    .iter()
+                    .map(|t| auroc(t, &techniques[0].0) - auroc(t, &techniques[1].0))
+                    .collect();
+                mean_ci(&d, reps.max(1000), 0)
+            });
+            let line = match (&techniques[..], margin) {
+                ([a, b, ..], Some(m)) => format!(
+                    "over {} tasks, {} has the highest mean test AUROC ({:.3}; best or within \
+                     noise of the best on {} of {}); the runner-up {} ({:.3}) trails by {:.3} \
+                     [{:.3}, {:.3}] (bootstrap over tasks){}",
+                    ts.len(),
+                    a.0,
+                    a.1,
+                    a.2,
+                    ts.len(),
+                    b.0,
+                    b.1,
+                    m.mean,
+                    m.lo,
+                    m.hi,
+                    if m.lo <= 0.0 { ": within noise" } else { "" }
+                ),
+                ([a], _) => format!("only {} ran ({:.3})", a.0, a.1),
+                _ => "no results yet".into(),
+            };
+            FamilySummary {
+                family,
+                tasks: ts.len(),
+                techniques,
+                margin,
+                line,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,504 @@
+//! `pragma eval run`: the grid of tasks x techniques x seeds, one cached cell per
+//! (task, technique, seed) under `OUT/cells/`, so an interrupted run resumes and a re-run
+//! computes only what is new.
+//!
+//! A cell's key is the SHA-256 of everything its result depends on (benchmark version,
+//! dataset bytes and subsample, model, hook, technique, seed, split fractions, SAE
+//! weights); a cell whose key differs from the current one is recomputed, never reused.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pragma_methods::probe::{read_dataset, splits, token_features, Dataset, Split};
+use pragma_methods::sae::Sae;
+use pragma_methods::stats::XorShift;
+use pragma_methods::{Error, Result};
+use pragma_model::hooks::HookPoint;
+use pragma_model::Model;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::detection::{self, Inputs, Pooling, PromptCache, SplitView};
+use crate::report::Report;
+use crate::suite::{Suite, Task, Technique};
+
+/// Bumped when a technique's definition changes: old cells are then recomputed.
+pub const CELL_VERSION: u32 = 1;
+
+/// One technique's pooled test scores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PoolScores {
+    pub pooling: Pooling,
+    #[serde(with = "pragma_model::io::json_f64::vec")]
+    pub scores: Vec<f64>,
+    #[serde(with = "pragma_model::io::json_f64")]
+    pub auroc: f64,
+}
+
+/// One cached result: a technique on a task for one split seed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cell {
+    pub key: String,
+    pub task: String,
+    pub technique: String,
+    pub seed: u64,
+    /// Test example indices (into the task's subsampled dataset) and their labels.
+    pub test: Vec<usize>,
+    pub labels: Vec<u8>,
+    pub results: Vec<PoolScores>,
+    pub val_auroc: Option<f64>,
+    /// What the technique chose on train/validation.
+    pub choice: String,
+    pub seconds: f64,
+}
+
+/// What a run is asked to do.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub suite: Suite,
+    pub out: PathBuf,
+    /// Bootstrap replicates of the report's intervals.
+    pub bootstrap: usize,
+    /// Run even when the time estimate exceeds the suite's budget.
+    pub yes: bool,
+}
+
+/// Progress events, for a front end to show.
+pub enum Event<'a> {
+    /// Before any work: cells to compute, cells found in the cache, estimated seconds.
+    Plan {
+        todo: usize,
+        cached: usize,
+        seconds: f64,
+    },
+    /// Work inside a task.
+    Step {
+        task: &'a str,
+        what: &'a str,
+        done: u64,
+        total: u64,
+    },
+    /// A cell finished.
+    Cell { done: usize, todo: usize },
+}
+
+/// What a run did, and the report over every cell of the suite.
+pub struct RunResult {
+    pub computed: usize,
+    pub cached: usize,
+    pub skipped: Vec<(String, String, String)>,
+    pub seconds: f64,
+    pub report: Report,
+}
+
+/// The SHA-256 of an SAE's identity: its hook, sizes and encoder/decoder weights.
+pub fn sae_sha256(sae: &Sae) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(sae.cfg.hook_name.as_bytes());
+    h.update((sae.cfg.d_in as u64).to_le_bytes());
+    h.update((sae.cfg.d_sae as u64).to_le_bytes());
+    for t in [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec] {
+        h.update(pragma_model::io::tensor_le_bytes(t)?);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// A task's dataset, subsampled to `max_examples` (whole groups, stratified by label,
+/// seed 0: the same subsample for every split seed).
+pub fn load_task(task: &Task) -> Result<Dataset> {
+    let mut ds = read_dataset(&task.dataset, None)?;
+    for class in [0u8, 1] {
+        if !ds.examples.iter().any(|e| e.label == class) {
+            return Err(Error::Input(format!(
+                "task '{}': {} has no example of class '{}'; detection needs both classes",
+                task.name,
+                task.dataset.display(),
+                ds.classes[class as usize]
+            )));
+        }
+    }
+    if let Some(max) = task.max_examples.filter(|&m| m < ds.examples.len()) {
+        // Units: groups (an example without a group is its own), shuffled within label.
+        let mut units: Vec<(u8, Vec<usize>)> = Vec::new();
+        let mut by_group: std::collections::HashMap<String, usize> = Default::default();
+        for (i, e) in ds.examples.iter().enumerate() {
+            match e.group.as_ref().and_then(|g| by_group.get(g).copied()) {
+                Some(u) => units[u].1.push(i),
+                None => {
+                    if let Some(g) = &e.group {
+                        by_group.insert(g.clone(), units.len());
+                    }
+                    units.push((e.label, vec![i]));
+                }
+            }
+        }
+        let mut rng = XorShift::new(0, 0x5B5);
+        rng.shuffle(&mut units);
+        let mut keep = Vec::new();
+        let frac = max as f64 / ds.examples.len() as f64;
+        for class in [0u8, 1] {
+            let total: usize = units.iter().filter(|u| u.0 == class).map(|u| u.1.len()).sum();
+            let want = (total as f64 * frac).round() as usize;
+            let mut got = 0;
+            for u in units.iter().filter(|u| u.0 == class) {
+                if got >= want {
+                    break;
+                }
+                got += u.1.len();
+                keep.extend(u.1.iter().copied());
+            }
+        }
+        keep.sort_unstable();
+        ds.examples = keep.into_iter().map(|i| ds.examples[i].clone()).collect();
+    }
+    Ok(ds)
+}
+
+fn cell_path(out: &Path, task: &str, tech: &str, seed: u64) -> PathBuf {
+    out.join("cells")
+        .join(task)
+        .join(format!("{tech}-seed{seed}.json"))
+}
+
+fn cell_key(suite: &Suite, task: &Task, ds: &Dataset, model_sha: &str, tech: &str, seed: u64, sae_sha: Option<&str>) -> String {
+    let id = serde_json::json!({
+        "version": CELL_VERSION,
+        "dataset": ds.sha256,
+        "max_examples": task.max_examples,
+        "model": model_sha,
+        "hook": suite.hook,
+        "technique": tech,
+        "seed": seed,
+        "fractions": [suite.fractions.0, suite.fractions.1],
+        "sae": sae_sha,
+    });
+    format!("{:x}", Sha256::digest(id.to_string().as_bytes()))
+}
+
+/// Read a cell if it exists and has `key`.
+pub fn cached_cell(path: &Path, key: &str) -> Option<Cell> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let c: Cell = serde_json::from_str(&text).ok()?;
+    (c.key == key).then_some(c)
+}
+
+/// What a run covers, saved as `OUT/plan.json` so that `pragma eval report` rebuilds the
+/// report from the cells alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub suite: serde_json::Value,
+    pub suite_name: String,
+    pub hook: String,
+    pub seeds: u64,
+    pub model: String,
+    pub model_sha256: String,
+    pub sae: Option<String>,
+    pub sae_sha256: Option<String>,
+    /// Tasks in suite order: (name, family, dataset file name, examples).
+    pub tasks: Vec<PlanTask>,
+    /// Every cell the report reads: (task, technique, seed, key).
+    pub cells: Vec<(String, String, u64, String)>,
+    /// Technique runs that could not be made: (task, technique, why).
+    pub skipped: Vec<(String, String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlanTask {
+    pub name: String,
+    pub family: String,
+    pub dataset: String,
+    pub examples: usize,
+    pub classes: [String; 2],
+}
+
+impl Plan {
+    pub fn load(out: &Path) -> Result<Plan> {
+        Ok(pragma_model::io::read_json(&out.join("plan.json"), "an eval run's plan")?)
+    }
+
+    /// Path of a cell's file.
+    pub fn cell_path(out: &Path, task: &str, tech: &str, seed: u64) -> PathBuf {
+        cell_path(out, task, tech, seed)
+    }
+}
+
+struct Todo {
+    task: usize,
+    tech: Technique,
+    seed: u64,
+    key: String,
+}
+
+/// Run the suite: compute the missing cells, then write the report
+/// (`report.json`, `report.md`, `report.html`, `heatmap.svg`) under `cfg.out`.
+pub fn run(
+    model: &Model,
+    sae: Option<&Sae>,
+    cfg: &RunConfig,
+    events: &mut dyn FnMut(Event),
+) -> Result<RunResult> {
+    let t0 = Instant::now();
+    let suite = &cfg.suite;
+    let n_layers = model.cfg().n_layers;
+    let point = HookPoint::parse(&suite.hook, n_layers)?;
+    if let Some(s) = sae {
+        if s.cfg.hook_name != suite.hook {
+            return Err(Error::Input(format!(
+                "the SAE reads {}, the suite's techniques read {}: pass an SAE trained on {} or \
+                 set the suite's hook",
+                s.cfg.hook_name, suite.hook, suite.hook
+            )));
+        }
+    }
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| Error::Input(format!("{}: {e}", cfg.out.display())))?;
+    let model_sha = pragma_store::writer::model_sha256(model)?;
+    let sae_sha = sae.map(sae_sha256).transpose()?;
+
+    // What is cached, what is to do, what cannot run.
+    let mut datasets = Vec::new();
+    let mut todo: Vec<Todo> = Vec::new();
+    let mut cached = 0;
+    let mut skipped = Vec::new();
+    let mut expected = Vec::new();
+    for (ti, task) in suite.tasks.iter().enumerate() {
+        let ds = load_task(task)?;
+        for &tech in &task.techniques {
+            if tech.needs_sae() && sae.is_none() {
+                skipped.push((task.name.clone(), tech.name(), "no --sae given".to_string()));
+                continue;
+            }
+            if tech == Technique::Prompt && ds.question.is_none() {
+                skipped.push((
+                    task.name.clone(),
+                    tech.name(),
+                    "the dataset has no question (NAME.meta.json)".to_string(),
+                ));
+                continue;
+            }
+            for seed in 0..suite.seeds {
+                let sae_id = if tech.needs_sae() { sae_sha.as_deref() } else { None };
+                let key = cell_key(suite, task, &ds, &model_sha, &tech.name(), seed, sae_id);
+                expected.push((task.name.clone(), tech.name(), seed, key.clone()));
+                if cached_cell(&cell_path(&cfg.out, &task.name, &tech.name(), seed), &key).is_some() {
+                    cached += 1;
+                } else {
+                    todo.push(Todo {
+                        task: ti,
+                        tech,
+                        seed,
+                        key,
+                    });
+                }
+            }
+        }
+        datasets.push(ds);
+    }
+
+    let plan = Plan {
+        suite: serde_json::to_value(suite).map_err(|e| Error::Input(e.to_string()))?,
+        suite_name: suite.name.clone(),
+        hook: suite.hook.clone(),
+        seeds: suite.seeds,
+        model: model.info.name.clone().unwrap_or_else(|| model.info.spec.clone()),
+        model_sha256: model_sha.clone(),
+        sae: sae.map(|s| s.cfg.model_name.clone().unwrap_or_default()),
+        sae_sha256: sae_sha.clone(),
+        tasks: suite
+            .tasks
+            .iter()
+            .zip(&datasets)
+            .map(|(t, ds)| PlanTask {
+                name: t.name.clone(),
+                family: format!("{:?}", t.family).to_lowercase(),
+                dataset: t
+                    .dataset
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                examples: ds.examples.len(),
+                classes: ds.classes.clone(),
+            })
+            .collect(),
+        cells: expected,
+        skipped: skipped.clone(),
+    };
+    pragma_model::io::write_json(&cfg.out.join("plan.json"), &plan)?;
+
+    // A time estimate from a timed forward over a few examples.
+    let seconds = if todo.is_empty() {
+        0.0
+    } else {
+        estimate(model, point, suite, &datasets, &todo, sae)?
+    };
+    events(Event::Plan {
+        todo: todo.len(),
+        cached,
+        seconds,
+    });
+    if seconds > suite.budget_minutes * 60.0 && !cfg.yes {
+        return Err(Error::Input(format!(
+            "the estimate is {:.0} minutes for {} cells, over the suite's budget of {} minutes: \
+             pass --yes to run it anyway, or cut seeds, tasks or max_examples",
+            seconds / 60.0,
+            todo.len(),
+            suite.budget_minutes
+        )));
+    }
+
+    let mut done = 0;
+    for (ti, task) in suite.tasks.iter().enumerate() {
+        let mine: Vec<&Todo> = todo.iter().filter(|t| t.task == ti).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ds = datasets[ti].clone();
+        let n = ds.examples.len() as u64;
+        let needs_acts = mine.iter().any(|t| t.tech.pooled());
+        let acts = if needs_acts {
+            token_features(model, &ds, point, pragma_model::input::InputRule::default(), &mut |k| {
+                events(Event::Step {
+                    task: &task.name,
+                    what: "activations",
+                    done: k as u64,
+                    total: n,
+                })
+            })?
+        } else {
+            Vec::new()
+        };
+        let mut inputs = Inputs::new(ds, &acts)?;
+        drop(acts);
+        if let (Some(s), true) = (sae, mine.iter().any(|t| t.tech.needs_sae())) {
+            inputs.encode(s, &mut |k| {
+                events(Event::Step {
+                    task: &task.name,
+                    what: "SAE latents",
+                    done: k as u64,
+                    total: n,
+                })
+            })?;
+        }
+        let mut prompts = PromptCache {
+            scores: Default::default(),
+        };
+        for seed in 0..suite.seeds {
+            let split = splits(&inputs.ds, suite.fractions, seed)?;
+            let pick = |s: Split| -> Vec<usize> {
+                (0..split.len()).filter(|&i| split[i] == s).collect()
+            };
+            let (tr, va, te) = (pick(Split::Train), pick(Split::Validation), pick(Split::Test));
+            let label = |ix: &[usize]| -> Vec<u8> {
+                ix.iter().map(|&i| inputs.ds.examples[i].label).collect()
+            };
+            let (ytr, yva, yte) = (label(&tr), label(&va), label(&te));
+            let view = SplitView {
+                train: &tr,
+                y_train: &ytr,
+                val: &va,
+                y_val: &yva,
+                test: &te,
+            };
+            for t in mine.iter().filter(|t| t.seed == seed) {
+                let t1 = Instant::now();
+                if t.tech == Technique::Prompt {
+                    events(Event::Step {
+                        task: &task.name,
+                        what: "prompting",
+                        done: 0,
+                        total: te.len() as u64,
+                    });
+                }
+                let fitted = detection::fit(t.tech, &inputs, &view, seed, Some(model), &mut prompts)?;
+                let results = detection::score(&fitted.scorer, &inputs, &te)
+                    .into_iter()
+                    .map(|(pooling, scores)| PoolScores {
+                        auroc: pragma_methods::linear::auroc(&scores, &yte).unwrap_or(f64::NAN),
+                        pooling,
+                        scores,
+                    })
+                    .collect();
+                let cell = Cell {
+                    key: t.key.clone(),
+                    task: task.name.clone(),
+                    technique: t.tech.name(),
+                    seed,
+                    test: te.clone(),
+                    labels: yte.clone(),
+                    results,
+                    val_auroc: fitted.val_auroc,
+                    choice: fitted.choice,
+                    seconds: t1.elapsed().as_secs_f64(),
+                };
+                let path = cell_path(&cfg.out, &task.name, &cell.technique, seed);
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p)
+                        .map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+                }
+                pragma_model::io::write_json(&path, &cell)?;
+                done += 1;
+                events(Event::Cell {
+                    done,
+                    todo: todo.len(),
+                });
+            }
+        }
+    }
+    let report = Report::build(&cfg.out, &plan, cfg.bootstrap)?;
+    report.save(&cfg.out)?;
+    Ok(RunResult {
+        computed: done,
+        cached,
+        skipped,
+        seconds: t0.elapsed().as_secs_f64(),
+        report,
+    })
+}
+
+/// Seconds the to-do cells should take: token throughput of the forward up to the hook
+/// measured on a few examples, the prompting forwards (whole model, test examples of
+/// every seed), and the SAE encoder's FLOPs at 20 GFLOP/s.
+fn estimate(
+    model: &Model,
+    point: HookPoint,
+    suite: &Suite,
+    datasets: &[Dataset],
+    todo: &[Todo],
+    sae: Option<&Sae>,
+) -> Result<f64> {
+    let first = &datasets[todo[0].task];
+    let mut probe = first.clone();
+    probe.examples.truncate(32);
+    let t = Instant::now();
+    let acts = token_features(model, &probe, point, Default::default(), &mut |_| {})?;
+    let toks: usize = acts.iter().map(|a| a.dim(0).unwrap_or(0) + 1).sum();
+    let tps = toks as f64 / t.elapsed().as_secs_f64().max(1e-6);
+    let n_layers = model.cfg().n_layers as f64;
+    let depth = (point.layer().unwrap_or(0) + 1) as f64;
+    let mut secs = 0.0;
+    for (ti, ds) in datasets.iter().enumerate() {
+        let mine: Vec<&Todo> = todo.iter().filter(|t| t.task == ti).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        // ~ tokens per example, from the characters (4 per token).
+        let tokens: f64 = ds
+            .examples
+            .iter()
+            .map(|e| e.text().len() as f64 / 4.0 + 2.0)
+            .sum();
+        if mine.iter().any(|t| t.tech.pooled()) {
+            secs += tokens / tps;
+        }
+        if mine.iter().any(|t| t.tech == Technique::Prompt) {
+            let test_share = 1.0 - (suite.fractions.0 + suite.fractions.1);
+            let union = 1.0 - (1.0 - test_share).powi(suite.seeds as i32);
+            secs += (tokens + 15.0 * ds.examples.len() as f64) * union / (tps * depth / n_layers);
+        }
+        if let Some(s) = sae.filter(|_| mine.iter().any(|t| t.tech.needs_sae())) {
+            secs += tokens * 2.0 * (s.cfg.d_in * s.cfg.d_sae) as f64 / 20e9;
+        }
+        secs += 0.3 * mine.len() as f64;
+    }
+    Ok(secs)
+}

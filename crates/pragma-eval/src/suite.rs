@@ -1,0 +1,336 @@
+//! Suites: the declarative file that says which tasks to run with which techniques.
+//!
+//! ```toml
+//! name = "my-suite"
+//! hook = "blocks.15.hook_resid_post"   # where every activation technique reads (and the SAE's hook)
+//! seeds = 3                            # split seeds: each changes train/validation/test
+//! fractions = [0.6, 0.2]               # train, validation; the rest is test
+//! budget_minutes = 60                  # a larger time estimate needs --yes
+//!
+//! [[task]]
+//! name = "sentiment"
+//! family = "detection"
+//! dataset = "../probes/sentiment.jsonl"   # relative to this file; NAME.meta.json beside it
+//! max_examples = 600                      # optional: a seeded stratified subsample
+//! techniques = ["probe", "diffmean", "bow"]  # optional: default every technique of the family
+//! ```
+//!
+//! Datasets are the probe format (`pragma_methods::probe`): JSONL with `text` or
+//! `messages`, a binary `label`, optional `group` and `split`; the prompting technique
+//! takes its yes/no question from `NAME.meta.json`.
+
+use std::path::{Path, PathBuf};
+
+use pragma_methods::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The shipped default suite and its datasets, as (path relative to the suite folder,
+/// contents). `--suite default` writes them under the run folder and runs from there.
+pub const DEFAULT_SUITE: &[(&str, &str)] = &[
+    ("default.toml", include_str!("../../../examples/eval/default.toml")),
+    ("probes/facts.jsonl", include_str!("../../../examples/probes/facts.jsonl")),
+    ("probes/facts.meta.json", include_str!("../../../examples/probes/facts.meta.json")),
+    ("probes/sentiment.jsonl", include_str!("../../../examples/probes/sentiment.jsonl")),
+    ("probes/sentiment.meta.json", include_str!("../../../examples/probes/sentiment.meta.json")),
+    ("probes/language.jsonl", include_str!("../../../examples/probes/language.jsonl")),
+    ("probes/language.meta.json", include_str!("../../../examples/probes/language.meta.json")),
+    ("probes/eval-awareness.jsonl", include_str!("../../../examples/probes/eval-awareness.jsonl")),
+    ("probes/eval-awareness.meta.json", include_str!("../../../examples/probes/eval-awareness.meta.json")),
+    ("concepts/question.jsonl", include_str!("../../../examples/eval/concepts/question.jsonl")),
+    ("concepts/question.meta.json", include_str!("../../../examples/eval/concepts/question.meta.json")),
+    ("concepts/code.jsonl", include_str!("../../../examples/eval/concepts/code.jsonl")),
+    ("concepts/code.meta.json", include_str!("../../../examples/eval/concepts/code.meta.json")),
+    ("concepts/negation.jsonl", include_str!("../../../examples/eval/concepts/negation.jsonl")),
+    ("concepts/negation.meta.json", include_str!("../../../examples/eval/concepts/negation.meta.json")),
+    ("concepts/past.jsonl", include_str!("../../../examples/eval/concepts/past.jsonl")),
+    ("concepts/past.meta.json", include_str!("../../../examples/eval/concepts/past.meta.json")),
+    ("concepts/animals.jsonl", include_str!("../../../examples/eval/concepts/animals.jsonl")),
+    ("concepts/animals.meta.json", include_str!("../../../examples/eval/concepts/animals.meta.json")),
+    ("concepts/food.jsonl", include_str!("../../../examples/eval/concepts/food.jsonl")),
+    ("concepts/food.meta.json", include_str!("../../../examples/eval/concepts/food.meta.json")),
+    ("concepts/person.jsonl", include_str!("../../../examples/eval/concepts/person.jsonl")),
+    ("concepts/person.meta.json", include_str!("../../../examples/eval/concepts/person.meta.json")),
+    ("concepts/imperative.jsonl", include_str!("../../../examples/eval/concepts/imperative.jsonl")),
+    ("concepts/imperative.meta.json", include_str!("../../../examples/eval/concepts/imperative.meta.json")),
+];
+
+/// A task family: what is measured and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Concept detection (AxBench style): score held-out texts for a concept; test AUROC.
+    Detection,
+}
+
+impl Family {
+    pub const NAMES: &'static [&'static str] = &["detection"];
+
+    /// Every technique this family knows, in report order.
+    pub fn techniques(self) -> Vec<Technique> {
+        match self {
+            Family::Detection => vec![
+                Technique::Probe,
+                Technique::DiffMean,
+                Technique::Pca,
+                Technique::SaeLatent,
+                Technique::SaeProbe(1),
+                Technique::SaeProbe(5),
+                Technique::SaeProbe(20),
+                Technique::Prompt,
+                Technique::Bow,
+                Technique::Random,
+            ],
+        }
+    }
+}
+
+/// A technique, by its name in suites and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Technique {
+    /// Logistic regression (L2, C chosen on validation AUROC) on standardised mean-pooled
+    /// activations (sklearn's objective; `pragma_methods::linear`).
+    Probe,
+    /// Difference of class means of the mean-pooled activations (AxBench's DiffMean).
+    DiffMean,
+    /// First principal component of differences of randomly paired positive and negative
+    /// train activations, signed by the mean difference (RepE's PCA of differences).
+    Pca,
+    /// The single SAE latent whose mean-pooled activation best separates the train split
+    /// (AUROC, either sign), read as the detector.
+    SaeLatent,
+    /// Logistic regression on the K SAE latents with the largest absolute difference of
+    /// class means on train (SAEBench's sparse probing).
+    SaeProbe(usize),
+    /// The model's own yes/no answer to the dataset's question (log-odds).
+    Prompt,
+    /// Logistic regression on log(1 + count) of tokens (bag-of-words).
+    Bow,
+    /// A random Gaussian direction (seeded): the floor.
+    Random,
+}
+
+impl Technique {
+    pub fn name(&self) -> String {
+        match self {
+            Technique::Probe => "probe".into(),
+            Technique::DiffMean => "diffmean".into(),
+            Technique::Pca => "pca".into(),
+            Technique::SaeLatent => "sae-latent".into(),
+            Technique::SaeProbe(k) => format!("sae-probe-{k}"),
+            Technique::Prompt => "prompt".into(),
+            Technique::Bow => "bow".into(),
+            Technique::Random => "random".into(),
+        }
+    }
+
+    /// Whether it reads an SAE.
+    pub fn needs_sae(&self) -> bool {
+        matches!(self, Technique::SaeLatent | Technique::SaeProbe(_))
+    }
+
+    /// Whether its score is a per-token score pooled over the text (mean and max), as
+    /// opposed to one score per text (prompting, bag-of-words).
+    pub fn pooled(&self) -> bool {
+        !matches!(self, Technique::Prompt | Technique::Bow)
+    }
+
+    pub fn parse(s: &str, family: Family) -> Result<Technique> {
+        let known = family.techniques();
+        if let Some(t) = known.iter().find(|t| t.name() == s) {
+            return Ok(*t);
+        }
+        if let Some(k) = s.strip_prefix("sae-probe-") {
+            if let Ok(k) = k.parse::<usize>() {
+                if k > 0 {
+                    return Ok(Technique::SaeProbe(k));
+                }
+            }
+        }
+        let names: Vec<String> = known.iter().map(Technique::name).collect();
+        Err(Error::Input(format!(
+            "unknown technique '{s}' for family {family:?}{}; known: {} (sae-probe-K for any K >= 1)",
+            suggest(s, names.iter().map(String::as_str)),
+            names.join(", ")
+        )))
+    }
+}
+
+/// " (did you mean 'x'?)" when a known name is close to `s`.
+pub fn suggest<'a>(s: &str, known: impl Iterator<Item = &'a str>) -> String {
+    known
+        .map(|k| (strsim::levenshtein(s, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!(" (did you mean '{k}'?)"))
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    name: Option<String>,
+    hook: String,
+    seeds: Option<u64>,
+    fractions: Option<(f64, f64)>,
+    budget_minutes: Option<f64>,
+    #[serde(rename = "task", default)]
+    tasks: Vec<RawTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: String,
+    family: String,
+    dataset: PathBuf,
+    max_examples: Option<usize>,
+    techniques: Option<Vec<String>>,
+}
+
+/// One task of a suite.
+#[derive(Clone, Debug, Serialize)]
+pub struct Task {
+    pub name: String,
+    pub family: Family,
+    /// The dataset (JSONL), resolved against the suite's folder.
+    pub dataset: PathBuf,
+    /// At most this many examples (a stratified subsample with seed 0, the same for
+    /// every split seed); `None`: all.
+    pub max_examples: Option<usize>,
+    #[serde(serialize_with = "ser_techniques")]
+    pub techniques: Vec<Technique>,
+}
+
+fn ser_techniques<S: serde::Serializer>(t: &[Technique], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(t.iter().map(Technique::name))
+}
+
+/// A parsed, checked suite.
+#[derive(Clone, Debug, Serialize)]
+pub struct Suite {
+    pub name: String,
+    pub path: PathBuf,
+    pub hook: String,
+    pub seeds: u64,
+    pub fractions: (f64, f64),
+    pub budget_minutes: f64,
+    pub tasks: Vec<Task>,
+}
+
+impl Suite {
+    /// Read and check a suite file: known families and techniques (with suggestions),
+    /// datasets that exist, sane fractions and seeds.
+    pub fn load(path: &Path) -> Result<Suite> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Input(format!("suite {}: {e}", path.display())))?;
+        let raw: RawSuite = toml::from_str(&text)
+            .map_err(|e| Error::Input(format!("suite {}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let fractions = raw.fractions.unwrap_or((0.6, 0.2));
+        if !(fractions.0 > 0.0 && fractions.1 > 0.0 && fractions.0 + fractions.1 < 1.0) {
+            return Err(Error::Input(format!(
+                "suite {}: fractions = [train, validation] must be > 0 and sum to < 1 (the rest \
+                 is test), found {fractions:?}",
+                path.display()
+            )));
+        }
+        let seeds = raw.seeds.unwrap_or(3);
+        if seeds == 0 {
+            return Err(Error::Input(format!(
+                "suite {}: seeds must be >= 1",
+                path.display()
+            )));
+        }
+        if raw.tasks.is_empty() {
+            return Err(Error::Input(format!(
+                "suite {}: no [[task]] tables",
+                path.display()
+            )));
+        }
+        let mut tasks = Vec::new();
+        for t in raw.tasks {
+            let family = match t.family.as_str() {
+                "detection" => Family::Detection,
+                other => {
+                    return Err(Error::Input(format!(
+                        "suite {}: task '{}': unknown family '{other}'{}; known: {}",
+                        path.display(),
+                        t.name,
+                        suggest(other, Family::NAMES.iter().copied()),
+                        Family::NAMES.join(", ")
+                    )))
+                }
+            };
+            let techniques = match t.techniques {
+                Some(v) => v
+                    .iter()
+                    .map(|s| Technique::parse(s, family))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(|e| {
+                        Error::Input(format!("suite {}: task '{}': {e}", path.display(), t.name))
+                    })?,
+                None => family.techniques(),
+            };
+            let dataset = dir.join(&t.dataset);
+            if !dataset.is_file() {
+                return Err(Error::Input(format!(
+                    "suite {}: task '{}': dataset {} not found",
+                    path.display(),
+                    t.name,
+                    dataset.display()
+                )));
+            }
+            if tasks.iter().any(|x: &Task| x.name == t.name) {
+                return Err(Error::Input(format!(
+                    "suite {}: two tasks named '{}'",
+                    path.display(),
+                    t.name
+                )));
+            }
+            if t.max_examples.is_some_and(|m| m < 20) {
+                return Err(Error::Input(format!(
+                    "suite {}: task '{}': max_examples must be >= 20",
+                    path.display(),
+                    t.name
+                )));
+            }
+            tasks.push(Task {
+                name: t.name,
+                family,
+                dataset,
+                max_examples: t.max_examples,
+                techniques,
+            });
+        }
+        Ok(Suite {
+            name: raw.name.unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }),
+            path: path.to_path_buf(),
+            hook: raw.hook,
+            seeds,
+            fractions,
+            budget_minutes: raw.budget_minutes.unwrap_or(60.0),
+            tasks,
+        })
+    }
+
+    /// Write the shipped default suite under `dir` (unchanged files are left alone) and
+    /// return the path of its suite file.
+    pub fn write_default(dir: &Path) -> Result<PathBuf> {
+        for (rel, text) in DEFAULT_SUITE {
+            let p = dir.join(rel);
+            if std::fs::read_to_string(&p).ok().as_deref() == Some(*text) {
+                continue;
+            }
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::Input(format!("{}: {e}", parent.display())))?;
+            }
+            pragma_model::io::write_atomic(&p, text.as_bytes())?;
+        }
+        Ok(dir.join("default.toml"))
+    }
+}
