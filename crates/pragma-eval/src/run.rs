@@ -171,6 +171,7 @@ fn cell_key(suite: &Suite, task: &Task, ds: &Dataset, model_sha: &str, tech: &st
         "seed": seed,
         "fractions": [suite.fractions.0, suite.fractions.1],
         "sae": sae_sha,
+        "answers": [&suite.answers.0, &suite.answers.1],
     });
     format!("{:x}", Sha256::digest(id.to_string().as_bytes()))
 }
@@ -379,9 +380,7 @@ pub fn run(
                 })
             })?;
         }
-        let mut prompts = PromptCache {
-            scores: Default::default(),
-        };
+        let mut prompts = PromptCache::new(suite.answers.clone());
         for seed in 0..suite.seeds {
             let split = splits(&inputs.ds, suite.fractions, seed)?;
             let pick = |s: Split| -> Vec<usize> {

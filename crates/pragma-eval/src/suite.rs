@@ -6,6 +6,7 @@
 //! seeds = 3                            # split seeds: each changes train/validation/test
 //! fractions = [0.6, 0.2]               # train, validation; the rest is test
 //! budget_minutes = 60                  # a larger time estimate needs --yes
+//! answers = ["Yes| Yes", "No| No"]     # prompting's answer tokens (alternatives: one token each)
 //!
 //! [[task]]
 //! name = "sentiment"
@@ -173,6 +174,7 @@ struct RawSuite {
     seeds: Option<u64>,
     fractions: Option<(f64, f64)>,
     budget_minutes: Option<f64>,
+    answers: Option<(String, String)>,
     #[serde(rename = "task", default)]
     tasks: Vec<RawTask>,
 }
@@ -214,6 +216,9 @@ pub struct Suite {
     pub seeds: u64,
     pub fractions: (f64, f64),
     pub budget_minutes: f64,
+    /// The prompting technique's answers: (yes, no), each "A|B" for alternatives that are
+    /// one token each.
+    pub answers: (String, String),
     pub tasks: Vec<Task>,
 }
 
@@ -313,6 +318,9 @@ impl Suite {
             seeds,
             fractions,
             budget_minutes: raw.budget_minutes.unwrap_or(60.0),
+            answers: raw
+                .answers
+                .unwrap_or_else(|| ("Yes| Yes".into(), "No| No".into())),
             tasks,
         })
     }

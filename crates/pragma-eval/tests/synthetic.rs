@@ -118,9 +118,7 @@ fn test_aurocs(inputs: &Inputs, tech: Technique, seed: u64) -> Vec<(Pooling, f64
         y_val: &yva,
         test: &s.te,
     };
-    let mut prompts = PromptCache {
-        scores: Default::default(),
-    };
+    let mut prompts = PromptCache::new(("Yes".into(), "No".into()));
     let f = fit(tech, inputs, &view, seed, None, &mut prompts).expect("fit");
     let yte = y(&s.te);
     score(&f.scorer, inputs, &s.te)
@@ -178,9 +176,7 @@ fn sae_techniques_choose_the_planted_latent() {
         y_val: &yva,
         test: &s.te,
     };
-    let mut p = PromptCache {
-        scores: Default::default(),
-    };
+    let mut p = PromptCache::new(("Yes".into(), "No".into()));
     for tech in [Technique::SaeLatent, Technique::SaeProbe(1)] {
         let f = fit(tech, &inputs, &view, 0, None, &mut p).expect("fit");
         match f.scorer {

@@ -172,10 +172,20 @@ pub struct SplitView<'a> {
     pub test: &'a [usize],
 }
 
-/// Prompting settings: the answer tokens and the model (scores are computed on demand
-/// and cached per example across seeds).
+/// Prompting: the answer tokens ("Yes| Yes": alternatives, each one token) and the
+/// scores computed so far (on demand, per example, shared across seeds).
 pub struct PromptCache {
+    pub answers: (String, String),
     pub scores: HashMap<usize, f64>,
+}
+
+impl PromptCache {
+    pub fn new(answers: (String, String)) -> Self {
+        Self {
+            answers,
+            scores: HashMap::new(),
+        }
+    }
 }
 
 /// Fit `tech` on train/validation of `inputs`. `seed` seeds the random parts (PCA's
@@ -261,7 +271,7 @@ pub fn fit(
                     &inputs.ds,
                     &missing,
                     &q,
-                    ("Yes| Yes", "No| No"),
+                    (&prompts.answers.0, &prompts.answers.1),
                     pragma_model::input::InputRule::default(),
                 )?;
                 prompts.scores.extend(missing.into_iter().zip(s));

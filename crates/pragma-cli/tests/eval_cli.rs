@@ -1,0 +1,189 @@
+//! `pragma eval run|report` end to end on a tiny model: the grid, the cache (a re-run
+//! computes nothing; a changed dataset or a lost cell is recomputed), the report files,
+//! and the bad-input errors.
+
+mod common;
+
+use std::path::Path;
+
+use common::{pragma, tiny_gguf};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+fn dataset(dir: &Path, name: &str, n: usize, one_class: bool) {
+    let words = ["red", "blue", "green", "cold", "warm"];
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let label = if one_class { 1 } else { i % 2 };
+            let text = if label == 1 {
+                format!("{} cat {i}", words[i % 5])
+            } else {
+                format!("{} dog {i}", words[(i + 2) % 5])
+            };
+            serde_json::json!({"text": text, "label": label}).to_string()
+        })
+        .collect();
+    std::fs::write(dir.join(format!("{name}.jsonl")), rows.join("\n")).expect("w");
+    std::fs::write(
+        dir.join(format!("{name}.meta.json")),
+        r#"{"question": "cat?", "positive": 1}"#,
+    )
+    .expect("w");
+}
+
+fn suite(dir: &Path, hook: &str, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("suite.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "hook = \"{hook}\"\nseeds = 2\nanswers = [\"a\", \"b\"]\n{extra}\n\
+             [[task]]\nname = \"a\"\nfamily = \"detection\"\ndataset = \"a.jsonl\"\n\n\
+             [[task]]\nname = \"b\"\nfamily = \"detection\"\ndataset = \"b.jsonl\"\n"
+        ),
+    )
+    .expect("w");
+    p
+}
+
+/// A tiny model, a store of blocks.1.hook_resid_post and an SAE trained on it.
+fn tiny_sae(d: &Path, m: &Path) -> std::path::PathBuf {
+    let corpus = d.join("c.txt");
+    let docs: Vec<String> = (0..80)
+        .map(|i| format!("the {} cat sat on mat {i}", ["red", "big"][i % 2]))
+        .collect();
+    std::fs::write(&corpus, docs.join("\n")).expect("w");
+    let store = d.join("store");
+    let (ok, _, err) = pragma(&[
+        "cache", s(m), "--data", s(&corpus), "--lines", "--hooks", "blocks.1.hook_resid_post",
+        "--ctx", "64", "--out", s(&store),
+    ]);
+    assert!(ok, "{err}");
+    let sae = d.join("sae");
+    let (ok, _, err) = pragma(&[
+        "sae", "train", "--store", s(&store), "--hook", "blocks.1.hook_resid_post", "--k", "4",
+        "--d-sae", "64", "--tokens", "4096", "--batch-tokens", "256", "--out", s(&sae),
+    ]);
+    assert!(ok, "{err}");
+    sae
+}
+
+#[test]
+fn run_caches_cells_resumes_and_reports() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    dataset(d.path(), "a", 60, false);
+    dataset(d.path(), "b", 50, false);
+    let sae = tiny_sae(d.path(), &m);
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "");
+    let out = d.path().join("out");
+    let args = [
+        "eval", "run", s(&m), "--suite", s(&su), "--sae", s(&sae), "--bootstrap", "200", "--out",
+        s(&out),
+    ];
+    let (ok, stdout, err) = pragma(&args);
+    assert!(ok, "{err}");
+    // 2 tasks x 10 techniques x 2 seeds.
+    assert!(err.contains("40 cells computed, 0 cached"), "{err}");
+    for f in ["report.md", "report.html", "report.json", "heatmap.svg", "plan.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert!(stdout.contains("## a (detection") && stdout.contains("sae-probe-5 (max)"), "{stdout}");
+    assert!(stdout.contains("**detection**: over 2 tasks"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(html.contains("<svg") && html.contains("test AUROC"));
+
+    // The same command again computes nothing.
+    let (ok, stdout2, err) = pragma(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 cells computed, 40 cached"), "{err}");
+    assert_eq!(stdout, stdout2, "a cached re-run reports the same");
+
+    // A lost cell (a kill mid-write leaves none) is recomputed alone.
+    std::fs::remove_file(out.join("cells/a/probe-seed1.json")).expect("rm");
+    let (ok, _, err) = pragma(&args);
+    assert!(ok && err.contains("1 cells computed, 39 cached"), "{err}");
+
+    // A changed dataset invalidates only its task's cells.
+    dataset(d.path(), "b", 52, false);
+    let (ok, _, err) = pragma(&args);
+    assert!(ok && err.contains("20 cells computed, 20 cached"), "{err}");
+
+    // The report rebuilds from the cells alone, as JSON.
+    let (ok, json, err) = pragma(&["eval", "report", s(&out), "--json", "--bootstrap", "200"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let tasks = v["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 2);
+    for t in tasks {
+        let rows = t["rows"].as_array().expect("rows");
+        // 8 pooled techniques x 2 poolings + bow + prompt.
+        assert_eq!(rows.len(), 18, "{t}");
+        for r in rows {
+            let a = &r["auroc"];
+            let (m, lo, hi) = (
+                a["mean"].as_f64().expect("m"),
+                a["lo"].as_f64().expect("lo"),
+                a["hi"].as_f64().expect("hi"),
+            );
+            assert!((0.0..=1.0).contains(&m) && lo <= hi, "{r}");
+        }
+    }
+}
+
+#[test]
+fn bad_suites_and_inputs_are_clear_errors() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    dataset(d.path(), "a", 40, false);
+    dataset(d.path(), "b", 40, false);
+    let out = d.path().join("out");
+    let run = |suite: &Path, extra: &[&str]| {
+        let mut args = vec!["eval", "run", s(&m), "--suite", s(suite), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        pragma(&args)
+    };
+    // Unknown technique, with a suggestion.
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "");
+    let text = std::fs::read_to_string(&su).expect("r").replace(
+        "dataset = \"b.jsonl\"",
+        "dataset = \"b.jsonl\"\ntechniques = [\"probe\", \"difmean\"]",
+    );
+    std::fs::write(&su, text).expect("w");
+    let (ok, _, err) = run(&su, &[]);
+    assert!(!ok && err.contains("unknown technique 'difmean'") && err.contains("did you mean 'diffmean'"), "{err}");
+    // Unknown family.
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "");
+    let text = std::fs::read_to_string(&su).expect("r").replacen("detection", "detektion", 1);
+    std::fs::write(&su, text).expect("w");
+    let (ok, _, err) = run(&su, &[]);
+    assert!(!ok && err.contains("unknown family 'detektion'") && err.contains("did you mean 'detection'"), "{err}");
+    // A dataset with one class.
+    dataset(d.path(), "b", 40, true);
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "");
+    let (ok, _, err) = run(&su, &[]);
+    assert!(!ok && err.contains("b.jsonl: expected exactly 2 classes"), "{err}");
+    dataset(d.path(), "b", 40, false);
+    // An SAE for another hook.
+    let sae = tiny_sae(d.path(), &m);
+    let su0 = suite(d.path(), "blocks.0.hook_resid_post", "");
+    let (ok, _, err) = run(&su0, &["--sae", s(&sae)]);
+    assert!(!ok && err.contains("the SAE reads blocks.1.hook_resid_post"), "{err}");
+    // Over budget: the estimate, and --yes.
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "budget_minutes = 0.00001");
+    let (ok, _, err) = run(&su, &[]);
+    assert!(!ok && err.contains("over the suite's budget") && err.contains("--yes"), "{err}");
+    assert!(!out.join("cells").exists(), "nothing computed before the budget check");
+    let (ok, _, err) = run(&su, &["--yes", "--bootstrap", "100"]);
+    assert!(ok, "{err}");
+    // A missing dataset and an unknown key.
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "");
+    let text = std::fs::read_to_string(&su).expect("r").replace("b.jsonl", "nope.jsonl");
+    std::fs::write(&su, text).expect("w");
+    let (ok, _, err) = run(&su, &[]);
+    assert!(!ok && err.contains("nope.jsonl not found"), "{err}");
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "sedes = 3");
+    let (ok, _, err) = run(&su, &[]);
+    assert!(!ok && err.contains("sedes"), "{err}");
+}
