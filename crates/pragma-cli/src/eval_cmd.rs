@@ -124,10 +124,12 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             seconds,
         } => {
             cells_todo = todo;
-            bar.println(format!(
-                "{todo} cells to compute, {cached} cached; estimated {:.1} minutes",
-                seconds / 60.0
-            ));
+            bar.suspend(|| {
+                eprintln!(
+                    "{todo} cells to compute, {cached} cached; estimated {:.1} minutes",
+                    seconds / 60.0
+                )
+            });
         }
         Event::Step {
             task,

@@ -156,6 +156,16 @@ impl Technique {
     }
 }
 
+/// A technique's definition revision (part of every cell's key): bumped when its
+/// definition changes, so its old cells are recomputed and the others kept.
+pub fn revision(technique: &str) -> u32 {
+    match technique {
+        // 2: a negated latent pools, then negates (max pooling was max of -f).
+        "sae-latent" => 2,
+        _ => 1,
+    }
+}
+
 /// " (did you mean 'x'?)" when a known name is close to `s`.
 pub fn suggest<'a>(s: &str, known: impl Iterator<Item = &'a str>) -> String {
     known

@@ -185,6 +185,9 @@ fn sae_techniques_choose_the_planted_latent() {
                 assert_eq!(w[0].0, 3, "{}: chose {}", tech.name(), f.choice);
                 assert!(w[0].1 > 0.0);
             }
+            pragma_eval::detection::Scorer::Latent { j, sign } => {
+                assert_eq!((j, sign), (3, 1.0), "{}: chose {}", tech.name(), f.choice);
+            }
             _ => panic!("{}: not a latent scorer", tech.name()),
         }
     }
@@ -209,5 +212,22 @@ fn test_labels_are_never_read() {
         for (x, y) in ra.iter().zip(&rb) {
             assert_eq!(x.2, y.2, "{}: test scores moved with test labels", tech.name());
         }
+    }
+}
+
+/// A latent that fires for the negative class is read negated, after pooling: its
+/// max-pooled detector is `-max_t f`, which separates the classes as well as the mean.
+#[test]
+fn a_negative_class_latent_is_negated_after_pooling() {
+    let (d, d_sae) = (64, 16);
+    let (mut ds, acts) = planted(300, d, 2.0, 4);
+    for e in &mut ds.examples {
+        e.label ^= 1; // the planted direction now marks the negatives
+    }
+    let mut inputs = Inputs::new(ds, &acts).expect("inputs");
+    inputs.encode(&sae(d, d_sae), &mut |_| {}).expect("encode");
+    let r = test_aurocs(&inputs, Technique::SaeLatent, 0);
+    for (p, a, _) in &r {
+        assert!(*a > 0.9, "{p:?}: AUROC {a}");
     }
 }

@@ -150,6 +150,9 @@ pub enum Scorer {
     Resid { w: Vec<f64>, b: f64 },
     /// `s_t = b + sum_j w_j f_j(h_t)` on SAE latents.
     Latents { w: Vec<(u32, f64)>, b: f64 },
+    /// One SAE latent read as a detector: `sign * pool_t f_j(h_t)` (pooled, then signed,
+    /// so a latent of the negative class max-pools as `-max_t f_j`).
+    Latent { j: u32, sign: f64 },
     /// One score per test text, in the order of the test indices.
     Given(Vec<f64>),
 }
@@ -380,7 +383,7 @@ fn fit_latents(tech: Technique, lat: &Latents, split: &SplitView) -> Fitted {
             let w = vec![(j as u32, sign)];
             Fitted {
                 val_auroc: val_of(&w, 0.0),
-                scorer: Scorer::Latents { w, b: 0.0 },
+                scorer: Scorer::Latent { j: j as u32, sign },
                 choice: format!(
                     "latent {j}{} (train AUROC {a:.3})",
                     if sign < 0.0 { ", negated" } else { "" }
@@ -453,6 +456,27 @@ pub fn score(scorer: &Scorer, inputs: &Inputs, test: &[usize]) -> Vec<(Pooling, 
                 .map(|h| h.iter().zip(w).map(|(x, c)| *x as f64 * c).sum::<f64>() + b)
                 .collect()
         }),
+        Scorer::Latent { j, sign } => {
+            let lat = inputs.latents.as_ref();
+            let per = |i: usize| -> Vec<f64> {
+                lat.map(|l| {
+                    l.tokens[i]
+                        .iter()
+                        .map(|tok| {
+                            tok.iter()
+                                .find(|(k, _)| k == j)
+                                .map_or(0.0, |(_, v)| *v as f64)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+            };
+            let mut out = pool(&per);
+            for (_, v) in &mut out {
+                v.iter_mut().for_each(|x| *x *= sign);
+            }
+            out
+        }
         Scorer::Latents { w, b } => {
             let wm: HashMap<u32, f64> = w.iter().copied().collect();
             let lat = inputs.latents.as_ref();
