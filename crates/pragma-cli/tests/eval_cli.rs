@@ -56,14 +56,37 @@ fn tiny_sae(d: &Path, m: &Path) -> std::path::PathBuf {
     std::fs::write(&corpus, docs.join("\n")).expect("w");
     let store = d.join("store");
     let (ok, _, err) = pragma(&[
-        "cache", s(m), "--data", s(&corpus), "--lines", "--hooks", "blocks.1.hook_resid_post",
-        "--ctx", "64", "--out", s(&store),
+        "cache",
+        s(m),
+        "--data",
+        s(&corpus),
+        "--lines",
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--ctx",
+        "64",
+        "--out",
+        s(&store),
     ]);
     assert!(ok, "{err}");
     let sae = d.join("sae");
     let (ok, _, err) = pragma(&[
-        "sae", "train", "--store", s(&store), "--hook", "blocks.1.hook_resid_post", "--k", "4",
-        "--d-sae", "64", "--tokens", "4096", "--batch-tokens", "256", "--out", s(&sae),
+        "sae",
+        "train",
+        "--store",
+        s(&store),
+        "--hook",
+        "blocks.1.hook_resid_post",
+        "--k",
+        "4",
+        "--d-sae",
+        "64",
+        "--tokens",
+        "4096",
+        "--batch-tokens",
+        "256",
+        "--out",
+        s(&sae),
     ]);
     assert!(ok, "{err}");
     sae
@@ -79,17 +102,35 @@ fn run_caches_cells_resumes_and_reports() {
     let su = suite(d.path(), "blocks.1.hook_resid_post", "");
     let out = d.path().join("out");
     let args = [
-        "eval", "run", s(&m), "--suite", s(&su), "--sae", s(&sae), "--bootstrap", "200", "--out",
+        "eval",
+        "run",
+        s(&m),
+        "--suite",
+        s(&su),
+        "--sae",
+        s(&sae),
+        "--bootstrap",
+        "200",
+        "--out",
         s(&out),
     ];
     let (ok, stdout, err) = pragma(&args);
     assert!(ok, "{err}");
     // 2 tasks x 10 techniques x 2 seeds.
     assert!(err.contains("40 cells computed, 0 cached"), "{err}");
-    for f in ["report.md", "report.html", "report.json", "heatmap.svg", "plan.json"] {
+    for f in [
+        "report.md",
+        "report.html",
+        "report.json",
+        "heatmap.svg",
+        "plan.json",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
-    assert!(stdout.contains("## a (detection") && stdout.contains("sae-probe-5 (max)"), "{stdout}");
+    assert!(
+        stdout.contains("## a (detection") && stdout.contains("sae-probe-5 (max)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("**detection**: over 2 tasks"), "{stdout}");
     let html = std::fs::read_to_string(out.join("report.html")).expect("html");
     assert!(html.contains("<svg") && html.contains("test AUROC"));
@@ -152,34 +193,62 @@ fn bad_suites_and_inputs_are_clear_errors() {
     );
     std::fs::write(&su, text).expect("w");
     let (ok, _, err) = run(&su, &[]);
-    assert!(!ok && err.contains("unknown technique 'difmean'") && err.contains("did you mean 'diffmean'"), "{err}");
+    assert!(
+        !ok && err.contains("unknown technique 'difmean'")
+            && err.contains("did you mean 'diffmean'"),
+        "{err}"
+    );
     // Unknown family.
     let su = suite(d.path(), "blocks.1.hook_resid_post", "");
-    let text = std::fs::read_to_string(&su).expect("r").replacen("detection", "detektion", 1);
+    let text = std::fs::read_to_string(&su)
+        .expect("r")
+        .replacen("detection", "detektion", 1);
     std::fs::write(&su, text).expect("w");
     let (ok, _, err) = run(&su, &[]);
-    assert!(!ok && err.contains("unknown family 'detektion'") && err.contains("did you mean 'detection'"), "{err}");
+    assert!(
+        !ok && err.contains("unknown family 'detektion'")
+            && err.contains("did you mean 'detection'"),
+        "{err}"
+    );
     // A dataset with one class.
     dataset(d.path(), "b", 40, true);
     let su = suite(d.path(), "blocks.1.hook_resid_post", "");
     let (ok, _, err) = run(&su, &[]);
-    assert!(!ok && err.contains("b.jsonl: expected exactly 2 classes"), "{err}");
+    assert!(
+        !ok && err.contains("b.jsonl: expected exactly 2 classes"),
+        "{err}"
+    );
     dataset(d.path(), "b", 40, false);
     // An SAE for another hook.
     let sae = tiny_sae(d.path(), &m);
     let su0 = suite(d.path(), "blocks.0.hook_resid_post", "");
     let (ok, _, err) = run(&su0, &["--sae", s(&sae)]);
-    assert!(!ok && err.contains("the SAE reads blocks.1.hook_resid_post"), "{err}");
+    assert!(
+        !ok && err.contains("the SAE reads blocks.1.hook_resid_post"),
+        "{err}"
+    );
     // Over budget: the estimate, and --yes.
-    let su = suite(d.path(), "blocks.1.hook_resid_post", "budget_minutes = 0.00001");
+    let su = suite(
+        d.path(),
+        "blocks.1.hook_resid_post",
+        "budget_minutes = 0.00001",
+    );
     let (ok, _, err) = run(&su, &[]);
-    assert!(!ok && err.contains("over the suite's budget") && err.contains("--yes"), "{err}");
-    assert!(!out.join("cells").exists(), "nothing computed before the budget check");
+    assert!(
+        !ok && err.contains("over the suite's budget") && err.contains("--yes"),
+        "{err}"
+    );
+    assert!(
+        !out.join("cells").exists(),
+        "nothing computed before the budget check"
+    );
     let (ok, _, err) = run(&su, &["--yes", "--bootstrap", "100"]);
     assert!(ok, "{err}");
     // A missing dataset and an unknown key.
     let su = suite(d.path(), "blocks.1.hook_resid_post", "");
-    let text = std::fs::read_to_string(&su).expect("r").replace("b.jsonl", "nope.jsonl");
+    let text = std::fs::read_to_string(&su)
+        .expect("r")
+        .replace("b.jsonl", "nope.jsonl");
     std::fs::write(&su, text).expect("w");
     let (ok, _, err) = run(&su, &[]);
     assert!(!ok && err.contains("nope.jsonl not found"), "{err}");

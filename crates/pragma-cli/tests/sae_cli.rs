@@ -386,7 +386,10 @@ fn training_rows_are_the_store_rows_of_ordinary_tokens() {
     let ordinary: Vec<u64> = (0..table.token.len() as u64)
         .filter(|&r| !specials.contains(&table.token[r as usize]))
         .collect();
-    assert!(ordinary.len() < table.token.len(), "each document opens with BOS");
+    assert!(
+        ordinary.len() < table.token.len(),
+        "each document opens with BOS"
+    );
     let h = StoreHook::new(&st, "blocks.1.hook_resid_post").expect("hook");
     assert_eq!(h.n_tokens(), ordinary.len() as u64);
     assert_eq!(h.excluded as usize, table.token.len() - ordinary.len());

@@ -14,6 +14,9 @@ use crate::detection::Pooling;
 use crate::run::{cached_cell, Cell, Plan};
 use crate::stats::{mean_ci, Draws, Estimate, Paired, SeedScores};
 
+/// Per seed: test scores and labels.
+type OwnedSeeds = Vec<(Vec<f64>, Vec<u8>)>;
+
 /// One technique (with its pooling) on one task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
@@ -155,24 +158,30 @@ impl Report {
                         },
                         technique: tech.clone(),
                         pooling: r.pooling,
-                        val: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
+                        val: (!vals.is_empty())
+                            .then(|| vals.iter().sum::<f64>() / vals.len() as f64),
                         choice: cells[0].choice.clone(),
                         scores: cells
                             .iter()
-                            .map(|c| c.results.get(k).map(|x| x.scores.clone()).unwrap_or_default())
+                            .map(|c| {
+                                c.results
+                                    .get(k)
+                                    .map(|x| x.scores.clone())
+                                    .unwrap_or_default()
+                            })
                             .collect(),
                     });
                 }
             }
-            let as_seeds = |p: &Pending| -> Vec<(Vec<f64>, Vec<u8>)> {
+            let as_seeds = |p: &Pending| -> OwnedSeeds {
                 p.scores
                     .iter()
                     .zip(&labels)
                     .map(|(s, l)| (s.clone(), l.to_vec()))
                     .collect()
             };
-            let view = |v: &[(Vec<f64>, Vec<u8>)]| -> Vec<(Vec<f64>, Vec<u8>)> { v.to_vec() };
-            let mut rows: Vec<(Row, Vec<(Vec<f64>, Vec<u8>)>)> = pending
+            let view = |v: &[(Vec<f64>, Vec<u8>)]| -> OwnedSeeds { v.to_vec() };
+            let mut rows: Vec<(Row, OwnedSeeds)> = pending
                 .iter()
                 .map(|p| {
                     let sv = as_seeds(p);
@@ -193,7 +202,7 @@ impl Report {
                 })
                 .collect();
             rows.sort_by(|a, b| b.0.auroc.mean.total_cmp(&a.0.auroc.mean));
-            let best: Vec<(Vec<f64>, Vec<u8>)> = rows[0].1.clone();
+            let best: OwnedSeeds = rows[0].1.clone();
             let best_refs: Vec<SeedScores> = best.iter().map(|(s, l)| (&s[..], &l[..])).collect();
             for (row, sv) in rows.iter_mut().skip(1) {
                 let refs: Vec<SeedScores> = sv.iter().map(|(s, l)| (&s[..], &l[..])).collect();
@@ -236,8 +245,7 @@ impl Report {
     }
 
     pub fn load(out: &Path) -> Result<Report> {
-        pragma_model::io::read_json(&out.join("report.json"), "an eval report")
-            .map_err(Error::from)
+        pragma_model::io::read_json(&out.join("report.json"), "an eval report").map_err(Error::from)
     }
 
     /// The rows every task has, in order of mean AUROC over tasks (heatmap columns).
@@ -261,7 +269,7 @@ impl Report {
         let w = left + cw * cols.len() as f64 + 20.0;
         let h = top + ch * self.tasks.len() as f64 + 40.0;
         let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
              font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
              <text x=\"{left}\" y=\"16\" font-size=\"13\">test AUROC, mean over {} seeds ({})</text>\n",
             self.seeds,
@@ -403,15 +411,25 @@ impl Report {
                 continue;
             }
             if let Some(row) = line.strip_prefix('|') {
-                let cells: Vec<&str> = row.trim_end_matches('|').split('|').map(str::trim).collect();
+                let cells: Vec<&str> = row
+                    .trim_end_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
                 if !in_table {
                     body += "<table><tr>";
-                    body += &cells.iter().map(|c| format!("<th>{}</th>", esc(c))).collect::<String>();
+                    body += &cells
+                        .iter()
+                        .map(|c| format!("<th>{}</th>", esc(c)))
+                        .collect::<String>();
                     body += "</tr>\n";
                     in_table = true;
                 } else {
                     body += "<tr>";
-                    body += &cells.iter().map(|c| format!("<td>{}</td>", esc(c))).collect::<String>();
+                    body += &cells
+                        .iter()
+                        .map(|c| format!("<td>{}</td>", esc(c)))
+                        .collect::<String>();
                     body += "</tr>\n";
                 }
                 continue;
@@ -438,7 +456,7 @@ impl Report {
              <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}\
              table{{border-collapse:collapse;font-size:13px;margin-bottom:1em}}\
              td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
-             th{{background:#f0f0f0}}svg{{max-width:100%}}</style></head><body>\n{body}</body></html>\n",
+             th{{background:#f0f0f0}}svg{{max-width:100%;height:auto}}</style></head><body>\n{body}</body></html>\n",
             esc(&self.suite)
         )
     }

@@ -137,7 +137,11 @@ pub fn load_task(task: &Task) -> Result<Dataset> {
         let mut keep = Vec::new();
         let frac = max as f64 / ds.examples.len() as f64;
         for class in [0u8, 1] {
-            let total: usize = units.iter().filter(|u| u.0 == class).map(|u| u.1.len()).sum();
+            let total: usize = units
+                .iter()
+                .filter(|u| u.0 == class)
+                .map(|u| u.1.len())
+                .sum();
             let want = (total as f64 * frac).round() as usize;
             let mut got = 0;
             for u in units.iter().filter(|u| u.0 == class) {
@@ -160,7 +164,15 @@ fn cell_path(out: &Path, task: &str, tech: &str, seed: u64) -> PathBuf {
         .join(format!("{tech}-seed{seed}.json"))
 }
 
-fn cell_key(suite: &Suite, task: &Task, ds: &Dataset, model_sha: &str, tech: &str, seed: u64, sae_sha: Option<&str>) -> String {
+fn cell_key(
+    suite: &Suite,
+    task: &Task,
+    ds: &Dataset,
+    model_sha: &str,
+    tech: &str,
+    seed: u64,
+    sae_sha: Option<&str>,
+) -> String {
     let id = serde_json::json!({
         "version": CELL_VERSION,
         "dataset": ds.sha256,
@@ -215,7 +227,10 @@ pub struct PlanTask {
 
 impl Plan {
     pub fn load(out: &Path) -> Result<Plan> {
-        Ok(pragma_model::io::read_json(&out.join("plan.json"), "an eval run's plan")?)
+        Ok(pragma_model::io::read_json(
+            &out.join("plan.json"),
+            "an eval run's plan",
+        )?)
     }
 
     /// Path of a cell's file.
@@ -279,10 +294,15 @@ pub fn run(
                 continue;
             }
             for seed in 0..suite.seeds {
-                let sae_id = if tech.needs_sae() { sae_sha.as_deref() } else { None };
+                let sae_id = if tech.needs_sae() {
+                    sae_sha.as_deref()
+                } else {
+                    None
+                };
                 let key = cell_key(suite, task, &ds, &model_sha, &tech.name(), seed, sae_id);
                 expected.push((task.name.clone(), tech.name(), seed, key.clone()));
-                if cached_cell(&cell_path(&cfg.out, &task.name, &tech.name(), seed), &key).is_some() {
+                if cached_cell(&cell_path(&cfg.out, &task.name, &tech.name(), seed), &key).is_some()
+                {
                     cached += 1;
                 } else {
                     todo.push(Todo {
@@ -358,14 +378,20 @@ pub fn run(
         let n = ds.examples.len() as u64;
         let needs_acts = mine.iter().any(|t| t.tech.pooled());
         let acts = if needs_acts {
-            token_features(model, &ds, point, pragma_model::input::InputRule::default(), &mut |k| {
-                events(Event::Step {
-                    task: &task.name,
-                    what: "activations",
-                    done: k as u64,
-                    total: n,
-                })
-            })?
+            token_features(
+                model,
+                &ds,
+                point,
+                pragma_model::input::InputRule::default(),
+                &mut |k| {
+                    events(Event::Step {
+                        task: &task.name,
+                        what: "activations",
+                        done: k as u64,
+                        total: n,
+                    })
+                },
+            )?
         } else {
             Vec::new()
         };
@@ -384,10 +410,13 @@ pub fn run(
         let mut prompts = PromptCache::new(suite.answers.clone());
         for seed in 0..suite.seeds {
             let split = splits(&inputs.ds, suite.fractions, seed)?;
-            let pick = |s: Split| -> Vec<usize> {
-                (0..split.len()).filter(|&i| split[i] == s).collect()
-            };
-            let (tr, va, te) = (pick(Split::Train), pick(Split::Validation), pick(Split::Test));
+            let pick =
+                |s: Split| -> Vec<usize> { (0..split.len()).filter(|&i| split[i] == s).collect() };
+            let (tr, va, te) = (
+                pick(Split::Train),
+                pick(Split::Validation),
+                pick(Split::Test),
+            );
             let label = |ix: &[usize]| -> Vec<u8> {
                 ix.iter().map(|&i| inputs.ds.examples[i].label).collect()
             };
@@ -409,7 +438,8 @@ pub fn run(
                         total: te.len() as u64,
                     });
                 }
-                let fitted = detection::fit(t.tech, &inputs, &view, seed, Some(model), &mut prompts)?;
+                let fitted =
+                    detection::fit(t.tech, &inputs, &view, seed, Some(model), &mut prompts)?;
                 let results = detection::score(&fitted.scorer, &inputs, &te)
                     .into_iter()
                     .map(|(pooling, scores)| PoolScores {

@@ -120,10 +120,7 @@ impl Draws {
 
     /// Mean over seeds of the test AUROC, with the two-level bootstrap interval.
     pub fn auroc(&self, seeds: &[SeedScores]) -> Estimate {
-        let mean = seeds
-            .iter()
-            .map(|(s, l)| auroc_of(s, l, None))
-            .sum::<f64>()
+        let mean = seeds.iter().map(|(s, l)| auroc_of(s, l, None)).sum::<f64>()
             / seeds.len().max(1) as f64;
         let mut r = self.replicate(seeds);
         r.retain(|v| v.is_finite());

@@ -28,31 +28,106 @@ use serde::{Deserialize, Serialize};
 /// The shipped default suite and its datasets, as (path relative to the suite folder,
 /// contents). `--suite default` writes them under the run folder and runs from there.
 pub const DEFAULT_SUITE: &[(&str, &str)] = &[
-    ("default.toml", include_str!("../../../examples/eval/default.toml")),
-    ("probes/facts.jsonl", include_str!("../../../examples/probes/facts.jsonl")),
-    ("probes/facts.meta.json", include_str!("../../../examples/probes/facts.meta.json")),
-    ("probes/sentiment.jsonl", include_str!("../../../examples/probes/sentiment.jsonl")),
-    ("probes/sentiment.meta.json", include_str!("../../../examples/probes/sentiment.meta.json")),
-    ("probes/language.jsonl", include_str!("../../../examples/probes/language.jsonl")),
-    ("probes/language.meta.json", include_str!("../../../examples/probes/language.meta.json")),
-    ("probes/eval-awareness.jsonl", include_str!("../../../examples/probes/eval-awareness.jsonl")),
-    ("probes/eval-awareness.meta.json", include_str!("../../../examples/probes/eval-awareness.meta.json")),
-    ("concepts/question.jsonl", include_str!("../../../examples/eval/concepts/question.jsonl")),
-    ("concepts/question.meta.json", include_str!("../../../examples/eval/concepts/question.meta.json")),
-    ("concepts/code.jsonl", include_str!("../../../examples/eval/concepts/code.jsonl")),
-    ("concepts/code.meta.json", include_str!("../../../examples/eval/concepts/code.meta.json")),
-    ("concepts/negation.jsonl", include_str!("../../../examples/eval/concepts/negation.jsonl")),
-    ("concepts/negation.meta.json", include_str!("../../../examples/eval/concepts/negation.meta.json")),
-    ("concepts/past.jsonl", include_str!("../../../examples/eval/concepts/past.jsonl")),
-    ("concepts/past.meta.json", include_str!("../../../examples/eval/concepts/past.meta.json")),
-    ("concepts/animals.jsonl", include_str!("../../../examples/eval/concepts/animals.jsonl")),
-    ("concepts/animals.meta.json", include_str!("../../../examples/eval/concepts/animals.meta.json")),
-    ("concepts/food.jsonl", include_str!("../../../examples/eval/concepts/food.jsonl")),
-    ("concepts/food.meta.json", include_str!("../../../examples/eval/concepts/food.meta.json")),
-    ("concepts/person.jsonl", include_str!("../../../examples/eval/concepts/person.jsonl")),
-    ("concepts/person.meta.json", include_str!("../../../examples/eval/concepts/person.meta.json")),
-    ("concepts/imperative.jsonl", include_str!("../../../examples/eval/concepts/imperative.jsonl")),
-    ("concepts/imperative.meta.json", include_str!("../../../examples/eval/concepts/imperative.meta.json")),
+    (
+        "default.toml",
+        include_str!("../../../examples/eval/default.toml"),
+    ),
+    (
+        "probes/facts.jsonl",
+        include_str!("../../../examples/probes/facts.jsonl"),
+    ),
+    (
+        "probes/facts.meta.json",
+        include_str!("../../../examples/probes/facts.meta.json"),
+    ),
+    (
+        "probes/sentiment.jsonl",
+        include_str!("../../../examples/probes/sentiment.jsonl"),
+    ),
+    (
+        "probes/sentiment.meta.json",
+        include_str!("../../../examples/probes/sentiment.meta.json"),
+    ),
+    (
+        "probes/language.jsonl",
+        include_str!("../../../examples/probes/language.jsonl"),
+    ),
+    (
+        "probes/language.meta.json",
+        include_str!("../../../examples/probes/language.meta.json"),
+    ),
+    (
+        "probes/eval-awareness.jsonl",
+        include_str!("../../../examples/probes/eval-awareness.jsonl"),
+    ),
+    (
+        "probes/eval-awareness.meta.json",
+        include_str!("../../../examples/probes/eval-awareness.meta.json"),
+    ),
+    (
+        "concepts/question.jsonl",
+        include_str!("../../../examples/eval/concepts/question.jsonl"),
+    ),
+    (
+        "concepts/question.meta.json",
+        include_str!("../../../examples/eval/concepts/question.meta.json"),
+    ),
+    (
+        "concepts/code.jsonl",
+        include_str!("../../../examples/eval/concepts/code.jsonl"),
+    ),
+    (
+        "concepts/code.meta.json",
+        include_str!("../../../examples/eval/concepts/code.meta.json"),
+    ),
+    (
+        "concepts/negation.jsonl",
+        include_str!("../../../examples/eval/concepts/negation.jsonl"),
+    ),
+    (
+        "concepts/negation.meta.json",
+        include_str!("../../../examples/eval/concepts/negation.meta.json"),
+    ),
+    (
+        "concepts/past.jsonl",
+        include_str!("../../../examples/eval/concepts/past.jsonl"),
+    ),
+    (
+        "concepts/past.meta.json",
+        include_str!("../../../examples/eval/concepts/past.meta.json"),
+    ),
+    (
+        "concepts/animals.jsonl",
+        include_str!("../../../examples/eval/concepts/animals.jsonl"),
+    ),
+    (
+        "concepts/animals.meta.json",
+        include_str!("../../../examples/eval/concepts/animals.meta.json"),
+    ),
+    (
+        "concepts/food.jsonl",
+        include_str!("../../../examples/eval/concepts/food.jsonl"),
+    ),
+    (
+        "concepts/food.meta.json",
+        include_str!("../../../examples/eval/concepts/food.meta.json"),
+    ),
+    (
+        "concepts/person.jsonl",
+        include_str!("../../../examples/eval/concepts/person.jsonl"),
+    ),
+    (
+        "concepts/person.meta.json",
+        include_str!("../../../examples/eval/concepts/person.meta.json"),
+    ),
+    (
+        "concepts/imperative.jsonl",
+        include_str!("../../../examples/eval/concepts/imperative.jsonl"),
+    ),
+    (
+        "concepts/imperative.meta.json",
+        include_str!("../../../examples/eval/concepts/imperative.meta.json"),
+    ),
 ];
 
 /// A task family: what is measured and how.

@@ -5,12 +5,19 @@ use pragma_eval::stats::{mean_ci, Draws};
 use pragma_methods::linear::auroc;
 
 fn fixture() -> serde_json::Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/eval/stats.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/eval/stats.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).expect("fixture")).expect("json")
 }
 
 fn f64s(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("f64")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("f64"))
+        .collect()
 }
 
 /// The percentile bootstrap interval of a mean matches scipy.stats.bootstrap within
@@ -26,8 +33,16 @@ fn bootstrap_interval_of_a_mean_matches_scipy() {
     assert!((e.mean - m["mean"].as_f64().expect("m")).abs() < 1e-12);
     let (lo, hi) = (m["lo"].as_f64().expect("lo"), m["hi"].as_f64().expect("hi"));
     let tol = 0.03 * (hi - lo);
-    assert!((e.lo - lo).abs() < tol, "lo {} vs scipy {lo} (tol {tol})", e.lo);
-    assert!((e.hi - hi).abs() < tol, "hi {} vs scipy {hi} (tol {tol})", e.hi);
+    assert!(
+        (e.lo - lo).abs() < tol,
+        "lo {} vs scipy {lo} (tol {tol})",
+        e.lo
+    );
+    assert!(
+        (e.hi - hi).abs() < tol,
+        "hi {} vs scipy {hi} (tol {tol})",
+        e.hi
+    );
 }
 
 /// AUROC with ties equals sklearn's roc_auc_score and scipy's Mann-Whitney U / (n1 n2),
@@ -39,7 +54,10 @@ fn auroc_with_ties_matches_sklearn() {
     let s = f64s(&a["scores"]);
     let l: Vec<u8> = f64s(&a["labels"]).into_iter().map(|v| v as u8).collect();
     let got = auroc(&s, &l).expect("auroc");
-    assert!((got - a["sklearn"].as_f64().expect("s")).abs() < 1e-12, "{got}");
+    assert!(
+        (got - a["sklearn"].as_f64().expect("s")).abs() < 1e-12,
+        "{got}"
+    );
     assert!((got - a["mannwhitney_u_over_n1n2"].as_f64().expect("u")).abs() < 1e-12);
     let d = Draws::new(&[&l], 500, 0);
     let e = d.auroc(&[(&s, &l)]);

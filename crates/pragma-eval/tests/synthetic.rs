@@ -210,7 +210,12 @@ fn test_labels_are_never_read() {
     for tech in ACTIVATION_TECHNIQUES {
         let (ra, rb) = (test_aurocs(&a, tech, 0), test_aurocs(&b, tech, 0));
         for (x, y) in ra.iter().zip(&rb) {
-            assert_eq!(x.2, y.2, "{}: test scores moved with test labels", tech.name());
+            assert_eq!(
+                x.2,
+                y.2,
+                "{}: test scores moved with test labels",
+                tech.name()
+            );
         }
     }
 }

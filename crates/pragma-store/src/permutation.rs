@@ -108,7 +108,10 @@ mod tests {
             .map(|(i, &x)| (i as f64 - x as f64).abs())
             .sum::<f64>()
             / n as f64;
-        assert!((disp / n as f64 - 1.0 / 3.0).abs() < 0.02, "mean displacement {disp}");
+        assert!(
+            (disp / n as f64 - 1.0 / 3.0).abs() < 0.02,
+            "mean displacement {disp}"
+        );
         // Neighbours in the order are not neighbours in the data.
         let close = a.windows(2).filter(|w| w[0].abs_diff(w[1]) < 10).count();
         assert!(close < 40, "{close} adjacent pairs within 10 of each other");

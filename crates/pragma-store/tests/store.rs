@@ -75,7 +75,13 @@ fn stored_rows_equal_a_direct_forward_and_the_reader_serves_them() {
     assert_eq!(table.token.len() as u64, store.n_tokens());
     // Row ranges read across shard boundaries give the same rows as the whole table.
     let n = store.n_tokens();
-    for (a, b) in [(0, n), (1, n - 1), (n / 3, 2 * n / 3), (n - 1, n + 5), (n, n)] {
+    for (a, b) in [
+        (0, n),
+        (1, n - 1),
+        (n / 3, 2 * n / 3),
+        (n - 1, n + 5),
+        (n, n),
+    ] {
         let part = store.token_rows(a, b).expect("rows");
         let (a, b) = (a as usize, b.min(n) as usize);
         assert_eq!(part.token, table.token[a..b], "{a}..{b}");

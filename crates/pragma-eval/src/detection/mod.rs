@@ -104,7 +104,9 @@ impl Inputs {
         while start < self.tokens.len() {
             let mut end = start;
             let mut rows = 0;
-            while end < self.tokens.len() && (rows == 0 || rows + self.tokens[end].len() / self.d <= 2048) {
+            while end < self.tokens.len()
+                && (rows == 0 || rows + self.tokens[end].len() / self.d <= 2048)
+            {
                 rows += self.tokens[end].len() / self.d;
                 end += 1;
             }
@@ -202,10 +204,12 @@ pub fn fit(
     model: Option<&Model>,
     prompts: &mut PromptCache,
 ) -> Result<Fitted> {
-    let need_model = || {
-        model.ok_or_else(|| Error::Input(format!("technique {} needs the model", tech.name())))
-    };
-    let (xtr, xva) = (inputs.mean.select(split.train), inputs.mean.select(split.val));
+    let need_model =
+        || model.ok_or_else(|| Error::Input(format!("technique {} needs the model", tech.name())));
+    let (xtr, xva) = (
+        inputs.mean.select(split.train),
+        inputs.mean.select(split.val),
+    );
     let resid = |w: Vec<f64>, b: f64, choice: String| {
         let v: Vec<f64> = (0..xva.n)
             .map(|i| pragma_methods::linear::dot(&w, xva.row(i)) + b)
@@ -237,7 +241,10 @@ pub fn fit(
         }
         Technique::SaeLatent | Technique::SaeProbe(_) => {
             let lat = inputs.latents.as_ref().ok_or_else(|| {
-                Error::Input(format!("technique {} needs an SAE (--sae DIR)", tech.name()))
+                Error::Input(format!(
+                    "technique {} needs an SAE (--sae DIR)",
+                    tech.name()
+                ))
             })?;
             fit_latents(tech, lat, split)
         }
@@ -358,7 +365,12 @@ fn fit_latents(tech: Technique, lat: &Latents, split: &SplitView) -> Fitted {
         let v: Vec<f64> = split
             .val
             .iter()
-            .map(|&i| b + w.iter().map(|(j, c)| c * lat.mean[i * d + *j as usize] as f64).sum::<f64>())
+            .map(|&i| {
+                b + w
+                    .iter()
+                    .map(|(j, c)| c * lat.mean[i * d + *j as usize] as f64)
+                    .sum::<f64>()
+            })
             .collect();
         auroc(&v, split.y_val)
     };

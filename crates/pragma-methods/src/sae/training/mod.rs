@@ -601,7 +601,7 @@ pub fn train(
         let mut mins = Vec::new();
         for i in 0..per_epoch.min(16) as usize {
             let rows: Vec<u64> = order.range((i * b) as u64, ((i + 1) * b) as u64).collect();
-        let raw = read_batch(src, &rows)?;
+            let raw = read_batch(src, &rows)?;
             let x: Vec<f32> = raw
                 .chunks(d_in)
                 .filter(|r| {
