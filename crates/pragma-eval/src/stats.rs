@@ -180,6 +180,53 @@ pub fn mean_ci(x: &[f64], reps: usize, seed: u64) -> Estimate {
     }
 }
 
+/// `ln(k!)` for k = 0..=n.
+pub fn ln_factorials(n: usize) -> Vec<f64> {
+    let mut t = vec![0.0; n + 1];
+    for k in 1..=n {
+        t[k] = t[k - 1] + (k as f64).ln();
+    }
+    t
+}
+
+/// One-sided Fisher exact test that an event is more frequent in group B than in group
+/// A: `b` of `n_b` items in B have it, `a` of `n_a` in A. Under the null (exchangeable
+/// items) the count in B given the total is hypergeometric, so this is the exact
+/// permutation test of the frequency difference; p = P(X >= b). As
+/// `scipy.stats.fisher_exact([[b, n_b - b], [a, n_a - a]], alternative="greater")`.
+/// `lf`: [`ln_factorials`] up to at least `n_a + n_b`.
+pub fn fisher_greater(b: usize, n_b: usize, a: usize, n_a: usize, lf: &[f64]) -> f64 {
+    let k = a + b;
+    let n = n_a + n_b;
+    let ln_choose = |n: usize, r: usize| lf[n] - lf[r] - lf[n - r];
+    let denom = ln_choose(n, k);
+    let hi = k.min(n_b);
+    let mut p = 0.0;
+    for x in b..=hi {
+        if k - x > n_a {
+            continue;
+        }
+        p += (ln_choose(n_b, x) + ln_choose(n_a, k - x) - denom).exp();
+    }
+    p.min(1.0)
+}
+
+/// Benjamini-Hochberg adjusted p-values (`scipy.stats.false_discovery_control(p,
+/// method="bh")`): `p_(i) * m / i`, made monotone from the largest down, capped at 1; in the
+/// input's order. A hypothesis is a discovery at FDR q when its adjusted p-value is <= q.
+pub fn bh_adjust(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let mut adj = vec![0.0; m];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min(p[i] * m as f64 / (rank + 1) as f64);
+        adj[i] = running.min(1.0);
+    }
+    adj
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,3 +64,30 @@ fn auroc_with_ties_matches_sklearn() {
     assert!((e.mean - got).abs() < 1e-12);
     assert!(e.lo < got && got < e.hi, "{e:?}");
 }
+
+/// The one-sided Fisher exact test (the exact permutation test of a frequency
+/// difference) matches scipy.stats.fisher_exact(alternative="greater") to 1e-10 relative.
+#[test]
+fn fisher_exact_matches_scipy() {
+    let f = fixture();
+    let lf = pragma_eval::stats::ln_factorials(2000);
+    let tables = f["fisher_greater"]["tables"].as_array().expect("t");
+    let want = f64s(&f["fisher_greater"]["p"]);
+    for (t, w) in tables.iter().zip(want) {
+        let t: Vec<usize> = f64s(t).into_iter().map(|v| v as usize).collect();
+        let got = pragma_eval::stats::fisher_greater(t[0], t[1], t[2], t[3], &lf);
+        assert!((got - w).abs() <= 1e-10 * w.max(1e-300) + 1e-15, "{t:?}: {got} vs scipy {w}");
+    }
+}
+
+/// Benjamini-Hochberg adjusted p-values match scipy.stats.false_discovery_control to 1e-12.
+#[test]
+fn benjamini_hochberg_matches_scipy() {
+    let f = fixture();
+    let p = f64s(&f["bh"]["p"]);
+    let want = f64s(&f["bh"]["adjusted"]);
+    let got = pragma_eval::stats::bh_adjust(&p);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12, "{g} vs scipy {w}");
+    }
+}
