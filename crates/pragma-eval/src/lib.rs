@@ -9,7 +9,9 @@
 //! tests ([`stats`]), and sums each family up in one line.
 //!
 //! Families: concept detection ([`detection`], AxBench's protocol: probe, difference of
-//! means, PCA, SAE best latent, SAE sparse probes, prompting, bag-of-words, random).
+//! means, PCA, SAE best latent, SAE sparse probes, prompting, bag-of-words, random), and
+//! hypothesis generation on a planted difference ([`planted`]: SAE latent frequencies,
+//! n-grams, difference of means through the unembedding).
 //!
 //! ```no_run
 //! use pragma_eval::{run, suite::Suite};
@@ -22,6 +24,7 @@
 //! ```
 
 pub mod detection;
+pub mod planted;
 pub mod report;
 pub mod run;
 pub mod stats;

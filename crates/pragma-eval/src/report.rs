@@ -47,6 +47,40 @@ pub struct TaskReport {
     pub rows: Vec<Row>,
     /// Cells not (yet) computed: (technique, seed).
     pub missing: Vec<(String, u64)>,
+    /// Planted tasks: the plant's kind (`lexical`, `semantic`, `null`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Planted tasks: per technique, per rate.
+    #[serde(default)]
+    pub planted: Vec<PlantedRow>,
+}
+
+/// A planted-difference technique on one task, per plant rate, over seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlantedRow {
+    pub technique: String,
+    pub rates: Vec<PlantedRate>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlantedRate {
+    pub rate: f64,
+    pub seeds: usize,
+    /// Seeds with a hit within the top 1, 5 and 10 candidates (recall@k = this / seeds).
+    pub hit_at: [usize; 3],
+    /// Median over seeds with a hit of the first hit's rank.
+    pub median_first_hit: Option<f64>,
+    /// Mean over seeds of the candidates significant at FDR 0.05.
+    pub mean_discoveries: f64,
+    /// The first seed's top 3 candidates.
+    pub top: Vec<crate::planted::Candidate>,
+}
+
+impl PlantedRate {
+    /// Recovered: a hit within the top 10 in a majority of seeds.
+    pub fn recovered(&self) -> bool {
+        2 * self.hit_at[2] > self.seeds
+    }
 }
 
 /// One task family over its tasks.
@@ -100,6 +134,72 @@ impl Report {
                     None => missing.push((tech.clone(), *seed)),
                 }
             }
+            if t.family == "planted" {
+                let mut rows = Vec::new();
+                for tech in &order {
+                    let cells = &by_tech[tech];
+                    let per_rate: Vec<Vec<&crate::planted::RateResult>> = {
+                        let n = cells
+                            .iter()
+                            .filter_map(|c| c.planted.as_ref().map(Vec::len))
+                            .max()
+                            .unwrap_or(0);
+                        (0..n)
+                            .map(|r| {
+                                cells
+                                    .iter()
+                                    .filter_map(|c| c.planted.as_ref().and_then(|v| v.get(r)))
+                                    .collect()
+                            })
+                            .collect()
+                    };
+                    let rates = per_rate
+                        .iter()
+                        .map(|rs| {
+                            let hit = |k: usize| rs.iter().filter(|r| r.first_hit.is_some_and(|h| h <= k)).count();
+                            let mut firsts: Vec<f64> =
+                                rs.iter().filter_map(|r| r.first_hit.map(|h| h as f64)).collect();
+                            firsts.sort_by(f64::total_cmp);
+                            PlantedRate {
+                                rate: rs.first().map_or(0.0, |r| r.rate),
+                                seeds: rs.len(),
+                                hit_at: [hit(1), hit(5), hit(10)],
+                                median_first_hit: (!firsts.is_empty()).then(|| {
+                                    let m = firsts.len();
+                                    if m % 2 == 1 {
+                                        firsts[m / 2]
+                                    } else {
+                                        0.5 * (firsts[m / 2 - 1] + firsts[m / 2])
+                                    }
+                                }),
+                                mean_discoveries: rs.iter().map(|r| r.discoveries as f64).sum::<f64>()
+                                    / rs.len().max(1) as f64,
+                                top: rs
+                                    .first()
+                                    .map(|r| r.candidates.iter().take(3).cloned().collect())
+                                    .unwrap_or_default(),
+                            }
+                        })
+                        .collect();
+                    rows.push(PlantedRow {
+                        technique: tech.clone(),
+                        rates,
+                    });
+                }
+                tasks.push(TaskReport {
+                    task: t.name.clone(),
+                    family: t.family.clone(),
+                    dataset: t.dataset.clone(),
+                    examples: t.examples,
+                    test_examples: 0.0,
+                    classes: t.classes.clone(),
+                    rows: Vec::new(),
+                    missing,
+                    kind: t.kind.clone(),
+                    planted: rows,
+                });
+                continue;
+            }
             // The seeds every present technique has (so paired draws line up).
             let seeds: Vec<u64> = {
                 let mut s: Vec<u64> = (0..plan.seeds)
@@ -118,6 +218,8 @@ impl Report {
                     classes: t.classes.clone(),
                     rows: Vec::new(),
                     missing,
+                    kind: t.kind.clone(),
+                    planted: Vec::new(),
                 });
                 continue;
             }
@@ -218,6 +320,8 @@ impl Report {
                 classes: t.classes.clone(),
                 rows: rows.into_iter().map(|(r, _)| r).collect(),
                 missing,
+                kind: t.kind.clone(),
+                planted: Vec::new(),
             });
         }
         let families = family_summaries(&tasks, reps);
@@ -251,7 +355,7 @@ impl Report {
     /// The rows every task has, in order of mean AUROC over tasks (heatmap columns).
     fn columns(&self) -> Vec<String> {
         let mut cols: Vec<(String, f64)> = Vec::new();
-        for f in &self.families {
+        for f in self.families.iter().filter(|f| f.family == "detection") {
             for (n, m, _) in &f.techniques {
                 if !cols.iter().any(|c| &c.0 == n) {
                     cols.push((n.clone(), *m));
@@ -265,9 +369,10 @@ impl Report {
     /// below 0.5 in orange), each with its value.
     pub fn heatmap_svg(&self) -> String {
         let cols = self.columns();
+        let tasks: Vec<&TaskReport> = self.tasks.iter().filter(|t| t.family == "detection").collect();
         let (cw, ch, left, top) = (74.0, 24.0, 150.0, 120.0);
         let w = left + cw * cols.len() as f64 + 20.0;
-        let h = top + ch * self.tasks.len() as f64 + 40.0;
+        let h = top + ch * tasks.len() as f64 + 40.0;
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
              font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -283,7 +388,7 @@ impl Report {
                 esc(name)
             );
         }
-        for (r, t) in self.tasks.iter().enumerate() {
+        for (r, t) in tasks.iter().enumerate() {
             let y = top + ch * r as f64;
             s += &format!(
                 "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n",
@@ -350,10 +455,17 @@ impl Report {
         }
         m += "![heatmap](heatmap.svg)\n\n";
         for t in &self.tasks {
-            m += &format!(
-                "## {} ({}: {} examples, ~{:.0} test per seed; positive = {})\n\n",
-                t.task, t.family, t.examples, t.test_examples, t.classes[1]
-            );
+            if t.family == "planted" {
+                m += &format!(
+                    "## {} (planted: {} base documents)\n\n",
+                    t.task, t.examples
+                );
+            } else {
+                m += &format!(
+                    "## {} ({}: {} examples, ~{:.0} test per seed; positive = {})\n\n",
+                    t.task, t.family, t.examples, t.test_examples, t.classes[1]
+                );
+            }
             if !t.rows.is_empty() {
                 m += "| technique | test AUROC [95% CI] | vs best | p | val AUROC | chose |\n|---|---|---|---|---|---|\n";
                 for r in &t.rows {
@@ -385,6 +497,64 @@ impl Report {
                     );
                 }
                 m += "\n";
+            }
+            if !t.planted.is_empty() {
+                let rates = &t.planted[0].rates;
+                m += &format!(
+                    "Plant: {} ({}). Per rate: seeds with a hit in the top 1 / 5 / 10 \
+                     candidates (a hit detects held-out planted documents with AUROC >= {}), \
+                     median rank of the first hit, mean discoveries at FDR {}.\n\n| technique |{}\n|---|{}\n",
+                    t.task,
+                    t.kind.as_deref().unwrap_or("?"),
+                    crate::planted::HIT_AUROC,
+                    crate::planted::FDR_Q,
+                    rates
+                        .iter()
+                        .map(|r| if t.kind.as_deref() == Some("null") {
+                            " null pair |".to_string()
+                        } else {
+                            format!(" p = {}% |", r.rate * 100.0)
+                        })
+                        .collect::<String>(),
+                    "---|".repeat(rates.len())
+                );
+                for row in &t.planted {
+                    m += &format!("| {} |", row.technique);
+                    for r in &row.rates {
+                        m += &format!(
+                            " {}/{}/{} of {}, rank {}, disc {:.1} |",
+                            r.hit_at[0],
+                            r.hit_at[1],
+                            r.hit_at[2],
+                            r.seeds,
+                            r.median_first_hit.map_or("-".into(), |v| format!("{v}")),
+                            r.mean_discoveries
+                        );
+                    }
+                    m += "\n";
+                }
+                m += "\nTop candidates (first seed, highest rate): ";
+                m += &t
+                    .planted
+                    .iter()
+                    .map(|row| {
+                        format!(
+                            "{}: {}",
+                            row.technique,
+                            row.rates
+                                .last()
+                                .map(|r| r
+                                    .top
+                                    .iter()
+                                    .map(|c| format!("{} ({:.2})", c.name, c.heldout_auroc))
+                                    .collect::<Vec<_>>()
+                                    .join(", "))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                m += "\n\n";
             }
             if !t.missing.is_empty() {
                 m += &format!("Not computed yet: {} cells.\n\n", t.missing.len());
@@ -497,6 +667,9 @@ fn family_summaries(tasks: &[TaskReport], reps: usize) -> Vec<FamilySummary> {
     }
     fams.into_iter()
         .map(|family| {
+            if family == "planted" {
+                return planted_summary(tasks);
+            }
             let ts: Vec<&TaskReport> = tasks
                 .iter()
                 .filter(|t| t.family == family && !t.rows.is_empty())
@@ -569,4 +742,91 @@ fn family_summaries(tasks: &[TaskReport], reps: usize) -> Vec<FamilySummary> {
             }
         })
         .collect()
+}
+
+/// The planted family in one line: per technique, plants recovered (a hit in the top 10 in
+/// a majority of seeds) at each rate, the smallest rate it recovers per plant, and the false
+/// discoveries on the null pair.
+fn planted_summary(tasks: &[TaskReport]) -> FamilySummary {
+    let plants: Vec<&TaskReport> = tasks
+        .iter()
+        .filter(|t| t.family == "planted" && t.kind.as_deref() != Some("null") && !t.planted.is_empty())
+        .collect();
+    let nulls: Vec<&TaskReport> = tasks
+        .iter()
+        .filter(|t| t.family == "planted" && t.kind.as_deref() == Some("null"))
+        .collect();
+    let mut techs: Vec<String> = Vec::new();
+    for t in plants.iter().chain(&nulls) {
+        for r in &t.planted {
+            if !techs.contains(&r.technique) {
+                techs.push(r.technique.clone());
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    let mut scored = Vec::new();
+    for tech in &techs {
+        let mut per_rate: Vec<(f64, usize)> = Vec::new();
+        let mut smallest: Vec<String> = Vec::new();
+        for t in &plants {
+            if let Some(row) = t.planted.iter().find(|r| &r.technique == tech) {
+                for r in &row.rates {
+                    match per_rate.iter_mut().find(|x| x.0 == r.rate) {
+                        Some(x) => x.1 += usize::from(r.recovered()),
+                        None => per_rate.push((r.rate, usize::from(r.recovered()))),
+                    }
+                }
+                let min = row.rates.iter().filter(|r| r.recovered()).map(|r| r.rate).fold(f64::INFINITY, f64::min);
+                smallest.push(format!(
+                    "{} {}",
+                    t.task,
+                    if min.is_finite() { format!("{}%", min * 100.0) } else { "none".into() }
+                ));
+            }
+        }
+        per_rate.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let fd: Vec<f64> = nulls
+            .iter()
+            .filter_map(|t| t.planted.iter().find(|r| &r.technique == tech))
+            .flat_map(|r| r.rates.iter().map(|x| x.mean_discoveries))
+            .collect();
+        let total: usize = per_rate.iter().map(|x| x.1).sum();
+        scored.push((tech.clone(), total as f64, total));
+        parts.push(format!(
+            "{tech} recovers {} of {} plants (smallest rate: {}){}",
+            per_rate
+                .iter()
+                .map(|(r, k)| format!("{k} at {}%", r * 100.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            plants.len(),
+            smallest.join(", "),
+            if fd.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {:.1} false discoveries on the null pair",
+                    fd.iter().sum::<f64>() / fd.len() as f64
+                )
+            }
+        ));
+    }
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    FamilySummary {
+        family: "planted".into(),
+        tasks: plants.len() + nulls.len(),
+        techniques: scored,
+        margin: None,
+        line: if parts.is_empty() {
+            "no results yet".into()
+        } else {
+            format!(
+                "a hypothesis is recovered when one of the top 10 detects held-out planted \
+                 documents with AUROC >= {} in a majority of seeds. {}.",
+                crate::planted::HIT_AUROC,
+                parts.join("; ")
+            )
+        },
+    }
 }

@@ -50,6 +50,9 @@ pub struct Cell {
     /// What the technique chose on train/validation.
     pub choice: String,
     pub seconds: f64,
+    /// The planted family's results, per rate (detection cells: none).
+    #[serde(default)]
+    pub planted: Option<Vec<crate::planted::RateResult>>,
 }
 
 /// What a run is asked to do.
@@ -106,6 +109,9 @@ pub fn sae_sha256(sae: &Sae) -> Result<String> {
 /// A task's dataset, subsampled to `max_examples` (whole groups, stratified by label,
 /// seed 0: the same subsample for every split seed).
 pub fn load_task(task: &Task) -> Result<Dataset> {
+    if task.planted.is_some() {
+        return load_base(task);
+    }
     let mut ds = read_dataset(&task.dataset, None)?;
     for class in [0u8, 1] {
         if !ds.examples.iter().any(|e| e.label == class) {
@@ -158,6 +164,48 @@ pub fn load_task(task: &Task) -> Result<Dataset> {
     Ok(ds)
 }
 
+/// A planted task's base documents (JSONL `{"text": ...}`) as an unlabelled dataset whose
+/// `sha256` covers the base and the plant file.
+fn load_base(task: &Task) -> Result<Dataset> {
+    let bytes = std::fs::read(&task.dataset)
+        .map_err(|e| Error::Input(format!("{}: {e}", task.dataset.display())))?;
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    for f in &task.extra_files {
+        h.update(std::fs::read(f).map_err(|e| Error::Input(format!("{}: {e}", f.display())))?);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::Input(format!("{}: not UTF-8: {e}", task.dataset.display())))?;
+    let mut examples = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        #[derive(Deserialize)]
+        struct Row {
+            text: String,
+        }
+        let r: Row = serde_json::from_str(line).map_err(|e| {
+            Error::Input(format!(
+                "{}:{}: expected {{\"text\": ...}}: {e}",
+                task.dataset.display(),
+                i + 1
+            ))
+        })?;
+        examples.push(pragma_methods::probe::Example {
+            input: pragma_methods::steering::Side::Text(r.text),
+            label: 0,
+            split: None,
+            group: None,
+        });
+    }
+    Ok(Dataset {
+        name: task.name.clone(),
+        examples,
+        classes: ["A".into(), "B".into()],
+        sha256: format!("{:x}", h.finalize()),
+        question: None,
+        yes_is_positive: true,
+    })
+}
+
 fn cell_path(out: &Path, task: &str, tech: &str, seed: u64) -> PathBuf {
     out.join("cells")
         .join(task)
@@ -184,6 +232,9 @@ fn cell_key(
         "seed": seed,
         "fractions": [suite.fractions.0, suite.fractions.1],
         "sae": sae_sha,
+        "planted": task.planted.as_ref().map(|p| serde_json::json!({
+            "rates": p.rates, "items": p.items, "heldout": p.heldout,
+        })),
         "answers": [&suite.answers.0, &suite.answers.1],
     });
     format!("{:x}", Sha256::digest(id.to_string().as_bytes()))
@@ -218,6 +269,9 @@ pub struct Plan {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanTask {
+    /// Planted tasks: the plant's kind (`lexical`, `semantic`) or `null`.
+    #[serde(default)]
+    pub kind: Option<String>,
     pub name: String,
     pub family: String,
     pub dataset: String,
@@ -331,6 +385,11 @@ pub fn run(
             .iter()
             .zip(&datasets)
             .map(|(t, ds)| PlanTask {
+                kind: t.planted.as_ref().map(|p| {
+                    p.plant
+                        .as_ref()
+                        .map_or("null".to_string(), |pl| pl.kind.clone())
+                }),
                 name: t.name.clone(),
                 family: format!("{:?}", t.family).to_lowercase(),
                 dataset: t
@@ -372,6 +431,61 @@ pub fn run(
     for (ti, task) in suite.tasks.iter().enumerate() {
         let mine: Vec<&Todo> = todo.iter().filter(|t| t.task == ti).collect();
         if mine.is_empty() {
+            continue;
+        }
+        if let Some(spec) = &task.planted {
+            let base: Vec<String> = datasets[ti].examples.iter().map(|e| e.text()).collect();
+            let lay = crate::planted::layout(&base, spec, suite.seeds)?;
+            let want_sae = mine.iter().any(|t| t.tech.needs_sae());
+            let feats = crate::planted::features(
+                model,
+                point,
+                sae.filter(|_| want_sae),
+                &lay.texts,
+                &mut |what, k, n| {
+                    events(Event::Step {
+                        task: &task.name,
+                        what,
+                        done: k as u64,
+                        total: n as u64,
+                    })
+                },
+            )?;
+            for t in &mine {
+                let t1 = Instant::now();
+                let res = crate::planted::run(
+                    t.tech,
+                    &feats,
+                    &lay.draws[t.seed as usize],
+                    &spec.rates,
+                    t.seed,
+                    &|id| {
+                        model
+                            .tokenizer
+                            .decode(&[id])
+                            .unwrap_or_else(|_| id.to_string())
+                    },
+                )?;
+                let cell = Cell {
+                    key: t.key.clone(),
+                    task: task.name.clone(),
+                    technique: t.tech.name(),
+                    seed: t.seed,
+                    test: Vec::new(),
+                    labels: Vec::new(),
+                    results: Vec::new(),
+                    val_auroc: None,
+                    choice: String::new(),
+                    seconds: t1.elapsed().as_secs_f64(),
+                    planted: Some(res),
+                };
+                write_cell(&cfg.out, &cell)?;
+                done += 1;
+                events(Event::Cell {
+                    done,
+                    todo: todo.len(),
+                });
+            }
             continue;
         }
         let ds = datasets[ti].clone();
@@ -459,13 +573,9 @@ pub fn run(
                     val_auroc: fitted.val_auroc,
                     choice: fitted.choice,
                     seconds: t1.elapsed().as_secs_f64(),
+                    planted: None,
                 };
-                let path = cell_path(&cfg.out, &task.name, &cell.technique, seed);
-                if let Some(p) = path.parent() {
-                    std::fs::create_dir_all(p)
-                        .map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
-                }
-                pragma_model::io::write_json(&path, &cell)?;
+                write_cell(&cfg.out, &cell)?;
                 done += 1;
                 events(Event::Cell {
                     done,
@@ -483,6 +593,14 @@ pub fn run(
         seconds: t0.elapsed().as_secs_f64(),
         report,
     })
+}
+
+fn write_cell(out: &Path, cell: &Cell) -> Result<()> {
+    let path = cell_path(out, &cell.task, &cell.technique, cell.seed);
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+    }
+    Ok(pragma_model::io::write_json(&path, cell)?)
 }
 
 /// Seconds the to-do cells should take: token throughput of the forward up to the hook
@@ -517,7 +635,13 @@ fn estimate(
             .iter()
             .map(|e| e.text().len() as f64 / 4.0 + 2.0)
             .sum();
-        if mine.iter().any(|t| t.tech.pooled()) {
+        if let Some(spec) = &suite.tasks[ti].planted {
+            // The base documents plus, per seed, the planted B documents and held-out copies.
+            let per_doc = tokens / ds.examples.len().max(1) as f64;
+            let planted = spec.rates.iter().copied().fold(0.0, f64::max) * spec.items as f64
+                + spec.heldout as f64;
+            secs += (tokens + per_doc * planted * suite.seeds as f64) / tps;
+        } else if mine.iter().any(|t| t.tech.pooled()) {
             secs += tokens / tps;
         }
         if mine.iter().any(|t| t.tech == Technique::Prompt) {

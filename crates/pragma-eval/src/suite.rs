@@ -14,6 +14,15 @@
 //! dataset = "../probes/sentiment.jsonl"   # relative to this file; NAME.meta.json beside it
 //! max_examples = 600                      # optional: a seeded stratified subsample
 //! techniques = ["probe", "diffmean", "bow"]  # optional: default every technique of the family
+//!
+//! [[task]]
+//! name = "flattery"
+//! family = "planted"
+//! dataset = "planted/base.jsonl"          # {"text": ...} per line: sets A, B and the held-out pool
+//! plant = "planted/flattery.json"         # or null = true: the A vs A' control
+//! rates = [0.01, 0.05, 0.2]               # optional (this default); each in (0, 1]
+//! items = 500                             # optional: documents per set
+//! heldout = 200                           # optional: held-out documents (each also planted)
 //! ```
 //!
 //! Datasets are the probe format (`pragma_methods::probe`): JSONL with `text` or
@@ -136,10 +145,12 @@ pub const DEFAULT_SUITE: &[(&str, &str)] = &[
 pub enum Family {
     /// Concept detection (AxBench style): score held-out texts for a concept; test AUROC.
     Detection,
+    /// Hypothesis generation: find what was planted in one of two document sets.
+    Planted,
 }
 
 impl Family {
-    pub const NAMES: &'static [&'static str] = &["detection"];
+    pub const NAMES: &'static [&'static str] = &["detection", "planted"];
 
     /// Every technique this family knows, in report order.
     pub fn techniques(self) -> Vec<Technique> {
@@ -155,6 +166,11 @@ impl Family {
                 Technique::Prompt,
                 Technique::Bow,
                 Technique::Random,
+            ],
+            Family::Planted => vec![
+                Technique::SaeDiff,
+                Technique::Ngram,
+                Technique::DiffMeanUnembed,
             ],
         }
     }
@@ -183,6 +199,13 @@ pub enum Technique {
     Bow,
     /// A random Gaussian direction (seeded): the floor.
     Random,
+    /// Planted difference: SAE latent firing frequency, B vs A (Fisher exact, BH).
+    SaeDiff,
+    /// Planted difference: word unigram/bigram presence, B vs A (Fisher exact, BH).
+    Ngram,
+    /// Planted difference: the difference of means, and the tokens it promotes through
+    /// the unembedding.
+    DiffMeanUnembed,
 }
 
 impl Technique {
@@ -196,18 +219,27 @@ impl Technique {
             Technique::Prompt => "prompt".into(),
             Technique::Bow => "bow".into(),
             Technique::Random => "random".into(),
+            Technique::SaeDiff => "sae-diff".into(),
+            Technique::Ngram => "ngram".into(),
+            Technique::DiffMeanUnembed => "diffmean-unembed".into(),
         }
     }
 
     /// Whether it reads an SAE.
     pub fn needs_sae(&self) -> bool {
-        matches!(self, Technique::SaeLatent | Technique::SaeProbe(_))
+        matches!(
+            self,
+            Technique::SaeLatent | Technique::SaeProbe(_) | Technique::SaeDiff
+        )
     }
 
     /// Whether its score is a per-token score pooled over the text (mean and max), as
     /// opposed to one score per text (prompting, bag-of-words).
     pub fn pooled(&self) -> bool {
-        !matches!(self, Technique::Prompt | Technique::Bow)
+        !matches!(
+            self,
+            Technique::Prompt | Technique::Bow | Technique::Ngram
+        )
     }
 
     pub fn parse(s: &str, family: Family) -> Result<Technique> {
@@ -215,7 +247,7 @@ impl Technique {
         if let Some(t) = known.iter().find(|t| t.name() == s) {
             return Ok(*t);
         }
-        if let Some(k) = s.strip_prefix("sae-probe-") {
+        if let Some(k) = s.strip_prefix("sae-probe-").filter(|_| family == Family::Detection) {
             if let Ok(k) = k.parse::<usize>() {
                 if k > 0 {
                     return Ok(Technique::SaeProbe(k));
@@ -272,6 +304,11 @@ struct RawTask {
     dataset: PathBuf,
     max_examples: Option<usize>,
     techniques: Option<Vec<String>>,
+    plant: Option<PathBuf>,
+    null: Option<bool>,
+    rates: Option<Vec<f64>>,
+    items: Option<usize>,
+    heldout: Option<usize>,
 }
 
 /// One task of a suite.
@@ -286,6 +323,10 @@ pub struct Task {
     pub max_examples: Option<usize>,
     #[serde(serialize_with = "ser_techniques")]
     pub techniques: Vec<Technique>,
+    /// The planted family's settings.
+    pub planted: Option<crate::planted::PlantedSpec>,
+    /// Files whose bytes the task's results depend on besides the dataset (the plant).
+    pub extra_files: Vec<PathBuf>,
 }
 
 fn ser_techniques<S: serde::Serializer>(t: &[Technique], s: S) -> Result<S::Ok, S::Error> {
@@ -341,6 +382,7 @@ impl Suite {
         for t in raw.tasks {
             let family = match t.family.as_str() {
                 "detection" => Family::Detection,
+                "planted" => Family::Planted,
                 other => {
                     return Err(Error::Input(format!(
                         "suite {}: task '{}': unknown family '{other}'{}; known: {}",
@@ -384,12 +426,58 @@ impl Suite {
                     t.name
                 )));
             }
+            let here = |m: String| {
+                Error::Input(format!("suite {}: task '{}': {m}", path.display(), t.name))
+            };
+            let mut extra_files = Vec::new();
+            let planted = match family {
+                Family::Detection => {
+                    if t.plant.is_some() || t.rates.is_some() || t.null.is_some() {
+                        return Err(here(
+                            "plant, null and rates belong to family \"planted\"".into(),
+                        ));
+                    }
+                    None
+                }
+                Family::Planted => {
+                    let plant = match (&t.plant, t.null.unwrap_or(false)) {
+                        (Some(p), false) => {
+                            let pp = dir.join(p);
+                            let plant = crate::planted::Plant::load(&pp).map_err(|e| here(e.to_string()))?;
+                            extra_files.push(pp);
+                            Some(plant)
+                        }
+                        (None, true) => None,
+                        _ => {
+                            return Err(here(
+                                "a planted task needs exactly one of plant = \"FILE.json\" or \
+                                 null = true (the A vs A' control)"
+                                    .into(),
+                            ))
+                        }
+                    };
+                    let rates = t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2]);
+                    if plant.is_some() && (rates.is_empty() || rates.iter().any(|&r| !(r > 0.0 && r <= 1.0))) {
+                        return Err(here(format!(
+                            "plant rates must be in (0, 1], found {rates:?}"
+                        )));
+                    }
+                    Some(crate::planted::PlantedSpec {
+                        rates: if plant.is_some() { rates } else { vec![0.0] },
+                        plant,
+                        items: t.items.unwrap_or(500),
+                        heldout: t.heldout.unwrap_or(200),
+                    })
+                }
+            };
             tasks.push(Task {
                 name: t.name,
                 family,
                 dataset,
                 max_examples: t.max_examples,
                 techniques,
+                planted,
+                extra_files,
             });
         }
         Ok(Suite {

@@ -262,6 +262,12 @@ pub fn fit(
                 choice: format!("C = {}, {} token types", b.c, b.vocab),
             }
         }
+        Technique::SaeDiff | Technique::Ngram | Technique::DiffMeanUnembed => {
+            return Err(Error::Input(format!(
+                "technique {} belongs to the planted family, not detection",
+                tech.name()
+            )))
+        }
         Technique::Prompt => {
             let q = inputs.ds.question.clone().ok_or_else(|| {
                 Error::Input(format!(
