@@ -156,9 +156,15 @@ impl Report {
                     let rates = per_rate
                         .iter()
                         .map(|rs| {
-                            let hit = |k: usize| rs.iter().filter(|r| r.first_hit.is_some_and(|h| h <= k)).count();
-                            let mut firsts: Vec<f64> =
-                                rs.iter().filter_map(|r| r.first_hit.map(|h| h as f64)).collect();
+                            let hit = |k: usize| {
+                                rs.iter()
+                                    .filter(|r| r.first_hit.is_some_and(|h| h <= k))
+                                    .count()
+                            };
+                            let mut firsts: Vec<f64> = rs
+                                .iter()
+                                .filter_map(|r| r.first_hit.map(|h| h as f64))
+                                .collect();
                             firsts.sort_by(f64::total_cmp);
                             PlantedRate {
                                 rate: rs.first().map_or(0.0, |r| r.rate),
@@ -172,7 +178,10 @@ impl Report {
                                         0.5 * (firsts[m / 2 - 1] + firsts[m / 2])
                                     }
                                 }),
-                                mean_discoveries: rs.iter().map(|r| r.discoveries as f64).sum::<f64>()
+                                mean_discoveries: rs
+                                    .iter()
+                                    .map(|r| r.discoveries as f64)
+                                    .sum::<f64>()
                                     / rs.len().max(1) as f64,
                                 top: rs
                                     .first()
@@ -369,7 +378,11 @@ impl Report {
     /// below 0.5 in orange), each with its value.
     pub fn heatmap_svg(&self) -> String {
         let cols = self.columns();
-        let tasks: Vec<&TaskReport> = self.tasks.iter().filter(|t| t.family == "detection").collect();
+        let tasks: Vec<&TaskReport> = self
+            .tasks
+            .iter()
+            .filter(|t| t.family == "detection")
+            .collect();
         let (cw, ch, left, top) = (74.0, 24.0, 150.0, 120.0);
         let w = left + cw * cols.len() as f64 + 20.0;
         let h = top + ch * tasks.len() as f64 + 40.0;
@@ -456,10 +469,7 @@ impl Report {
         m += "![heatmap](heatmap.svg)\n\n";
         for t in &self.tasks {
             if t.family == "planted" {
-                m += &format!(
-                    "## {} (planted: {} base documents)\n\n",
-                    t.task, t.examples
-                );
+                m += &format!("## {} (planted: {} base documents)\n\n", t.task, t.examples);
             } else {
                 m += &format!(
                     "## {} ({}: {} examples, ~{:.0} test per seed; positive = {})\n\n",
@@ -750,7 +760,9 @@ fn family_summaries(tasks: &[TaskReport], reps: usize) -> Vec<FamilySummary> {
 fn planted_summary(tasks: &[TaskReport]) -> FamilySummary {
     let plants: Vec<&TaskReport> = tasks
         .iter()
-        .filter(|t| t.family == "planted" && t.kind.as_deref() != Some("null") && !t.planted.is_empty())
+        .filter(|t| {
+            t.family == "planted" && t.kind.as_deref() != Some("null") && !t.planted.is_empty()
+        })
         .collect();
     let nulls: Vec<&TaskReport> = tasks
         .iter()
@@ -777,11 +789,20 @@ fn planted_summary(tasks: &[TaskReport]) -> FamilySummary {
                         None => per_rate.push((r.rate, usize::from(r.recovered()))),
                     }
                 }
-                let min = row.rates.iter().filter(|r| r.recovered()).map(|r| r.rate).fold(f64::INFINITY, f64::min);
+                let min = row
+                    .rates
+                    .iter()
+                    .filter(|r| r.recovered())
+                    .map(|r| r.rate)
+                    .fold(f64::INFINITY, f64::min);
                 smallest.push(format!(
                     "{} {}",
                     t.task,
-                    if min.is_finite() { format!("{}%", min * 100.0) } else { "none".into() }
+                    if min.is_finite() {
+                        format!("{}%", min * 100.0)
+                    } else {
+                        "none".into()
+                    }
                 ));
             }
         }

@@ -177,7 +177,11 @@ fn load_base(task: &Task) -> Result<Dataset> {
     let text = String::from_utf8(bytes)
         .map_err(|e| Error::Input(format!("{}: not UTF-8: {e}", task.dataset.display())))?;
     let mut examples = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         #[derive(Deserialize)]
         struct Row {
             text: String,
@@ -221,7 +225,7 @@ fn cell_key(
     seed: u64,
     sae_sha: Option<&str>,
 ) -> String {
-    let id = serde_json::json!({
+    let mut id = serde_json::json!({
         "version": CELL_VERSION,
         "dataset": ds.sha256,
         "max_examples": task.max_examples,
@@ -232,11 +236,13 @@ fn cell_key(
         "seed": seed,
         "fractions": [suite.fractions.0, suite.fractions.1],
         "sae": sae_sha,
-        "planted": task.planted.as_ref().map(|p| serde_json::json!({
-            "rates": p.rates, "items": p.items, "heldout": p.heldout,
-        })),
         "answers": [&suite.answers.0, &suite.answers.1],
     });
+    if let Some(p) = &task.planted {
+        id["planted"] = serde_json::json!({
+            "rates": p.rates, "items": p.items, "heldout": p.heldout,
+        });
+    }
     format!("{:x}", Sha256::digest(id.to_string().as_bytes()))
 }
 

@@ -137,6 +137,26 @@ pub const DEFAULT_SUITE: &[(&str, &str)] = &[
         "concepts/imperative.meta.json",
         include_str!("../../../examples/eval/concepts/imperative.meta.json"),
     ),
+    (
+        "planted/base.jsonl",
+        include_str!("../../../examples/eval/planted/base.jsonl"),
+    ),
+    (
+        "planted/cats.json",
+        include_str!("../../../examples/eval/planted/cats.json"),
+    ),
+    (
+        "planted/weather.json",
+        include_str!("../../../examples/eval/planted/weather.json"),
+    ),
+    (
+        "planted/flattery.json",
+        include_str!("../../../examples/eval/planted/flattery.json"),
+    ),
+    (
+        "planted/gloom.json",
+        include_str!("../../../examples/eval/planted/gloom.json"),
+    ),
 ];
 
 /// A task family: what is measured and how.
@@ -236,10 +256,7 @@ impl Technique {
     /// Whether its score is a per-token score pooled over the text (mean and max), as
     /// opposed to one score per text (prompting, bag-of-words).
     pub fn pooled(&self) -> bool {
-        !matches!(
-            self,
-            Technique::Prompt | Technique::Bow | Technique::Ngram
-        )
+        !matches!(self, Technique::Prompt | Technique::Bow | Technique::Ngram)
     }
 
     pub fn parse(s: &str, family: Family) -> Result<Technique> {
@@ -247,7 +264,10 @@ impl Technique {
         if let Some(t) = known.iter().find(|t| t.name() == s) {
             return Ok(*t);
         }
-        if let Some(k) = s.strip_prefix("sae-probe-").filter(|_| family == Family::Detection) {
+        if let Some(k) = s
+            .strip_prefix("sae-probe-")
+            .filter(|_| family == Family::Detection)
+        {
             if let Ok(k) = k.parse::<usize>() {
                 if k > 0 {
                     return Ok(Technique::SaeProbe(k));
@@ -443,7 +463,8 @@ impl Suite {
                     let plant = match (&t.plant, t.null.unwrap_or(false)) {
                         (Some(p), false) => {
                             let pp = dir.join(p);
-                            let plant = crate::planted::Plant::load(&pp).map_err(|e| here(e.to_string()))?;
+                            let plant = crate::planted::Plant::load(&pp)
+                                .map_err(|e| here(e.to_string()))?;
                             extra_files.push(pp);
                             Some(plant)
                         }
@@ -457,7 +478,9 @@ impl Suite {
                         }
                     };
                     let rates = t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2]);
-                    if plant.is_some() && (rates.is_empty() || rates.iter().any(|&r| !(r > 0.0 && r <= 1.0))) {
+                    if plant.is_some()
+                        && (rates.is_empty() || rates.iter().any(|&r| !(r > 0.0 && r <= 1.0)))
+                    {
                         return Err(here(format!(
                             "plant rates must be in (0, 1], found {rates:?}"
                         )));
@@ -513,5 +536,24 @@ impl Suite {
             pragma_model::io::write_atomic(&p, text.as_bytes())?;
         }
         Ok(dir.join("default.toml"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped default suite loads from what `write_default` writes: every file it
+    /// names is embedded.
+    #[test]
+    fn the_default_suite_is_complete() {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = Suite::load(&Suite::write_default(d.path()).expect("write")).expect("load");
+        assert!(s.tasks.len() >= 12);
+        for t in &s.tasks {
+            for f in std::iter::once(&t.dataset).chain(&t.extra_files) {
+                assert!(f.is_file(), "{}", f.display());
+            }
+        }
     }
 }

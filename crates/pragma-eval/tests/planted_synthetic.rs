@@ -62,7 +62,10 @@ fn tokenizer() -> impl Fn(u32) -> String {
 fn a_planted_latent_and_word_are_ranked_first() {
     let tok = tokenizer();
     let (f, draw) = setup(20, 1); // 10% of B
-    for (tech, want) in [(Technique::SaeDiff, "latent 7"), (Technique::Ngram, "\"zebra\"")] {
+    for (tech, want) in [
+        (Technique::SaeDiff, "latent 7"),
+        (Technique::Ngram, "\"zebra\""),
+    ] {
         let r = run(tech, &f, &draw, &[0.1], 0, &tok).expect("run");
         let top = &r[0].candidates[0];
         assert_eq!(top.name, want, "{}: {:?}", tech.name(), r[0].candidates);
@@ -78,7 +81,10 @@ fn a_null_pair_rarely_yields_discoveries() {
     let mut runs_with_discoveries = [0usize; 2];
     for seed in 0..40 {
         let (f, draw) = setup(0, 100 + seed);
-        for (k, tech) in [Technique::SaeDiff, Technique::Ngram].into_iter().enumerate() {
+        for (k, tech) in [Technique::SaeDiff, Technique::Ngram]
+            .into_iter()
+            .enumerate()
+        {
             let r = run(tech, &f, &draw, &[0.0], 0, &tok).expect("run");
             runs_with_discoveries[k] += usize::from(r[0].discoveries > 0);
         }
@@ -86,6 +92,9 @@ fn a_null_pair_rarely_yields_discoveries() {
     // BH at q = 0.05 under the global null: P(any discovery) <= 0.05, so about 2 of 40
     // runs (the Fisher test is conservative on counts); more than 6 has probability < 0.2%.
     for (k, n) in runs_with_discoveries.iter().enumerate() {
-        assert!(*n <= 6, "technique {k}: {n} of 40 null runs had a discovery");
+        assert!(
+            *n <= 6,
+            "technique {k}: {n} of 40 null runs had a discovery"
+        );
     }
 }

@@ -76,7 +76,10 @@ fn fisher_exact_matches_scipy() {
     for (t, w) in tables.iter().zip(want) {
         let t: Vec<usize> = f64s(t).into_iter().map(|v| v as usize).collect();
         let got = pragma_eval::stats::fisher_greater(t[0], t[1], t[2], t[3], &lf);
-        assert!((got - w).abs() <= 1e-10 * w.max(1e-300) + 1e-15, "{t:?}: {got} vs scipy {w}");
+        assert!(
+            (got - w).abs() <= 1e-10 * w.max(1e-300) + 1e-15,
+            "{t:?}: {got} vs scipy {w}"
+        );
     }
 }
 

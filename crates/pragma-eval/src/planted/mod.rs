@@ -154,7 +154,11 @@ pub fn layout(base: &[String], spec: &PlantedSpec, seeds: u64) -> Result<Layout>
         let b0 = order[spec.items..2 * spec.items].to_vec();
         let h0 = order[2 * spec.items..need].to_vec();
         let (b, h, h_labels) = match &spec.plant {
-            None => (vec![b0; spec.rates.len().max(1)], h0.clone(), vec![0; h0.len()]),
+            None => (
+                vec![b0; spec.rates.len().max(1)],
+                h0.clone(),
+                vec![0; h0.len()],
+            ),
             Some(plant) => {
                 let max_rate = spec.rates.iter().copied().fold(0.0, f64::max);
                 let k_max = ((max_rate * spec.items as f64).round() as usize).min(spec.items);
@@ -185,12 +189,7 @@ pub fn layout(base: &[String], spec: &PlantedSpec, seeds: u64) -> Result<Layout>
                 (b, h, labels)
             }
         };
-        draws.push(Draw {
-            a,
-            b,
-            h,
-            h_labels,
-        });
+        draws.push(Draw { a, b, h, h_labels });
     }
     Ok(Layout { texts, draws })
 }
@@ -284,7 +283,10 @@ pub fn features(
                 .collect())
         })
         .collect::<Result<Vec<HashSet<u32>>>>()?;
-    let gain = model.transformer.final_norm_weight().to_dtype(candle_core::DType::F32)?;
+    let gain = model
+        .transformer
+        .final_norm_weight()
+        .to_dtype(candle_core::DType::F32)?;
     let unembed = model
         .transformer
         .unembed()
@@ -363,7 +365,11 @@ fn frequency_test(
     let adj = bh_adjust(&tested.iter().map(|t| t.1).collect::<Vec<_>>());
     let discoveries = adj.iter().filter(|&&q| q <= FDR_Q).count();
     let mut ranked = tested;
-    ranked.sort_by(|x, y| x.1.total_cmp(&y.1).then(y.2.total_cmp(&x.2)).then(x.0.cmp(&y.0)));
+    ranked.sort_by(|x, y| {
+        x.1.total_cmp(&y.1)
+            .then(y.2.total_cmp(&x.2))
+            .then(x.0.cmp(&y.0))
+    });
     (ranked, discoveries)
 }
 
@@ -383,7 +389,11 @@ pub fn run(
         let s: Vec<f64> = draw.h.iter().map(|&i| score(i)).collect();
         auroc(&s, &draw.h_labels).unwrap_or(0.5)
     };
-    let rate_list: Vec<f64> = if rates.is_empty() { vec![0.0] } else { rates.to_vec() };
+    let rate_list: Vec<f64> = if rates.is_empty() {
+        vec![0.0]
+    } else {
+        rates.to_vec()
+    };
     let mut out = Vec::new();
     for (ri, &rate) in rate_list.iter().enumerate() {
         let b = &draw.b[ri.min(draw.b.len() - 1)];
@@ -422,7 +432,8 @@ pub fn run(
                     .into_iter()
                     .take(TOP_K)
                     .map(|(k, p, _)| {
-                        let score = |i: usize| -> f64 { f64::from(u8::from(f.grams[i].contains(&k))) };
+                        let score =
+                            |i: usize| -> f64 { f64::from(u8::from(f.grams[i].contains(&k))) };
                         Candidate {
                             heldout_auroc: held(&score),
                             name: format!("\"{k}\""),
@@ -460,14 +471,22 @@ pub fn run(
                     let mut p = pooled.clone();
                     rng.shuffle(&mut p);
                     let (x, y) = p.split_at(draw.a.len());
-                    let dd: Vec<f64> = mean_of(y).iter().zip(mean_of(x)).map(|(u, v)| u - v).collect();
+                    let dd: Vec<f64> = mean_of(y)
+                        .iter()
+                        .zip(mean_of(x))
+                        .map(|(u, v)| u - v)
+                        .collect();
                     if norm(&dd) >= obs {
                         ge += 1;
                     }
                 }
                 let p_dir = (ge + 1) as f64 / (perms + 1) as f64;
                 let proj = |i: usize| -> f64 {
-                    f.mean[i].iter().zip(&diff).map(|(a, c)| *a as f64 * c).sum()
+                    f.mean[i]
+                        .iter()
+                        .zip(&diff)
+                        .map(|(a, c)| *a as f64 * c)
+                        .sum()
                 };
                 let mut cands = vec![Candidate {
                     name: "direction".into(),
@@ -489,7 +508,8 @@ pub fn run(
                     let mut top: Vec<u32> = idx[..k].to_vec();
                     top.sort_by(|x, y| logits[*y as usize].total_cmp(&logits[*x as usize]));
                     for t in top {
-                        let score = |i: usize| -> f64 { f64::from(u8::from(f.ids[i].contains(&t))) };
+                        let score =
+                            |i: usize| -> f64 { f64::from(u8::from(f.ids[i].contains(&t))) };
                         cands.push(Candidate {
                             name: format!("token {:?}", decode(t)),
                             p: f64::NAN,
