@@ -815,13 +815,18 @@ fn planted_summary(tasks: &[TaskReport]) -> FamilySummary {
         let total: usize = per_rate.iter().map(|x| x.1).sum();
         scored.push((tech.clone(), total as f64, total));
         parts.push(format!(
-            "{tech} recovers {} of {} plants (smallest rate: {}){}",
+            "{tech} recovers {} of {} plants at {} (smallest rate: {}){}",
             per_rate
                 .iter()
-                .map(|(r, k)| format!("{k} at {}%", r * 100.0))
+                .map(|(_, k)| k.to_string())
                 .collect::<Vec<_>>()
-                .join(", "),
+                .join(" / "),
             plants.len(),
+            per_rate
+                .iter()
+                .map(|(r, _)| format!("{}%", r * 100.0))
+                .collect::<Vec<_>>()
+                .join(" / "),
             smallest.join(", "),
             if fd.is_empty() {
                 String::new()
