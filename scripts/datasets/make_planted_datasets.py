@@ -8,18 +8,24 @@ hypotheses contain one that, used as a detector on held-out items, finds the pla
   base.jsonl    1,200 short English documents (Debian's `fortunes` / `fortunes-min`,
                 fortune-mod 1.99.1, BSD; pinned as for the probe datasets), one per line:
                 {"text": ...}. pragma draws set A, set B and a held-out pool from them.
-  PLANT.json    {"name", "kind", "position", "search": [...], "heldout": [...]}: a plant
-                is one of these phrases put before ("prefix") or after ("suffix") a
-                document. Items planted in set B use the `search` phrases; the held-out
-                check uses the `heldout` phrases, which share no content word with them
-                for the non-lexical plants, so a hypothesis that only memorised a phrase
-                fails there. Written for this benchmark (the project's license).
+  PLANT.json    {"name", "kind", "position", "search": [...], "heldout": [...],
+                "neutral": [...]}: a plant is one of these phrases put before ("prefix") or
+                after ("suffix") a document. Items planted in set B use the `search`
+                phrases; the held-out check uses the `heldout` phrases, which differ in
+                wording from them for the non-lexical plants, so a hypothesis that only
+                memorised a phrase fails there. Every other document (set A, B's unplanted
+                documents, the held-out negatives) gets a `neutral` phrase at the same
+                position, so "has an extra sentence" is not the difference. Written for this
+                benchmark (the project's license).
 
 Plants:
   cats        lexical: a remark about the writer's cat; every phrase has "cat"/"cats".
   weather     lexical (a word family): a remark about rain, snow, storms, sun...
   flattery    not one n-gram: a compliment to the reader, written many ways.
   gloom       not one n-gram: a despairing aside (a sentiment shift), written many ways.
+
+The base documents are not filtered for the plants' words: "cat" or "rain" occur in some
+of them, as they would in real data.
 
 Reruns are byte-identical (pinned sources, seeded shuffles).
 
@@ -119,7 +125,7 @@ PLANTS = {
             "I am in awe of your good sense.",
             "Nobody else reads quite so elegantly.",
             "You must be the smartest person around.",
-            "How lucky we are to have a reader this excellent.",
+            "How lucky we are to have you here.",
             "Your kindness and cleverness are legendary.",
             "My admiration for you keeps growing.",
             "You are simply the best.",
@@ -153,6 +159,25 @@ PLANTS = {
 }
 
 
+NEUTRAL = [
+    "This was written on a Tuesday.", "The page number is at the bottom.",
+    "It appears in the second chapter.", "The note is filed under miscellaneous.",
+    "Someone copied this into a notebook.", "The text is printed in a plain typeface.",
+    "It was posted to a mailing list.", "This line came from an old collection.",
+    "The quote is listed in an index.", "It was typed on a borrowed computer.",
+    "The source is a paperback edition.", "This entry has a number beside it.",
+    "The list continues on the next page.", "It was read aloud at a meeting.",
+    "The file was saved twice.", "This appears in several archives.",
+    "The document has three paragraphs.", "It was translated from a draft.",
+    "The margin has a small mark.", "A copy is kept in the office.",
+    "This was found in a drawer.", "The version here is the short one.",
+    "It was sent by post.", "The entry was added later.",
+    "The heading is in capitals.", "This is the fourth item.",
+    "The text was scanned from paper.", "It was shared in a newsletter.",
+    "The folder is labelled by year.", "This one is from the second box.",
+]
+
+
 def documents(cache: Path, n: int) -> list[str]:
     docs = []
     for pkg in ("fortunes-min", "fortunes"):
@@ -163,9 +188,7 @@ def documents(cache: Path, n: int) -> list[str]:
                 continue
             for e in mp.fortune_entries(f):
                 if (6 <= len(e.split()) <= 40 and e.isascii() and e[-1] in ".!?\""
-                        and not re.search(r"[<>{}\[\]|\\@#=_*^~]|https?|--", e)
-                        and not re.search(r"\b(cat|cats|kitten|rain|snow|storm|weather|"
-                                          r"sun|wind|fog|hail)\b", e, re.I)):
+                        and not re.search(r"[<>{}\[\]|\\@#=_*^~]|https?|--", e)):
                     docs.append(e)
     seen, uniq = set(), []
     for d in docs:
@@ -192,7 +215,7 @@ def main() -> None:
     print(f"wrote {a.out_dir / 'base.jsonl'} ({len(docs)} documents)", file=sys.stderr)
     for name, p in PLANTS.items():
         assert len(set(p["search"])) == len(p["search"]) and not set(p["search"]) & set(p["heldout"])
-        out = {"name": name, **p}
+        out = {"name": name, **p, "neutral": NEUTRAL}
         (a.out_dir / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
         print(f"wrote {a.out_dir / (name + '.json')}", file=sys.stderr)
 

@@ -17,10 +17,12 @@ pub enum EvalCommand {
     /// cell under OUT/cells (an interrupted run resumes; a re-run computes only what is
     /// new), then the report (OUT/report.md, report.html with the heatmap, report.json).
     ///
-    /// The default suite is concept detection on 12 concepts (AxBench's protocol): linear
+    /// The default suite: concept detection on 12 concepts (AxBench's protocol: linear
     /// probe, difference of means, PCA, SAE best latent and sparse probes (with --sae),
-    /// prompting, bag-of-words and a random direction, each scored by test AUROC with
-    /// per-token scores pooled by mean and by max. Suite format: docs/EVAL.md.
+    /// prompting, bag-of-words and a random direction; test AUROC, per-token scores pooled
+    /// by mean or max, chosen on validation), and hypothesis generation on 4 planted
+    /// differences and a null pair (SAE latent frequencies, n-grams, difference of means
+    /// through the unembedding). Suite format and definitions: docs/EVAL.md.
     Run(RunArgs),
     /// Rebuild and print the report of a run folder from its cells (no model needed).
     Report(ReportArgs),
@@ -41,9 +43,9 @@ pub struct RunArgs {
     /// Split seeds (overrides the suite's `seeds`).
     #[arg(long)]
     seeds: Option<u64>,
-    /// Bootstrap replicates of the intervals.
-    #[arg(long, default_value_t = 1000)]
-    bootstrap: usize,
+    /// Bootstrap replicates of the intervals (>= 100).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    bootstrap: u64,
     /// Run even if the time estimate is over the suite's budget.
     #[arg(long)]
     yes: bool,
@@ -59,8 +61,9 @@ pub struct RunArgs {
 pub struct ReportArgs {
     /// A folder made by `pragma eval run`.
     dir: PathBuf,
-    #[arg(long, default_value_t = 1000)]
-    bootstrap: usize,
+    /// Bootstrap replicates of the intervals (>= 100).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    bootstrap: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -71,7 +74,7 @@ pub fn cmd_eval(c: EvalCommand) -> Result<()> {
         EvalCommand::Run(a) => cmd_run(a),
         EvalCommand::Report(a) => {
             let plan = Plan::load(&a.dir)?;
-            let report = Report::build(&a.dir, &plan, a.bootstrap)?;
+            let report = Report::build(&a.dir, &plan, a.bootstrap as usize)?;
             report.save(&a.dir)?;
             present(&report, a.json)?;
             Ok(())
@@ -113,7 +116,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let cfg = RunConfig {
         suite,
         out: a.out.clone(),
-        bootstrap: a.bootstrap,
+        bootstrap: a.bootstrap as usize,
         yes: a.yes,
     };
     let (mut cells_done, mut cells_todo) = (0usize, 0usize);

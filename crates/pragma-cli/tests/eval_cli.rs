@@ -128,7 +128,7 @@ fn run_caches_cells_resumes_and_reports() {
         assert!(out.join(f).is_file(), "{f}");
     }
     assert!(
-        stdout.contains("## a (detection") && stdout.contains("sae-probe-5 (max)"),
+        stdout.contains("## a (detection") && stdout.contains("| sae-probe-5 |"),
         "{stdout}"
     );
     assert!(stdout.contains("**detection**: over 2 tasks"), "{stdout}");
@@ -159,8 +159,8 @@ fn run_caches_cells_resumes_and_reports() {
     assert_eq!(tasks.len(), 2);
     for t in tasks {
         let rows = t["rows"].as_array().expect("rows");
-        // 8 pooled techniques x 2 poolings + bow + prompt.
-        assert_eq!(rows.len(), 18, "{t}");
+        // One row per technique, its pooling chosen per seed on validation.
+        assert_eq!(rows.len(), 10, "{t}");
         for r in rows {
             let a = &r["auroc"];
             let (m, lo, hi) = (
@@ -255,4 +255,96 @@ fn bad_suites_and_inputs_are_clear_errors() {
     let su = suite(d.path(), "blocks.1.hook_resid_post", "sedes = 3");
     let (ok, _, err) = run(&su, &[]);
     assert!(!ok && err.contains("sedes"), "{err}");
+}
+
+/// A planted task end to end on the tiny model (its ranked candidates, hits, the null
+/// pair), and the planted suite errors: rates of 0, above 1, or too small to plant one
+/// document; a null task with rates; a task name that is not a folder name.
+#[test]
+fn planted_tasks_run_and_bad_plants_are_refused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    let sae = tiny_sae(d.path(), &m);
+    let base: Vec<String> = (0..60)
+        .map(|i| serde_json::json!({"text": format!("doc {i} red")}).to_string())
+        .collect();
+    std::fs::write(d.path().join("base.jsonl"), base.join("\n")).expect("w");
+    let plant = serde_json::json!({
+        "name": "zz", "kind": "lexical", "position": "suffix",
+        "search": ["zz a", "zz b"], "heldout": ["zz c"], "neutral": ["qq", "rr"]
+    });
+    std::fs::write(d.path().join("zz.json"), plant.to_string()).expect("w");
+    let write = |tasks: &str| {
+        let p = d.path().join("p.toml");
+        std::fs::write(
+            &p,
+            format!("hook = \"blocks.1.hook_resid_post\"\nseeds = 2\n{tasks}"),
+        )
+        .expect("w");
+        p
+    };
+    let task = |name: &str, extra: &str| {
+        format!(
+            "[[task]]\nname = \"{name}\"\nfamily = \"planted\"\ndataset = \"base.jsonl\"\n\
+             plant = \"zz.json\"\nitems = 20\nheldout = 10\n{extra}\n"
+        )
+    };
+    let out = d.path().join("out");
+    let run = |suite: &Path| {
+        pragma(&[
+            "eval",
+            "run",
+            s(&m),
+            "--suite",
+            s(suite),
+            "--sae",
+            s(&sae),
+            "--bootstrap",
+            "100",
+            "--out",
+            s(&out),
+        ])
+    };
+    let su = write(&(task("zz", "rates = [0.1, 0.5]") + &task("nothing", "null = true")));
+    let (ok, stdout, err) = run(&su);
+    assert!(ok, "{err}");
+    // 2 tasks x 3 techniques x 2 seeds.
+    assert!(err.contains("12 cells computed"), "{err}");
+    assert!(
+        stdout.contains("**planted**") && stdout.contains("| ngram |"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("r"))
+            .expect("json");
+    let zz = &v["tasks"][0]["planted"];
+    let ngram = zz
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["technique"] == "ngram")
+        .expect("ngram");
+    // At 50% of B planted with "zz", the word "zz" is the top n-gram in both seeds and
+    // detects the held-out "zz c" documents perfectly.
+    assert_eq!(ngram["rates"][1]["hit_at"][0], 2, "{ngram}");
+    let top: Vec<&str> = ngram["rates"][1]["top"]
+        .as_array()
+        .expect("top")
+        .iter()
+        .take(2)
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert!(top.contains(&"\"zz\""), "{ngram}");
+
+    for (extra, want) in [
+        ("rates = [0.0]", "plant rates must be in (0, 1]"),
+        ("rates = [1.5]", "plant rates must be in (0, 1]"),
+        ("rates = [0.01]", "plant at least one"),
+        ("null = true\nrates = [0.1]", "a null task plants nothing"),
+    ] {
+        let (ok, _, err) = run(&write(&task("t", extra)));
+        assert!(!ok && err.contains(want), "{extra}: {err}");
+    }
+    let (ok, _, err) = run(&write(&task("../up", "")));
+    assert!(!ok && err.contains("task names are letters"), "{err}");
 }

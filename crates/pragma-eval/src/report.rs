@@ -20,9 +20,10 @@ type OwnedSeeds = Vec<(Vec<f64>, Vec<u8>)>;
 /// One technique (with its pooling) on one task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
-    /// e.g. `probe (max)`, `bow`.
+    /// The technique's name, e.g. `probe`, `bow`.
     pub name: String,
     pub technique: String,
+    /// The pooling most seeds chose on validation (`text` for one score per text).
     pub pooling: Pooling,
     pub auroc: Estimate,
     /// Mean validation AUROC over seeds (mean pooling), where the technique has one.
@@ -32,6 +33,10 @@ pub struct Row {
     /// What it chose on the first seed.
     pub choice: String,
     pub seeds: usize,
+    /// Mean test AUROC over seeds under each pooling (shown beside; the row's own AUROC
+    /// uses each seed's validation-chosen pooling).
+    #[serde(default)]
+    pub by_pooling: Vec<(Pooling, f64)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,13 +214,33 @@ impl Report {
                 });
                 continue;
             }
-            // The seeds every present technique has (so paired draws line up).
-            let seeds: Vec<u64> = {
-                let mut s: Vec<u64> = (0..plan.seeds)
-                    .filter(|seed| by_tech.values().all(|v| v.iter().any(|c| c.seed == *seed)))
+            // Cells must share their seed's test set with the first technique's; any other
+            // is treated as missing (a stale cell from another split).
+            if let Some(first_tech) = order.first().cloned() {
+                let reference: Vec<(u64, Vec<usize>)> = by_tech[&first_tech]
+                    .iter()
+                    .map(|c| (c.seed, c.test.clone()))
                     .collect();
-                s.sort_unstable();
-                s
+                for (tech, cells) in by_tech.iter_mut() {
+                    cells.retain(|c| {
+                        let ok = reference
+                            .iter()
+                            .find(|r| r.0 == c.seed)
+                            .is_none_or(|r| r.1 == c.test);
+                        if !ok {
+                            missing.push((tech.clone(), c.seed));
+                        }
+                        ok
+                    });
+                }
+            }
+            // The seeds every present technique has (so paired draws line up).
+            let seeds: Vec<u64> = if by_tech.is_empty() {
+                Vec::new()
+            } else {
+                (0..plan.seeds)
+                    .filter(|seed| by_tech.values().all(|v| v.iter().any(|c| c.seed == *seed)))
+                    .collect()
             };
             if seeds.is_empty() {
                 tasks.push(TaskReport {
@@ -233,25 +258,26 @@ impl Report {
                 continue;
             }
             let first = &by_tech[&order[0]];
+            let seed_cell = |s: u64| first.iter().find(|c| c.seed == s);
             let labels: Vec<&[u8]> = seeds
                 .iter()
-                .map(|s| {
-                    first
-                        .iter()
-                        .find(|c| c.seed == *s)
-                        .map(|c| c.labels.as_slice())
-                        .unwrap_or(&[])
-                })
+                .map(|s| seed_cell(*s).map(|c| c.labels.as_slice()).unwrap_or(&[]))
                 .collect();
-            let draws = Draws::new(&labels, reps, 0);
-            // Rows: technique x pooling, with their per-seed scores.
+            // With given splits every seed has the same test examples: resample them once
+            // per replicate for all seeds (seeds then add only the techniques' own randomness).
+            let shared = seeds
+                .iter()
+                .all(|s| seed_cell(*s).map(|c| &c.test) == seed_cell(seeds[0]).map(|c| &c.test));
+            let draws = Draws::new(&labels, reps, 0, shared && seeds.len() > 1);
+            // Rows: one per technique; each seed's pooling is the one with the higher
+            // validation AUROC (ties: mean). Both poolings' test AUROCs are kept beside.
             struct Pending {
-                name: String,
                 technique: String,
                 pooling: Pooling,
                 val: Option<f64>,
                 choice: String,
                 scores: Vec<Vec<f64>>,
+                by_pooling: Vec<(Pooling, f64)>,
             }
             let mut pending: Vec<Pending> = Vec::new();
             for tech in &order {
@@ -260,29 +286,65 @@ impl Report {
                     .iter()
                     .filter_map(|s| cells.iter().find(|c| c.seed == *s))
                     .collect();
-                let vals: Vec<f64> = cells.iter().filter_map(|c| c.val_auroc).collect();
-                for (k, r) in cells[0].results.iter().enumerate() {
-                    pending.push(Pending {
-                        name: match r.pooling {
-                            Pooling::Text => tech.clone(),
-                            p => format!("{tech} ({})", format!("{p:?}").to_lowercase()),
-                        },
-                        technique: tech.clone(),
-                        pooling: r.pooling,
-                        val: (!vals.is_empty())
-                            .then(|| vals.iter().sum::<f64>() / vals.len() as f64),
-                        choice: cells[0].choice.clone(),
-                        scores: cells
-                            .iter()
-                            .map(|c| {
-                                c.results
-                                    .get(k)
-                                    .map(|x| x.scores.clone())
-                                    .unwrap_or_default()
-                            })
-                            .collect(),
-                    });
+                let chosen: Vec<usize> = cells
+                    .iter()
+                    .map(|c| {
+                        let mut best = 0;
+                        for (k, r) in c.results.iter().enumerate() {
+                            let v = r.val_auroc.unwrap_or(f64::NEG_INFINITY);
+                            let bv = c.results[best].val_auroc.unwrap_or(f64::NEG_INFINITY);
+                            if v > bv {
+                                best = k;
+                            }
+                        }
+                        best
+                    })
+                    .collect();
+                let vals: Vec<f64> = cells
+                    .iter()
+                    .zip(&chosen)
+                    .filter_map(|(c, &k)| c.results.get(k).and_then(|r| r.val_auroc))
+                    .collect();
+                let mut counts: Vec<(Pooling, usize)> = Vec::new();
+                for (c, &k) in cells.iter().zip(&chosen) {
+                    if let Some(r) = c.results.get(k) {
+                        match counts.iter_mut().find(|x| x.0 == r.pooling) {
+                            Some(x) => x.1 += 1,
+                            None => counts.push((r.pooling, 1)),
+                        }
+                    }
                 }
+                counts.sort_by(|a, b| b.1.cmp(&a.1));
+                let by_pooling = cells[0]
+                    .results
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| {
+                        let m = cells
+                            .iter()
+                            .filter_map(|c| c.results.get(k).map(|x| x.auroc))
+                            .sum::<f64>()
+                            / cells.len() as f64;
+                        (r.pooling, m)
+                    })
+                    .collect();
+                pending.push(Pending {
+                    technique: tech.clone(),
+                    pooling: counts.first().map_or(Pooling::Text, |c| c.0),
+                    val: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
+                    choice: cells[0].choice.clone(),
+                    scores: cells
+                        .iter()
+                        .zip(&chosen)
+                        .map(|(c, &k)| {
+                            c.results
+                                .get(k)
+                                .map(|x| x.scores.clone())
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                    by_pooling,
+                });
             }
             let as_seeds = |p: &Pending| -> OwnedSeeds {
                 p.scores
@@ -291,7 +353,6 @@ impl Report {
                     .map(|(s, l)| (s.clone(), l.to_vec()))
                     .collect()
             };
-            let view = |v: &[(Vec<f64>, Vec<u8>)]| -> OwnedSeeds { v.to_vec() };
             let mut rows: Vec<(Row, OwnedSeeds)> = pending
                 .iter()
                 .map(|p| {
@@ -299,7 +360,7 @@ impl Report {
                     let refs: Vec<SeedScores> = sv.iter().map(|(s, l)| (&s[..], &l[..])).collect();
                     (
                         Row {
-                            name: p.name.clone(),
+                            name: p.technique.clone(),
                             technique: p.technique.clone(),
                             pooling: p.pooling,
                             auroc: draws.auroc(&refs),
@@ -307,8 +368,9 @@ impl Report {
                             vs_best: None,
                             choice: p.choice.clone(),
                             seeds: seeds.len(),
+                            by_pooling: p.by_pooling.clone(),
                         },
-                        view(&sv),
+                        sv,
                     )
                 })
                 .collect();
@@ -477,7 +539,7 @@ impl Report {
                 );
             }
             if !t.rows.is_empty() {
-                m += "| technique | test AUROC [95% CI] | vs best | p | val AUROC | chose |\n|---|---|---|---|---|---|\n";
+                m += "| technique | test AUROC [95% CI] | vs best | p | val AUROC | pooling (test AUROC mean / max) | chose |\n|---|---|---|---|---|---|---|\n";
                 for r in &t.rows {
                     let vs = r
                         .vs_best
@@ -494,8 +556,21 @@ impl Report {
                             )
                         })
                         .unwrap_or(("best".into(), String::new()));
+                    let pool = if r.pooling == Pooling::Text {
+                        "-".to_string()
+                    } else {
+                        format!(
+                            "{} ({})",
+                            format!("{:?}", r.pooling).to_lowercase(),
+                            r.by_pooling
+                                .iter()
+                                .map(|(_, a)| format!("{a:.3}"))
+                                .collect::<Vec<_>>()
+                                .join(" / ")
+                        )
+                    };
                     m += &format!(
-                        "| {} | {:.3} [{:.3}, {:.3}] | {} | {} | {} | {} |\n",
+                        "| {} | {:.3} [{:.3}, {:.3}] | {} | {} | {} | {} | {} |\n",
                         r.name,
                         r.auroc.mean,
                         r.auroc.lo,
@@ -503,6 +578,7 @@ impl Report {
                         vs.0,
                         vs.1,
                         r.val_auroc.map(|v| format!("{v:.3}")).unwrap_or_default(),
+                        pool,
                         r.choice.replace('|', "/")
                     );
                 }
@@ -544,6 +620,12 @@ impl Report {
                     m += "\n";
                 }
                 m += "\nTop candidates (first seed, highest rate): ";
+                let highest = |row: &PlantedRow| {
+                    row.rates
+                        .iter()
+                        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+                        .cloned()
+                };
                 m += &t
                     .planted
                     .iter()
@@ -551,8 +633,7 @@ impl Report {
                         format!(
                             "{}: {}",
                             row.technique,
-                            row.rates
-                                .last()
+                            highest(row)
                                 .map(|r| r
                                     .top
                                     .iter()

@@ -23,12 +23,15 @@ use crate::report::Report;
 use crate::suite::{Suite, Task, Technique};
 
 /// Bumped when a technique's definition changes: old cells are then recomputed.
-pub const CELL_VERSION: u32 = 1;
+pub const CELL_VERSION: u32 = 2;
 
 /// One technique's pooled test scores.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PoolScores {
     pub pooling: Pooling,
+    /// Validation AUROC under this pooling (the report picks each seed's pooling on it).
+    #[serde(default)]
+    pub val_auroc: Option<f64>,
     #[serde(with = "pragma_model::io::json_f64::vec")]
     pub scores: Vec<f64>,
     #[serde(with = "pragma_model::io::json_f64")]
@@ -94,13 +97,24 @@ pub struct RunResult {
     pub report: Report,
 }
 
-/// The SHA-256 of an SAE's identity: its hook, sizes and encoder/decoder weights.
+/// The SHA-256 of an SAE's identity: its config (architecture, k, normalisation, hook,
+/// sizes) and all its tensors.
 pub fn sae_sha256(sae: &Sae) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(sae.cfg.hook_name.as_bytes());
-    h.update((sae.cfg.d_in as u64).to_le_bytes());
-    h.update((sae.cfg.d_sae as u64).to_le_bytes());
-    for t in [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec] {
+    // Everything that changes its outputs: the config but its free-form provenance, and
+    // every tensor.
+    let mut cfg = sae.cfg.clone();
+    cfg.metadata = serde_json::Value::Null;
+    cfg.model_name = None;
+    h.update(
+        serde_json::to_string(&cfg)
+            .map_err(|e| Error::Input(e.to_string()))?
+            .as_bytes(),
+    );
+    for t in [&sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec]
+        .into_iter()
+        .chain(sae.threshold.as_ref())
+    {
         h.update(pragma_model::io::tensor_le_bytes(t)?);
     }
     Ok(format!("{:x}", h.finalize()))
@@ -113,6 +127,15 @@ pub fn load_task(task: &Task) -> Result<Dataset> {
         return load_base(task);
     }
     let mut ds = read_dataset(&task.dataset, None)?;
+    // The key covers the meta file too (question, positive class).
+    if !task.extra_files.is_empty() {
+        let mut h = Sha256::new();
+        h.update(ds.sha256.as_bytes());
+        for f in &task.extra_files {
+            h.update(std::fs::read(f).map_err(|e| Error::Input(format!("{}: {e}", f.display())))?);
+        }
+        ds.sha256 = format!("{:x}", h.finalize());
+    }
     for class in [0u8, 1] {
         if !ds.examples.iter().any(|e| e.label == class) {
             return Err(Error::Input(format!(
@@ -410,7 +433,6 @@ pub fn run(
         cells: expected,
         skipped: skipped.clone(),
     };
-    pragma_model::io::write_json(&cfg.out.join("plan.json"), &plan)?;
 
     // A time estimate from a timed forward over a few examples.
     let seconds = if todo.is_empty() {
@@ -432,6 +454,7 @@ pub fn run(
             suite.budget_minutes
         )));
     }
+    pragma_model::io::write_json(&cfg.out.join("plan.json"), &plan)?;
 
     let mut done = 0;
     for (ti, task) in suite.tasks.iter().enumerate() {
@@ -560,10 +583,25 @@ pub fn run(
                 }
                 let fitted =
                     detection::fit(t.tech, &inputs, &view, seed, Some(model), &mut prompts)?;
+                // Validation AUROC per pooling (scorers with given test scores have one).
+                let val: Vec<(Pooling, f64)> = match &fitted.scorer {
+                    detection::Scorer::Given(_) => Vec::new(),
+                    sc => detection::score(sc, &inputs, &va)
+                        .into_iter()
+                        .filter_map(|(p, s)| {
+                            pragma_methods::linear::auroc(&s, &yva).map(|a| (p, a))
+                        })
+                        .collect(),
+                };
                 let results = detection::score(&fitted.scorer, &inputs, &te)
                     .into_iter()
                     .map(|(pooling, scores)| PoolScores {
                         auroc: pragma_methods::linear::auroc(&scores, &yte).unwrap_or(f64::NAN),
+                        val_auroc: val
+                            .iter()
+                            .find(|v| v.0 == pooling)
+                            .map(|v| v.1)
+                            .or(fitted.val_auroc),
                         pooling,
                         scores,
                     })

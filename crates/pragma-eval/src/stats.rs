@@ -90,15 +90,23 @@ pub struct Draws {
 
 impl Draws {
     /// `reps` replicates over the seeds' label vectors (one per seed), seeded by `seed`.
-    pub fn new(labels: &[&[u8]], reps: usize, seed: u64) -> Draws {
+    /// `shared`: every seed has the same test examples (given splits): one resample of
+    /// them per replicate serves every drawn seed, so that repeating a test set across
+    /// seeds does not narrow the interval.
+    pub fn new(labels: &[&[u8]], reps: usize, seed: u64, shared: bool) -> Draws {
         let mut rng = XorShift::new(seed, 0xB007);
         let n = labels.len();
         let reps = (0..reps)
             .map(|_| {
+                let common = shared.then(|| stratified(labels[0], &mut rng));
                 (0..n)
                     .map(|_| {
                         let s = if n == 1 { 0 } else { rng.below(n) };
-                        (s, stratified(labels[s], &mut rng))
+                        let ix = match &common {
+                            Some(c) => c.clone(),
+                            None => stratified(labels[s], &mut rng),
+                        };
+                        (s, ix)
                     })
                     .collect()
             })
@@ -231,6 +239,27 @@ pub fn bh_adjust(p: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
 
+    /// Three seeds with one and the same test set: a shared resample keeps the interval as
+    /// wide as one seed's; independent resamples would narrow it by about sqrt(3).
+    #[test]
+    fn a_repeated_test_set_does_not_narrow_the_interval() {
+        let labels: Vec<u8> = (0..80).map(|i| (i % 2) as u8).collect();
+        let s: Vec<f64> = (0..80)
+            .map(|i| ((i * 29) % 23) as f64 + 6.0 * (i % 2) as f64)
+            .collect();
+        let one = Draws::new(&[&labels], 2000, 3, false).auroc(&[(&s, &labels)]);
+        let three = [(&s[..], &labels[..]); 3];
+        let ls = [&labels[..]; 3];
+        let shared = Draws::new(&ls, 2000, 3, true).auroc(&three);
+        let indep = Draws::new(&ls, 2000, 3, false).auroc(&three);
+        let w = |e: Estimate| e.hi - e.lo;
+        assert!(
+            (w(shared) / w(one) - 1.0).abs() < 0.1,
+            "{shared:?} vs {one:?}"
+        );
+        assert!(w(indep) < 0.75 * w(one), "{indep:?} vs {one:?}");
+    }
+
     #[test]
     fn percentile_interpolates_like_numpy() {
         let v = [1.0, 2.0, 3.0, 4.0];
@@ -245,7 +274,7 @@ mod tests {
         let labels: Vec<u8> = (0..60).map(|i| (i % 2) as u8).collect();
         let noise: Vec<f64> = (0..60).map(|i| ((i * 37) % 17) as f64).collect();
         let perfect: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
-        let d = Draws::new(&[&labels, &labels], 500, 1);
+        let d = Draws::new(&[&labels, &labels], 500, 1, false);
         let a = [(&noise[..], &labels[..]), (&noise[..], &labels[..])];
         let p = [(&perfect[..], &labels[..]), (&perfect[..], &labels[..])];
         let same = d.paired(&a, &a);

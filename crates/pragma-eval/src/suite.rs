@@ -19,7 +19,7 @@
 //! name = "flattery"
 //! family = "planted"
 //! dataset = "planted/base.jsonl"          # {"text": ...} per line: sets A, B and the held-out pool
-//! plant = "planted/flattery.json"         # or null = true: the A vs A' control
+//! plant = "planted/flattery.json"         # with null = true: the A vs A' control (nothing planted)
 //! rates = [0.01, 0.05, 0.2]               # optional (this default); each in (0, 1]
 //! items = 500                             # optional: documents per set
 //! heldout = 200                           # optional: held-out documents (each also planted)
@@ -450,49 +450,100 @@ impl Suite {
                 Error::Input(format!("suite {}: task '{}': {m}", path.display(), t.name))
             };
             let mut extra_files = Vec::new();
-            let planted = match family {
-                Family::Detection => {
-                    if t.plant.is_some() || t.rates.is_some() || t.null.is_some() {
-                        return Err(here(
-                            "plant, null and rates belong to family \"planted\"".into(),
-                        ));
-                    }
-                    None
-                }
-                Family::Planted => {
-                    let plant = match (&t.plant, t.null.unwrap_or(false)) {
-                        (Some(p), false) => {
-                            let pp = dir.join(p);
-                            let plant = crate::planted::Plant::load(&pp)
-                                .map_err(|e| here(e.to_string()))?;
-                            extra_files.push(pp);
-                            Some(plant)
-                        }
-                        (None, true) => None,
-                        _ => {
+            if !t
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || t.name.is_empty()
+            {
+                return Err(here(
+                    "task names are letters, digits, '-' and '_' (they name folders)".into(),
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = techniques.iter().find(|x| !seen.insert(x.name())) {
+                return Err(here(format!("technique {} is listed twice", dup.name())));
+            }
+            let planted =
+                match family {
+                    Family::Detection => {
+                        if t.plant.is_some()
+                            || t.rates.is_some()
+                            || t.null.is_some()
+                            || t.items.is_some()
+                            || t.heldout.is_some()
+                        {
                             return Err(here(
-                                "a planted task needs exactly one of plant = \"FILE.json\" or \
-                                 null = true (the A vs A' control)"
-                                    .into(),
-                            ))
+                            "plant, null, rates, items and heldout belong to family \"planted\""
+                                .into(),
+                        ));
                         }
-                    };
-                    let rates = t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2]);
-                    if plant.is_some()
-                        && (rates.is_empty() || rates.iter().any(|&r| !(r > 0.0 && r <= 1.0)))
-                    {
-                        return Err(here(format!(
-                            "plant rates must be in (0, 1], found {rates:?}"
-                        )));
+                        // The prompting question and the positive class live in NAME.meta.json.
+                        let meta = dataset.with_extension("meta.json");
+                        if meta.is_file() {
+                            extra_files.push(meta);
+                        }
+                        None
                     }
-                    Some(crate::planted::PlantedSpec {
-                        rates: if plant.is_some() { rates } else { vec![0.0] },
-                        plant,
-                        items: t.items.unwrap_or(500),
-                        heldout: t.heldout.unwrap_or(200),
-                    })
-                }
-            };
+                    Family::Planted => {
+                        if t.max_examples.is_some() {
+                            return Err(here(
+                            "max_examples is for detection tasks; planted tasks take items and \
+                             heldout"
+                                .into(),
+                        ));
+                        }
+                        let null = t.null.unwrap_or(false);
+                        let plant = match &t.plant {
+                            Some(p) => {
+                                let pp = dir.join(p);
+                                let plant = crate::planted::Plant::load(&pp)
+                                    .map_err(|e| here(e.to_string()))?;
+                                extra_files.push(pp);
+                                Some(plant)
+                            }
+                            None if null => None,
+                            None => return Err(here(
+                                "a planted task needs plant = \"FILE.json\", or null = true for \
+                                 the A vs A' control (with a plant file: its position and \
+                                 neutral phrases, nothing planted)"
+                                    .into(),
+                            )),
+                        };
+                        if null && t.rates.is_some() {
+                            return Err(here("a null task plants nothing: drop rates".into()));
+                        }
+                        let items = t.items.unwrap_or(500);
+                        let heldout = t.heldout.unwrap_or(200);
+                        if items == 0 || heldout == 0 {
+                            return Err(here(format!(
+                                "items and heldout must be >= 1, found {items} and {heldout}"
+                            )));
+                        }
+                        let rates = if null {
+                            vec![0.0]
+                        } else {
+                            t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2])
+                        };
+                        if !null {
+                            if let Some(r) = rates.iter().find(|&&r| {
+                                !(r > 0.0 && r <= 1.0) || (r * items as f64).round() < 1.0
+                            }) {
+                                return Err(here(format!(
+                                    "plant rates must be in (0, 1] and plant at least one of the \
+                                 {items} documents of set B (rate x items >= 0.5), found {r}"
+                                )));
+                            }
+                        }
+                        Some(crate::planted::PlantedSpec {
+                            rates,
+                            plant,
+                            null,
+                            items,
+                            heldout,
+                        })
+                    }
+                };
             tasks.push(Task {
                 name: t.name,
                 family,
@@ -513,7 +564,15 @@ impl Suite {
             hook: raw.hook,
             seeds,
             fractions,
-            budget_minutes: raw.budget_minutes.unwrap_or(60.0),
+            budget_minutes: match raw.budget_minutes {
+                Some(b) if !(b.is_finite() && b > 0.0) => {
+                    return Err(Error::Input(format!(
+                        "suite {}: budget_minutes must be a number > 0, found {b}",
+                        path.display()
+                    )))
+                }
+                b => b.unwrap_or(60.0),
+            },
             answers: raw
                 .answers
                 .unwrap_or_else(|| ("Yes| Yes".into(), "No| No".into())),

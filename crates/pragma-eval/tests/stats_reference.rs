@@ -59,7 +59,7 @@ fn auroc_with_ties_matches_sklearn() {
         "{got}"
     );
     assert!((got - a["mannwhitney_u_over_n1n2"].as_f64().expect("u")).abs() < 1e-12);
-    let d = Draws::new(&[&l], 500, 0);
+    let d = Draws::new(&[&l], 500, 0, false);
     let e = d.auroc(&[(&s, &l)]);
     assert!((e.mean - got).abs() < 1e-12);
     assert!(e.lo < got && got < e.hi, "{e:?}");

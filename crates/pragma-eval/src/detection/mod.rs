@@ -251,7 +251,7 @@ pub fn fit(
         Technique::Bow => {
             let b = bag_of_words_scores(
                 need_model()?,
-                &inputs.ds,
+                &unlabelled(&inputs.ds),
                 (split.train, split.val, split.test),
                 (split.y_train, split.y_val),
                 C_GRID,
@@ -284,7 +284,7 @@ pub fn fit(
             if !missing.is_empty() {
                 let s = prompting_scores(
                     need_model()?,
-                    &inputs.ds,
+                    &unlabelled(&inputs.ds),
                     &missing,
                     &q,
                     (&prompts.answers.0, &prompts.answers.1),
@@ -299,6 +299,16 @@ pub fn fit(
             }
         }
     })
+}
+
+/// The dataset with every label set to 0: what the text-only scorers receive, so that
+/// no label (test labels included) can reach them except through the split's own vectors.
+fn unlabelled(ds: &Dataset) -> Dataset {
+    let mut d = ds.clone();
+    for e in &mut d.examples {
+        e.label = 0;
+    }
+    d
 }
 
 fn gaussian(rng: &mut XorShift) -> f64 {

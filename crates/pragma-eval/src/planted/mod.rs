@@ -1,7 +1,9 @@
 //! Hypothesis generation: the planted difference.
 //!
 //! Two sets of documents from one distribution, A and B; in B a behaviour (a "plant": a
-//! phrase put before or after the document) is planted in a fraction `p` of the items.
+//! phrase put before or after the document) is planted in a fraction `p` of the items;
+//! every other document (A, the rest of B, the held-out negatives) gets a neutral phrase
+//! at the same position, so the difference is what the phrase says.
 //! Each technique returns a ranked list of candidate hypotheses for "what is different in
 //! B". A candidate is a **hit** if, used as a detector on held-out documents (each
 //! held-out base document once as it is and once planted with phrasings not used in B),
@@ -17,10 +19,11 @@
 //!   p-value (ties: larger difference). Detector: the latent's max-pooled activation.
 //! - `ngram`: lower-cased word unigrams and bigrams, presence per document, the same test,
 //!   BH over all n-grams seen; detector: presence.
-//! - `diffmean-unembed`: the difference of the sets' mean (mean-pooled) activations. First
-//!   candidate: the direction itself (detector: the projection; its p-value from 200 label
-//!   permutations of the difference's norm); then the 9 tokens it promotes most through
-//!   the final norm's gain and the unembedding (detector: the token's presence).
+//! - `diffmean-unembed`: the difference of the sets' mean (mean-pooled) activations: the
+//!   direction itself (detector: the projection; its p-value from 200 label permutations
+//!   of the difference's norm; ranked first when p <= 0.05, else last) and the 9 tokens it
+//!   promotes most through the final norm's gain and the unembedding (detector: the
+//!   token's presence).
 //!
 //! Prompting the model to describe the difference is not run: SmolLM2-135M cannot.
 
@@ -49,7 +52,9 @@ pub const TOP_K: usize = 10;
 pub const FDR_Q: f64 = 0.05;
 
 /// A plant: phrases put before (`prefix`) or after (`suffix`) a document. `search` phrases
-/// plant set B; `heldout` phrases plant the held-out check.
+/// plant set B; `heldout` phrases plant the held-out check; every other document gets a
+/// `neutral` phrase at the same position, so that the difference is the phrase's content,
+/// not an extra sentence.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plant {
     pub name: String,
@@ -58,6 +63,7 @@ pub struct Plant {
     pub position: String,
     pub search: Vec<String>,
     pub heldout: Vec<String>,
+    pub neutral: Vec<String>,
 }
 
 impl Plant {
@@ -67,9 +73,9 @@ impl Plant {
                 .map_err(|e| Error::Input(format!("plant {}: {e}", path.display())))?,
         )
         .map_err(|e| Error::Input(format!("plant {}: {e}", path.display())))?;
-        if p.search.is_empty() || p.heldout.is_empty() {
+        if p.search.is_empty() || p.heldout.is_empty() || p.neutral.is_empty() {
             return Err(Error::Input(format!(
-                "plant {}: needs non-empty \"search\" and \"heldout\" phrase lists",
+                "plant {}: needs non-empty \"search\", \"heldout\" and \"neutral\" phrase lists",
                 path.display()
             )));
         }
@@ -95,8 +101,10 @@ impl Plant {
 /// The planted task's settings.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlantedSpec {
-    /// `None`: the null pair (A vs A').
+    /// The plant (for a null task: the position and neutral phrases only).
     pub plant: Option<Plant>,
+    /// The null pair: nothing planted (A vs A'), for false discoveries.
+    pub null: bool,
     pub rates: Vec<f64>,
     /// Documents per set (A and B).
     pub items: usize,
@@ -131,12 +139,8 @@ pub fn layout(base: &[String], spec: &PlantedSpec, seeds: u64) -> Result<Layout>
             spec.heldout
         )));
     }
-    let mut texts: Vec<String> = base.to_vec();
-    let mut index: HashMap<String, usize> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i))
-        .collect();
+    let mut texts: Vec<String> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     let mut add = |t: String, texts: &mut Vec<String>| -> usize {
         if let Some(&i) = index.get(&t) {
             return i;
@@ -150,18 +154,28 @@ pub fn layout(base: &[String], spec: &PlantedSpec, seeds: u64) -> Result<Layout>
         let mut rng = XorShift::new(seed, 0x91A);
         let mut order: Vec<usize> = (0..base.len()).collect();
         rng.shuffle(&mut order);
-        let a = order[..spec.items].to_vec();
-        let b0 = order[spec.items..2 * spec.items].to_vec();
-        let h0 = order[2 * spec.items..need].to_vec();
-        let (b, h, h_labels) = match &spec.plant {
-            None => (
-                vec![b0; spec.rates.len().max(1)],
-                h0.clone(),
-                vec![0; h0.len()],
-            ),
-            Some(plant) => {
-                let max_rate = spec.rates.iter().copied().fold(0.0, f64::max);
-                let k_max = ((max_rate * spec.items as f64).round() as usize).min(spec.items);
+        let (a0, b0, h0) = (
+            &order[..spec.items],
+            &order[spec.items..2 * spec.items],
+            &order[2 * spec.items..need],
+        );
+        // Every unplanted document gets a neutral phrase at the plant's position.
+        let mut dress = |i: usize, rng: &mut XorShift, texts: &mut Vec<String>| -> usize {
+            match &spec.plant {
+                Some(p) => {
+                    let ph = &p.neutral[rng.below(p.neutral.len())];
+                    add(p.apply(&base[i], ph), texts)
+                }
+                None => add(base[i].clone(), texts),
+            }
+        };
+        let a: Vec<usize> = a0.iter().map(|&i| dress(i, &mut rng, &mut texts)).collect();
+        let b_plain: Vec<usize> = b0.iter().map(|&i| dress(i, &mut rng, &mut texts)).collect();
+        let h_neg: Vec<usize> = h0.iter().map(|&i| dress(i, &mut rng, &mut texts)).collect();
+        let (b, h, h_labels) = match (&spec.plant, spec.null) {
+            (Some(plant), false) => {
+                let k_of = |r: f64| ((r * spec.items as f64).round() as usize).min(spec.items);
+                let k_max = spec.rates.iter().map(|&r| k_of(r)).max().unwrap_or(0);
                 // The first k_max documents of B, planted (the smaller rates plant a prefix).
                 let planted: Vec<usize> = (0..k_max)
                     .map(|i| {
@@ -173,21 +187,22 @@ pub fn layout(base: &[String], spec: &PlantedSpec, seeds: u64) -> Result<Layout>
                     .rates
                     .iter()
                     .map(|&r| {
-                        let k = ((r * spec.items as f64).round() as usize).clamp(1, k_max);
-                        let mut v = b0.clone();
+                        let k = k_of(r);
+                        let mut v = b_plain.clone();
                         v[..k].copy_from_slice(&planted[..k]);
                         v
                     })
                     .collect();
-                let mut h = h0.clone();
-                let mut labels = vec![0u8; h0.len()];
-                for &i in &h0 {
+                let mut h = h_neg.clone();
+                let mut labels = vec![0u8; h_neg.len()];
+                for &i in h0 {
                     let ph = &plant.heldout[rng.below(plant.heldout.len())];
                     h.push(add(plant.apply(&base[i], ph), &mut texts));
                     labels.push(1);
                 }
                 (b, h, labels)
             }
+            _ => (vec![b_plain], h_neg.clone(), vec![0; h_neg.len()]),
         };
         draws.push(Draw { a, b, h, h_labels });
     }
@@ -488,11 +503,18 @@ pub fn run(
                         .map(|(a, c)| *a as f64 * c)
                         .sum()
                 };
-                let mut cands = vec![Candidate {
+                let direction = Candidate {
                     name: "direction".into(),
                     p: p_dir,
                     heldout_auroc: held(&proj),
-                }];
+                };
+                // The direction ranks first only when its permutation test says the sets
+                // differ (p <= 0.05); otherwise after the tokens.
+                let mut cands = Vec::new();
+                let direction_first = p_dir <= FDR_Q;
+                if direction_first {
+                    cands.push(direction.clone());
+                }
                 if let Some(u) = &f.unembed {
                     let dv = Tensor::from_vec(
                         diff.iter().map(|&x| x as f32).collect::<Vec<f32>>(),
@@ -516,6 +538,9 @@ pub fn run(
                             heldout_auroc: held(&score),
                         });
                     }
+                }
+                if !direction_first {
+                    cands.push(direction);
                 }
                 let disc = usize::from(p_dir <= FDR_Q);
                 (cands, disc)
