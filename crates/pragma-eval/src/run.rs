@@ -414,10 +414,9 @@ pub fn run(
             .iter()
             .zip(&datasets)
             .map(|(t, ds)| PlanTask {
-                kind: t.planted.as_ref().map(|p| {
-                    p.plant
-                        .as_ref()
-                        .map_or("null".to_string(), |pl| pl.kind.clone())
+                kind: t.planted.as_ref().map(|p| match (&p.plant, p.null) {
+                    (Some(pl), false) => pl.kind.clone(),
+                    _ => "null".to_string(),
                 }),
                 name: t.name.clone(),
                 family: format!("{:?}", t.family).to_lowercase(),
