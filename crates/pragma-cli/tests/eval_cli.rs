@@ -348,3 +348,73 @@ fn planted_tasks_run_and_bad_plants_are_refused() {
     let (ok, _, err) = run(&write(&task("../up", "")));
     assert!(!ok && err.contains("task names are letters"), "{err}");
 }
+
+/// A steering task end to end on the tiny model (every technique gets a chosen factor
+/// and scores in [0, 1]), and the steering suite errors.
+#[test]
+fn steering_tasks_run_and_bad_steering_suites_are_refused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    let sae = tiny_sae(d.path(), &m);
+    dataset(d.path(), "a", 60, false);
+    let instr: Vec<String> = (0..6).map(|i| format!("say {i}")).collect();
+    std::fs::write(d.path().join("i.txt"), instr.join("\n")).expect("w");
+    std::fs::write(d.path().join("few.txt"), "one\ntwo\n").expect("w");
+    let write = |extra: &str| {
+        let p = d.path().join("s.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "hook = \"blocks.1.hook_resid_post\"\nseeds = 1\n[[task]]\nname = \"st\"\n\
+                 family = \"steering\"\ndataset = \"a.jsonl\"\nmax_new_tokens = 4\n{extra}\n"
+            ),
+        )
+        .expect("w");
+        p
+    };
+    let out = d.path().join("out");
+    let run = |suite: &Path| {
+        pragma(&[
+            "eval",
+            "run",
+            s(&m),
+            "--suite",
+            s(suite),
+            "--sae",
+            s(&sae),
+            "--bootstrap",
+            "100",
+            "--out",
+            s(&out),
+        ])
+    };
+    let (ok, stdout, err) = run(&write("instructions = \"i.txt\"\nfactors = [0.1, 1.0]"));
+    assert!(ok, "{err}");
+    assert!(err.contains("6 cells computed"), "{err}");
+    assert!(stdout.contains("**steering**"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("r"))
+            .expect("json");
+    let rows = v["tasks"][0]["steering"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6);
+    for r in rows {
+        for k in ["concept", "relevance", "fluency"] {
+            let x = r[k].as_f64().expect(k);
+            assert!((0.0..=1.0).contains(&x), "{k} {x}: {r}");
+        }
+        let f = &r["factors"][0];
+        assert!(r["technique"] == "prompt" || f == 0.1 || f == 1.0, "{r}");
+    }
+    for (extra, want) in [
+        ("", "needs instructions"),
+        ("instructions = \"few.txt\"", "at least 4"),
+        ("instructions = \"i.txt\"\nfactors = []", "factors must be"),
+        (
+            "instructions = \"i.txt\"\nrates = [0.1]",
+            "belong to family \"planted\"",
+        ),
+    ] {
+        let (ok, _, err) = run(&write(extra));
+        assert!(!ok && err.contains(want), "{extra}: {err}");
+    }
+}

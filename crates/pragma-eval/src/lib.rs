@@ -28,6 +28,7 @@ pub mod planted;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod steering;
 pub mod suite;
 
 pub use pragma_methods::{Error, Result};

@@ -58,6 +58,26 @@ pub struct TaskReport {
     /// Planted tasks: per technique, per rate.
     #[serde(default)]
     pub planted: Vec<PlantedRow>,
+    /// Steering tasks: per technique, best combined score first.
+    #[serde(default)]
+    pub steering: Vec<SteerRow>,
+}
+
+/// A steering technique on one task, over seeds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SteerRow {
+    pub technique: String,
+    /// Mean combined score over the report instructions of every seed, with a percentile
+    /// bootstrap interval over those (instruction, seed) scores.
+    pub combined: Estimate,
+    pub concept: f64,
+    pub relevance: f64,
+    pub fluency: f64,
+    /// The factor each seed chose on its selection half.
+    pub factors: Vec<Option<f64>>,
+    /// The first seed's first report instruction and continuation.
+    pub example: (String, String),
+    pub seeds: usize,
 }
 
 /// A planted-difference technique on one task, per plant rate, over seeds.
@@ -139,6 +159,49 @@ impl Report {
                     None => missing.push((tech.clone(), *seed)),
                 }
             }
+            if t.family == "steering" {
+                let mut rows: Vec<SteerRow> = order
+                    .iter()
+                    .map(|tech| {
+                        let rs: Vec<&crate::steering::SteerResult> = by_tech[tech]
+                            .iter()
+                            .filter_map(|c| c.steering.as_ref())
+                            .collect();
+                        let all: Vec<f64> = rs
+                            .iter()
+                            .flat_map(|r| r.per_instruction.iter().copied())
+                            .collect();
+                        let avg = |f: &dyn Fn(&crate::steering::SteerResult) -> f64| {
+                            rs.iter().map(|r| f(r)).sum::<f64>() / rs.len().max(1) as f64
+                        };
+                        SteerRow {
+                            technique: tech.clone(),
+                            combined: mean_ci(&all, reps.max(100), 0),
+                            concept: avg(&|r| r.concept),
+                            relevance: avg(&|r| r.relevance),
+                            fluency: avg(&|r| r.fluency),
+                            factors: rs.iter().map(|r| r.factor).collect(),
+                            example: rs.first().map(|r| r.example.clone()).unwrap_or_default(),
+                            seeds: rs.len(),
+                        }
+                    })
+                    .collect();
+                rows.sort_by(|a, b| b.combined.mean.total_cmp(&a.combined.mean));
+                tasks.push(TaskReport {
+                    task: t.name.clone(),
+                    family: t.family.clone(),
+                    dataset: t.dataset.clone(),
+                    examples: t.examples,
+                    test_examples: 0.0,
+                    classes: t.classes.clone(),
+                    rows: Vec::new(),
+                    missing,
+                    kind: t.kind.clone(),
+                    planted: Vec::new(),
+                    steering: rows,
+                });
+                continue;
+            }
             if t.family == "planted" {
                 let mut rows = Vec::new();
                 for tech in &order {
@@ -211,6 +274,7 @@ impl Report {
                     missing,
                     kind: t.kind.clone(),
                     planted: rows,
+                    steering: Vec::new(),
                 });
                 continue;
             }
@@ -254,6 +318,7 @@ impl Report {
                     missing,
                     kind: t.kind.clone(),
                     planted: Vec::new(),
+                    steering: Vec::new(),
                 });
                 continue;
             }
@@ -393,6 +458,7 @@ impl Report {
                 missing,
                 kind: t.kind.clone(),
                 planted: Vec::new(),
+                steering: Vec::new(),
             });
         }
         let families = family_summaries(&tasks, reps);
@@ -532,6 +598,11 @@ impl Report {
         for t in &self.tasks {
             if t.family == "planted" {
                 m += &format!("## {} (planted: {} base documents)\n\n", t.task, t.examples);
+            } else if t.family == "steering" {
+                m += &format!(
+                    "## {} (steering: {} concept examples)\n\n",
+                    t.task, t.examples
+                );
             } else {
                 m += &format!(
                     "## {} ({}: {} examples, ~{:.0} test per seed; positive = {})\n\n",
@@ -580,6 +651,37 @@ impl Report {
                         r.val_auroc.map(|v| format!("{v:.3}")).unwrap_or_default(),
                         pool,
                         r.choice.replace('|', "/")
+                    );
+                }
+                m += "\n";
+            }
+            if !t.steering.is_empty() {
+                m += &format!(
+                    "Steering toward \"{}\". Scores in [0, 1] on the report half of the \
+                     instructions (concept: a held-out bag-of-words classifier; relevance: \
+                     log-probability gain from the instruction, relative to the unsteered \
+                     answer's; fluency: relative perplexity x (1 - repeated trigrams)); \
+                     combined = their harmonic mean, 95% interval over instructions and \
+                     seeds.\n\n| technique | combined [95% CI] | concept | relevance | fluency | factor per seed | example |\n|---|---|---|---|---|---|---|\n",
+                    t.classes[1]
+                );
+                for r in &t.steering {
+                    m += &format!(
+                        "| {} | {:.3} [{:.3}, {:.3}] | {:.3} | {:.3} | {:.3} | {} | {}: {} |\n",
+                        r.technique,
+                        r.combined.mean,
+                        r.combined.lo,
+                        r.combined.hi,
+                        r.concept,
+                        r.relevance,
+                        r.fluency,
+                        r.factors
+                            .iter()
+                            .map(|f| f.map_or("-".into(), |x| format!("{x}")))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        r.example.0.replace('|', "/"),
+                        r.example.1.replace('|', "/").replace('\n', " ")
                     );
                 }
                 m += "\n";
@@ -761,6 +863,9 @@ fn family_summaries(tasks: &[TaskReport], reps: usize) -> Vec<FamilySummary> {
             if family == "planted" {
                 return planted_summary(tasks);
             }
+            if family == "steering" {
+                return steering_summary(tasks, reps);
+            }
             let ts: Vec<&TaskReport> = tasks
                 .iter()
                 .filter(|t| t.family == family && !t.rows.is_empty())
@@ -935,5 +1040,77 @@ fn planted_summary(tasks: &[TaskReport]) -> FamilySummary {
                 parts.join("; ")
             )
         },
+    }
+}
+
+/// The steering family in one line: the technique with the highest combined score over
+/// tasks, and its margin over the runner-up (bootstrap over tasks).
+fn steering_summary(tasks: &[TaskReport], reps: usize) -> FamilySummary {
+    let ts: Vec<&TaskReport> = tasks
+        .iter()
+        .filter(|t| t.family == "steering" && !t.steering.is_empty())
+        .collect();
+    let mut names: Vec<String> = ts
+        .first()
+        .map(|t| t.steering.iter().map(|r| r.technique.clone()).collect())
+        .unwrap_or_default();
+    names.retain(|n| {
+        ts.iter()
+            .all(|t| t.steering.iter().any(|r| &r.technique == n))
+    });
+    let score = |t: &TaskReport, n: &str| {
+        t.steering
+            .iter()
+            .find(|r| r.technique == n)
+            .map_or(f64::NAN, |r| r.combined.mean)
+    };
+    let mut techniques: Vec<(String, f64, usize)> = names
+        .iter()
+        .map(|n| {
+            let mean = ts.iter().map(|t| score(t, n)).sum::<f64>() / ts.len().max(1) as f64;
+            let wins = ts
+                .iter()
+                .filter(|t| t.steering.first().is_some_and(|r| &r.technique == n))
+                .count();
+            (n.clone(), mean, wins)
+        })
+        .collect();
+    techniques.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let margin = (techniques.len() >= 2).then(|| {
+        let d: Vec<f64> = ts
+            .iter()
+            .map(|t| score(t, &techniques[0].0) - score(t, &techniques[1].0))
+            .collect();
+        mean_ci(&d, reps.max(1000), 0)
+    });
+    let line = match (&techniques[..], margin) {
+        ([a, b, ..], Some(m)) => format!(
+            "over {} concepts, {} has the highest combined steering score ({:.3}; best on {}); \
+             the runner-up {} ({:.3}) trails by {:.3} [{:.3}, {:.3}] (bootstrap over concepts){}. \
+             All: {}",
+            ts.len(),
+            a.0,
+            a.1,
+            a.2,
+            b.0,
+            b.1,
+            m.mean,
+            m.lo,
+            m.hi,
+            if m.lo <= 0.0 { ": within noise" } else { "" },
+            techniques
+                .iter()
+                .map(|(n, v, _)| format!("{n} {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "no results yet".into(),
+    };
+    FamilySummary {
+        family: "steering".into(),
+        tasks: ts.len(),
+        techniques,
+        margin,
+        line,
     }
 }

@@ -56,6 +56,9 @@ pub struct Cell {
     /// The planted family's results, per rate (detection cells: none).
     #[serde(default)]
     pub planted: Option<Vec<crate::planted::RateResult>>,
+    /// The steering family's result (other cells: none).
+    #[serde(default)]
+    pub steering: Option<crate::steering::SteerResult>,
 }
 
 /// What a run is asked to do.
@@ -248,6 +251,7 @@ fn cell_key(
     seed: u64,
     sae_sha: Option<&str>,
 ) -> String {
+    let fr = task.fractions.unwrap_or(suite.fractions);
     let mut id = serde_json::json!({
         "version": CELL_VERSION,
         "dataset": ds.sha256,
@@ -257,10 +261,15 @@ fn cell_key(
         "technique": tech,
         "revision": crate::suite::revision(tech),
         "seed": seed,
-        "fractions": [suite.fractions.0, suite.fractions.1],
+        "fractions": [fr.0, fr.1],
         "sae": sae_sha,
         "answers": [&suite.answers.0, &suite.answers.1],
     });
+    if let Some(st) = &task.steering {
+        id["steering"] = serde_json::json!({
+            "factors": st.factors, "max_new_tokens": st.max_new_tokens, "concept": st.concept,
+        });
+    }
     if let Some(p) = &task.planted {
         id["planted"] = serde_json::json!({
             "rates": p.rates, "items": p.items, "heldout": p.heldout,
@@ -306,6 +315,9 @@ pub struct PlanTask {
     pub dataset: String,
     pub examples: usize,
     pub classes: [String; 2],
+    /// Split seeds of this task.
+    #[serde(default)]
+    pub seeds: Option<u64>,
 }
 
 impl Plan {
@@ -376,7 +388,7 @@ pub fn run(
                 ));
                 continue;
             }
-            for seed in 0..suite.seeds {
+            for seed in 0..task.seeds.unwrap_or(suite.seeds) {
                 let sae_id = if tech.needs_sae() {
                     sae_sha.as_deref()
                 } else {
@@ -414,10 +426,14 @@ pub fn run(
             .iter()
             .zip(&datasets)
             .map(|(t, ds)| PlanTask {
-                kind: t.planted.as_ref().map(|p| match (&p.plant, p.null) {
-                    (Some(pl), false) => pl.kind.clone(),
-                    _ => "null".to_string(),
-                }),
+                kind: if t.steering.is_some() {
+                    Some("steering".into())
+                } else {
+                    t.planted.as_ref().map(|p| match (&p.plant, p.null) {
+                        (Some(pl), false) => pl.kind.clone(),
+                        _ => "null".to_string(),
+                    })
+                },
                 name: t.name.clone(),
                 family: format!("{:?}", t.family).to_lowercase(),
                 dataset: t
@@ -427,6 +443,7 @@ pub fn run(
                     .unwrap_or_default(),
                 examples: ds.examples.len(),
                 classes: ds.classes.clone(),
+                seeds: Some(t.seeds.unwrap_or(suite.seeds)),
             })
             .collect(),
         cells: expected,
@@ -463,7 +480,7 @@ pub fn run(
         }
         if let Some(spec) = &task.planted {
             let base: Vec<String> = datasets[ti].examples.iter().map(|e| e.text()).collect();
-            let lay = crate::planted::layout(&base, spec, suite.seeds)?;
+            let lay = crate::planted::layout(&base, spec, task.seeds.unwrap_or(suite.seeds))?;
             let want_sae = mine.iter().any(|t| t.tech.needs_sae());
             let feats = crate::planted::features(
                 model,
@@ -506,6 +523,7 @@ pub fn run(
                     choice: String::new(),
                     seconds: t1.elapsed().as_secs_f64(),
                     planted: Some(res),
+                    steering: None,
                 };
                 write_cell(&cfg.out, &cell)?;
                 done += 1;
@@ -513,6 +531,93 @@ pub fn run(
                     done,
                     todo: todo.len(),
                 });
+            }
+            continue;
+        }
+        if let Some(spec0) = &task.steering {
+            let mut spec = spec0.clone();
+            if spec.concept.is_empty() {
+                spec.concept = datasets[ti].classes[1].clone();
+            }
+            let ds = datasets[ti].clone();
+            let n = ds.examples.len() as u64;
+            let acts = token_features(model, &ds, point, Default::default(), &mut |k| {
+                events(Event::Step {
+                    task: &task.name,
+                    what: "activations",
+                    done: k as u64,
+                    total: n,
+                })
+            })?;
+            let mut inputs = Inputs::new(ds, &acts)?;
+            drop(acts);
+            if let (Some(s), true) = (sae, mine.iter().any(|t| t.tech.needs_sae())) {
+                inputs.encode(s, &mut |_| {})?;
+            }
+            for seed in 0..task.seeds.unwrap_or(suite.seeds) {
+                let here: Vec<&&Todo> = mine.iter().filter(|t| t.seed == seed).collect();
+                if here.is_empty() {
+                    continue;
+                }
+                let split = splits(&inputs.ds, task.fractions.unwrap_or(suite.fractions), seed)?;
+                let pick = |s: Split| -> Vec<usize> {
+                    (0..split.len()).filter(|&i| split[i] == s).collect()
+                };
+                let (tr, va, te) = (
+                    pick(Split::Train),
+                    pick(Split::Validation),
+                    pick(Split::Test),
+                );
+                let label = |ix: &[usize]| -> Vec<u8> {
+                    ix.iter().map(|&i| inputs.ds.examples[i].label).collect()
+                };
+                let (ytr, yva) = (label(&tr), label(&va));
+                let view = SplitView {
+                    train: &tr,
+                    y_train: &ytr,
+                    val: &va,
+                    y_val: &yva,
+                    test: &te,
+                };
+                events(Event::Step {
+                    task: &task.name,
+                    what: "unsteered references",
+                    done: 0,
+                    total: here.len() as u64,
+                });
+                let setting =
+                    crate::steering::Setting::new(model, point, &spec, &inputs, &te, &tr, seed)?;
+                for (k, t) in here.iter().enumerate() {
+                    events(Event::Step {
+                        task: &task.name,
+                        what: "steering",
+                        done: k as u64,
+                        total: here.len() as u64,
+                    });
+                    let t1 = Instant::now();
+                    let v = crate::steering::direction(t.tech, &inputs, &view, seed, sae)?;
+                    let r = crate::steering::run(&setting, t.tech, v.as_deref())?;
+                    let cell = Cell {
+                        key: t.key.clone(),
+                        task: task.name.clone(),
+                        technique: t.tech.name(),
+                        seed,
+                        test: Vec::new(),
+                        labels: Vec::new(),
+                        results: Vec::new(),
+                        val_auroc: None,
+                        choice: r.factor.map(|f| format!("factor {f}")).unwrap_or_default(),
+                        seconds: t1.elapsed().as_secs_f64(),
+                        planted: None,
+                        steering: Some(r),
+                    };
+                    write_cell(&cfg.out, &cell)?;
+                    done += 1;
+                    events(Event::Cell {
+                        done,
+                        todo: todo.len(),
+                    });
+                }
             }
             continue;
         }
@@ -551,7 +656,7 @@ pub fn run(
         }
         let mut prompts = PromptCache::new(suite.answers.clone());
         for seed in 0..suite.seeds {
-            let split = splits(&inputs.ds, suite.fractions, seed)?;
+            let split = splits(&inputs.ds, task.fractions.unwrap_or(suite.fractions), seed)?;
             let pick =
                 |s: Split| -> Vec<usize> { (0..split.len()).filter(|&i| split[i] == s).collect() };
             let (tr, va, te) = (
@@ -617,6 +722,7 @@ pub fn run(
                     choice: fitted.choice,
                     seconds: t1.elapsed().as_secs_f64(),
                     planted: None,
+                    steering: None,
                 };
                 write_cell(&cfg.out, &cell)?;
                 done += 1;
@@ -678,6 +784,24 @@ fn estimate(
             .iter()
             .map(|e| e.text().len() as f64 / 4.0 + 2.0)
             .sum();
+        if let Some(st) = &suite.tasks[ti].steering {
+            // Greedy generations: references, and per technique and seed the factor sweep on
+            // half the instructions and the report half; ~0.05 s per generated token row.
+            let gens: f64 = mine
+                .iter()
+                .map(|t| {
+                    let per = if t.tech == Technique::Prompt {
+                        1.0
+                    } else {
+                        st.factors.len() as f64 + 1.0
+                    };
+                    per * st.instructions.len() as f64 / 2.0
+                })
+                .sum::<f64>()
+                + st.instructions.len() as f64 * suite.seeds as f64;
+            secs += tokens / tps + gens * (st.max_new_tokens as f64 * 0.01 + 0.3);
+            continue;
+        }
         if let Some(spec) = &suite.tasks[ti].planted {
             // The base documents plus, per seed, the planted B documents and held-out copies.
             let per_doc = tokens / ds.examples.len().max(1) as f64;

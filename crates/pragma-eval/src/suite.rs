@@ -23,6 +23,16 @@
 //! rates = [0.01, 0.05, 0.2]               # optional (this default); each in (0, 1]
 //! items = 500                             # optional: documents per set
 //! heldout = 200                           # optional: held-out documents (each also planted)
+//!
+//! [[task]]
+//! name = "steer-animals"
+//! family = "steering"
+//! dataset = "concepts/animals.jsonl"       # the concept: label 1
+//! instructions = "steering/instructions.txt"  # one per line; half choose the factor
+//! factors = [0.02, 0.05, 0.1, 0.2]         # optional: x the median activation norm
+//! max_new_tokens = 24                      # optional
+//! seeds = 1                                # optional, any task: its own split seeds
+//! fractions = [0.4, 0.1]                   # optional, any task: its own split
 //! ```
 //!
 //! Datasets are the probe format (`pragma_methods::probe`): JSONL with `text` or
@@ -138,6 +148,10 @@ pub const DEFAULT_SUITE: &[(&str, &str)] = &[
         include_str!("../../../examples/eval/concepts/imperative.meta.json"),
     ),
     (
+        "steering/instructions.txt",
+        include_str!("../../../examples/eval/steering/instructions.txt"),
+    ),
+    (
         "planted/base.jsonl",
         include_str!("../../../examples/eval/planted/base.jsonl"),
     ),
@@ -167,10 +181,13 @@ pub enum Family {
     Detection,
     /// Hypothesis generation: find what was planted in one of two document sets.
     Planted,
+    /// Concept steering (AxBench's protocol, judge-free): steer neutral instructions
+    /// toward a concept; concept, instruction relevance and fluency scores.
+    Steering,
 }
 
 impl Family {
-    pub const NAMES: &'static [&'static str] = &["detection", "planted"];
+    pub const NAMES: &'static [&'static str] = &["detection", "planted", "steering"];
 
     /// Every technique this family knows, in report order.
     pub fn techniques(self) -> Vec<Technique> {
@@ -191,6 +208,14 @@ impl Family {
                 Technique::SaeDiff,
                 Technique::Ngram,
                 Technique::DiffMeanUnembed,
+            ],
+            Family::Steering => vec![
+                Technique::DiffMean,
+                Technique::Probe,
+                Technique::Pca,
+                Technique::SaeLatent,
+                Technique::Prompt,
+                Technique::Random,
             ],
         }
     }
@@ -329,6 +354,12 @@ struct RawTask {
     rates: Option<Vec<f64>>,
     items: Option<usize>,
     heldout: Option<usize>,
+    instructions: Option<PathBuf>,
+    factors: Option<Vec<f64>>,
+    max_new_tokens: Option<usize>,
+    concept: Option<String>,
+    seeds: Option<u64>,
+    fractions: Option<(f64, f64)>,
 }
 
 /// One task of a suite.
@@ -345,6 +376,12 @@ pub struct Task {
     pub techniques: Vec<Technique>,
     /// The planted family's settings.
     pub planted: Option<crate::planted::PlantedSpec>,
+    /// The steering family's settings.
+    pub steering: Option<crate::steering::SteeringSpec>,
+    /// Split seeds of this task (default: the suite's).
+    pub seeds: Option<u64>,
+    /// Train and validation fractions of this task (default: the suite's).
+    pub fractions: Option<(f64, f64)>,
     /// Files whose bytes the task's results depend on besides the dataset (the plant).
     pub extra_files: Vec<PathBuf>,
 }
@@ -403,6 +440,7 @@ impl Suite {
             let family = match t.family.as_str() {
                 "detection" => Family::Detection,
                 "planted" => Family::Planted,
+                "steering" => Family::Steering,
                 other => {
                     return Err(Error::Input(format!(
                         "suite {}: task '{}': unknown family '{other}'{}; known: {}",
@@ -464,37 +502,116 @@ impl Suite {
             if let Some(dup) = techniques.iter().find(|x| !seen.insert(x.name())) {
                 return Err(here(format!("technique {} is listed twice", dup.name())));
             }
-            let planted =
-                match family {
-                    Family::Detection => {
-                        if t.plant.is_some()
-                            || t.rates.is_some()
-                            || t.null.is_some()
-                            || t.items.is_some()
-                            || t.heldout.is_some()
-                        {
-                            return Err(here(
+            if family != Family::Steering
+                && (t.instructions.is_some()
+                    || t.factors.is_some()
+                    || t.max_new_tokens.is_some()
+                    || t.concept.is_some())
+            {
+                return Err(here(
+                    "instructions, factors, max_new_tokens and concept belong to family \
+                     \"steering\""
+                        .into(),
+                ));
+            }
+            if t.seeds == Some(0) {
+                return Err(here("seeds must be >= 1".into()));
+            }
+            if let Some(f) = t.fractions {
+                if !(f.0 > 0.0 && f.1 > 0.0 && f.0 + f.1 < 1.0) {
+                    return Err(here(format!(
+                        "fractions = [train, validation] must be > 0 and sum to < 1, found {f:?}"
+                    )));
+                }
+            }
+            let mut steering = None;
+            let planted = match family {
+                Family::Steering => {
+                    if t.plant.is_some()
+                        || t.rates.is_some()
+                        || t.null.is_some()
+                        || t.items.is_some()
+                        || t.heldout.is_some()
+                    {
+                        return Err(here(
+                            "plant, null, rates, items and heldout belong to family \
+                                 \"planted\""
+                                .into(),
+                        ));
+                    }
+                    let ip = dir.join(t.instructions.clone().ok_or_else(|| {
+                        here(
+                            "a steering task needs instructions = \"FILE.txt\" (one per line)"
+                                .into(),
+                        )
+                    })?);
+                    let text = std::fs::read_to_string(&ip)
+                        .map_err(|e| here(format!("{}: {e}", ip.display())))?;
+                    let instructions: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect();
+                    if instructions.len() < 4 {
+                        return Err(here(format!(
+                            "{}: {} instructions; at least 4 (half choose the factor, half report)",
+                            ip.display(),
+                            instructions.len()
+                        )));
+                    }
+                    extra_files.push(ip);
+                    let meta = dataset.with_extension("meta.json");
+                    if meta.is_file() {
+                        extra_files.push(meta);
+                    }
+                    let factors = t
+                        .factors
+                        .clone()
+                        .unwrap_or_else(|| vec![0.02, 0.05, 0.1, 0.2]);
+                    if factors.is_empty() || factors.iter().any(|f| !f.is_finite()) {
+                        return Err(here(format!(
+                            "factors must be finite numbers, found {factors:?}"
+                        )));
+                    }
+                    steering = Some(crate::steering::SteeringSpec {
+                        instructions,
+                        factors,
+                        max_new_tokens: t.max_new_tokens.unwrap_or(24).clamp(1, 256),
+                        concept: t.concept.clone().unwrap_or_default(),
+                    });
+                    None
+                }
+                Family::Detection => {
+                    if t.plant.is_some()
+                        || t.rates.is_some()
+                        || t.null.is_some()
+                        || t.items.is_some()
+                        || t.heldout.is_some()
+                    {
+                        return Err(here(
                             "plant, null, rates, items and heldout belong to family \"planted\""
                                 .into(),
                         ));
-                        }
-                        // The prompting question and the positive class live in NAME.meta.json.
-                        let meta = dataset.with_extension("meta.json");
-                        if meta.is_file() {
-                            extra_files.push(meta);
-                        }
-                        None
                     }
-                    Family::Planted => {
-                        if t.max_examples.is_some() {
-                            return Err(here(
+                    // The prompting question and the positive class live in NAME.meta.json.
+                    let meta = dataset.with_extension("meta.json");
+                    if meta.is_file() {
+                        extra_files.push(meta);
+                    }
+                    None
+                }
+                Family::Planted => {
+                    if t.max_examples.is_some() {
+                        return Err(here(
                             "max_examples is for detection tasks; planted tasks take items and \
                              heldout"
                                 .into(),
                         ));
-                        }
-                        let null = t.null.unwrap_or(false);
-                        let plant = match &t.plant {
+                    }
+                    let null = t.null.unwrap_or(false);
+                    let plant =
+                        match &t.plant {
                             Some(p) => {
                                 let pp = dir.join(p);
                                 let plant = crate::planted::Plant::load(&pp)
@@ -510,40 +627,41 @@ impl Suite {
                                     .into(),
                             )),
                         };
-                        if null && t.rates.is_some() {
-                            return Err(here("a null task plants nothing: drop rates".into()));
-                        }
-                        let items = t.items.unwrap_or(500);
-                        let heldout = t.heldout.unwrap_or(200);
-                        if items == 0 || heldout == 0 {
+                    if null && t.rates.is_some() {
+                        return Err(here("a null task plants nothing: drop rates".into()));
+                    }
+                    let items = t.items.unwrap_or(500);
+                    let heldout = t.heldout.unwrap_or(200);
+                    if items == 0 || heldout == 0 {
+                        return Err(here(format!(
+                            "items and heldout must be >= 1, found {items} and {heldout}"
+                        )));
+                    }
+                    let rates = if null {
+                        vec![0.0]
+                    } else {
+                        t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2])
+                    };
+                    if !null {
+                        if let Some(r) = rates
+                            .iter()
+                            .find(|&&r| !(r > 0.0 && r <= 1.0) || (r * items as f64).round() < 1.0)
+                        {
                             return Err(here(format!(
-                                "items and heldout must be >= 1, found {items} and {heldout}"
+                                "plant rates must be in (0, 1] and plant at least one of the \
+                                 {items} documents of set B (rate x items >= 0.5), found {r}"
                             )));
                         }
-                        let rates = if null {
-                            vec![0.0]
-                        } else {
-                            t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2])
-                        };
-                        if !null {
-                            if let Some(r) = rates.iter().find(|&&r| {
-                                !(r > 0.0 && r <= 1.0) || (r * items as f64).round() < 1.0
-                            }) {
-                                return Err(here(format!(
-                                    "plant rates must be in (0, 1] and plant at least one of the \
-                                 {items} documents of set B (rate x items >= 0.5), found {r}"
-                                )));
-                            }
-                        }
-                        Some(crate::planted::PlantedSpec {
-                            rates,
-                            plant,
-                            null,
-                            items,
-                            heldout,
-                        })
                     }
-                };
+                    Some(crate::planted::PlantedSpec {
+                        rates,
+                        plant,
+                        null,
+                        items,
+                        heldout,
+                    })
+                }
+            };
             tasks.push(Task {
                 name: t.name,
                 family,
@@ -551,6 +669,9 @@ impl Suite {
                 max_examples: t.max_examples,
                 techniques,
                 planted,
+                steering,
+                seeds: t.seeds,
+                fractions: t.fractions,
                 extra_files,
             });
         }
