@@ -61,6 +61,31 @@ pub struct TaskReport {
     /// Steering tasks: per technique, best combined score first.
     #[serde(default)]
     pub steering: Vec<SteerRow>,
+    /// The study task: its arms on the report half.
+    #[serde(default)]
+    pub study: Option<StudyRow>,
+}
+
+/// The steering study in one row: the chosen point and each arm's effect on the
+/// report half (log-odds of "yes, a test" vs the unsteered evaluation framing).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StudyRow {
+    pub layer: usize,
+    pub scale: f32,
+    /// Evaluation minus deployment framing, all tasks.
+    pub gap: Estimate,
+    /// (arm, effect vs unsteered)
+    pub arms: Vec<(String, Estimate)>,
+    /// Steered minus random control, paired per report task.
+    pub vector_minus_control: Estimate,
+}
+
+fn est(e: &pragma_methods::study::Estimate) -> Estimate {
+    Estimate {
+        mean: e.mean,
+        lo: e.ci.0,
+        hi: e.ci.1,
+    }
 }
 
 /// A steering technique on one task, over seeds.
@@ -159,6 +184,39 @@ impl Report {
                     None => missing.push((tech.clone(), *seed)),
                 }
             }
+            if t.family == "study" {
+                let row = by_tech
+                    .values()
+                    .flatten()
+                    .find_map(|c| c.study.as_ref())
+                    .map(|st| StudyRow {
+                        layer: st.best_layer,
+                        scale: st.best_scale,
+                        gap: est(&st.gap),
+                        arms: st
+                            .arms
+                            .iter()
+                            .filter(|a| a.name != "unsteered")
+                            .map(|a| (a.name.clone(), est(&a.effect)))
+                            .collect(),
+                        vector_minus_control: est(&st.vector_minus_control),
+                    });
+                tasks.push(TaskReport {
+                    task: t.name.clone(),
+                    family: t.family.clone(),
+                    dataset: t.dataset.clone(),
+                    examples: t.examples,
+                    test_examples: 0.0,
+                    classes: t.classes.clone(),
+                    rows: Vec::new(),
+                    missing,
+                    kind: t.kind.clone(),
+                    planted: Vec::new(),
+                    steering: Vec::new(),
+                    study: row,
+                });
+                continue;
+            }
             if t.family == "steering" {
                 let mut rows: Vec<SteerRow> = order
                     .iter()
@@ -199,6 +257,7 @@ impl Report {
                     kind: t.kind.clone(),
                     planted: Vec::new(),
                     steering: rows,
+                    study: None,
                 });
                 continue;
             }
@@ -275,6 +334,7 @@ impl Report {
                     kind: t.kind.clone(),
                     planted: rows,
                     steering: Vec::new(),
+                    study: None,
                 });
                 continue;
             }
@@ -319,6 +379,7 @@ impl Report {
                     kind: t.kind.clone(),
                     planted: Vec::new(),
                     steering: Vec::new(),
+                    study: None,
                 });
                 continue;
             }
@@ -459,6 +520,7 @@ impl Report {
                 kind: t.kind.clone(),
                 planted: Vec::new(),
                 steering: Vec::new(),
+                study: None,
             });
         }
         let families = family_summaries(&tasks, reps);
@@ -598,6 +660,8 @@ impl Report {
         for t in &self.tasks {
             if t.family == "planted" {
                 m += &format!("## {} (planted: {} base documents)\n\n", t.task, t.examples);
+            } else if t.family == "study" {
+                m += &format!("## {} (study: {} tasks)\n\n", t.task, t.examples);
             } else if t.family == "steering" {
                 m += &format!(
                     "## {} (steering: {} concept examples)\n\n",
@@ -654,6 +718,26 @@ impl Report {
                     );
                 }
                 m += "\n";
+            }
+            if let Some(st) = &t.study {
+                m += &format!(
+                    "The evaluation-awareness study (`pragma steer study`'s defaults): a \
+                     difference-of-means vector from contrastive pairs, layer {} and scale {} \
+                     chosen on half of the tasks; effects on the other half, in log-odds of \
+                     \"yes, this is a test\" against the unsteered evaluation-framed prompts \
+                     (negative = less sure it is a test). Gap between framings over all tasks: \
+                     {:+.2} [{:+.2}, {:+.2}].\n\n| arm | effect [95% CI] |\n|---|---|\n",
+                    st.layer, st.scale, st.gap.mean, st.gap.lo, st.gap.hi
+                );
+                for (name, e) in &st.arms {
+                    m += &format!("| {name} | {:+.2} [{:+.2}, {:+.2}] |\n", e.mean, e.lo, e.hi);
+                }
+                m += &format!(
+                    "| steered minus random control (paired) | {:+.2} [{:+.2}, {:+.2}] |\n\n",
+                    st.vector_minus_control.mean,
+                    st.vector_minus_control.lo,
+                    st.vector_minus_control.hi
+                );
             }
             if !t.steering.is_empty() {
                 m += &format!(
@@ -865,6 +949,41 @@ fn family_summaries(tasks: &[TaskReport], reps: usize) -> Vec<FamilySummary> {
             }
             if family == "steering" {
                 return steering_summary(tasks, reps);
+            }
+            if family == "study" {
+                let st = tasks.iter().find_map(|t| t.study.as_ref());
+                return FamilySummary {
+                    family,
+                    techniques: Vec::new(),
+                    tasks: usize::from(st.is_some()),
+                    margin: st.map(|s| s.vector_minus_control),
+                    line: match st {
+                        Some(s) => format!(
+                            "the vector (layer {}, scale {}) minus a random control of the same \
+                             norm: {:+.2} [{:+.2}, {:+.2}] log-odds{}; effects vs unsteered: {}",
+                            s.layer,
+                            s.scale,
+                            s.vector_minus_control.mean,
+                            s.vector_minus_control.lo,
+                            s.vector_minus_control.hi,
+                            if s.vector_minus_control.lo <= 0.0 && s.vector_minus_control.hi >= 0.0
+                            {
+                                " (within noise)"
+                            } else {
+                                ""
+                            },
+                            s.arms
+                                .iter()
+                                .map(|(n, e)| format!(
+                                    "{n} {:+.2} [{:+.2}, {:+.2}]",
+                                    e.mean, e.lo, e.hi
+                                ))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                        None => "no results yet".into(),
+                    },
+                };
             }
             let ts: Vec<&TaskReport> = tasks
                 .iter()

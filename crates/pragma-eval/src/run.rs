@@ -59,6 +59,9 @@ pub struct Cell {
     /// The steering family's result (other cells: none).
     #[serde(default)]
     pub steering: Option<crate::steering::SteerResult>,
+    /// The study family's result (other cells: none).
+    #[serde(default)]
+    pub study: Option<pragma_methods::study::Study>,
 }
 
 /// What a run is asked to do.
@@ -128,6 +131,29 @@ pub fn sae_sha256(sae: &Sae) -> Result<String> {
 pub fn load_task(task: &Task) -> Result<Dataset> {
     if task.planted.is_some() {
         return load_base(task);
+    }
+    if task.study.is_some() {
+        let tasks = pragma_methods::study::read_tasks(&task.dataset)?;
+        let mut h = Sha256::new();
+        for f in std::iter::once(&task.dataset).chain(&task.extra_files) {
+            h.update(std::fs::read(f).map_err(|e| Error::Input(format!("{}: {e}", f.display())))?);
+        }
+        return Ok(Dataset {
+            name: task.name.clone(),
+            examples: tasks
+                .iter()
+                .map(|t| pragma_methods::probe::Example {
+                    input: pragma_methods::steering::Side::Text(t.eval.clone()),
+                    label: 0,
+                    split: None,
+                    group: None,
+                })
+                .collect(),
+            classes: ["eval".into(), "deploy".into()],
+            sha256: format!("{:x}", h.finalize()),
+            question: None,
+            yes_is_positive: true,
+        });
     }
     let mut ds = read_dataset(&task.dataset, None)?;
     // The key covers the meta file too (question, positive class).
@@ -426,7 +452,9 @@ pub fn run(
             .iter()
             .zip(&datasets)
             .map(|(t, ds)| PlanTask {
-                kind: if t.steering.is_some() {
+                kind: if t.study.is_some() {
+                    Some("study".into())
+                } else if t.steering.is_some() {
                     Some("steering".into())
                 } else {
                     t.planted.as_ref().map(|p| match (&p.plant, p.null) {
@@ -524,6 +552,56 @@ pub fn run(
                     seconds: t1.elapsed().as_secs_f64(),
                     planted: Some(res),
                     steering: None,
+                    study: None,
+                };
+                write_cell(&cfg.out, &cell)?;
+                done += 1;
+                events(Event::Cell {
+                    done,
+                    todo: todo.len(),
+                });
+            }
+            continue;
+        }
+        if let Some((pairs_path, reference)) = &task.study {
+            for t in &mine {
+                let t1 = Instant::now();
+                let pairs = pragma_methods::steering::read_pairs(pairs_path)?;
+                let tasks = pragma_methods::study::read_tasks(&task.dataset)?;
+                let text = std::fs::read_to_string(reference)
+                    .map_err(|e| Error::Input(format!("{}: {e}", reference.display())))?;
+                let mut scfg = pragma_methods::study::StudyConfig::with_reference(text);
+                scfg.seed = t.seed;
+                let sha = format!(
+                    "{:x}",
+                    Sha256::digest(
+                        std::fs::read(pairs_path)
+                            .map_err(|e| Error::Input(format!("{}: {e}", pairs_path.display())))?
+                    )
+                );
+                let (study, _) =
+                    pragma_methods::study::run(model, &pairs, &sha, &tasks, &scfg, &mut |m| {
+                        events(Event::Step {
+                            task: &task.name,
+                            what: m,
+                            done: 0,
+                            total: 1,
+                        })
+                    })?;
+                let cell = Cell {
+                    key: t.key.clone(),
+                    task: task.name.clone(),
+                    technique: t.tech.name(),
+                    seed: t.seed,
+                    test: Vec::new(),
+                    labels: Vec::new(),
+                    results: Vec::new(),
+                    val_auroc: None,
+                    choice: format!("layer {}, scale {}", study.best_layer, study.best_scale),
+                    seconds: t1.elapsed().as_secs_f64(),
+                    planted: None,
+                    steering: None,
+                    study: Some(study),
                 };
                 write_cell(&cfg.out, &cell)?;
                 done += 1;
@@ -610,6 +688,7 @@ pub fn run(
                         seconds: t1.elapsed().as_secs_f64(),
                         planted: None,
                         steering: Some(r),
+                        study: None,
                     };
                     write_cell(&cfg.out, &cell)?;
                     done += 1;
@@ -723,6 +802,7 @@ pub fn run(
                     seconds: t1.elapsed().as_secs_f64(),
                     planted: None,
                     steering: None,
+                    study: None,
                 };
                 write_cell(&cfg.out, &cell)?;
                 done += 1;
@@ -784,6 +864,11 @@ fn estimate(
             .iter()
             .map(|e| e.text().len() as f64 / 4.0 + 2.0)
             .sum();
+        if suite.tasks[ti].study.is_some() {
+            // One study: ~210 s on 2 cores for the default 8 layers x 6 scales.
+            secs += 220.0;
+            continue;
+        }
         if let Some(st) = &suite.tasks[ti].steering {
             // Greedy generations: references, and per technique and seed the factor sweep on
             // half the instructions and the report half; ~0.05 s per generated token row.

@@ -33,6 +33,13 @@
 //! max_new_tokens = 24                      # optional
 //! seeds = 1                                # optional, any task: its own split seeds
 //! fractions = [0.4, 0.1]                   # optional, any task: its own split
+//!
+//! [[task]]
+//! name = "eval-awareness-study"
+//! family = "study"                         # `pragma steer study` with its defaults, one row
+//! dataset = "eval-awareness/prompts.jsonl" # tasks {"task", "eval", "deploy"}
+//! pairs = "eval-awareness/pairs.jsonl"
+//! reference = "eval-awareness/reference.txt"
 //! ```
 //!
 //! Datasets are the probe format (`pragma_methods::probe`): JSONL with `text` or
@@ -148,6 +155,18 @@ pub const DEFAULT_SUITE: &[(&str, &str)] = &[
         include_str!("../../../examples/eval/concepts/imperative.meta.json"),
     ),
     (
+        "eval-awareness/pairs.jsonl",
+        include_str!("../../../examples/eval-awareness/pairs.jsonl"),
+    ),
+    (
+        "eval-awareness/prompts.jsonl",
+        include_str!("../../../examples/eval-awareness/prompts.jsonl"),
+    ),
+    (
+        "eval-awareness/reference.txt",
+        include_str!("../../../examples/eval-awareness/reference.txt"),
+    ),
+    (
         "steering/instructions.txt",
         include_str!("../../../examples/eval/steering/instructions.txt"),
     ),
@@ -184,10 +203,12 @@ pub enum Family {
     /// Concept steering (AxBench's protocol, judge-free): steer neutral instructions
     /// toward a concept; concept, instruction relevance and fluency scores.
     Steering,
+    /// The evaluation-awareness steering study (`pragma steer study`) as one row.
+    Study,
 }
 
 impl Family {
-    pub const NAMES: &'static [&'static str] = &["detection", "planted", "steering"];
+    pub const NAMES: &'static [&'static str] = &["detection", "planted", "steering", "study"];
 
     /// Every technique this family knows, in report order.
     pub fn techniques(self) -> Vec<Technique> {
@@ -209,6 +230,7 @@ impl Family {
                 Technique::Ngram,
                 Technique::DiffMeanUnembed,
             ],
+            Family::Study => vec![Technique::Study],
             Family::Steering => vec![
                 Technique::DiffMean,
                 Technique::Probe,
@@ -251,6 +273,9 @@ pub enum Technique {
     /// Planted difference: the difference of means, and the tokens it promotes through
     /// the unembedding.
     DiffMeanUnembed,
+    /// The steering study: a difference-of-means vector from contrastive pairs, its layer
+    /// and scale chosen on half the tasks, beside a random control and prompting.
+    Study,
 }
 
 impl Technique {
@@ -267,6 +292,7 @@ impl Technique {
             Technique::SaeDiff => "sae-diff".into(),
             Technique::Ngram => "ngram".into(),
             Technique::DiffMeanUnembed => "diffmean-unembed".into(),
+            Technique::Study => "study".into(),
         }
     }
 
@@ -360,6 +386,8 @@ struct RawTask {
     concept: Option<String>,
     seeds: Option<u64>,
     fractions: Option<(f64, f64)>,
+    pairs: Option<PathBuf>,
+    reference: Option<PathBuf>,
 }
 
 /// One task of a suite.
@@ -378,6 +406,9 @@ pub struct Task {
     pub planted: Option<crate::planted::PlantedSpec>,
     /// The steering family's settings.
     pub steering: Option<crate::steering::SteeringSpec>,
+    /// The study family's files: contrastive pairs and the coherence reference text (the
+    /// task's `dataset` is its tasks file).
+    pub study: Option<(PathBuf, PathBuf)>,
     /// Split seeds of this task (default: the suite's).
     pub seeds: Option<u64>,
     /// Train and validation fractions of this task (default: the suite's).
@@ -517,6 +548,30 @@ impl Suite {
             if t.seeds == Some(0) {
                 return Err(here("seeds must be >= 1".into()));
             }
+            if family != Family::Study && (t.pairs.is_some() || t.reference.is_some()) {
+                return Err(here(
+                    "pairs and reference belong to family \"study\"".into(),
+                ));
+            }
+            let mut study = None;
+            if family == Family::Study {
+                let (Some(pairs), Some(reference)) = (&t.pairs, &t.reference) else {
+                    return Err(here(
+                        "a study task needs pairs = \"PAIRS.jsonl\" and reference = \"TEXT.txt\" \
+                         (dataset = the tasks file)"
+                            .into(),
+                    ));
+                };
+                let (p, r) = (dir.join(pairs), dir.join(reference));
+                for f in [&p, &r] {
+                    if !f.is_file() {
+                        return Err(here(format!("{} not found", f.display())));
+                    }
+                }
+                extra_files.push(p.clone());
+                extra_files.push(r.clone());
+                study = Some((p, r));
+            }
             if let Some(f) = t.fractions {
                 if !(f.0 > 0.0 && f.1 > 0.0 && f.0 + f.1 < 1.0) {
                     return Err(here(format!(
@@ -583,6 +638,7 @@ impl Suite {
                         });
                         None
                     }
+                    Family::Study => None,
                     Family::Detection => {
                         if t.plant.is_some()
                             || t.rates.is_some()
@@ -669,7 +725,12 @@ impl Suite {
                 techniques,
                 planted,
                 steering,
-                seeds: t.seeds,
+                study,
+                seeds: if family == Family::Study {
+                    Some(1)
+                } else {
+                    t.seeds
+                },
                 fractions: t.fractions,
                 extra_files,
             });

@@ -262,9 +262,9 @@ pub fn fit(
                 choice: format!("C = {}, {} token types", b.c, b.vocab),
             }
         }
-        Technique::SaeDiff | Technique::Ngram | Technique::DiffMeanUnembed => {
+        Technique::SaeDiff | Technique::Ngram | Technique::DiffMeanUnembed | Technique::Study => {
             return Err(Error::Input(format!(
-                "technique {} belongs to the planted family, not detection",
+                "technique {} does not belong to the detection family",
                 tech.name()
             )))
         }
