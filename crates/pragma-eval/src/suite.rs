@@ -472,6 +472,7 @@ impl Suite {
                 "detection" => Family::Detection,
                 "planted" => Family::Planted,
                 "steering" => Family::Steering,
+                "study" => Family::Study,
                 other => {
                     return Err(Error::Input(format!(
                         "suite {}: task '{}': unknown family '{other}'{}; known: {}",
