@@ -418,3 +418,62 @@ fn steering_tasks_run_and_bad_steering_suites_are_refused() {
         assert!(!ok && err.contains(want), "{extra}: {err}");
     }
 }
+
+/// The steering study as a task on the tiny model: one cell, its row in the report.
+#[test]
+fn a_study_task_runs_as_one_row() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    let pairs: Vec<String> = (0..4)
+        .map(|i| {
+            serde_json::json!({"positive": format!("test {i}"), "negative": format!("user {i}")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(d.path().join("pairs.jsonl"), pairs.join("\n")).expect("w");
+    let tasks: Vec<String> = (0..6)
+        .map(|i| {
+            serde_json::json!({"task": format!("t{i}"), "eval": format!("exam {i}"), "deploy": format!("chat {i}")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(d.path().join("tasks.jsonl"), tasks.join("\n")).expect("w");
+    std::fs::write(d.path().join("ref.txt"), "a cat sat on a mat").expect("w");
+    let su = d.path().join("s.toml");
+    std::fs::write(
+        &su,
+        "hook = \"blocks.1.hook_resid_post\"\nanswers = [\"a\", \"b\"]\n[[task]]\nname = \"st\"\n\
+         family = \"study\"\ndataset = \"tasks.jsonl\"\npairs = \"pairs.jsonl\"\nreference = \"ref.txt\"\n\
+         question = \"test?\"\ndeploy_prompt = \"real\"\n",
+    )
+    .expect("w");
+    let out = d.path().join("out");
+    let (ok, stdout, err) = pragma(&[
+        "eval",
+        "run",
+        s(&m),
+        "--suite",
+        s(&su),
+        "--bootstrap",
+        "100",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("1 cells computed"), "{err}");
+    assert!(
+        stdout.contains("**study**") && stdout.contains("steered minus random control"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("r"))
+            .expect("json");
+    assert!(
+        v["tasks"][0]["study"]["arms"]
+            .as_array()
+            .expect("arms")
+            .len()
+            >= 3,
+        "{v}"
+    );
+}

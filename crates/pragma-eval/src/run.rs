@@ -291,6 +291,15 @@ fn cell_key(
         "sae": sae_sha,
         "answers": [&suite.answers.0, &suite.answers.1],
     });
+    if let Some(st) = task
+        .study
+        .as_ref()
+        .filter(|st| st.question.is_some() || st.deploy_prompt.is_some())
+    {
+        id["study"] = serde_json::json!({
+            "question": st.question, "deploy_prompt": st.deploy_prompt,
+        });
+    }
     if let Some(st) = &task.steering {
         id["steering"] = serde_json::json!({
             "factors": st.factors, "max_new_tokens": st.max_new_tokens, "concept": st.concept,
@@ -563,7 +572,8 @@ pub fn run(
             }
             continue;
         }
-        if let Some((pairs_path, reference)) = &task.study {
+        if let Some(spec) = &task.study {
+            let (pairs_path, reference) = (&spec.pairs, &spec.reference);
             for t in &mine {
                 let t1 = Instant::now();
                 let pairs = pragma_methods::steering::read_pairs(pairs_path)?;
@@ -572,6 +582,19 @@ pub fn run(
                     .map_err(|e| Error::Input(format!("{}: {e}", reference.display())))?;
                 let mut scfg = pragma_methods::study::StudyConfig::with_reference(text);
                 scfg.seed = t.seed;
+                // The suite's answer tokens, and the default layers that this model has.
+                if let Some(q) = &spec.question {
+                    scfg.question = q.clone();
+                }
+                if let Some(p) = &spec.deploy_prompt {
+                    scfg.deploy_prompt = p.clone();
+                }
+                scfg.yes = suite.answers.0.clone();
+                scfg.no = suite.answers.1.clone();
+                scfg.layers.retain(|&l| l < n_layers);
+                if scfg.layers.is_empty() {
+                    scfg.layers = (0..n_layers).collect();
+                }
                 let sha = format!(
                     "{:x}",
                     Sha256::digest(

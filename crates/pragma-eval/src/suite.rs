@@ -388,6 +388,18 @@ struct RawTask {
     fractions: Option<(f64, f64)>,
     pairs: Option<PathBuf>,
     reference: Option<PathBuf>,
+    question: Option<String>,
+    deploy_prompt: Option<String>,
+}
+
+/// A study task: contrastive pairs, the coherence reference text, and optionally the
+/// question and the prompting baseline's statement (default: `pragma steer study`'s).
+#[derive(Clone, Debug, Serialize)]
+pub struct StudySpec {
+    pub pairs: PathBuf,
+    pub reference: PathBuf,
+    pub question: Option<String>,
+    pub deploy_prompt: Option<String>,
 }
 
 /// One task of a suite.
@@ -406,9 +418,8 @@ pub struct Task {
     pub planted: Option<crate::planted::PlantedSpec>,
     /// The steering family's settings.
     pub steering: Option<crate::steering::SteeringSpec>,
-    /// The study family's files: contrastive pairs and the coherence reference text (the
-    /// task's `dataset` is its tasks file).
-    pub study: Option<(PathBuf, PathBuf)>,
+    /// The study family's settings (the task's `dataset` is its tasks file).
+    pub study: Option<StudySpec>,
     /// Split seeds of this task (default: the suite's).
     pub seeds: Option<u64>,
     /// Train and validation fractions of this task (default: the suite's).
@@ -571,7 +582,12 @@ impl Suite {
                 }
                 extra_files.push(p.clone());
                 extra_files.push(r.clone());
-                study = Some((p, r));
+                study = Some(StudySpec {
+                    pairs: p,
+                    reference: r,
+                    question: t.question.clone(),
+                    deploy_prompt: t.deploy_prompt.clone(),
+                });
             }
             if let Some(f) = t.fractions {
                 if !(f.0 > 0.0 && f.1 > 0.0 && f.0 + f.1 < 1.0) {
