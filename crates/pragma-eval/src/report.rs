@@ -196,7 +196,7 @@ impl Report {
                         arms: st
                             .arms
                             .iter()
-                            .filter(|a| a.name != "unsteered")
+                            .filter(|a| !a.name.contains("unsteered") || a.name.contains("deploy"))
                             .map(|a| (a.name.clone(), est(&a.effect)))
                             .collect(),
                         vector_minus_control: est(&st.vector_minus_control),
