@@ -98,3 +98,33 @@ fn a_null_pair_rarely_yields_discoveries() {
         );
     }
 }
+
+/// The difference of means finds a direction planted in the documents' mean activations:
+/// ranked first (its permutation test is significant) and detecting held-out plants.
+#[test]
+fn a_planted_direction_is_found_by_the_difference_of_means() {
+    let tok = tokenizer();
+    let (mut f, draw) = setup(40, 7); // 20% of B
+    let mut rng = XorShift::new(9, 1);
+    let planted: Vec<bool> = (0..800)
+        .map(|i| (200..240).contains(&i) || i >= 600)
+        .collect();
+    f.mean = planted
+        .iter()
+        .map(|&p| {
+            (0..16)
+                .map(|k| {
+                    let (u1, u2) = (rng.next_f64().max(1e-300), rng.next_f64());
+                    let g =
+                        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32;
+                    g + if p && k == 0 { 3.0 } else { 0.0 }
+                })
+                .collect()
+        })
+        .collect();
+    let r = run(Technique::DiffMeanUnembed, &f, &draw, &[0.2], 0, &tok).expect("run");
+    let top = &r[0].candidates[0];
+    assert_eq!(top.name, "direction", "{:?}", r[0].candidates);
+    assert!(top.p <= 0.05 && top.heldout_auroc > 0.9, "{top:?}");
+    assert_eq!(r[0].first_hit, Some(1));
+}
