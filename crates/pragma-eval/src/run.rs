@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pragma_methods::probe::{read_dataset, splits, token_features, Dataset, Split};
+use pragma_methods::probe::{read_dataset, token_features, Dataset};
 use pragma_methods::sae::Sae;
 use pragma_methods::stats::XorShift;
 use pragma_methods::{Error, Result};
@@ -18,7 +18,7 @@ use pragma_model::Model;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::detection::{self, Inputs, Pooling, PromptCache, SplitView};
+use crate::detection::{self, Inputs, Pooling, PromptCache, SeedSplit};
 use crate::report::Report;
 use crate::suite::{Suite, Task, Technique};
 
@@ -660,34 +660,18 @@ pub fn run(
                 if here.is_empty() {
                     continue;
                 }
-                let split = splits(&inputs.ds, task.fractions.unwrap_or(suite.fractions), seed)?;
-                let pick = |s: Split| -> Vec<usize> {
-                    (0..split.len()).filter(|&i| split[i] == s).collect()
-                };
-                let (tr, va, te) = (
-                    pick(Split::Train),
-                    pick(Split::Validation),
-                    pick(Split::Test),
-                );
-                let label = |ix: &[usize]| -> Vec<u8> {
-                    ix.iter().map(|&i| inputs.ds.examples[i].label).collect()
-                };
-                let (ytr, yva) = (label(&tr), label(&va));
-                let view = SplitView {
-                    train: &tr,
-                    y_train: &ytr,
-                    val: &va,
-                    y_val: &yva,
-                    test: &te,
-                };
+                let sp =
+                    SeedSplit::new(&inputs.ds, task.fractions.unwrap_or(suite.fractions), seed)?;
+                let view = sp.view();
                 events(Event::Step {
                     task: &task.name,
                     what: "unsteered references",
                     done: 0,
                     total: here.len() as u64,
                 });
-                let setting =
-                    crate::steering::Setting::new(model, point, &spec, &inputs, &te, &tr, seed)?;
+                let setting = crate::steering::Setting::new(
+                    model, point, &spec, &inputs, &sp.test, &sp.train, seed,
+                )?;
                 for (k, t) in here.iter().enumerate() {
                     events(Event::Step {
                         task: &task.name,
@@ -757,26 +741,10 @@ pub fn run(
             })?;
         }
         let mut prompts = PromptCache::new(suite.answers.clone());
-        for seed in 0..suite.seeds {
-            let split = splits(&inputs.ds, task.fractions.unwrap_or(suite.fractions), seed)?;
-            let pick =
-                |s: Split| -> Vec<usize> { (0..split.len()).filter(|&i| split[i] == s).collect() };
-            let (tr, va, te) = (
-                pick(Split::Train),
-                pick(Split::Validation),
-                pick(Split::Test),
-            );
-            let label = |ix: &[usize]| -> Vec<u8> {
-                ix.iter().map(|&i| inputs.ds.examples[i].label).collect()
-            };
-            let (ytr, yva, yte) = (label(&tr), label(&va), label(&te));
-            let view = SplitView {
-                train: &tr,
-                y_train: &ytr,
-                val: &va,
-                y_val: &yva,
-                test: &te,
-            };
+        for seed in 0..task.seeds.unwrap_or(suite.seeds) {
+            let sp = SeedSplit::new(&inputs.ds, task.fractions.unwrap_or(suite.fractions), seed)?;
+            let view = sp.view();
+            let (va, yva, te, yte) = (&sp.val, &sp.y_val, &sp.test, &sp.y_test);
             for t in mine.iter().filter(|t| t.seed == seed) {
                 let t1 = Instant::now();
                 if t.tech == Technique::Prompt {

@@ -177,6 +177,53 @@ pub struct SplitView<'a> {
     pub test: &'a [usize],
 }
 
+/// One seed's split, owned: indices and the labels of every part (the test labels are
+/// for scoring only; [`SeedSplit::view`] leaves them out).
+pub struct SeedSplit {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub test: Vec<usize>,
+    pub y_train: Vec<u8>,
+    pub y_val: Vec<u8>,
+    pub y_test: Vec<u8>,
+}
+
+impl SeedSplit {
+    /// `pragma_methods::probe::splits` of `ds` for `seed` (groups and given splits kept).
+    pub fn new(ds: &Dataset, fractions: (f64, f64), seed: u64) -> Result<SeedSplit> {
+        use pragma_methods::probe::Split;
+        let split = pragma_methods::probe::splits(ds, fractions, seed)?;
+        let pick =
+            |s: Split| -> Vec<usize> { (0..split.len()).filter(|&i| split[i] == s).collect() };
+        let label =
+            |ix: &[usize]| -> Vec<u8> { ix.iter().map(|&i| ds.examples[i].label).collect() };
+        let (train, val, test) = (
+            pick(Split::Train),
+            pick(Split::Validation),
+            pick(Split::Test),
+        );
+        Ok(SeedSplit {
+            y_train: label(&train),
+            y_val: label(&val),
+            y_test: label(&test),
+            train,
+            val,
+            test,
+        })
+    }
+
+    /// What a technique may read: no test labels.
+    pub fn view(&self) -> SplitView<'_> {
+        SplitView {
+            train: &self.train,
+            y_train: &self.y_train,
+            val: &self.val,
+            y_val: &self.y_val,
+            test: &self.test,
+        }
+    }
+}
+
 /// Prompting: the answer tokens ("Yes| Yes": alternatives, each one token) and the
 /// scores computed so far (on demand, per example, shared across seeds).
 pub struct PromptCache {

@@ -27,6 +27,18 @@ pub fn features(
         .iter()
         .map(|l| HookPoint::parse(&format!("blocks.{l}.{site}"), n_layers).map_err(Error::from))
         .collect::<Result<_>>()?;
+    let ids = example_ids(model, ds, rule)?;
+    if position == Position::Answer {
+        return Err(Error::Input(
+            "position 'answer' is for contrastive pairs with a prompt; probes use last or mean"
+                .into(),
+        ));
+    }
+    read_ids(model, &ids, None, &points, position, progress)
+}
+
+/// Each example's token ids under `rule`, refusing one longer than the model's context.
+fn example_ids(model: &Model, ds: &Dataset, rule: InputRule) -> Result<Vec<Vec<u32>>> {
     let ctx = model.cfg().context_length;
     let mut ids = Vec::with_capacity(ds.examples.len());
     for (i, e) in ds.examples.iter().enumerate() {
@@ -41,13 +53,7 @@ pub fn features(
         }
         ids.push(t);
     }
-    if position == Position::Answer {
-        return Err(Error::Input(
-            "position 'answer' is for contrastive pairs with a prompt; probes use last or mean"
-                .into(),
-        ));
-    }
-    read_ids(model, &ids, None, &points, position, progress)
+    Ok(ids)
 }
 
 /// Per-document activations `[n, d]` per layer from an activation store cached from
@@ -148,20 +154,7 @@ pub fn token_features(
 ) -> Result<Vec<Tensor>> {
     use pragma_model::hooks::Hooks;
     use pragma_model::llama::{Batch, Logits};
-    let ctx = model.cfg().context_length;
-    let mut ids = Vec::with_capacity(ds.examples.len());
-    for (i, e) in ds.examples.iter().enumerate() {
-        let t = side_ids(model, &e.input, rule)?;
-        if t.len() > ctx {
-            return Err(Error::Input(format!(
-                "{}: example {} is {} tokens, longer than the model's context of {ctx}; shorten it",
-                ds.name,
-                i + 1,
-                t.len()
-            )));
-        }
-        ids.push(t);
-    }
+    let ids = example_ids(model, ds, rule)?;
     let mut hooks = Hooks::new();
     hooks.capture(point);
     let mut order: Vec<usize> = (0..ids.len()).collect();
