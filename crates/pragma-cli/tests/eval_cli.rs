@@ -244,6 +244,14 @@ fn bad_suites_and_inputs_are_clear_errors() {
     );
     let (ok, _, err) = run(&su, &["--yes", "--bootstrap", "100"]);
     assert!(ok, "{err}");
+    // A later run that fails (here: a task with one class) names the task and leaves the
+    // earlier run's plan and report readable.
+    dataset(d.path(), "b", 40, true);
+    let (ok, _, err) = run(&su, &["--yes", "--bootstrap", "100"]);
+    assert!(!ok && err.contains("task 'b'"), "{err}");
+    let (ok, stdout, err) = pragma(&["eval", "report", s(&out), "--bootstrap", "100"]);
+    assert!(ok && stdout.contains("## b (detection"), "{err}");
+    dataset(d.path(), "b", 40, false);
     // A missing dataset and an unknown key.
     let su = suite(d.path(), "blocks.1.hook_resid_post", "");
     let text = std::fs::read_to_string(&su)
@@ -337,8 +345,9 @@ fn planted_tasks_run_and_bad_plants_are_refused() {
     assert!(top.contains(&"\"zz\""), "{ngram}");
 
     for (extra, want) in [
-        ("rates = [0.0]", "plant rates must be in (0, 1]"),
-        ("rates = [1.5]", "plant rates must be in (0, 1]"),
+        ("rates = [0.0]", "plant rates are fractions in (0, 1]"),
+        ("rates = [1.5]", "plant rates are fractions in (0, 1]"),
+        ("rates = []", "rates is empty"),
         ("rates = [0.01]", "plant at least one"),
         ("null = true\nrates = [0.1]", "a null task plants nothing"),
     ] {

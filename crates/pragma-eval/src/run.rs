@@ -409,7 +409,15 @@ pub fn run(
     let mut skipped = Vec::new();
     let mut expected = Vec::new();
     for (ti, task) in suite.tasks.iter().enumerate() {
-        let ds = load_task(task)?;
+        let in_task = |e: Error| Error::Input(format!("task '{}': {e}", task.name));
+        let ds = load_task(task).map_err(in_task)?;
+        // Every seed's split is checked now, before anything runs.
+        if task.planted.is_none() && task.study.is_none() {
+            for seed in 0..task.seeds.unwrap_or(suite.seeds) {
+                SeedSplit::new(&ds, task.fractions.unwrap_or(suite.fractions), seed)
+                    .map_err(in_task)?;
+            }
+        }
         for &tech in &task.techniques {
             if tech.needs_sae() && sae.is_none() {
                 skipped.push((task.name.clone(), tech.name(), "no --sae given".to_string()));
@@ -500,14 +508,13 @@ pub fn run(
     });
     if seconds > suite.budget_minutes * 60.0 && !cfg.yes {
         return Err(Error::Input(format!(
-            "the estimate is {:.0} minutes for {} cells, over the suite's budget of {} minutes: \
+            "the estimate is {:.1} minutes for {} cells, over the suite's budget of {} minutes: \
              pass --yes to run it anyway, or cut seeds, tasks or max_examples",
             seconds / 60.0,
             todo.len(),
             suite.budget_minutes
         )));
     }
-    pragma_model::io::write_json(&cfg.out.join("plan.json"), &plan)?;
 
     let mut done = 0;
     for (ti, task) in suite.tasks.iter().enumerate() {
@@ -760,17 +767,15 @@ pub fn run(
                 // Validation AUROC per pooling (scorers with given test scores have one).
                 let val: Vec<(Pooling, f64)> = match &fitted.scorer {
                     detection::Scorer::Given(_) => Vec::new(),
-                    sc => detection::score(sc, &inputs, &va)
+                    sc => detection::score(sc, &inputs, va)
                         .into_iter()
-                        .filter_map(|(p, s)| {
-                            pragma_methods::linear::auroc(&s, &yva).map(|a| (p, a))
-                        })
+                        .filter_map(|(p, s)| pragma_methods::linear::auroc(&s, yva).map(|a| (p, a)))
                         .collect(),
                 };
-                let results = detection::score(&fitted.scorer, &inputs, &te)
+                let results = detection::score(&fitted.scorer, &inputs, te)
                     .into_iter()
                     .map(|(pooling, scores)| PoolScores {
-                        auroc: pragma_methods::linear::auroc(&scores, &yte).unwrap_or(f64::NAN),
+                        auroc: pragma_methods::linear::auroc(&scores, yte).unwrap_or(f64::NAN),
                         val_auroc: val
                             .iter()
                             .find(|v| v.0 == pooling)
@@ -804,6 +809,9 @@ pub fn run(
             }
         }
     }
+    // Written only once every cell is there: a failed run leaves the previous plan (and
+    // its report) as they were.
+    pragma_model::io::write_json(&cfg.out.join("plan.json"), &plan)?;
     let report = Report::build(&cfg.out, &plan, cfg.bootstrap)?;
     report.save(&cfg.out)?;
     Ok(RunResult {

@@ -597,94 +597,94 @@ impl Suite {
                 }
             }
             let mut steering = None;
-            let planted =
-                match family {
-                    Family::Steering => {
-                        if t.plant.is_some()
-                            || t.rates.is_some()
-                            || t.null.is_some()
-                            || t.items.is_some()
-                            || t.heldout.is_some()
-                        {
-                            return Err(here(
-                                "plant, null, rates, items and heldout belong to family \
+            let planted = match family {
+                Family::Steering => {
+                    if t.plant.is_some()
+                        || t.rates.is_some()
+                        || t.null.is_some()
+                        || t.items.is_some()
+                        || t.heldout.is_some()
+                    {
+                        return Err(here(
+                            "plant, null, rates, items and heldout belong to family \
                                  \"planted\""
-                                    .into(),
-                            ));
-                        }
-                        let ip = dir.join(t.instructions.clone().ok_or_else(|| {
-                            here(
-                                "a steering task needs instructions = \"FILE.txt\" (one per line)"
-                                    .into(),
-                            )
-                        })?);
-                        let text = std::fs::read_to_string(&ip)
-                            .map_err(|e| here(format!("{}: {e}", ip.display())))?;
-                        let instructions: Vec<String> = text
-                            .lines()
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .map(String::from)
-                            .collect();
-                        if instructions.len() < 4 {
-                            return Err(here(format!(
+                                .into(),
+                        ));
+                    }
+                    let ip = dir.join(t.instructions.clone().ok_or_else(|| {
+                        here(
+                            "a steering task needs instructions = \"FILE.txt\" (one per line)"
+                                .into(),
+                        )
+                    })?);
+                    let text = std::fs::read_to_string(&ip)
+                        .map_err(|e| here(format!("{}: {e}", ip.display())))?;
+                    let instructions: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect();
+                    if instructions.len() < 4 {
+                        return Err(here(format!(
                             "{}: {} instructions; at least 4 (half choose the factor, half report)",
                             ip.display(),
                             instructions.len()
                         )));
-                        }
-                        extra_files.push(ip);
-                        let meta = dataset.with_extension("meta.json");
-                        if meta.is_file() {
-                            extra_files.push(meta);
-                        }
-                        let factors = t
-                            .factors
-                            .clone()
-                            .unwrap_or_else(|| vec![0.02, 0.05, 0.1, 0.2]);
-                        if factors.is_empty() || factors.iter().any(|f| !f.is_finite()) {
-                            return Err(here(format!(
-                                "factors must be finite numbers, found {factors:?}"
-                            )));
-                        }
-                        steering = Some(crate::steering::SteeringSpec {
-                            instructions,
-                            factors,
-                            max_new_tokens: t.max_new_tokens.unwrap_or(24).clamp(1, 256),
-                            concept: t.concept.clone().unwrap_or_default(),
-                        });
-                        None
                     }
-                    Family::Study => None,
-                    Family::Detection => {
-                        if t.plant.is_some()
-                            || t.rates.is_some()
-                            || t.null.is_some()
-                            || t.items.is_some()
-                            || t.heldout.is_some()
-                        {
-                            return Err(here(
+                    extra_files.push(ip);
+                    let meta = dataset.with_extension("meta.json");
+                    if meta.is_file() {
+                        extra_files.push(meta);
+                    }
+                    let factors = t
+                        .factors
+                        .clone()
+                        .unwrap_or_else(|| vec![0.02, 0.05, 0.1, 0.2]);
+                    if factors.is_empty() || factors.iter().any(|f| !f.is_finite()) {
+                        return Err(here(format!(
+                            "factors must be finite numbers, found {factors:?}"
+                        )));
+                    }
+                    steering = Some(crate::steering::SteeringSpec {
+                        instructions,
+                        factors,
+                        max_new_tokens: t.max_new_tokens.unwrap_or(24).clamp(1, 256),
+                        concept: t.concept.clone().unwrap_or_default(),
+                    });
+                    None
+                }
+                Family::Study => None,
+                Family::Detection => {
+                    if t.plant.is_some()
+                        || t.rates.is_some()
+                        || t.null.is_some()
+                        || t.items.is_some()
+                        || t.heldout.is_some()
+                    {
+                        return Err(here(
                             "plant, null, rates, items and heldout belong to family \"planted\""
                                 .into(),
                         ));
-                        }
-                        // The prompting question and the positive class live in NAME.meta.json.
-                        let meta = dataset.with_extension("meta.json");
-                        if meta.is_file() {
-                            extra_files.push(meta);
-                        }
-                        None
                     }
-                    Family::Planted => {
-                        if t.max_examples.is_some() {
-                            return Err(here(
+                    // The prompting question and the positive class live in NAME.meta.json.
+                    let meta = dataset.with_extension("meta.json");
+                    if meta.is_file() {
+                        extra_files.push(meta);
+                    }
+                    None
+                }
+                Family::Planted => {
+                    if t.max_examples.is_some() {
+                        return Err(here(
                             "max_examples is for detection tasks; planted tasks take items and \
                              heldout"
                                 .into(),
                         ));
-                        }
-                        let null = t.null.unwrap_or(false);
-                        let plant = match &t.plant {
+                    }
+                    let null = t.null.unwrap_or(false);
+                    let plant =
+                        match &t.plant {
                             Some(p) => {
                                 let pp = dir.join(p);
                                 let plant = crate::planted::Plant::load(&pp)
@@ -700,40 +700,47 @@ impl Suite {
                                     .into(),
                             )),
                         };
-                        if null && t.rates.is_some() {
-                            return Err(here("a null task plants nothing: drop rates".into()));
-                        }
-                        let items = t.items.unwrap_or(500);
-                        let heldout = t.heldout.unwrap_or(200);
-                        if items == 0 || heldout == 0 {
+                    if null && t.rates.is_some() {
+                        return Err(here("a null task plants nothing: drop rates".into()));
+                    }
+                    let items = t.items.unwrap_or(500);
+                    let heldout = t.heldout.unwrap_or(200);
+                    if items == 0 || heldout == 0 {
+                        return Err(here(format!(
+                            "items and heldout must be >= 1, found {items} and {heldout}"
+                        )));
+                    }
+                    let rates = if null {
+                        vec![0.0]
+                    } else {
+                        t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2])
+                    };
+                    if !null && rates.is_empty() {
+                        return Err(here(
+                            "rates is empty: give plant rates as fractions, e.g. [0.01, 0.05, 0.2]"
+                                .into(),
+                        ));
+                    }
+                    if !null {
+                        if let Some(r) = rates
+                            .iter()
+                            .find(|&&r| !(r > 0.0 && r <= 1.0) || (r * items as f64).round() < 1.0)
+                        {
                             return Err(here(format!(
-                                "items and heldout must be >= 1, found {items} and {heldout}"
-                            )));
-                        }
-                        let rates = if null {
-                            vec![0.0]
-                        } else {
-                            t.rates.clone().unwrap_or_else(|| vec![0.01, 0.05, 0.2])
-                        };
-                        if !null {
-                            if let Some(r) = rates.iter().find(|&&r| {
-                                !(r > 0.0 && r <= 1.0) || (r * items as f64).round() < 1.0
-                            }) {
-                                return Err(here(format!(
-                                    "plant rates must be in (0, 1] and plant at least one of the \
+                                    "plant rates are fractions in (0, 1] (5% = 0.05) that plant at least one of the \
                                  {items} documents of set B (rate x items >= 0.5), found {r}"
                                 )));
-                            }
                         }
-                        Some(crate::planted::PlantedSpec {
-                            rates,
-                            plant,
-                            null,
-                            items,
-                            heldout,
-                        })
                     }
-                };
+                    Some(crate::planted::PlantedSpec {
+                        rates,
+                        plant,
+                        null,
+                        items,
+                        heldout,
+                    })
+                }
+            };
             tasks.push(Task {
                 name: t.name,
                 family,

@@ -64,6 +64,7 @@ pub(super) fn detection_rows(
     // Rows: one per technique; each seed's pooling is the one with the higher
     // validation AUROC (ties: mean). Both poolings' test AUROCs are kept beside.
     struct Pending {
+        poolings: Vec<(Pooling, usize)>,
         technique: String,
         pooling: Pooling,
         val: Option<f64>,
@@ -123,6 +124,7 @@ pub(super) fn detection_rows(
         pending.push(Pending {
             technique: tech.clone(),
             pooling: counts.first().map_or(Pooling::Text, |c| c.0),
+            poolings: counts.clone(),
             val: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
             choice: cells[0].choice.clone(),
             scores: cells
@@ -161,6 +163,7 @@ pub(super) fn detection_rows(
                     choice: p.choice.clone(),
                     seeds: seeds.len(),
                     by_pooling: p.by_pooling.clone(),
+                    poolings: p.poolings.clone(),
                 },
                 sv,
             )

@@ -47,6 +47,9 @@ pub struct Row {
     /// uses each seed's validation-chosen pooling).
     #[serde(default)]
     pub by_pooling: Vec<(Pooling, f64)>,
+    /// How many seeds chose each pooling on validation.
+    #[serde(default)]
+    pub poolings: Vec<(Pooling, usize)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -147,9 +147,18 @@ impl Report {
                     let pool = if r.pooling == Pooling::Text {
                         "-".to_string()
                     } else {
+                        let chosen = if r.poolings.len() > 1 {
+                            r.poolings
+                                .iter()
+                                .map(|(p, n)| format!("{} x{n}", format!("{p:?}").to_lowercase()))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        } else {
+                            format!("{:?}", r.pooling).to_lowercase()
+                        };
                         format!(
                             "{} ({})",
-                            format!("{:?}", r.pooling).to_lowercase(),
+                            chosen,
                             r.by_pooling
                                 .iter()
                                 .map(|(_, a)| format!("{a:.3}"))
