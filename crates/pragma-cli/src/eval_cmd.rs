@@ -18,7 +18,8 @@ pub enum EvalCommand {
     /// new), then the report (OUT/report.md, report.html with the heatmap, report.json).
     ///
     /// The default suite: concept detection on 12 concepts (AxBench's protocol: linear
-    /// probe, difference of means, PCA, SAE best latent and sparse probes (with --sae),
+    /// probe, difference of means, PCA, SAE best latent and sparse probes (the preset SAE,
+    /// trained on first use, or --sae DIR),
     /// prompting, bag-of-words and a random direction; test AUROC, per-token scores pooled
     /// by mean or max, chosen on validation), and hypothesis generation on 4 planted
     /// differences and a null pair (SAE latent frequencies, n-grams, difference of means
@@ -36,10 +37,16 @@ pub struct RunArgs {
     /// `default` (shipped; written to OUT/suite/) or a suite .toml file.
     #[arg(long, default_value = "default")]
     suite: String,
-    /// SAE folder (SAELens or sparsify) at the suite's hook, for the SAE techniques
-    /// (without it they are listed as not run).
+    /// SAE for the SAE techniques: `preset` (default: the preset SAE at the suite's hook,
+    /// trained on first use into OUT/sae-preset/ — ~8 minutes for the default model — and
+    /// reused after), a SAELens or sparsify folder trained on the suite's hook, or `none`
+    /// (the SAE techniques are listed as not run).
+    #[arg(long, default_value = "preset")]
+    sae: String,
+    /// Use an SAE whose metadata names other model weights (e.g. a base model's SAE on
+    /// its instruct model).
     #[arg(long)]
-    sae: Option<PathBuf>,
+    sae_other_model: bool,
     /// Split seeds (overrides the suite's `seeds`).
     #[arg(long)]
     seeds: Option<u64>,
@@ -102,11 +109,10 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         anyhow::ensure!(s >= 1, "--seeds must be >= 1");
         suite.seeds = s;
     }
-    let sae = a
-        .sae
-        .as_ref()
-        .map(|p| Sae::load(p).with_context(|| format!("--sae {}", p.display())))
-        .transpose()?;
+    let sae = match a.sae.as_str() {
+        "preset" | "none" => None,
+        p => Some(Sae::load(std::path::Path::new(p)).with_context(|| format!("--sae {p}"))?),
+    };
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -114,10 +120,12 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let cfg = RunConfig {
+        sae_preset: (a.sae == "preset").then(|| suite.sae.clone()),
         suite,
         out: a.out.clone(),
         bootstrap: a.bootstrap as usize,
         yes: a.yes,
+        sae_other_model: a.sae_other_model,
     };
     let (mut cells_done, mut cells_todo) = (0usize, 0usize);
     let res = run::run(&model, sae.as_ref(), &cfg, &mut |e| match e {

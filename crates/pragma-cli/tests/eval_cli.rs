@@ -183,6 +183,9 @@ fn bad_suites_and_inputs_are_clear_errors() {
     let run = |suite: &Path, extra: &[&str]| {
         let mut args = vec!["eval", "run", s(&m), "--suite", s(suite), "--out", s(&out)];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--sae") {
+            args.extend_from_slice(&["--sae", "none"]);
+        }
         pragma(&args)
     };
     // Unknown technique, with a suggestion.
@@ -225,6 +228,25 @@ fn bad_suites_and_inputs_are_clear_errors() {
     let (ok, _, err) = run(&su0, &["--sae", s(&sae)]);
     assert!(
         !ok && err.contains("the SAE reads blocks.1.hook_resid_post"),
+        "{err}"
+    );
+    // An SAE trained on another model of the same width: refused, unless asked for.
+    std::fs::create_dir_all(d.path().join("other")).expect("mkdir");
+    let other = tiny_gguf(&d.path().join("other"), 5);
+    let su = suite(d.path(), "blocks.1.hook_resid_post", "");
+    let (ok, _, err) = pragma(&[
+        "eval",
+        "run",
+        s(&other),
+        "--suite",
+        s(&su),
+        "--sae",
+        s(&sae),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        !ok && err.contains("trained on another model") && err.contains("--sae-other-model"),
         "{err}"
     );
     // Over budget: the estimate, and --yes.
@@ -485,4 +507,106 @@ fn a_study_task_runs_as_one_row() {
             >= 3,
         "{v}"
     );
+}
+
+#[test]
+fn preset_sae_is_trained_on_first_use_and_reused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    dataset(d.path(), "a", 40, false);
+    dataset(d.path(), "b", 40, false);
+    let docs: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "the {} cat sat on the mat number {i}",
+                ["red", "big"][i % 2]
+            )
+        })
+        .collect();
+    std::fs::write(d.path().join("corpus.txt"), docs.join("\n\n")).expect("w");
+    let su = suite(
+        d.path(),
+        "blocks.1.hook_resid_post",
+        "[sae]\ndata = \"corpus.txt\"\nstore_tokens = 2000\nctx = 32\nk = 4\n\
+         expansion = 2\ntokens = 4096\nbatch_tokens = 256\n",
+    );
+    let text = std::fs::read_to_string(&su).expect("r").replace(
+        "dataset = \"b.jsonl\"",
+        "dataset = \"b.jsonl\"\ntechniques = [\"sae-latent\", \"probe\"]",
+    );
+    let text = text.replacen(
+        "dataset = \"a.jsonl\"",
+        "dataset = \"a.jsonl\"\ntechniques = [\"probe\"]",
+        1,
+    );
+    std::fs::write(&su, text).expect("w");
+    let out = d.path().join("out");
+    let args = [
+        "eval",
+        "run",
+        s(&m),
+        "--suite",
+        s(&su),
+        "--bootstrap",
+        "100",
+        "--out",
+        s(&out),
+    ];
+    let (ok, stdout, err) = pragma(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("6 cells computed, 0 cached"), "{err}");
+    assert!(stdout.contains("| sae-latent |"), "{stdout}");
+    let presets: Vec<_> = std::fs::read_dir(out.join("sae-preset"))
+        .expect("preset dir")
+        .flatten()
+        .collect();
+    assert_eq!(presets.len(), 1);
+    let dir = presets[0].path();
+    assert!(
+        dir.to_string_lossy().ends_with("-blocks.1.hook_resid_post"),
+        "{dir:?}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sae/cfg.json")).expect("cfg"))
+            .expect("json");
+    assert_eq!(cfg["d_sae"], 64, "{cfg}");
+    assert_eq!(cfg["k"], 4, "{cfg}");
+    let plan = std::fs::read_to_string(out.join("plan.json")).expect("plan");
+    assert!(plan.contains("preset ("), "{plan}");
+    let modified = std::fs::metadata(dir.join("sae/sae_weights.safetensors"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+
+    // Reused: nothing retrained, every cell cached.
+    let (ok, _, err) = pragma(&args);
+    assert!(ok && err.contains("0 cells computed, 6 cached"), "{err}");
+    let again = std::fs::metadata(dir.join("sae/sae_weights.safetensors"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(modified, again, "the preset SAE was retrained");
+
+    // --sae none: the SAE technique is listed as not run.
+    let (ok, stdout, err) = pragma(&[
+        "eval",
+        "run",
+        s(&m),
+        "--suite",
+        s(&su),
+        "--sae",
+        "none",
+        "--bootstrap",
+        "100",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("no SAE (--sae none)"), "{stdout}");
+
+    // A bad recipe is refused when the suite is read.
+    let bad = std::fs::read_to_string(&su)
+        .expect("r")
+        .replace("k = 4", "k = 0");
+    std::fs::write(&su, bad).expect("w");
+    let (ok, _, err) = pragma(&args);
+    assert!(!ok && err.contains("[sae] k"), "{err}");
 }

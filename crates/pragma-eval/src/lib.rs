@@ -11,13 +11,22 @@
 //! Families: concept detection ([`detection`], AxBench's protocol: probe, difference of
 //! means, PCA, SAE best latent, SAE sparse probes, prompting, bag-of-words, random), and
 //! hypothesis generation on a planted difference ([`planted`]: SAE latent frequencies,
-//! n-grams, difference of means through the unembedding).
+//! n-grams, difference of means through the unembedding), concept steering ([`steering`],
+//! judge-free AxBench) and the evaluation-awareness study as one row.
 //!
 //! ```no_run
 //! use pragma_eval::{run, suite::Suite};
 //! let model = pragma_model::Model::load("smollm2-135m-instruct", &mut |_| {})?;
 //! let suite = Suite::load(&Suite::write_default(std::path::Path::new("out/suite"))?)?;
-//! let cfg = run::RunConfig { suite, out: "out".into(), bootstrap: 1000, yes: false };
+//! let cfg = run::RunConfig {
+//!     suite,
+//!     out: "out".into(),
+//!     bootstrap: 1000,
+//!     yes: false,
+//!     // No SAE passed: train the preset one (or reuse it from out/sae-preset/).
+//!     sae_preset: Some(pragma_methods::sae::preset::Preset::default()),
+//!     sae_other_model: false,
+//! };
 //! let res = run::run(&model, None, &cfg, &mut |_| {})?;
 //! println!("{}", res.report.markdown());
 //! # Ok::<(), pragma_methods::Error>(())

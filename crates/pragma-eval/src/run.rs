@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use pragma_methods::probe::{read_dataset, token_features, Dataset};
+use pragma_methods::sae::preset::{Preset, Stage as PresetStage};
 use pragma_methods::sae::Sae;
 use pragma_methods::stats::XorShift;
 use pragma_methods::{Error, Result};
@@ -73,6 +74,11 @@ pub struct RunConfig {
     pub bootstrap: usize,
     /// Run even when the time estimate exceeds the suite's budget.
     pub yes: bool,
+    /// Without an SAE given, train (or reuse) this recipe for the SAE techniques; `None`
+    /// lists them as not run.
+    pub sae_preset: Option<Preset>,
+    /// Accept an SAE whose metadata names other model weights.
+    pub sae_other_model: bool,
 }
 
 /// Progress events, for a front end to show.
@@ -376,38 +382,30 @@ struct Todo {
     key: String,
 }
 
-/// Run the suite: compute the missing cells, then write the report
-/// (`report.json`, `report.md`, `report.html`, `heatmap.svg`) under `cfg.out`.
-pub fn run(
-    model: &Model,
-    sae: Option<&Sae>,
-    cfg: &RunConfig,
-    events: &mut dyn FnMut(Event),
-) -> Result<RunResult> {
-    let t0 = Instant::now();
-    let suite = &cfg.suite;
-    let n_layers = model.cfg().n_layers;
-    let point = HookPoint::parse(&suite.hook, n_layers)?;
-    if let Some(s) = sae {
-        if s.cfg.hook_name != suite.hook {
-            return Err(Error::Input(format!(
-                "the SAE reads {}, the suite's techniques read {}: pass an SAE trained on {} or \
-                 set the suite's hook",
-                s.cfg.hook_name, suite.hook, suite.hook
-            )));
-        }
-    }
-    std::fs::create_dir_all(&cfg.out)
-        .map_err(|e| Error::Input(format!("{}: {e}", cfg.out.display())))?;
-    let model_sha = pragma_store::writer::model_sha256(model)?;
-    let sae_sha = sae.map(sae_sha256).transpose()?;
+/// The planned grid: datasets, cells to compute, what is cached and what cannot run.
+struct Planned {
+    datasets: Vec<Dataset>,
+    todo: Vec<Todo>,
+    cached: usize,
+    skipped: Vec<(String, String, String)>,
+    expected: Vec<(String, String, u64, String)>,
+}
 
-    // What is cached, what is to do, what cannot run.
-    let mut datasets = Vec::new();
-    let mut todo: Vec<Todo> = Vec::new();
-    let mut cached = 0;
-    let mut skipped = Vec::new();
-    let mut expected = Vec::new();
+/// Work out every cell of the suite; SAE cells use `sae_sha` (none: not run).
+fn plan_cells(
+    suite: &Suite,
+    context_length: usize,
+    out: &Path,
+    model_sha: &str,
+    sae_sha: Option<&str>,
+) -> Result<Planned> {
+    let mut p = Planned {
+        datasets: Vec::new(),
+        todo: Vec::new(),
+        cached: 0,
+        skipped: Vec::new(),
+        expected: Vec::new(),
+    };
     for (ti, task) in suite.tasks.iter().enumerate() {
         let in_task = |e: Error| Error::Input(format!("task '{}': {e}", task.name));
         let ds = load_task(task).map_err(in_task)?;
@@ -419,12 +417,30 @@ pub fn run(
             }
         }
         for &tech in &task.techniques {
-            if tech.needs_sae() && sae.is_none() {
-                skipped.push((task.name.clone(), tech.name(), "no --sae given".to_string()));
+            if tech.needs_sae() && sae_sha.is_none() {
+                p.skipped.push((
+                    task.name.clone(),
+                    tech.name(),
+                    "no SAE (--sae none)".to_string(),
+                ));
                 continue;
             }
-            if tech == Technique::Prompt && ds.question.is_none() {
-                skipped.push((
+            if tech == Technique::Prompt
+                && task.planted.is_some()
+                && context_length < crate::planted::DESCRIBE_MIN_CONTEXT
+            {
+                p.skipped.push((
+                    task.name.clone(),
+                    tech.name(),
+                    format!(
+                        "the model's context ({context_length} tokens) is too short to show it \
+                         documents of both sets"
+                    ),
+                ));
+                continue;
+            }
+            if tech == Technique::Prompt && task.planted.is_none() && ds.question.is_none() {
+                p.skipped.push((
                     task.name.clone(),
                     tech.name(),
                     "the dataset has no question (NAME.meta.json)".to_string(),
@@ -432,18 +448,14 @@ pub fn run(
                 continue;
             }
             for seed in 0..task.seeds.unwrap_or(suite.seeds) {
-                let sae_id = if tech.needs_sae() {
-                    sae_sha.as_deref()
+                let sae_id = if tech.needs_sae() { sae_sha } else { None };
+                let key = cell_key(suite, task, &ds, model_sha, &tech.name(), seed, sae_id);
+                p.expected
+                    .push((task.name.clone(), tech.name(), seed, key.clone()));
+                if cached_cell(&cell_path(out, &task.name, &tech.name(), seed), &key).is_some() {
+                    p.cached += 1;
                 } else {
-                    None
-                };
-                let key = cell_key(suite, task, &ds, &model_sha, &tech.name(), seed, sae_id);
-                expected.push((task.name.clone(), tech.name(), seed, key.clone()));
-                if cached_cell(&cell_path(&cfg.out, &task.name, &tech.name(), seed), &key).is_some()
-                {
-                    cached += 1;
-                } else {
-                    todo.push(Todo {
+                    p.todo.push(Todo {
                         task: ti,
                         tech,
                         seed,
@@ -452,8 +464,180 @@ pub fn run(
                 }
             }
         }
-        datasets.push(ds);
+        p.datasets.push(ds);
     }
+    Ok(p)
+}
+
+/// Check that an SAE can serve the suite on this model: same hook, the hook's width, and
+/// (when the SAE records it) the same model weights.
+pub fn check_sae(
+    model: &Model,
+    model_sha: &str,
+    sae: &Sae,
+    hook: &str,
+    other_model: bool,
+) -> Result<()> {
+    if sae.cfg.hook_name != hook {
+        return Err(Error::Input(format!(
+            "the SAE reads {}, the suite's techniques read {hook}: pass an SAE trained on \
+             {hook} or set the suite's hook",
+            sae.cfg.hook_name
+        )));
+    }
+    let point = HookPoint::parse(hook, model.cfg().n_layers)?;
+    let width: usize = point
+        .per_token_shape(model.cfg())
+        .map(|s| s.iter().product())
+        .unwrap_or(0);
+    if width != sae.cfg.d_in {
+        return Err(Error::Input(format!(
+            "the SAE reads d_in = {} at {hook}, but this model's {hook} has width {width}: \
+             it was trained on another model",
+            sae.cfg.d_in
+        )));
+    }
+    if let Some(theirs) = sae
+        .cfg
+        .metadata
+        .get("model_sha256")
+        .and_then(|v| v.as_str())
+    {
+        if theirs != model_sha && !other_model {
+            return Err(Error::Input(format!(
+                "the SAE was trained on another model ({}, SHA-256 {}...), not this one \
+                 ({}, {}...): pass --sae-other-model to use it anyway (e.g. a base model's \
+                 SAE on its instruct model)",
+                sae.cfg.model_name.as_deref().unwrap_or("unnamed"),
+                &theirs[..12.min(theirs.len())],
+                model.info.spec,
+                &model_sha[..12]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run the suite: compute the missing cells, then write the report
+/// (`report.json`, `report.md`, `report.html`, `heatmap.svg`) under `cfg.out`.
+///
+/// The SAE techniques read `sae`; without one, and with `cfg.sae_preset` set, the preset
+/// SAE at the suite's hook is loaded from `OUT/sae-preset/`, or cached and trained there
+/// first (resumable; its time is part of the estimate). Otherwise they are listed as not
+/// run.
+pub fn run(
+    model: &Model,
+    sae: Option<&Sae>,
+    cfg: &RunConfig,
+    events: &mut dyn FnMut(Event),
+) -> Result<RunResult> {
+    let t0 = Instant::now();
+    let suite = &cfg.suite;
+    let n_layers = model.cfg().n_layers;
+    let point = HookPoint::parse(&suite.hook, n_layers)?;
+    let model_sha = pragma_store::writer::model_sha256(model)?;
+    if let Some(s) = sae {
+        check_sae(model, &model_sha, s, &suite.hook, cfg.sae_other_model)?;
+    }
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| Error::Input(format!("{}: {e}", cfg.out.display())))?;
+
+    // The preset SAE: loaded if trained, else to train after the estimate.
+    let wants_sae = suite
+        .tasks
+        .iter()
+        .any(|t| t.techniques.iter().any(|x| x.needs_sae()));
+    let preset_dir = cfg
+        .sae_preset
+        .as_ref()
+        .filter(|_| sae.is_none() && wants_sae)
+        .map(|_| Preset::dir(&cfg.out.join("sae-preset"), &model_sha, &suite.hook));
+    let mut preset_sae = match &preset_dir {
+        Some(d) => Preset::trained(d)?,
+        None => None,
+    };
+    let preset_pending = preset_dir.is_some() && preset_sae.is_none();
+    let sae_sha = match sae.or(preset_sae.as_ref()) {
+        Some(s) => Some(sae_sha256(s)?),
+        None if preset_pending => Some("preset SAE not trained yet".to_string()),
+        None => None,
+    };
+    let mut planned = plan_cells(
+        suite,
+        model.cfg().context_length,
+        &cfg.out,
+        &model_sha,
+        sae_sha.as_deref(),
+    )?;
+
+    // A time estimate from a timed forward over a few examples.
+    let width = model.cfg().d_model;
+    let (mut seconds, tps) = if planned.todo.is_empty() {
+        (0.0, 0.0)
+    } else {
+        let dims = match sae.or(preset_sae.as_ref()) {
+            Some(s) => Some((s.cfg.d_in, s.cfg.d_sae)),
+            None => cfg
+                .sae_preset
+                .as_ref()
+                .map(|p| (width, width * p.expansion)),
+        };
+        estimate(model, point, suite, &planned.datasets, &planned.todo, dims)?
+    };
+    if let (true, Some(p)) = (preset_pending, &cfg.sae_preset) {
+        // Caching runs the same forwards as the features (batched: a bit faster).
+        seconds += p.seconds(tps, width);
+    }
+    events(Event::Plan {
+        todo: planned.todo.len(),
+        cached: planned.cached,
+        seconds,
+    });
+    if seconds > suite.budget_minutes * 60.0 && !cfg.yes {
+        return Err(Error::Input(format!(
+            "the estimate is {:.1} minutes for {} cells{}, over the suite's budget of {} \
+             minutes: pass --yes to run it anyway, or cut seeds, tasks or max_examples",
+            seconds / 60.0,
+            planned.todo.len(),
+            if preset_pending {
+                " and the preset SAE"
+            } else {
+                ""
+            },
+            suite.budget_minutes
+        )));
+    }
+    if let (true, Some(p), Some(dir)) = (preset_pending, &cfg.sae_preset, &preset_dir) {
+        let s = p.ensure(model, point, dir, &mut |stage, done, total| {
+            events(Event::Step {
+                task: "preset SAE",
+                what: match stage {
+                    PresetStage::Cache => "caching activations (tokens)",
+                    PresetStage::Train => "training (steps)",
+                },
+                done,
+                total,
+            })
+        })?;
+        let sha = sae_sha256(&s)?;
+        preset_sae = Some(s);
+        planned = plan_cells(
+            suite,
+            model.cfg().context_length,
+            &cfg.out,
+            &model_sha,
+            Some(&sha),
+        )?;
+    }
+    let sae = sae.or(preset_sae.as_ref());
+    let sae_sha = sae.map(sae_sha256).transpose()?;
+    let Planned {
+        datasets,
+        todo,
+        cached,
+        skipped,
+        expected,
+    } = planned;
 
     let plan = Plan {
         suite: serde_json::to_value(suite).map_err(|e| Error::Input(e.to_string()))?,
@@ -462,7 +646,13 @@ pub fn run(
         seeds: suite.seeds,
         model: model.info.spec.clone(),
         model_sha256: model_sha.clone(),
-        sae: sae.map(|s| s.cfg.model_name.clone().unwrap_or_default()),
+        sae: sae.map(|s| {
+            let name = s.cfg.model_name.clone().unwrap_or_default();
+            match &preset_dir {
+                Some(d) => format!("preset ({}), {}", d.display(), name),
+                None => name,
+            }
+        }),
         sae_sha256: sae_sha.clone(),
         tasks: suite
             .tasks
@@ -495,27 +685,6 @@ pub fn run(
         skipped: skipped.clone(),
     };
 
-    // A time estimate from a timed forward over a few examples.
-    let seconds = if todo.is_empty() {
-        0.0
-    } else {
-        estimate(model, point, suite, &datasets, &todo, sae)?
-    };
-    events(Event::Plan {
-        todo: todo.len(),
-        cached,
-        seconds,
-    });
-    if seconds > suite.budget_minutes * 60.0 && !cfg.yes {
-        return Err(Error::Input(format!(
-            "the estimate is {:.1} minutes for {} cells, over the suite's budget of {} minutes: \
-             pass --yes to run it anyway, or cut seeds, tasks or max_examples",
-            seconds / 60.0,
-            todo.len(),
-            suite.budget_minutes
-        )));
-    }
-
     let mut done = 0;
     for (ti, task) in suite.tasks.iter().enumerate() {
         let mine: Vec<&Todo> = todo.iter().filter(|t| t.task == ti).collect();
@@ -542,19 +711,33 @@ pub fn run(
             )?;
             for t in &mine {
                 let t1 = Instant::now();
-                let res = crate::planted::run(
-                    t.tech,
-                    &feats,
-                    &lay.draws[t.seed as usize],
-                    &spec.rates,
-                    t.seed,
-                    &|id| {
-                        model
-                            .tokenizer
-                            .decode(&[id])
-                            .unwrap_or_else(|_| id.to_string())
-                    },
-                )?;
+                let draw = &lay.draws[t.seed as usize];
+                let (res, choice) = if t.tech == Technique::Prompt {
+                    events(Event::Step {
+                        task: &task.name,
+                        what: "asking the model",
+                        done: 0,
+                        total: 1,
+                    });
+                    let (r, answers) = crate::planted::describe(
+                        model,
+                        &feats,
+                        &lay.texts,
+                        draw,
+                        &spec.rates,
+                        t.seed,
+                    )?;
+                    (r, serde_json::to_string(&answers).unwrap_or_default())
+                } else {
+                    let r =
+                        crate::planted::run(t.tech, &feats, draw, &spec.rates, t.seed, &|id| {
+                            model
+                                .tokenizer
+                                .decode(&[id])
+                                .unwrap_or_else(|_| id.to_string())
+                        })?;
+                    (r, String::new())
+                };
                 let cell = Cell {
                     key: t.key.clone(),
                     task: task.name.clone(),
@@ -564,7 +747,7 @@ pub fn run(
                     labels: Vec::new(),
                     results: Vec::new(),
                     val_auroc: None,
-                    choice: String::new(),
+                    choice,
                     seconds: t1.elapsed().as_secs_f64(),
                     planted: Some(res),
                     steering: None,
@@ -840,8 +1023,8 @@ fn estimate(
     suite: &Suite,
     datasets: &[Dataset],
     todo: &[Todo],
-    sae: Option<&Sae>,
-) -> Result<f64> {
+    sae_dims: Option<(usize, usize)>,
+) -> Result<(f64, f64)> {
     let first = &datasets[todo[0].task];
     let mut probe = first.clone();
     probe.examples.truncate(32);
@@ -900,10 +1083,10 @@ fn estimate(
             let union = 1.0 - (1.0 - test_share).powi(suite.seeds as i32);
             secs += (tokens + 15.0 * ds.examples.len() as f64) * union / (tps * depth / n_layers);
         }
-        if let Some(s) = sae.filter(|_| mine.iter().any(|t| t.tech.needs_sae())) {
-            secs += tokens * 2.0 * (s.cfg.d_in * s.cfg.d_sae) as f64 / 20e9;
+        if let Some((d_in, d_sae)) = sae_dims.filter(|_| mine.iter().any(|t| t.tech.needs_sae())) {
+            secs += tokens * 2.0 * (d_in * d_sae) as f64 / 20e9;
         }
         secs += 0.3 * mine.len() as f64;
     }
-    Ok(secs)
+    Ok((secs, tps))
 }

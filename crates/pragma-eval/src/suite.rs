@@ -48,6 +48,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pragma_methods::sae::preset::Preset;
 use pragma_methods::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -229,6 +230,7 @@ impl Family {
                 Technique::SaeDiff,
                 Technique::Ngram,
                 Technique::DiffMeanUnembed,
+                Technique::Prompt,
             ],
             Family::Study => vec![Technique::Study],
             Family::Steering => vec![
@@ -363,6 +365,7 @@ struct RawSuite {
     fractions: Option<(f64, f64)>,
     budget_minutes: Option<f64>,
     answers: Option<(String, String)>,
+    sae: Option<Preset>,
     #[serde(rename = "task", default)]
     tasks: Vec<RawTask>,
 }
@@ -444,6 +447,9 @@ pub struct Suite {
     /// The prompting technique's answers: (yes, no), each "A|B" for alternatives that are
     /// one token each.
     pub answers: (String, String),
+    /// The SAE recipe trained on first use when no SAE is given (the `[sae]` table: `data`,
+    /// `store_tokens`, `ctx`, `k`, `expansion`, `tokens`, `batch_tokens`; default: [`Preset::default`]).
+    pub sae: Preset,
     pub tasks: Vec<Task>,
 }
 
@@ -766,6 +772,28 @@ impl Suite {
                     .unwrap_or_default()
             }),
             path: path.to_path_buf(),
+            sae: {
+                let mut p = raw.sae.unwrap_or_default();
+                // A corpus file is relative to the suite; a built-in name stays a name.
+                if !pragma_store::datasets::BUILTIN
+                    .iter()
+                    .any(|(n, _)| *n == p.data)
+                {
+                    p.data = dir.join(&p.data).to_string_lossy().into_owned();
+                }
+                if p.k == 0
+                    || p.expansion == 0
+                    || p.tokens == 0
+                    || p.store_tokens == 0
+                    || p.batch_tokens == 0
+                {
+                    return Err(Error::Input(format!(
+                        "suite {}: [sae] k, expansion, tokens, batch_tokens and store_tokens must be >= 1",
+                        path.display()
+                    )));
+                }
+                p
+            },
             hook: raw.hook,
             seeds,
             fractions,

@@ -25,7 +25,11 @@
 //!   promotes most through the final norm's gain and the unembedding (detector: the
 //!   token's presence).
 //!
-//! Prompting the model to describe the difference is not run: SmolLM2-135M cannot.
+//! - `prompt`: ask the model itself (chat template, greedy): it is shown
+//!   [`DESCRIBE_ITEMS`] random documents of A and as many of B and asked what B's have
+//!   that A's do not, or to answer "none". Candidates: the content words of its answer,
+//!   in order (detector: the word's presence); it claims one discovery unless it answers
+//!   "none" (no test: a model's description carries no p-value).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -50,6 +54,159 @@ pub const HIT_AUROC: f64 = 0.8;
 pub const TOP_K: usize = 10;
 /// False discovery rate of the discoveries.
 pub const FDR_Q: f64 = 0.05;
+/// Documents of each set shown to the model by `prompt` (fewer when the context is short).
+pub const DESCRIBE_ITEMS: usize = 8;
+/// Tokens the model may answer with.
+pub const DESCRIBE_TOKENS: usize = 24;
+/// `prompt` is not run on models with a shorter context than this.
+pub const DESCRIBE_MIN_CONTEXT: usize = 512;
+
+/// Function words left out of `prompt`'s candidates.
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
+    "one", "our", "out", "has", "him", "his", "how", "its", "may", "who", "did", "get", "let",
+    "she", "too", "use", "that", "with", "have", "this", "will", "your", "from", "they", "been",
+    "were", "what", "when", "them", "than", "then", "there", "these", "those", "their", "which",
+    "while", "about", "into", "more", "most", "some", "such", "only", "other", "also", "very",
+    "texts", "text", "set", "sets", "b's", "a's", "both", "each", "does", "do", "is", "it", "in",
+    "of", "to", "a", "an", "or", "on", "as", "be", "by", "at", "if", "so", "no",
+];
+
+/// `prompt` on one seed's draw at every rate: the model describes the difference, its
+/// content words are the candidates. Returns the results and, per rate, its answer.
+///
+/// Source: the "ask the model" baseline of hypothesis-generation benchmarks (e.g. the
+/// describe-differences setups of Zhong et al. 2022); here without a larger proposer.
+pub fn describe(
+    model: &Model,
+    f: &Features,
+    texts: &[String],
+    draw: &Draw,
+    rates: &[f64],
+    seed: u64,
+) -> Result<(Vec<RateResult>, Vec<String>)> {
+    use pragma_model::generate::{generate, GenerateOptions, Sampling};
+    use pragma_model::hooks::Hooks;
+    use pragma_model::tokenizer::ChatMessage;
+    use pragma_model::{InputRule, Prompt};
+    let held = |score: &dyn Fn(usize) -> f64| -> f64 {
+        let s: Vec<f64> = draw.h.iter().map(|&i| score(i)).collect();
+        auroc(&s, &draw.h_labels).unwrap_or(0.5)
+    };
+    let rate_list: Vec<f64> = if rates.is_empty() {
+        vec![0.0]
+    } else {
+        rates.to_vec()
+    };
+    let clip = |t: &str| -> String {
+        let t: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
+        match t.char_indices().nth(200) {
+            Some((i, _)) => format!("{}...", &t[..i]),
+            None => t,
+        }
+    };
+    let stop = model.tokenizer.info.stop_tokens.clone();
+    let (mut out, mut answers) = (Vec::new(), Vec::new());
+    for (ri, &rate) in rate_list.iter().enumerate() {
+        let b = &draw.b[ri.min(draw.b.len() - 1)];
+        let mut rng = XorShift::new(seed, 0xDE5 + ri as u64);
+        let mut pick = |ix: &[usize]| -> Vec<usize> {
+            let mut v = ix.to_vec();
+            rng.shuffle(&mut v);
+            v.truncate(DESCRIBE_ITEMS);
+            v
+        };
+        let (sa, sb) = (pick(&draw.a), pick(b));
+        let list = |ix: &[usize]| -> String {
+            ix.iter()
+                .map(|&i| format!("- {}", clip(&texts[i])))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // As many documents of each set as the context holds with the answer.
+        let mut ids = Vec::new();
+        for n in (1..=sa.len().min(sb.len())).rev() {
+            let user = format!(
+                "Here are texts from set A:\n{}\n\nHere are texts from set B:\n{}\n\n\
+                 In a few words, what do some texts of set B have that the texts of set A do \
+                 not? If nothing, answer \"none\".",
+                list(&sa[..n]),
+                list(&sb[..n])
+            );
+            ids = model
+                .tokenizer
+                .build_input(
+                    &Prompt::chat(&[ChatMessage::new("user", &user)]),
+                    InputRule::default(),
+                )?
+                .ids;
+            if ids.len() + DESCRIBE_TOKENS <= model.cfg().context_length {
+                break;
+            }
+        }
+        if ids.len() + DESCRIBE_TOKENS > model.cfg().context_length {
+            return Err(Error::Input(format!(
+                "prompt: the model's context ({} tokens) cannot hold one document of each set \
+                 and the question",
+                model.cfg().context_length
+            )));
+        }
+        let g = generate(
+            &model.transformer,
+            &[ids],
+            &GenerateOptions {
+                max_tokens: DESCRIBE_TOKENS,
+                sampling: Sampling::default(),
+                stop_tokens: stop.clone(),
+            },
+            &Hooks::new(),
+            |_, _| {},
+        )?;
+        let mut toks = g.tokens.into_iter().next().unwrap_or_default();
+        if toks.last().is_some_and(|x| stop.contains(x)) {
+            toks.pop();
+        }
+        let answer = model.tokenizer.decode(&toks)?;
+        let mut words: Vec<String> = Vec::new();
+        for w in answer
+            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .map(str::to_lowercase)
+        {
+            if w.len() >= 3 && !STOPWORDS.contains(&w.as_str()) && !words.contains(&w) {
+                words.push(w);
+            }
+        }
+        let none = words.is_empty()
+            || answer
+                .trim()
+                .trim_matches(|c: char| !c.is_alphanumeric())
+                .eq_ignore_ascii_case("none");
+        let candidates: Vec<Candidate> = words
+            .into_iter()
+            .take(TOP_K)
+            .map(|w| {
+                let score = |i: usize| -> f64 { f64::from(u8::from(f.grams[i].contains(&w))) };
+                Candidate {
+                    heldout_auroc: held(&score),
+                    name: format!("\"{w}\""),
+                    p: f64::NAN,
+                }
+            })
+            .collect();
+        let first_hit = candidates
+            .iter()
+            .position(|c| c.heldout_auroc >= HIT_AUROC)
+            .map(|p| p + 1);
+        out.push(RateResult {
+            rate,
+            candidates,
+            first_hit,
+            discoveries: usize::from(!none),
+        });
+        answers.push(answer);
+    }
+    Ok((out, answers))
+}
 
 /// A plant: phrases put before (`prefix`) or after (`suffix`) a document. `search` phrases
 /// plant set B; `heldout` phrases plant the held-out check; every other document gets a

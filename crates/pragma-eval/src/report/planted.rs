@@ -26,6 +26,9 @@ pub struct PlantedRate {
     pub mean_discoveries: f64,
     /// The first seed's top 3 candidates.
     pub top: Vec<crate::planted::Candidate>,
+    /// `prompt`: the model's answer on the first seed.
+    #[serde(default)]
+    pub answer: Option<String>,
 }
 
 impl PlantedRate {
@@ -58,9 +61,15 @@ pub(super) fn planted_rows(
                 })
                 .collect()
         };
+        // `prompt` keeps its answers (one per rate) in the cell's `choice`.
+        let answers: Vec<String> = cells
+            .first()
+            .and_then(|c| serde_json::from_str(&c.choice).ok())
+            .unwrap_or_default();
         let rates = per_rate
             .iter()
-            .map(|rs| {
+            .enumerate()
+            .map(|(ri, rs)| {
                 let hit = |k: usize| {
                     rs.iter()
                         .filter(|r| r.first_hit.is_some_and(|h| h <= k))
@@ -89,6 +98,7 @@ pub(super) fn planted_rows(
                         .first()
                         .map(|r| r.candidates.iter().take(3).cloned().collect())
                         .unwrap_or_default(),
+                    answer: answers.get(ri).cloned(),
                 }
             })
             .collect();

@@ -294,6 +294,15 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join("; ");
                 m += "\n\n";
+                for row in &t.planted {
+                    if let Some(a) = highest(row).and_then(|r| r.answer) {
+                        m += &format!(
+                            "The model's answer ({}, first seed, highest rate): \"{}\"\n\n",
+                            row.technique,
+                            a.replace('\n', " ").trim()
+                        );
+                    }
+                }
             }
             if !t.missing.is_empty() {
                 m += &format!("Not computed yet: {} cells.\n\n", t.missing.len());

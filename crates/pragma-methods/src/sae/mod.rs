@@ -16,6 +16,7 @@
 pub mod dashboard;
 pub mod eval;
 pub mod loading;
+pub mod preset;
 pub mod training;
 
 use std::sync::Arc;
