@@ -15,6 +15,7 @@ mod probe_cmd;
 mod sae_cmd;
 mod steer_cmd;
 mod store_cmd;
+mod transcripts_cmd;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -82,6 +83,9 @@ enum Command {
     /// baselines, over split seeds, with confidence intervals.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
+    /// Transcripts: import (OpenAI, ShareGPT, Inspect AI, Docent), search, export.
+    #[command(subcommand)]
+    Transcripts(transcripts_cmd::TranscriptsCommand),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -242,6 +246,7 @@ fn main() -> ExitCode {
         Command::Probe(c) => probe_cmd::cmd_probe(c),
         Command::Sae(c) => sae_cmd::cmd_sae(c),
         Command::Eval(c) => eval_cmd::cmd_eval(c),
+        Command::Transcripts(c) => transcripts_cmd::cmd_transcripts(c),
         Command::Bench(a) => bench::run(a),
     };
     match result {

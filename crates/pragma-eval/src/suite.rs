@@ -342,6 +342,9 @@ pub fn revision(technique: &str) -> u32 {
     match technique {
         // 2: a negated latent pools, then negates (max pooling was max of -f).
         "sae-latent" => 2,
+        // 2: the random direction from a well-mixed seed (the first draws of the old
+        // seeding were tiny, so its first components dominated).
+        "random" => 2,
         _ => 1,
     }
 }

@@ -236,3 +236,74 @@ fn a_negative_class_latent_is_negated_after_pooling() {
         assert!(*a > 0.9, "{p:?}: AUROC {a}");
     }
 }
+
+/// The steering techniques' vectors on the planted data: difference of means, probe, PCA
+/// and the SAE latent's decoder row all point along the planted direction (largest weight
+/// on it, cosine > 0.9, the probe's > 0.6, signed toward the concept); the random vector is near orthogonal to it; prompting has
+/// no vector.
+#[test]
+fn steering_directions_point_along_the_planted_direction() {
+    let (d, d_sae) = (64, 16);
+    let (ds, acts) = planted(300, d, 1.5, 3);
+    let mut inputs = Inputs::new(ds, &acts).expect("inputs");
+    let sae = sae(d, d_sae);
+    inputs.encode(&sae, &mut |_| {}).expect("encode");
+    let s = split(300);
+    let y = |ix: &[usize]| -> Vec<u8> { ix.iter().map(|&i| inputs.ds.examples[i].label).collect() };
+    let (ytr, yva) = (y(&s.tr), y(&s.va));
+    let view = SplitView {
+        train: &s.tr,
+        y_train: &ytr,
+        val: &s.va,
+        y_val: &yva,
+        test: &s.te,
+    };
+    for tech in [
+        Technique::DiffMean,
+        Technique::Probe,
+        Technique::Pca,
+        Technique::SaeLatent,
+    ] {
+        let v = pragma_eval::steering::direction(tech, &inputs, &view, 0, Some(&sae))
+            .expect("direction")
+            .expect("a vector");
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(
+            (norm - 1.0).abs() < 1e-9,
+            "{}: unit norm, got {norm}",
+            tech.name()
+        );
+        // The probe's weights carry its regularised fit's noise (~0.7 here); the others
+        // average it out.
+        let min = if tech == Technique::Probe { 0.6 } else { 0.9 };
+        assert!(
+            v[0] > min,
+            "{}: cosine with the planted direction {}",
+            tech.name(),
+            v[0]
+        );
+        let top = (0..d)
+            .max_by(|&a, &b| v[a].abs().total_cmp(&v[b].abs()))
+            .expect("d > 0");
+        assert_eq!(
+            top,
+            0,
+            "{}: largest weight on the planted dimension",
+            tech.name()
+        );
+    }
+    let cos: Vec<f64> = (0..20)
+        .map(|seed| {
+            pragma_eval::steering::direction(Technique::Random, &inputs, &view, seed, None)
+                .expect("direction")
+                .expect("a vector")[0]
+        })
+        .collect();
+    // Random unit vectors in 64 dimensions: cosine ~ N(0, 1/64), |cos| < 0.5 always here.
+    assert!(cos.iter().all(|c| c.abs() < 0.5), "{cos:?}");
+    assert!(
+        pragma_eval::steering::direction(Technique::Prompt, &inputs, &view, 0, None)
+            .expect("prompt")
+            .is_none()
+    );
+}

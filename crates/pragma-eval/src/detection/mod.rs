@@ -282,7 +282,7 @@ pub fn fit(
             resid(w, b, "first PC of paired differences".into())
         }
         Technique::Random => {
-            let mut rng = XorShift::new(seed, 0x5A4D);
+            let mut rng = XorShift::mixed(seed, 0x5A4D);
             let w: Vec<f64> = (0..inputs.d).map(|_| gaussian(&mut rng)).collect();
             resid(w, 0.0, "N(0, I) direction".into())
         }

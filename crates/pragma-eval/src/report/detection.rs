@@ -126,7 +126,16 @@ pub(super) fn detection_rows(
             pooling: counts.first().map_or(Pooling::Text, |c| c.0),
             poolings: counts.clone(),
             val: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
-            choice: cells[0].choice.clone(),
+            // One choice when the seeds agree, else each seed's.
+            choice: if cells.iter().all(|c| c.choice == cells[0].choice) {
+                cells[0].choice.clone()
+            } else {
+                cells
+                    .iter()
+                    .map(|c| format!("seed {}: {}", c.seed, c.choice))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
             scores: cells
                 .iter()
                 .zip(&chosen)

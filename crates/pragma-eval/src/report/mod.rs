@@ -71,6 +71,10 @@ pub struct TaskReport {
     /// Planted tasks: per technique, per rate.
     #[serde(default)]
     pub planted: Vec<PlantedRow>,
+    /// Planted tasks: documents per set (A, B) and held-out base documents (each checked
+    /// as it is and planted).
+    #[serde(default)]
+    pub planted_sets: Option<(usize, usize)>,
     /// Steering tasks: per technique, best combined score first.
     #[serde(default)]
     pub steering: Vec<SteerRow>,
@@ -141,13 +145,26 @@ impl Report {
                 missing: Vec::new(),
                 kind: t.kind.clone(),
                 planted: Vec::new(),
+                planted_sets: None,
                 steering: Vec::new(),
                 study: None,
             };
             match t.family.as_str() {
                 "study" => r.study = steering::study_row(&by_tech),
                 "steering" => r.steering = steering::steer_rows(&order, &by_tech, reps),
-                "planted" => r.planted = planted::planted_rows(&order, &by_tech),
+                "planted" => {
+                    r.planted = planted::planted_rows(&order, &by_tech);
+                    r.planted_sets = plan.suite["tasks"]
+                        .as_array()
+                        .and_then(|ts| ts.iter().find(|x| x["name"] == t.name.as_str()))
+                        .and_then(|x| {
+                            let p = &x["planted"];
+                            Some((
+                                p["items"].as_u64()? as usize,
+                                p["heldout"].as_u64()? as usize,
+                            ))
+                        });
+                }
                 _ => {
                     (r.rows, r.test_examples) = detection::detection_rows(
                         &order,

@@ -57,7 +57,8 @@ impl Report {
                 match t.rows.iter().find(|row| &row.name == name) {
                     Some(row) => {
                         let v = row.auroc.mean;
-                        let best = t.rows.first().is_some_and(|b| &b.name == name);
+                        // Every row tied with the first at the top is outlined.
+                        let best = t.rows.first().is_some_and(|b| b.auroc.mean == v);
                         s += &format!(
                             "<rect x=\"{x}\" y=\"{y}\" width=\"{cw}\" height=\"{ch}\" fill=\"{}\" \
                              stroke=\"{}\" stroke-width=\"{}\"><title>{} / {}: {:.3} [{:.3}, {:.3}]</title></rect>\n\
@@ -112,7 +113,16 @@ impl Report {
         m += "![heatmap](heatmap.svg)\n\n";
         for t in &self.tasks {
             if t.family == "planted" {
-                m += &format!("## {} (planted: {} base documents)\n\n", t.task, t.examples);
+                m += &match t.planted_sets {
+                    Some((items, held)) => format!(
+                        "## {} (planted: sets A and B of {items} documents each and {} held-out \
+                         checks, drawn per seed from {} base documents)\n\n",
+                        t.task,
+                        2 * held,
+                        t.examples
+                    ),
+                    None => format!("## {} (planted: {} base documents)\n\n", t.task, t.examples),
+                };
             } else if t.family == "study" {
                 m += &format!("## {} (study: {} tasks)\n\n", t.task, t.examples);
             } else if t.family == "steering" {
@@ -133,13 +143,17 @@ impl Report {
                         .vs_best
                         .map(|p| {
                             (
-                                format!(
-                                    "{:+.3} [{:+.3}, {:+.3}]{}",
-                                    p.diff.mean,
-                                    p.diff.lo,
-                                    p.diff.hi,
-                                    if p.within_noise() { " noise" } else { "" }
-                                ),
+                                if p.diff.mean == 0.0 && p.diff.lo == 0.0 && p.diff.hi == 0.0 {
+                                    "tied best".to_string()
+                                } else {
+                                    format!(
+                                        "{:+.3} [{:+.3}, {:+.3}]{}",
+                                        p.diff.mean,
+                                        p.diff.lo,
+                                        p.diff.hi,
+                                        if p.within_noise() { " noise" } else { "" }
+                                    )
+                                },
                                 format!("{:.3}", p.p),
                             )
                         })

@@ -376,7 +376,7 @@ pub fn direction(
         }
         Technique::Pca => crate::detection::pca_direction(&xtr, split.y_train, seed).0,
         Technique::Random => {
-            let mut rng = XorShift::new(seed, 0x5A4D);
+            let mut rng = XorShift::mixed(seed, 0x5A4D);
             (0..inputs.d)
                 .map(|_| {
                     let (u1, u2) = (rng.next_f64().max(1e-300), rng.next_f64());
