@@ -34,8 +34,124 @@ pub enum TranscriptsCommand {
     Show(ShowArgs),
     /// Export a collection to OpenAI chat JSONL (one line per transcript, metadata kept).
     Export(ExportArgs),
+    /// Run the model over every transcript of a collection (under its chat template) and
+    /// store, per token, probe scores, steering-vector projections and SAE top latents,
+    /// pooled per message and transcript. Resumable: a re-run scores only what is missing.
+    Score(ScoreArgs),
     /// Delete a collection.
     Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    collection: String,
+    /// Model: .gguf file, HF folder, or built-in name.
+    #[arg(long, default_value = pragma_model::DEFAULT_MODEL)]
+    model: String,
+    /// A probe file (`pragma probe train`); NAME=FILE names its scores (default: the file
+    /// stem). Repeatable.
+    #[arg(long)]
+    probe: Vec<String>,
+    /// A steering vector and the layer to project on: FILE@LAYER or NAME=FILE@LAYER.
+    #[arg(long)]
+    vector: Vec<String>,
+    /// An SAE folder (SAELens or sparsify); NAME=DIR names it. Repeatable.
+    #[arg(long)]
+    sae: Vec<String>,
+    /// SAE latents kept per token (strongest first).
+    #[arg(long, default_value_t = 16)]
+    top_latents: usize,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+/// `NAME=VALUE` or `VALUE` (name from the file stem).
+fn named(s: &str) -> (String, String) {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() && !n.contains('/') => (n.to_string(), v.to_string()),
+        _ => {
+            let stem = std::path::Path::new(s.split('@').next().unwrap_or(s))
+                .file_stem()
+                .map(|x| x.to_string_lossy().into_owned())
+                .unwrap_or_else(|| s.to_string());
+            (stem, s.to_string())
+        }
+    }
+}
+
+fn cmd_score(a: ScoreArgs) -> Result<()> {
+    use pragma_transcripts::score::{Scorer, ScorerKind};
+    let mut scorers = Vec::new();
+    for p in &a.probe {
+        let (name, file) = named(p);
+        let probe = pragma_methods::probe::Probe::load(std::path::Path::new(&file))
+            .with_context(|| format!("--probe {file}"))?;
+        scorers.push(Scorer {
+            name: format!("probe:{name}"),
+            kind: ScorerKind::Probe(probe),
+        });
+    }
+    for v in &a.vector {
+        let (name, spec) = named(v);
+        let (file, layer) = spec.rsplit_once('@').ok_or_else(|| {
+            anyhow::anyhow!("--vector {v}: expected FILE@LAYER, e.g. vec.safetensors@12")
+        })?;
+        let layer: usize = layer
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--vector {v}: layer '{layer}' is not a number"))?;
+        let vector = pragma_methods::steering::SteeringVector::load(std::path::Path::new(file))
+            .with_context(|| format!("--vector {file}"))?;
+        scorers.push(Scorer {
+            name: format!("vector:{name}@{layer}"),
+            kind: ScorerKind::Vector { vector, layer },
+        });
+    }
+    for d in &a.sae {
+        let (name, dir) = named(d);
+        let sae = pragma_methods::sae::Sae::load(std::path::Path::new(&dir))
+            .with_context(|| format!("--sae {dir}"))?;
+        scorers.push(Scorer {
+            name: format!("sae:{name}"),
+            kind: ScorerKind::Sae {
+                sae,
+                top_k: a.top_latents,
+            },
+        });
+    }
+    let mut db = Db::open(&a.db.db)?;
+    // Check the collection before loading the model.
+    db.transcript_count(&a.collection)?;
+    let model = pragma_model::Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} transcripts  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let r = pragma_transcripts::score::score(&mut db, &model, &a.collection, &scorers, &mut |d, t| {
+        bar.set_length(t);
+        bar.set_position(d);
+    });
+    bar.finish_and_clear();
+    let r = r?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{}: scored {} transcripts ({} already scored) with {}: {} tokens in {:.1} s ({:.0} tok/s)",
+            r.collection,
+            r.transcripts,
+            r.skipped,
+            r.scorers.join(", "),
+            r.tokens,
+            r.seconds,
+            r.tokens_per_second
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -319,6 +435,7 @@ pub fn cmd_transcripts(c: TranscriptsCommand) -> Result<()> {
             eprintln!("{n} transcripts exported");
             Ok(())
         }
+        TranscriptsCommand::Score(a) => cmd_score(a),
         TranscriptsCommand::Delete(a) => {
             let mut db = Db::open(&a.db.db)?;
             db.delete(&a.collection)?;

@@ -66,6 +66,40 @@ CREATE TABLE IF NOT EXISTS messages(
     metadata TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_transcript ON messages(transcript_id);
+CREATE TABLE IF NOT EXISTS scorers(
+    id INTEGER PRIMARY KEY,
+    collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    UNIQUE(collection_id, name)
+);
+-- The ids the model read for a transcript and each message's token span.
+CREATE TABLE IF NOT EXISTS transcript_tokens(
+    transcript_id INTEGER PRIMARY KEY REFERENCES transcripts(id) ON DELETE CASCADE,
+    ids BLOB NOT NULL,
+    spans TEXT NOT NULL
+);
+-- Per transcript and scorer: per-token values (dense f32 LE, or sparse top latents),
+-- pooled over the transcript (mean/max; SAEs: every latent's max, sparse).
+CREATE TABLE IF NOT EXISTS token_scores(
+    transcript_id INTEGER NOT NULL REFERENCES transcripts(id) ON DELETE CASCADE,
+    scorer_id INTEGER NOT NULL REFERENCES scorers(id) ON DELETE CASCADE,
+    dense BLOB,
+    sparse BLOB,
+    mean REAL,
+    max REAL,
+    pooled BLOB,
+    PRIMARY KEY(transcript_id, scorer_id)
+);
+CREATE TABLE IF NOT EXISTS message_scores(
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    scorer_id INTEGER NOT NULL REFERENCES scorers(id) ON DELETE CASCADE,
+    mean REAL,
+    max REAL,
+    latents BLOB,
+    PRIMARY KEY(message_id, scorer_id)
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
     content, reasoning, content='messages', content_rowid='id',
     tokenize='porter unicode61 remove_diacritics 2'
@@ -269,9 +303,44 @@ impl Db {
         Ok(Db { conn })
     }
 
-    /// The raw connection, for read-only queries of other modules.
+    /// The raw connection, for queries of other modules.
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// A collection's row id (errors name the known collections).
+    pub fn collection_id_pub(&self, name: &str) -> Result<i64> {
+        self.collection_id(name)
+    }
+
+    /// Transcripts in a collection.
+    pub fn transcript_count(&self, collection: &str) -> Result<u64> {
+        let cid = self.collection_id(collection)?;
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM transcripts t JOIN runs r ON t.run_id = r.id WHERE r.collection_id = ?1",
+            params![cid],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Every transcript of a collection with its row id, in import order.
+    pub fn transcripts_of(&self, collection: &str) -> Result<Vec<(i64, Transcript)>> {
+        let runs = self.runs(collection, &[])?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM transcripts WHERE run_id = ?1 ORDER BY idx")?;
+        let mut out = Vec::new();
+        for (rid, run) in runs {
+            let ids = st
+                .query_map(params![rid], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.extend(ids.into_iter().zip(run.transcripts));
+        }
+        Ok(out)
     }
 
     fn collection_id(&self, name: &str) -> Result<i64> {

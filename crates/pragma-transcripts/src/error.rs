@@ -12,6 +12,10 @@ pub enum Error {
     Methods(#[from] pragma_methods::Error),
     #[error(transparent)]
     Model(#[from] pragma_model::Error),
+    #[error(transparent)]
+    Store(#[from] pragma_store::Error),
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

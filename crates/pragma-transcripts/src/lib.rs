@@ -23,6 +23,7 @@ pub mod error;
 pub mod export;
 pub mod import;
 pub mod model;
+pub mod score;
 pub mod spans;
 
 pub use error::{Error, Result};
