@@ -150,6 +150,12 @@ fn cmd_score(a: ScoreArgs) -> Result<()> {
             r.seconds,
             r.tokens_per_second
         );
+        if r.truncated > 0 {
+            println!(
+                "{} transcripts were longer than the model's context: scored up to it",
+                r.truncated
+            );
+        }
     }
     Ok(())
 }

@@ -157,6 +157,17 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
     for (tid, t) in tdb.transcripts_of("c").expect("transcripts") {
         let (ids, spans) =
             pragma_transcripts::spans::token_spans(&model.tokenizer, &t).expect("spans");
+        // Scored up to the model's context (64 tokens here); spans clipped to it.
+        let n = ids.len().min(model.cfg().context_length);
+        let ids = ids[..n].to_vec();
+        let spans: Vec<_> = spans
+            .into_iter()
+            .filter(|sp| sp.start < n)
+            .map(|mut sp| {
+                sp.end = sp.end.min(n);
+                sp
+            })
+            .collect();
         let (blob, spans_json): (Vec<u8>, String) = conn
             .query_row(
                 "SELECT ids, spans FROM transcript_tokens WHERE transcript_id = ?1",
@@ -171,14 +182,17 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
         assert_eq!(stored, ids);
         assert_eq!(spans_json, serde_json::to_string(&spans).expect("json"));
         // Spans tile the ids after BOS, one per message, in order.
-        assert_eq!(spans.len(), t.messages.len());
         assert_eq!(spans.last().expect("span").end, ids.len());
         for w in spans.windows(2) {
             assert_eq!(w[0].end, w[1].start);
         }
-        // Each span's text holds its message's content.
-        for (sp, msg) in spans.iter().zip(&t.messages) {
-            let text = model.tokenizer.decode(&ids[sp.start..sp.end]).expect("decode");
+        // Each whole span's text holds its message's content.
+        let (full, all_spans) =
+            pragma_transcripts::spans::token_spans(&model.tokenizer, &t).expect("spans");
+        assert_eq!(all_spans.len(), t.messages.len());
+        assert_eq!(all_spans.last().expect("span").end, full.len());
+        for (sp, msg) in all_spans.iter().zip(&t.messages) {
+            let text = model.tokenizer.decode(&full[sp.start..sp.end]).expect("decode");
             assert!(text.contains(msg.content.trim()), "{text:?} lacks {:?}", msg.content);
         }
         let dense: Vec<u8> = conn

@@ -92,6 +92,8 @@ pub struct ScoreResult {
     /// Transcripts skipped because every scorer had scored them before.
     pub skipped: u64,
     pub tokens: u64,
+    /// Transcripts longer than the model's context: scored up to it, later messages not.
+    pub truncated: u64,
     pub seconds: f64,
     pub tokens_per_second: f64,
 }
@@ -183,7 +185,7 @@ pub fn score(
     for p in &hooks_of {
         hooks.capture(*p);
     }
-    let (mut done, mut tokens) = (skipped, 0u64);
+    let (mut done, mut tokens, mut truncated) = (skipped, 0u64, 0u64);
     progress(done, total);
     for chunk in todo.chunks(BATCH) {
         let mut rows = Vec::with_capacity(chunk.len());
@@ -199,6 +201,18 @@ pub fn score(
                 values.push(scorer_values(s, &acts)?);
             }
             tokens += n as u64;
+            // Past the context: the messages there get no scores, the one cut is clipped.
+            if n < ids_t.len() {
+                truncated += 1;
+            }
+            let spans: Vec<_> = spans
+                .into_iter()
+                .filter(|sp| sp.start < n)
+                .map(|mut sp| {
+                    sp.end = sp.end.min(n);
+                    sp
+                })
+                .collect();
             rows.push((tid, ids_t[..n].to_vec(), spans, values));
         }
         db.write_scores(&ids, &rows)?;
@@ -212,6 +226,7 @@ pub fn score(
         transcripts: total - skipped,
         skipped,
         tokens,
+        truncated,
         seconds,
         tokens_per_second: tokens as f64 / seconds.max(1e-9),
     })
