@@ -19,6 +19,7 @@
 //! ```
 
 pub mod db;
+pub mod diff;
 pub mod error;
 pub mod export;
 pub mod import;
