@@ -38,8 +38,224 @@ pub enum TranscriptsCommand {
     /// store, per token, probe scores, steering-vector projections and SAE top latents,
     /// pooled per message and transcript. Resumable: a re-run scores only what is missing.
     Score(ScoreArgs),
+    /// What distinguishes collection B from A: SAE latents (if both were scored with one)
+    /// and n-grams that are more frequent on one side, each with a p-value (Fisher exact,
+    /// or the sign test when runs pair up by sample id and epoch), found on half of the
+    /// transcripts and checked as a detector (AUROC) on the other half, with examples.
+    Diff(DiffArgs),
+    /// Have the model answer chat prompts (JSONL: {"user", "system"?, "id"?, "metadata"?}
+    /// per line) and import the answers as a collection: transcripts of your model to
+    /// explore, or an example collection with a planted quirk.
+    Rollout(RolloutArgs),
     /// Delete a collection.
     Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+pub struct RolloutArgs {
+    /// Prompts file (JSONL).
+    prompts: PathBuf,
+    #[arg(long, short)]
+    collection: String,
+    #[arg(long, default_value = pragma_model::DEFAULT_MODEL)]
+    model: String,
+    #[arg(long, default_value_t = 48)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompts per forward.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Steer or ablate while answering (as `pragma generate`).
+    #[command(flatten)]
+    intervention: crate::InterventionArgs,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+fn cmd_rollout(a: RolloutArgs) -> Result<()> {
+    use pragma_model::generate::{GenerateOptions, Sampling};
+    let prompts = pragma_transcripts::rollout::read_prompts(&a.prompts)?;
+    let mut db = Db::open(&a.db.db)?;
+    let model = pragma_model::Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} prompts  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let opts = GenerateOptions {
+        max_tokens: a.max_tokens,
+        sampling: Sampling {
+            temperature: a.temperature,
+            seed: a.seed,
+            ..Sampling::default()
+        },
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+    };
+    let t = std::time::Instant::now();
+    let runs = pragma_transcripts::rollout::rollouts(
+        &model,
+        &prompts,
+        &opts,
+        &crate::build_hooks(&model, &a.intervention, pragma_model::InputRule::default())?,
+        a.batch,
+        &mut |d, _| bar.set_position(d as u64),
+    );
+    bar.finish_and_clear();
+    let runs = runs?;
+    let sha = pragma_model::fetch::sha256_file(&a.prompts)?;
+    let r = db.import(
+        &a.collection,
+        &a.prompts.display().to_string(),
+        &format!(
+            "rollout:{sha}:{}:{}:{}:{:?}:{:?}:{}:{}",
+            a.model,
+            a.max_tokens,
+            a.temperature,
+            a.intervention.actadd,
+            a.intervention.ablate,
+            a.intervention.actadd_layer,
+            a.intervention.actadd_scale
+        ),
+        "rollout",
+        &runs,
+    )?;
+    println!(
+        "{}: {} answers from {} in {:.0} s -> {}",
+        a.collection,
+        r.runs,
+        a.model,
+        t.elapsed().as_secs_f64(),
+        a.db.db.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    a: String,
+    b: String,
+    /// Which messages make a transcript's text and latents: a role, or `all`.
+    #[arg(long, default_value = "assistant")]
+    role: String,
+    /// The SAE scorer to compare (as `score` named it, e.g. sae:sae-l15); default: the
+    /// one both collections have.
+    #[arg(long)]
+    sae: Option<String>,
+    /// Hypotheses shown per family and direction.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Share of transcripts the hypotheses are found on (the rest checks them).
+    #[arg(long, default_value_t = 0.5)]
+    discovery: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Model whose tokenizer renders the latents' contexts.
+    #[arg(long, default_value = pragma_model::DEFAULT_MODEL)]
+    model: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+fn cmd_diff(a: DiffArgs) -> Result<()> {
+    use pragma_transcripts::diff::{decode_context, diff, DiffConfig};
+    let db = Db::open(&a.db.db)?;
+    let mut cfg = DiffConfig::new(&a.a, &a.b);
+    cfg.role = match a.role.as_str() {
+        "all" => None,
+        r => Some(Role::parse(r).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--role {r}: expected all or one of {}",
+                Role::NAMES.join(", ")
+            )
+        })?),
+    };
+    cfg.sae = a.sae.clone();
+    cfg.top = a.top;
+    cfg.discovery = a.discovery;
+    cfg.seed = a.seed;
+    let mut r = diff(&db, &cfg)?;
+    // Latent contexts are token ids until a tokenizer renders them.
+    let has_ids = r
+        .families
+        .iter()
+        .flat_map(|f| f.more_in_a.iter().chain(&f.more_in_b))
+        .flat_map(|h| &h.examples)
+        .any(|e| e.text.starts_with("ids:"));
+    if has_ids {
+        let model = pragma_model::Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+        for f in &mut r.families {
+            for h in f.more_in_a.iter_mut().chain(f.more_in_b.iter_mut()) {
+                for e in &mut h.examples {
+                    e.text = decode_context(&model.tokenizer, &e.text);
+                }
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "# {} vs {}: {} and {} transcripts{}; hypotheses found on {} + {}, checked on the rest\n",
+        r.a,
+        r.b,
+        r.units.0,
+        r.units.1,
+        r.paired
+            .map(|n| format!(", {n} paired by sample id and epoch (sign test)"))
+            .unwrap_or_else(|| " (unpaired: Fisher exact test)".into()),
+        r.discovery_units.0,
+        r.discovery_units.1
+    );
+    if let Some(n) = &r.note {
+        println!("({n})\n");
+    }
+    for f in &r.families {
+        for (dir, hs, disc) in [
+            (format!("more in {}", r.b), &f.more_in_b, f.discoveries.0),
+            (format!("more in {}", r.a), &f.more_in_a, f.discoveries.1),
+        ] {
+            println!(
+                "## {}: {dir} ({} tested, {disc} discoveries at FDR 0.05)\n",
+                f.name, f.tested
+            );
+            if hs.is_empty() {
+                println!("(none)\n");
+                continue;
+            }
+            println!(
+                "| hypothesis | {} | {} | log-odds | p | q | held-out AUROC | example |",
+                r.a, r.b
+            );
+            println!("|---|---|---|---|---|---|---|---|");
+            for h in hs {
+                println!(
+                    "| {} | {:.1}% | {:.1}% | {:+.2} | {:.2e} | {:.2e} | {} | {} |",
+                    h.name,
+                    100.0 * h.rate_a,
+                    100.0 * h.rate_b,
+                    h.log_odds,
+                    h.p,
+                    h.q,
+                    h.heldout_auroc.map_or("-".into(), |v| format!("{v:.2}")),
+                    h.examples
+                        .first()
+                        .map(|e| format!("{}: {}", e.side, e.text.replace('|', "/")))
+                        .unwrap_or_default()
+                );
+            }
+            println!();
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -131,10 +347,11 @@ fn cmd_score(a: ScoreArgs) -> Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let r = pragma_transcripts::score::score(&mut db, &model, &a.collection, &scorers, &mut |d, t| {
-        bar.set_length(t);
-        bar.set_position(d);
-    });
+    let r =
+        pragma_transcripts::score::score(&mut db, &model, &a.collection, &scorers, &mut |d, t| {
+            bar.set_length(t);
+            bar.set_position(d);
+        });
     bar.finish_and_clear();
     let r = r?;
     if a.json {
@@ -442,6 +659,8 @@ pub fn cmd_transcripts(c: TranscriptsCommand) -> Result<()> {
             Ok(())
         }
         TranscriptsCommand::Score(a) => cmd_score(a),
+        TranscriptsCommand::Diff(a) => cmd_diff(a),
+        TranscriptsCommand::Rollout(a) => cmd_rollout(a),
         TranscriptsCommand::Delete(a) => {
             let mut db = Db::open(&a.db.db)?;
             db.delete(&a.collection)?;

@@ -41,7 +41,10 @@ fn import_search_show_export() {
         s(&db),
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains("inspect (.eval)") && out.contains("docent"), "{out}");
+    assert!(
+        out.contains("inspect (.eval)") && out.contains("docent"),
+        "{out}"
+    );
     let l = list(&db);
     assert_eq!(l[0]["name"], "mix");
     let runs = l[0]["runs"].as_u64().expect("runs");
@@ -49,21 +52,52 @@ fn import_search_show_export() {
 
     // Search: a word, a role, a metadata filter, JSON out.
     let (ok, out, err) = pragma(&[
-        "transcripts", "search", "mix", "Paris", "--json", "--db", s(&db),
+        "transcripts",
+        "search",
+        "mix",
+        "Paris",
+        "--json",
+        "--db",
+        s(&db),
     ]);
     assert!(ok, "{err}");
     let hits: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert!(!hits.as_array().expect("hits").is_empty(), "{out}");
-    assert!(hits[0]["snippet"].as_str().expect("snippet").contains("[Paris]"), "{out}");
+    assert!(
+        hits[0]["snippet"]
+            .as_str()
+            .expect("snippet")
+            .contains("[Paris]"),
+        "{out}"
+    );
     let (ok, out, _) = pragma(&[
-        "transcripts", "search", "mix", "Paris", "--role", "tool", "--json", "--db", s(&db),
+        "transcripts",
+        "search",
+        "mix",
+        "Paris",
+        "--role",
+        "tool",
+        "--json",
+        "--db",
+        s(&db),
     ]);
     assert!(ok);
     let tool_hits: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert!(tool_hits.as_array().expect("h").iter().all(|h| h["role"] == "tool"));
+    assert!(tool_hits
+        .as_array()
+        .expect("h")
+        .iter()
+        .all(|h| h["role"] == "tool"));
     let (ok, out, _) = pragma(&[
-        "transcripts", "search", "mix", "Paris", "--where", "model=no-such-model", "--json",
-        "--db", s(&db),
+        "transcripts",
+        "search",
+        "mix",
+        "Paris",
+        "--where",
+        "model=no-such-model",
+        "--json",
+        "--db",
+        s(&db),
     ]);
     assert!(ok);
     assert_eq!(out.trim(), "[]");
@@ -76,27 +110,58 @@ fn import_search_show_export() {
 
     // Refusals leave the database as it was: the same file again, a malformed file.
     let (ok, _, err) = pragma(&[
-        "transcripts", "import", s(&fixture("inspect.eval")), "--collection", "mix", "--db", s(&db),
+        "transcripts",
+        "import",
+        s(&fixture("inspect.eval")),
+        "--collection",
+        "mix",
+        "--db",
+        s(&db),
     ]);
     assert!(!ok && err.contains("already imported"), "{err}");
     let bad = d.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"messages\": [{\"role\": \"user\", \"content\": \"ok\"}]}\n{\"messages\": [{\"role\": \"robot\"}]}\n").expect("w");
     let (ok, _, err) = pragma(&[
-        "transcripts", "import", s(&fixture("openai.jsonl")), s(&bad), "--collection", "mix",
-        "--db", s(&db),
+        "transcripts",
+        "import",
+        s(&fixture("openai.jsonl")),
+        s(&bad),
+        "--collection",
+        "mix",
+        "--db",
+        s(&db),
     ]);
-    assert!(!ok && err.contains("bad.jsonl: line 2") && err.contains("messages[0].role"), "{err}");
-    assert_eq!(list(&db)[0]["runs"].as_u64(), Some(runs), "nothing was added");
+    assert!(
+        !ok && err.contains("bad.jsonl: line 2") && err.contains("messages[0].role"),
+        "{err}"
+    );
+    assert_eq!(
+        list(&db)[0]["runs"].as_u64(),
+        Some(runs),
+        "nothing was added"
+    );
 
     // Export, re-import elsewhere: the same runs.
     let out_file = d.path().join("mix.jsonl");
     let (ok, _, err) = pragma(&[
-        "transcripts", "export", "mix", "--out", s(&out_file), "--db", s(&db),
+        "transcripts",
+        "export",
+        "mix",
+        "--out",
+        s(&out_file),
+        "--db",
+        s(&db),
     ]);
     assert!(ok, "{err}");
     let db2 = d.path().join("t2.db");
     let (ok, _, err) = pragma(&[
-        "transcripts", "import", s(&out_file), "--collection", "again", "--db", s(&db2),
+        "transcripts",
+        "import",
+        s(&out_file),
+        "--collection",
+        "again",
+        "--db",
+        s(&db2),
     ]);
     assert!(ok, "{err}");
     let l2 = list(&db2);
@@ -118,8 +183,21 @@ fn tiny_probe(d: &Path, m: &Path) -> PathBuf {
     std::fs::write(&data, rows).expect("w");
     let run = d.join("probe-run");
     let (ok, _, err) = pragma(&[
-        "probe", "train", s(m), "--data", s(&data), "--hooks", "blocks.1.hook_resid_post",
-        "--bootstrap", "10", "--yes", "a", "--no", "b", "--out", s(&run),
+        "probe",
+        "train",
+        s(m),
+        "--data",
+        s(&data),
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--bootstrap",
+        "10",
+        "--yes",
+        "a",
+        "--no",
+        "b",
+        "--out",
+        s(&run),
     ]);
     assert!(ok, "{err}");
     run.join("probe.safetensors")
@@ -132,14 +210,28 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
     let probe = tiny_probe(d.path(), &m);
     let db = d.path().join("t.db");
     let (ok, _, err) = pragma(&[
-        "transcripts", "import", s(&fixture("openai.jsonl")), s(&fixture("sharegpt.jsonl")),
-        "--collection", "c", "--db", s(&db),
+        "transcripts",
+        "import",
+        s(&fixture("openai.jsonl")),
+        s(&fixture("sharegpt.jsonl")),
+        "--collection",
+        "c",
+        "--db",
+        s(&db),
     ]);
     assert!(ok, "{err}");
     let score = |extra: &[&str]| {
         let mut args = vec![
-            "transcripts", "score", "c", "--model", s(&m), "--probe",
-            s(&probe), "--json", "--db", s(&db),
+            "transcripts",
+            "score",
+            "c",
+            "--model",
+            s(&m),
+            "--probe",
+            s(&probe),
+            "--json",
+            "--db",
+            s(&db),
         ];
         args.extend_from_slice(extra);
         pragma(&args)
@@ -192,8 +284,15 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
         assert_eq!(all_spans.len(), t.messages.len());
         assert_eq!(all_spans.last().expect("span").end, full.len());
         for (sp, msg) in all_spans.iter().zip(&t.messages) {
-            let text = model.tokenizer.decode(&full[sp.start..sp.end]).expect("decode");
-            assert!(text.contains(msg.content.trim()), "{text:?} lacks {:?}", msg.content);
+            let text = model
+                .tokenizer
+                .decode(&full[sp.start..sp.end])
+                .expect("decode");
+            assert!(
+                text.contains(msg.content.trim()),
+                "{text:?} lacks {:?}",
+                msg.content
+            );
         }
         let dense: Vec<u8> = conn
             .query_row(
@@ -230,7 +329,10 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
     let (ok, out, err) = score(&[]);
     assert!(ok, "{err}");
     let r: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!((r["transcripts"].as_u64(), r["skipped"].as_u64()), (Some(0), Some(6)));
+    assert_eq!(
+        (r["transcripts"].as_u64(), r["skipped"].as_u64()),
+        (Some(0), Some(6))
+    );
     conn.execute(
         "DELETE FROM token_scores WHERE transcript_id IN (SELECT id FROM transcripts ORDER BY id DESC LIMIT 2)",
         [],
@@ -239,15 +341,32 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
     let (ok, out, err) = score(&[]);
     assert!(ok, "{err}");
     let r: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!((r["transcripts"].as_u64(), r["skipped"].as_u64()), (Some(2), Some(4)));
+    assert_eq!(
+        (r["transcripts"].as_u64(), r["skipped"].as_u64()),
+        (Some(2), Some(4))
+    );
 
     // A vector without a layer, a missing probe, no scorer: clear errors.
     let (ok, _, err) = pragma(&[
-        "transcripts", "score", "c", "--model", s(&m), "--vector", "v.safetensors", "--db", s(&db),
+        "transcripts",
+        "score",
+        "c",
+        "--model",
+        s(&m),
+        "--vector",
+        "v.safetensors",
+        "--db",
+        s(&db),
     ]);
     assert!(!ok && err.contains("FILE@LAYER"), "{err}");
     let (ok, _, err) = pragma(&[
-        "transcripts", "score", "c", "--model", s(&m), "--db", s(&db),
+        "transcripts",
+        "score",
+        "c",
+        "--model",
+        s(&m),
+        "--db",
+        s(&db),
     ]);
     assert!(!ok && err.contains("--probe, --vector or --sae"), "{err}");
 }

@@ -150,12 +150,17 @@ fn units(db: &Db, collection: &str, role: Option<Role>, sae: Option<i64>) -> Res
     let mut ms = conn.prepare(
         "SELECT m.id, m.role, m.content FROM messages m WHERE m.transcript_id = ?1 ORDER BY m.idx",
     )?;
-    let mut lat = conn.prepare("SELECT latents FROM message_scores WHERE message_id = ?1 AND scorer_id = ?2")?;
+    let mut lat = conn
+        .prepare("SELECT latents FROM message_scores WHERE message_id = ?1 AND scorer_id = ?2")?;
     let mut out = Vec::with_capacity(heads.len());
     for (tid, run, sid, epoch) in heads {
         let msgs = ms
             .query_map(params![tid], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut text = String::new();
@@ -169,7 +174,8 @@ fn units(db: &Db, collection: &str, role: Option<Role>, sae: Option<i64>) -> Res
             }
             text += &c;
             if let Some(s) = sae {
-                let blob: Option<Vec<u8>> = lat.query_row(params![mid, s], |r| r.get(0)).ok().flatten();
+                let blob: Option<Vec<u8>> =
+                    lat.query_row(params![mid, s], |r| r.get(0)).ok().flatten();
                 if let Some(b) = blob {
                     for row in crate::score::read_sparse_blob(&b) {
                         for (j, v) in row {
@@ -196,9 +202,9 @@ fn units(db: &Db, collection: &str, role: Option<Role>, sae: Option<i64>) -> Res
 fn sae_scorer(db: &Db, cfg: &DiffConfig) -> Result<(Option<(i64, i64, String)>, Option<String>)> {
     let ids = |c: &str| -> Result<Vec<(i64, String)>> {
         let cid = db.collection_id_pub(c)?;
-        let mut st = db
-            .conn()
-            .prepare("SELECT id, name FROM scorers WHERE collection_id = ?1 AND kind = 'sae' ORDER BY id")?;
+        let mut st = db.conn().prepare(
+            "SELECT id, name FROM scorers WHERE collection_id = ?1 AND kind = 'sae' ORDER BY id",
+        )?;
         let v = st
             .query_map(params![cid], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -277,8 +283,11 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
     // Pairs by (sample id, epoch) when every unit of both sides has one and they match.
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     if ua.iter().chain(&ub).all(|u| u.key.is_some()) {
-        let index: HashMap<&(String, i64), usize> =
-            ub.iter().enumerate().filter_map(|(i, u)| u.key.as_ref().map(|k| (k, i))).collect();
+        let index: HashMap<&(String, i64), usize> = ub
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.key.as_ref().map(|k| (k, i)))
+            .collect();
         for (i, u) in ua.iter().enumerate() {
             if let Some(&j) = u.key.as_ref().and_then(|k| index.get(k)) {
                 pairs.push((i, j));
@@ -337,21 +346,42 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
         let mut keys: Vec<String> = ca.keys().chain(cb.keys()).cloned().collect();
         keys.sort_unstable();
         keys.dedup();
-        keys.retain(|k| ca.get(k).copied().unwrap_or(0) + cb.get(k).copied().unwrap_or(0) >= min_count);
+        keys.retain(|k| {
+            ca.get(k).copied().unwrap_or(0) + cb.get(k).copied().unwrap_or(0) >= min_count
+        });
         let (na, nb) = (da.len(), db_.len());
         // Per key: (p for B > A, p for A > B, rate_a, rate_b, log-odds).
         let tested: Vec<(String, f64, f64, f64, f64, f64)> = keys
             .into_iter()
             .map(|k| {
-                let (a, b) = (ca.get(&k).copied().unwrap_or(0), cb.get(&k).copied().unwrap_or(0));
+                let (a, b) = (
+                    ca.get(&k).copied().unwrap_or(0),
+                    cb.get(&k).copied().unwrap_or(0),
+                );
                 let (pb, pa) = if paired {
-                    let set_a: HashSet<usize> = dpairs.iter().enumerate().filter(|(_, p)| keys_of(&ua[p.0]).contains(&k)).map(|(i, _)| i).collect();
-                    let set_b: HashSet<usize> = dpairs.iter().enumerate().filter(|(_, p)| keys_of(&ub[p.1]).contains(&k)).map(|(i, _)| i).collect();
+                    let set_a: HashSet<usize> = dpairs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| keys_of(&ua[p.0]).contains(&k))
+                        .map(|(i, _)| i)
+                        .collect();
+                    let set_b: HashSet<usize> = dpairs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| keys_of(&ub[p.1]).contains(&k))
+                        .map(|(i, _)| i)
+                        .collect();
                     let n10 = set_b.difference(&set_a).count();
                     let n01 = set_a.difference(&set_b).count();
-                    (sign_test(n10, n10 + n01, &lf), sign_test(n01, n10 + n01, &lf))
+                    (
+                        sign_test(n10, n10 + n01, &lf),
+                        sign_test(n01, n10 + n01, &lf),
+                    )
                 } else {
-                    (fisher_greater(b, nb, a, na, &lf), fisher_greater(a, na, b, nb, &lf))
+                    (
+                        fisher_greater(b, nb, a, na, &lf),
+                        fisher_greater(a, na, b, nb, &lf),
+                    )
                 };
                 let lo = ((b as f64 + 0.5) / (nb as f64 - b as f64 + 0.5)).ln()
                     - ((a as f64 + 0.5) / (na as f64 - a as f64 + 0.5)).ln();
@@ -375,7 +405,13 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
         };
         let make = |b_side: bool| -> Vec<Hypothesis> {
             let mut ix: Vec<usize> = (0..tested.len())
-                .filter(|&i| if b_side { tested[i].4 > tested[i].3 } else { tested[i].3 > tested[i].4 })
+                .filter(|&i| {
+                    if b_side {
+                        tested[i].4 > tested[i].3
+                    } else {
+                        tested[i].3 > tested[i].4
+                    }
+                })
                 .collect();
             let p = |i: usize| if b_side { tested[i].1 } else { tested[i].2 };
             ix.sort_by(|&x, &y| {
@@ -393,8 +429,13 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
                         (&ua, &ub, &da, &db_, "a", "b")
                     };
                     let mut examples = Vec::new();
-                    for (units, ix, side, want) in [(more, more_ix, ms, 2), (less, less_ix, ls, 1)] {
-                        for &u in ix.iter().filter(|&&u| keys_of(&units[u]).contains(k)).take(want) {
+                    for (units, ix, side, want) in [(more, more_ix, ms, 2), (less, less_ix, ls, 1)]
+                    {
+                        for &u in ix
+                            .iter()
+                            .filter(|&&u| keys_of(&units[u]).contains(k))
+                            .take(want)
+                        {
                             examples.push(Example {
                                 side: side.into(),
                                 run: units[u].run.clone(),
@@ -428,7 +469,8 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
     };
 
     if let Some((_, _, name)) = &sae {
-        let keys = |u: &Unit| -> Vec<String> { u.latents.keys().map(|j| format!("latent {j}")).collect() };
+        let keys =
+            |u: &Unit| -> Vec<String> { u.latents.keys().map(|j| format!("latent {j}")).collect() };
         let score = |u: &Unit, k: &str| -> f64 {
             k.strip_prefix("latent ")
                 .and_then(|j| j.parse::<u32>().ok())
@@ -436,10 +478,27 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
                 .map_or(0.0, |v| *v as f64)
         };
         let ex = |u: &Unit, k: &str| -> String {
-            latent_context(db, u.transcript_id, sae.as_ref().map_or(0, |s| if ua.iter().any(|x| x.transcript_id == u.transcript_id) { s.0 } else { s.1 }), k)
-                .unwrap_or_else(|| clip(&u.text, 0, 160))
+            latent_context(
+                db,
+                u.transcript_id,
+                sae.as_ref().map_or(0, |s| {
+                    if ua.iter().any(|x| x.transcript_id == u.transcript_id) {
+                        s.0
+                    } else {
+                        s.1
+                    }
+                }),
+                k,
+            )
+            .unwrap_or_else(|| clip(&u.text, 0, 160))
         };
-        families.push(family(format!("sae latents ({name})"), &keys, &score, 1, &ex));
+        families.push(family(
+            format!("sae latents ({name})"),
+            &keys,
+            &score,
+            1,
+            &ex,
+        ));
     }
     let keys = |u: &Unit| -> Vec<String> { u.grams.iter().cloned().collect() };
     let score = |u: &Unit, k: &str| -> f64 { f64::from(u8::from(u.grams.contains(k))) };
@@ -516,7 +575,10 @@ fn latent_context(db: &Db, transcript_id: i64, scorer_id: i64, key: &str) -> Opt
 }
 
 fn join(v: &[u32]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Render a latent context made by `diff` (`ids:BEFORE|TOKEN|AFTER`) with a tokenizer:

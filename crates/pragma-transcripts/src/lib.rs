@@ -24,6 +24,7 @@ pub mod error;
 pub mod export;
 pub mod import;
 pub mod model;
+pub mod rollout;
 pub mod score;
 pub mod spans;
 

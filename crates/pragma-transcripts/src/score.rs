@@ -27,7 +27,10 @@ pub enum ScorerKind {
     Probe(Probe),
     /// A steering vector's direction at one layer: each token's projection on its unit
     /// direction (`h · v / |v|`).
-    Vector { vector: SteeringVector, layer: usize },
+    Vector {
+        vector: SteeringVector,
+        layer: usize,
+    },
     /// An SAE: each token's `top_k` latents (index, activation); pooled per message and
     /// transcript by max over tokens, every latent that fires.
     Sae { sae: Sae, top_k: usize },
@@ -234,7 +237,9 @@ pub fn score(
 
 fn scorer_values(s: &Scorer, acts: &Tensor) -> Result<Values> {
     Ok(match &s.kind {
-        ScorerKind::Probe(p) => Values::Dense(p.score_rows(acts)?.into_iter().map(|x| x as f32).collect()),
+        ScorerKind::Probe(p) => {
+            Values::Dense(p.score_rows(acts)?.into_iter().map(|x| x as f32).collect())
+        }
         ScorerKind::Vector { vector, layer } => {
             let k = vector
                 .meta
@@ -279,7 +284,12 @@ type Scored = (i64, Vec<u32>, Vec<crate::spans::MessageSpan>, Vec<Values>);
 impl Db {
     /// Register (or find) the scorers of a collection; a name reused with another
     /// definition is refused.
-    fn scorer_ids(&mut self, collection: &str, scorers: &[Scorer], model_sha: &str) -> Result<Vec<i64>> {
+    fn scorer_ids(
+        &mut self,
+        collection: &str,
+        scorers: &[Scorer],
+        model_sha: &str,
+    ) -> Result<Vec<i64>> {
         let cid = self.collection_id_pub(collection)?;
         let mut out = Vec::new();
         for s in scorers {
@@ -365,28 +375,62 @@ impl Db {
             )?;
             for (tid, ids, spans, values) in rows {
                 let id_bytes: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
-                tok.execute(params![tid, id_bytes, serde_json::to_string(spans).unwrap_or_default()])?;
+                tok.execute(params![
+                    tid,
+                    id_bytes,
+                    serde_json::to_string(spans).unwrap_or_default()
+                ])?;
                 for (&sid, v) in scorer_ids.iter().zip(values) {
                     match v {
                         Values::Dense(x) => {
                             let (m, mx) = pool(x);
-                            ts.execute(params![tid, sid, f32_blob(x), Option::<Vec<u8>>::None, m, mx, Option::<Vec<u8>>::None])?;
+                            ts.execute(params![
+                                tid,
+                                sid,
+                                f32_blob(x),
+                                Option::<Vec<u8>>::None,
+                                m,
+                                mx,
+                                Option::<Vec<u8>>::None
+                            ])?;
                             for sp in spans {
                                 let (a, b) = (sp.start.min(x.len()), sp.end.min(x.len()));
                                 if a < b {
                                     let (m, mx) = pool(&x[a..b]);
-                                    ms.execute(params![tid, sp.message as i64, sid, m, mx, Option::<Vec<u8>>::None])?;
+                                    ms.execute(params![
+                                        tid,
+                                        sp.message as i64,
+                                        sid,
+                                        m,
+                                        mx,
+                                        Option::<Vec<u8>>::None
+                                    ])?;
                                 }
                             }
                         }
                         Values::Sparse(rowsv) => {
                             let whole = max_pool(rowsv);
-                            ts.execute(params![tid, sid, Option::<Vec<u8>>::None, sparse_blob(rowsv), Option::<f64>::None, Option::<f64>::None, sparse_blob(&[whole])])?;
+                            ts.execute(params![
+                                tid,
+                                sid,
+                                Option::<Vec<u8>>::None,
+                                sparse_blob(rowsv),
+                                Option::<f64>::None,
+                                Option::<f64>::None,
+                                sparse_blob(&[whole])
+                            ])?;
                             for sp in spans {
                                 let (a, b) = (sp.start.min(rowsv.len()), sp.end.min(rowsv.len()));
                                 if a < b {
                                     let m = max_pool(&rowsv[a..b]);
-                                    ms.execute(params![tid, sp.message as i64, sid, Option::<f64>::None, Option::<f64>::None, sparse_blob(&[m])])?;
+                                    ms.execute(params![
+                                        tid,
+                                        sp.message as i64,
+                                        sid,
+                                        Option::<f64>::None,
+                                        Option::<f64>::None,
+                                        sparse_blob(&[m])
+                                    ])?;
                                 }
                             }
                         }

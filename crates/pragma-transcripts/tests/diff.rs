@@ -46,21 +46,44 @@ fn collection(n: usize, seed: u64, plant: Option<(&str, f64)>, paired: bool) -> 
 #[test]
 fn a_planted_word_is_found_and_checked_and_the_null_finds_nothing() {
     let mut db = Db::in_memory().expect("db");
-    db.import("a", "a", "1", "test", &collection(200, 1, None, false)).expect("a");
-    db.import("b", "b", "2", "test", &collection(200, 2, Some(("zebra", 0.5)), false)).expect("b");
-    db.import("a2", "a2", "3", "test", &collection(200, 3, None, false)).expect("a2");
+    db.import("a", "a", "1", "test", &collection(200, 1, None, false))
+        .expect("a");
+    db.import(
+        "b",
+        "b",
+        "2",
+        "test",
+        &collection(200, 2, Some(("zebra", 0.5)), false),
+    )
+    .expect("b");
+    db.import("a2", "a2", "3", "test", &collection(200, 3, None, false))
+        .expect("a2");
     let r = diff(&db, &DiffConfig::new("a", "b")).expect("diff");
     assert_eq!(r.units, (200, 200));
     assert!(r.paired.is_none());
-    assert!(r.note.as_deref().is_some_and(|n| n.contains("n-grams only")));
+    assert!(r
+        .note
+        .as_deref()
+        .is_some_and(|n| n.contains("n-grams only")));
     let ng = &r.families[0];
     let top = &ng.more_in_b[0];
-    assert_eq!(top.name, "zebra", "{:?}", ng.more_in_b.iter().map(|h| &h.name).collect::<Vec<_>>());
-    assert!(top.q < 1e-6 && top.rate_a == 0.0 && top.rate_b > 0.3, "{top:?}");
+    assert_eq!(
+        top.name,
+        "zebra",
+        "{:?}",
+        ng.more_in_b.iter().map(|h| &h.name).collect::<Vec<_>>()
+    );
+    assert!(
+        top.q < 1e-6 && top.rate_a == 0.0 && top.rate_b > 0.3,
+        "{top:?}"
+    );
     // Presence of "zebra" detects B on the held-out half: ~half of B has it, no A does.
     let auc = top.heldout_auroc.expect("auroc");
     assert!((0.65..=0.85).contains(&auc), "held-out AUROC {auc}");
-    assert!(top.examples.iter().any(|e| e.side == "b" && e.text.contains("zebra")));
+    assert!(top
+        .examples
+        .iter()
+        .any(|e| e.side == "b" && e.text.contains("zebra")));
     // Discoveries are the planted word and bigrams with it, nothing else.
     assert!(ng.discoveries.0 >= 1);
     assert!(ng
@@ -71,14 +94,27 @@ fn a_planted_word_is_found_and_checked_and_the_null_finds_nothing() {
 
     // A vs A': nothing at FDR 0.05, either way.
     let r = diff(&db, &DiffConfig::new("a", "a2")).expect("null");
-    assert_eq!(r.families[0].discoveries, (0, 0), "{:?}", r.families[0].more_in_b.first());
+    assert_eq!(
+        r.families[0].discoveries,
+        (0, 0),
+        "{:?}",
+        r.families[0].more_in_b.first()
+    );
 }
 
 #[test]
 fn paired_collections_use_the_sign_test() {
     let mut db = Db::in_memory().expect("db");
-    db.import("a", "a", "1", "test", &collection(120, 1, None, true)).expect("a");
-    db.import("b", "b", "2", "test", &collection(120, 2, Some(("zebra", 0.5)), true)).expect("b");
+    db.import("a", "a", "1", "test", &collection(120, 1, None, true))
+        .expect("a");
+    db.import(
+        "b",
+        "b",
+        "2",
+        "test",
+        &collection(120, 2, Some(("zebra", 0.5)), true),
+    )
+    .expect("b");
     let r = diff(&db, &DiffConfig::new("a", "b")).expect("diff");
     assert_eq!(r.paired, Some(120));
     assert_eq!(r.discovery_units, (60, 60));
@@ -91,11 +127,17 @@ fn paired_collections_use_the_sign_test() {
 #[test]
 fn bad_diffs_are_clear_errors() {
     let mut db = Db::in_memory().expect("db");
-    db.import("a", "a", "1", "test", &collection(3, 1, None, false)).expect("a");
-    db.import("b", "b", "2", "test", &collection(20, 2, None, false)).expect("b");
-    let e = diff(&db, &DiffConfig::new("a", "b")).map(|_| ()).expect_err("small");
+    db.import("a", "a", "1", "test", &collection(3, 1, None, false))
+        .expect("a");
+    db.import("b", "b", "2", "test", &collection(20, 2, None, false))
+        .expect("b");
+    let e = diff(&db, &DiffConfig::new("a", "b"))
+        .map(|_| ())
+        .expect_err("small");
     assert!(e.to_string().contains("at least 4"), "{e}");
-    let e = diff(&db, &DiffConfig::new("a", "nope")).map(|_| ()).expect_err("missing");
+    let e = diff(&db, &DiffConfig::new("a", "nope"))
+        .map(|_| ())
+        .expect_err("missing");
     assert!(e.to_string().contains("no collection 'nope'"), "{e}");
     let mut c = DiffConfig::new("b", "b");
     c.sae = Some("sae:x".into());
