@@ -13,6 +13,7 @@ mod eval_cmd;
 mod input_args;
 mod probe_cmd;
 mod sae_cmd;
+mod serve_cmd;
 mod steer_cmd;
 mod store_cmd;
 mod transcripts_cmd;
@@ -86,6 +87,10 @@ enum Command {
     /// Transcripts: import (OpenAI, ShareGPT, Inspect AI, Docent), search, export.
     #[command(subcommand)]
     Transcripts(transcripts_cmd::TranscriptsCommand),
+    /// The web UI over a transcript database: collections, search, transcripts with
+    /// per-token overlays of probes, vectors and SAE latents, diff; a JSON API behind each
+    /// page. Binds 127.0.0.1:8040.
+    Serve(serve_cmd::ServeArgs),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
 }
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
         Command::Sae(c) => sae_cmd::cmd_sae(c),
         Command::Eval(c) => eval_cmd::cmd_eval(c),
         Command::Transcripts(c) => transcripts_cmd::cmd_transcripts(c),
+        Command::Serve(a) => serve_cmd::cmd_serve(a),
         Command::Bench(a) => bench::run(a),
     };
     match result {

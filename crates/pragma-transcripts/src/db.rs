@@ -596,7 +596,7 @@ impl Db {
                     "search '{query}': {m} (plain words match all of them; FTS5 syntax: \
                          \"a phrase\", a OR b, NOT c, pre*)"
                 )),
-                other => Error::Db(other),
+                other => Error::from(other),
             })?;
         Ok(hits)
     }

@@ -198,8 +198,12 @@ fn units(db: &Db, collection: &str, role: Option<Role>, sae: Option<i64>) -> Res
     Ok(out)
 }
 
+/// The SAE scorer both collections were scored with: (its id in A, in B, its name), or a
+/// note saying why there is none.
+type SaeChoice = (Option<(i64, i64, String)>, Option<String>);
+
 /// The SAE scorer both collections were scored with.
-fn sae_scorer(db: &Db, cfg: &DiffConfig) -> Result<(Option<(i64, i64, String)>, Option<String>)> {
+fn sae_scorer(db: &Db, cfg: &DiffConfig) -> Result<SaeChoice> {
     let ids = |c: &str| -> Result<Vec<(i64, String)>> {
         let cid = db.collection_id_pub(c)?;
         let mut st = db.conn().prepare(

@@ -27,5 +27,6 @@ pub mod model;
 pub mod rollout;
 pub mod score;
 pub mod spans;
+pub mod view;
 
 pub use error::{Error, Result};

@@ -8,13 +8,13 @@
 use pragma_model::input::{InputRule, Prompt};
 use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Tokenizer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Transcript;
 
 /// A message's tokens `[start, end)` in the transcript's ids, template markers included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageSpan {
     pub message: usize,
     pub start: usize,

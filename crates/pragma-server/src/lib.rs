@@ -1,0 +1,172 @@
+//! pragma-server: the web UI over a transcript database, and a JSON API behind each page.
+//!
+//! A front end (model -> store -> methods -> eval -> transcripts -> **front ends**): it
+//! parses requests, calls `pragma_transcripts`, and renders. Server-rendered HTML (maud,
+//! escaped by construction: transcript text is untrusted), one small script and one
+//! stylesheet built into the binary, no CDN; a Content-Security-Policy that allows scripts
+//! from this server only. Binds 127.0.0.1 unless told otherwise; any other address needs
+//! an API key (`x-api-key` header, or the cookie `/login?key=...` sets).
+//!
+//! Pages: `/` collections; `/c/{name}` runs and full-text search; `/t/{id}` a transcript
+//! with a per-token overlay of any scorer (probe, vector, SAE latent; hover shows the
+//! value); `/diff?a=&b=` what distinguishes two collections. JSON: `/api/collections`,
+//! `/api/c/{name}/search?q=`, `/api/t/{id}`, `/api/diff?a=&b=`, the same shapes as the
+//! CLI's `--json`.
+
+mod pages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use pragma_model::Tokenizer;
+use pragma_transcripts::db::Db;
+
+/// How to serve.
+pub struct ServeConfig {
+    pub db: PathBuf,
+    pub addr: SocketAddr,
+    /// Required when `addr` is not a loopback address.
+    pub api_key: Option<String>,
+}
+
+/// Errors of the server: bad configuration, or I/O at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Transcripts(#[from] pragma_transcripts::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) struct AppState {
+    pub db: Mutex<Db>,
+    pub tokenizer: Option<Arc<Tokenizer>>,
+    pub api_key: Option<String>,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// The router, for tests and for `serve`.
+pub fn router(db: Db, tokenizer: Option<Arc<Tokenizer>>, api_key: Option<String>) -> Router {
+    let state: Shared = Arc::new(AppState {
+        db: Mutex::new(db),
+        tokenizer,
+        api_key,
+    });
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/c/{name}", get(pages::collection))
+        .route("/t/{id}", get(pages::transcript))
+        .route("/diff", get(pages::diff_page))
+        .route("/login", get(pages::login))
+        .route("/api/collections", get(pages::api_collections))
+        .route("/api/c/{name}/search", get(pages::api_search))
+        .route("/api/t/{id}", get(pages::api_transcript))
+        .route("/api/diff", get(pages::api_diff))
+        .route(
+            "/static/app.css",
+            get(|| async { asset("text/css", include_str!("../static/app.css")) }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript", include_str!("../static/app.js")) }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// Security headers on every response; the API key, when one is set.
+async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.api_key {
+        let path = req.uri().path().to_string();
+        let given = req
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| {
+                req.headers()
+                    .get(header::COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|c| {
+                        c.split(';')
+                            .filter_map(|kv| kv.trim().split_once('='))
+                            .find(|(k, _)| *k == "pragma_key")
+                            .map(|(_, v)| v.to_string())
+                    })
+            });
+        if path != "/login" && given.as_deref() != Some(key.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "an API key is needed: send x-api-key, or open /login?key=KEY",
+            )
+                .into_response();
+        }
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// Serve until Ctrl-C. Errors: a non-loopback address without an API key; the database
+/// cannot be opened; the address is taken.
+pub fn serve(
+    cfg: ServeConfig,
+    tokenizer: Option<Arc<Tokenizer>>,
+    ready: &mut dyn FnMut(SocketAddr),
+) -> Result<(), Error> {
+    if !cfg.addr.ip().is_loopback() && cfg.api_key.is_none() {
+        return Err(Error::Input(format!(
+            "--bind {}: not a loopback address; anyone who can reach it could read every \
+             transcript: pass --api-key KEY (clients send x-api-key; browsers open /login?key=KEY)",
+            cfg.addr
+        )));
+    }
+    let db = Db::open(&cfg.db)?;
+    let app = router(db, tokenizer, cfg.api_key.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|e| Error::Input(format!("--bind {}: {e}", cfg.addr)))?;
+        ready(listener.local_addr()?);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,451 @@
+//! Handlers: HTML pages and their JSON twins. Every value from the database is untrusted
+//! and goes through maud's escaping; bad query parameters are 400s (axum's extractors),
+//! unknown names 404s with the reason.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use maud::{html, Markup, DOCTYPE};
+use pragma_transcripts::db::{Db, Filter};
+use pragma_transcripts::diff::{decode_context, diff, DiffConfig, DiffResult};
+use serde::Deserialize;
+
+use crate::Shared;
+
+/// An error page or JSON error with its status.
+pub(crate) struct Fail(StatusCode, String);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        (self.0, page("error", html! { p { (self.1) } })).into_response()
+    }
+}
+
+fn not_found(e: impl std::fmt::Display) -> Fail {
+    Fail(StatusCode::NOT_FOUND, e.to_string())
+}
+
+fn bad(e: impl std::fmt::Display) -> Fail {
+    Fail(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// Errors from the library: unknown names are 404, other input errors 400.
+fn lib(e: pragma_transcripts::Error) -> Fail {
+    let m = e.to_string();
+    if m.starts_with("no ") {
+        not_found(m)
+    } else {
+        bad(m)
+    }
+}
+
+fn with_db<T>(s: &Shared, f: impl FnOnce(&Db) -> Result<T, Fail>) -> Result<T, Fail> {
+    let db = s.db.lock().map_err(|_| {
+        Fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database lock poisoned".into(),
+        )
+    })?;
+    f(&db)
+}
+
+fn page(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "pragma: " (title) }
+                link rel="stylesheet" href="/static/app.css";
+                script src="/static/app.js" defer {}
+            }
+            body {
+                header { a href="/" { "pragma" } a href="/diff" { "diff" } }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+pub(crate) async fn index(State(s): State<Shared>) -> Result<Markup, Fail> {
+    let cs = with_db(&s, |db| db.collections().map_err(lib))?;
+    Ok(page(
+        "collections",
+        html! {
+            @if cs.is_empty() {
+                p { "No collections yet: " code { "pragma transcripts import FILE --collection NAME" } }
+            }
+            table id="collections" {
+                tr { th { "collection" } th { "runs" } th { "transcripts" } th { "messages" } th { "imported" } }
+                @for c in &cs {
+                    tr {
+                        td { a href={ "/c/" (c.name) } { (c.name) } }
+                        td { (c.runs) } td { (c.transcripts) } td { (c.messages) }
+                        td class="muted" { @for (f, fmt, n) in &c.imports { (f) " (" (fmt) ", " (n) ")" br; } }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_collections(State(s): State<Shared>) -> Result<Response, Fail> {
+    let cs = with_db(&s, |db| db.collections().map_err(lib))?;
+    Ok(Json(cs).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    q: Option<String>,
+    /// A run filter, as the CLI's `--where`.
+    #[serde(rename = "where")]
+    filter: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    page: usize,
+}
+
+const PAGE: usize = 50;
+
+pub(crate) async fn collection(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Markup, Fail> {
+    let query = q.q.clone().unwrap_or_default();
+    let filters: Vec<Filter> = match q.filter.as_deref().filter(|f| !f.is_empty()) {
+        Some(f) => vec![Filter::parse(f).map_err(lib)?],
+        None => Vec::new(),
+    };
+    let role = match q.role.as_deref().filter(|r| !r.is_empty()) {
+        Some(r) => Some(pragma_transcripts::model::Role::parse(r).ok_or_else(|| {
+            bad(format!(
+                "role '{r}': expected system, user, assistant or tool"
+            ))
+        })?),
+        None => None,
+    };
+    let (hits, list) = with_db(&s, |db| {
+        if query.trim().is_empty() {
+            Ok((
+                None,
+                db.transcript_list(&name, q.page * PAGE, PAGE)
+                    .map_err(lib)?,
+            ))
+        } else {
+            let hits = db.search(&name, &query, &filters, role, 100).map_err(lib)?;
+            let with_t = hits
+                .into_iter()
+                .map(|h| Ok((db.transcript_of_message(h.message_id).map_err(lib)?, h)))
+                .collect::<Result<Vec<_>, Fail>>()?;
+            Ok((Some(with_t), Vec::new()))
+        }
+    })?;
+    Ok(page(
+        &name,
+        html! {
+            form method="get" id="search" {
+                input type="text" name="q" value=(query) placeholder="search messages (FTS5)";
+                " " input type="text" name="where" value=(q.filter.clone().unwrap_or_default()) placeholder="filter: model=x, score.reward>0.5";
+                " " select name="role" {
+                    option value="" { "any role" }
+                    @for r in ["system", "user", "assistant", "tool"] {
+                        option value=(r) selected[q.role.as_deref() == Some(r)] { (r) }
+                    }
+                }
+                " " button type="submit" { "search" }
+            }
+            @if let Some(hits) = &hits {
+                p class="muted" { (hits.len()) " hits" }
+                table id="hits" {
+                    tr { th { "run" } th { "message" } th { "role" } th { "match" } }
+                    @for (tid, h) in hits {
+                        tr {
+                            td { a href={ "/t/" (tid) "#m" (h.message) } { (h.run) } }
+                            td { "T" (h.transcript) "B" (h.message) }
+                            td { (h.role) }
+                            td class="snip" { (h.snippet) }
+                        }
+                    }
+                }
+            } @else {
+                table id="transcripts" {
+                    tr { th { "run" } th { "sample" } th { "messages" } th { "first user message" } }
+                    @for t in &list {
+                        tr {
+                            td { a href={ "/t/" (t.id) } { (t.run) } }
+                            td { (t.sample_id.clone().unwrap_or_default()) }
+                            td { (t.messages) }
+                            td class="snip" { (t.first_user) }
+                        }
+                    }
+                }
+                p {
+                    @if q.page > 0 { a href={ "?page=" (q.page - 1) } { "previous" } " " }
+                    @if list.len() == PAGE { a href={ "?page=" (q.page + 1) } { "next" } }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchQuery {
+    q: String,
+    #[serde(rename = "where")]
+    filter: Option<String>,
+    role: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    20
+}
+
+pub(crate) async fn api_search(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, Fail> {
+    let filters: Vec<Filter> = match q.filter.as_deref().filter(|f| !f.is_empty()) {
+        Some(f) => vec![Filter::parse(f).map_err(lib)?],
+        None => Vec::new(),
+    };
+    let role = q
+        .role
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            pragma_transcripts::model::Role::parse(r).ok_or_else(|| bad(format!("role '{r}'")))
+        })
+        .transpose()?;
+    let hits = with_db(&s, |db| {
+        db.search(&name, &q.q, &filters, role, q.limit.min(1000))
+            .map_err(lib)
+    })?;
+    Ok(Json(hits).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OverlayQuery {
+    overlay: Option<String>,
+    latent: Option<u32>,
+}
+
+/// Background for a value in [-1, 1]: red for positive, blue for negative.
+fn colour(x: f32) -> String {
+    let a = x.abs().min(1.0);
+    if x >= 0.0 {
+        format!("background: rgba(230, 57, 70, {:.2})", a * 0.8)
+    } else {
+        format!("background: rgba(69, 123, 157, {:.2})", a * 0.8)
+    }
+}
+
+pub(crate) async fn transcript(
+    State(s): State<Shared>,
+    Path(id): Path<i64>,
+    Query(q): Query<OverlayQuery>,
+) -> Result<Markup, Fail> {
+    let overlay = q.overlay.clone().filter(|o| !o.is_empty());
+    let (v, values, latents) = with_db(&s, |db| {
+        let v = db.transcript_view(id).map_err(lib)?;
+        let is_sae = |n: &str| v.scorers.iter().any(|x| x.name == n && x.kind == "sae");
+        let latents = match &overlay {
+            Some(o) if is_sae(o) => db.top_latents(id, o, 12).map_err(lib)?,
+            _ => Vec::new(),
+        };
+        let values = match &overlay {
+            Some(o) => {
+                let latent = q.latent.or_else(|| latents.first().map(|x| x.0));
+                Some(
+                    db.overlay(id, o, if is_sae(o) { latent } else { None })
+                        .map_err(lib)?,
+                )
+            }
+            None => None,
+        };
+        Ok((v, values, latents))
+    })?;
+    let scale = values
+        .as_ref()
+        .map(|x| x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6))
+        .unwrap_or(1.0);
+    let tok = s.tokenizer.clone();
+    let piece = |id: u32| -> String {
+        tok.as_ref()
+            .and_then(|t| t.decode(&[id]).ok())
+            .unwrap_or_else(|| format!("<{id}>"))
+    };
+    let chosen_latent = q.latent.or_else(|| latents.first().map(|x| x.0));
+    Ok(page(
+        &format!("{} / {}", v.collection, v.run),
+        html! {
+            p class="muted" {
+                a href={ "/c/" (v.collection) } { (v.collection) } " · run " (v.run)
+                @if let Some(sid) = &v.sample_id { " · sample " (sid) }
+                @if let Some(e) = v.epoch { " · epoch " (e) }
+                @if !v.scores.is_empty() { " · scores " (serde_json::Value::Object(v.scores.clone())) }
+            }
+            @if !v.metadata.is_empty() {
+                p class="muted" { "metadata " (serde_json::Value::Object(v.metadata.clone())) }
+            }
+            form method="get" id="overlay-form" {
+                "overlay: "
+                select name="overlay" id="overlay" data-autosubmit {
+                    option value="" { "none" }
+                    @for sc in &v.scorers {
+                        option value=(sc.name) selected[overlay.as_deref() == Some(sc.name.as_str())] { (sc.name) }
+                    }
+                }
+                @if !latents.is_empty() {
+                    " latent: "
+                    select name="latent" id="latent" data-autosubmit {
+                        @for (j, a) in &latents {
+                            option value=(j) selected[chosen_latent == Some(*j)] { (j) " (max " (format!("{a:.2}")) ")" }
+                        }
+                    }
+                }
+                " " button type="submit" { "show" }
+                @if v.scorers.is_empty() {
+                    span class="muted" { " (not scored: pragma transcripts score " (v.collection) " --probe/--sae/--vector)" }
+                }
+            }
+            @for (i, m) in v.transcript.messages.iter().enumerate() {
+                div class={ "msg " (m.role.name()) } id={ "m" (i) } {
+                    div class="role" { "T" (v.index) "B" (i) " " (m.role.name())
+                        @if let Some(n) = &m.name { " (" (n) ")" } }
+                    @match (&values, &v.tokens, v.spans.iter().find(|sp| sp.message == i)) {
+                        (Some(vals), Some(ids), Some(sp)) => {
+                            @for t in sp.start..sp.end.min(ids.len()) {
+                                @let x = vals.get(t).copied().unwrap_or(0.0);
+                                span class="tok" style=(colour(x / scale)) title=(format!("{x:.3}")) data-v=(format!("{x}")) { (piece(ids[t])) }
+                            }
+                        }
+                        _ => {
+                            @if let Some(r) = &m.reasoning { div class="muted" { "reasoning: " (r) } }
+                            (m.content)
+                            @for c in &m.tool_calls { div class="muted" { "→ " (c.function) "(" (c.arguments) ")" } }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_transcript(
+    State(s): State<Shared>,
+    Path(id): Path<i64>,
+) -> Result<Response, Fail> {
+    let v = with_db(&s, |db| db.transcript_view(id).map_err(lib))?;
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DiffQuery {
+    a: Option<String>,
+    b: Option<String>,
+    sae: Option<String>,
+    #[serde(default = "default_top")]
+    top: usize,
+}
+
+fn default_top() -> usize {
+    10
+}
+
+fn run_diff(s: &Shared, q: &DiffQuery) -> Result<Option<DiffResult>, Fail> {
+    let (Some(a), Some(b)) = (
+        q.a.as_deref().filter(|x| !x.is_empty()),
+        q.b.as_deref().filter(|x| !x.is_empty()),
+    ) else {
+        return Ok(None);
+    };
+    let mut cfg = DiffConfig::new(a, b);
+    cfg.top = q.top.min(100);
+    cfg.sae = q.sae.clone().filter(|x| !x.is_empty());
+    let mut r = with_db(s, |db| diff(db, &cfg).map_err(lib))?;
+    if let Some(t) = &s.tokenizer {
+        for f in &mut r.families {
+            for h in f.more_in_a.iter_mut().chain(f.more_in_b.iter_mut()) {
+                for e in &mut h.examples {
+                    e.text = decode_context(t, &e.text);
+                }
+            }
+        }
+    }
+    Ok(Some(r))
+}
+
+pub(crate) async fn diff_page(
+    State(s): State<Shared>,
+    Query(q): Query<DiffQuery>,
+) -> Result<Markup, Fail> {
+    let names = with_db(&s, |db| db.collection_names().map_err(lib))?;
+    let r = run_diff(&s, &q)?;
+    Ok(page(
+        "diff",
+        html! {
+            form method="get" id="diff-form" {
+                "A " select name="a" { @for n in &names { option value=(n) selected[q.a.as_deref() == Some(n.as_str())] { (n) } } }
+                " B " select name="b" { @for n in &names { option value=(n) selected[q.b.as_deref() == Some(n.as_str())] { (n) } } }
+                " " button type="submit" { "compare" }
+            }
+            @if let Some(r) = &r {
+                p class="muted" {
+                    (r.units.0) " vs " (r.units.1) " transcripts; "
+                    @match r.paired { Some(n) => { (n) " paired by sample id and epoch (sign test)" } None => { "unpaired (Fisher exact test)" } }
+                    "; hypotheses found on " (r.discovery_units.0) " + " (r.discovery_units.1) ", checked on the rest"
+                }
+                @if let Some(n) = &r.note { p class="muted" { (n) } }
+                @for f in &r.families {
+                    @for (dir, hs, disc) in [(format!("more in {}", r.b), &f.more_in_b, f.discoveries.0), (format!("more in {}", r.a), &f.more_in_a, f.discoveries.1)] {
+                        h2 { (f.name) ": " (dir) }
+                        p class="muted" { (f.tested) " tested, " (disc) " discoveries at FDR 0.05" }
+                        table class="diff" {
+                            tr { th { "hypothesis" } th { (r.a) } th { (r.b) } th { "p" } th { "q" } th { "held-out AUROC" } th { "examples" } }
+                            @for h in hs {
+                                tr {
+                                    td { (h.name) }
+                                    td { (format!("{:.1}%", 100.0 * h.rate_a)) }
+                                    td { (format!("{:.1}%", 100.0 * h.rate_b)) }
+                                    td { (format!("{:.1e}", h.p)) }
+                                    td { (format!("{:.1e}", h.q)) }
+                                    td { (h.heldout_auroc.map_or("-".to_string(), |v| format!("{v:.2}"))) }
+                                    td class="snip" { @for e in &h.examples { (e.side) ": " (e.text) br; } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_diff(
+    State(s): State<Shared>,
+    Query(q): Query<DiffQuery>,
+) -> Result<Response, Fail> {
+    match run_diff(&s, &q)? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(bad("pass a and b: /api/diff?a=COLLECTION&b=COLLECTION")),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginQuery {
+    key: String,
+}
+
+/// Sets the API key cookie (checked by the guard on every other request).
+pub(crate) async fn login(Query(q): Query<LoginQuery>) -> Response {
+    let cookie = format!(
+        "pragma_key={}; HttpOnly; SameSite=Strict; Path=/",
+        q.key.replace([';', '\r', '\n', ' '], "")
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
