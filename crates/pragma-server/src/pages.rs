@@ -253,10 +253,19 @@ pub(crate) async fn transcript(
     let (v, values, latents) = with_db(&s, |db| {
         let v = db.transcript_view(id).map_err(lib)?;
         let is_sae = |n: &str| v.scorers.iter().any(|x| x.name == n && x.kind == "sae");
-        let latents = match &overlay {
+        let mut latents = match &overlay {
             Some(o) if is_sae(o) => db.top_latents(id, o, 12).map_err(lib)?,
             _ => Vec::new(),
         };
+        // A latent asked for by URL is offered even when it is not among the strongest.
+        if let (Some(j), false) = (q.latent, latents.is_empty()) {
+            if !latents.iter().any(|x| x.0 == j) {
+                let vals = db
+                    .overlay(id, overlay.as_deref().unwrap_or(""), Some(j))
+                    .map_err(lib)?;
+                latents.push((j, vals.iter().fold(0f32, |m, v| m.max(*v))));
+            }
+        }
         let values = match &overlay {
             Some(o) => {
                 let latent = q.latent.or_else(|| latents.first().map(|x| x.0));

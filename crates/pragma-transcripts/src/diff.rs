@@ -493,6 +493,7 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
                     }
                 }),
                 k,
+                cfg.role,
             )
             .unwrap_or_else(|| clip(&u.text, 0, 160))
         };
@@ -547,17 +548,44 @@ fn clip(text: &str, at: usize, width: usize) -> String {
 /// The tokens around the latent's strongest activation in a transcript (needs the
 /// transcript's token ids, stored by `score`), as `ids:BEFORE|TOKEN|AFTER`; front ends
 /// that hold the model's tokenizer render it with [`decode_context`].
-fn latent_context(db: &Db, transcript_id: i64, scorer_id: i64, key: &str) -> Option<String> {
+fn latent_context(
+    db: &Db,
+    transcript_id: i64,
+    scorer_id: i64,
+    key: &str,
+    role: Option<Role>,
+) -> Option<String> {
     let j: u32 = key.strip_prefix("latent ")?.parse().ok()?;
-    let (ids, sparse): (Vec<u8>, Vec<u8>) = db
+    let (ids, sparse, spans): (Vec<u8>, Vec<u8>, String) = db
         .conn()
         .query_row(
-            "SELECT t.ids, s.sparse FROM transcript_tokens t JOIN token_scores s \
+            "SELECT t.ids, s.sparse, t.spans FROM transcript_tokens t JOIN token_scores s \
              ON s.transcript_id = t.transcript_id WHERE t.transcript_id = ?1 AND s.scorer_id = ?2",
             params![transcript_id, scorer_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .ok()?;
+    // Only tokens of the messages the diff compared.
+    let spans: Vec<crate::spans::MessageSpan> = serde_json::from_str(&spans).ok()?;
+    let roles: Vec<String> = {
+        let mut st = db
+            .conn()
+            .prepare("SELECT role FROM messages WHERE transcript_id = ?1 ORDER BY idx")
+            .ok()?;
+        let v = st
+            .query_map(params![transcript_id], |r| r.get::<_, String>(0))
+            .ok()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .ok()?;
+        v
+    };
+    let allowed = |t: usize| -> bool {
+        spans.iter().any(|sp| {
+            t >= sp.start
+                && t < sp.end
+                && role.is_none_or(|want| roles.get(sp.message).is_some_and(|r| r == want.name()))
+        })
+    };
     let ids: Vec<u32> = ids
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -566,6 +594,7 @@ fn latent_context(db: &Db, transcript_id: i64, scorer_id: i64, key: &str) -> Opt
     let (best, _) = rows
         .iter()
         .enumerate()
+        .filter(|(t, _)| allowed(*t))
         .filter_map(|(t, r)| r.iter().find(|x| x.0 == j).map(|x| (t, x.1)))
         .max_by(|a, b| a.1.total_cmp(&b.1))?;
     let lo = best.saturating_sub(12);
