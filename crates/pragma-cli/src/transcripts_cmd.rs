@@ -47,8 +47,113 @@ pub enum TranscriptsCommand {
     /// per line) and import the answers as a collection: transcripts of your model to
     /// explore, or an example collection with a planted quirk.
     Rollout(RolloutArgs),
+    /// Transcripts (or messages) far from the rest of the collection on a scorer: a probe's
+    /// or vector's pooled value (robust z-score), or an SAE's rare latents; with the reason.
+    Outliers(OutliersArgs),
+    /// Group a collection's transcripts (k-means on SAE latent presence, or on words
+    /// without --sae), each group described by its most over-represented latents and words.
+    Cluster(ClusterArgs),
     /// Delete a collection.
     Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+pub struct OutliersArgs {
+    collection: String,
+    /// A scorer name as `score` made it (probe:NAME, vector:NAME@L, sae:NAME).
+    #[arg(long)]
+    scorer: String,
+    /// Pooled value for probes and vectors: mean or max over tokens.
+    #[arg(long, default_value = "max")]
+    pool: String,
+    /// Per message instead of per transcript (probes and vectors).
+    #[arg(long)]
+    messages: bool,
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    collection: String,
+    /// Number of clusters.
+    #[arg(long, short, default_value_t = 8)]
+    k: usize,
+    /// Cluster on this SAE scorer's latents (default: words).
+    #[arg(long)]
+    sae: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+fn cmd_outliers(a: OutliersArgs) -> Result<()> {
+    use pragma_transcripts::analysis::{outliers, Pool};
+    let pool = match a.pool.as_str() {
+        "mean" => Pool::Mean,
+        "max" => Pool::Max,
+        p => anyhow::bail!("--pool {p}: expected mean or max"),
+    };
+    let db = Db::open(&a.db.db)?;
+    let o = outliers(&db, &a.collection, &a.scorer, pool, a.messages, a.top)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&o)?);
+        return Ok(());
+    }
+    for x in &o {
+        println!(
+            "{}{}: {}",
+            x.run,
+            x.message.map(|m| format!(" B{m}")).unwrap_or_default(),
+            x.reason
+        );
+    }
+    Ok(())
+}
+
+fn cmd_cluster(a: ClusterArgs) -> Result<()> {
+    let db = Db::open(&a.db.db)?;
+    let c =
+        pragma_transcripts::analysis::clusters(&db, &a.collection, a.sae.as_deref(), a.k, a.seed)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} clusters on {}",
+        c.collection,
+        c.clusters.len(),
+        c.features
+    );
+    for (i, cl) in c.clusters.iter().enumerate() {
+        let fmt = |v: &[(String, f64, f64)]| {
+            v.iter()
+                .map(|(w, s, l)| format!("{w} ({:.0}%, x{l:.1})", 100.0 * s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("\ncluster {i}: {} transcripts", cl.size);
+        println!("  over-represented: {}", fmt(&cl.top));
+        if !cl.words.is_empty() {
+            println!("  words: {}", fmt(&cl.words));
+        }
+        println!(
+            "  e.g. {}",
+            cl.examples
+                .iter()
+                .map(|e| e.1.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -660,6 +765,8 @@ pub fn cmd_transcripts(c: TranscriptsCommand) -> Result<()> {
         }
         TranscriptsCommand::Score(a) => cmd_score(a),
         TranscriptsCommand::Diff(a) => cmd_diff(a),
+        TranscriptsCommand::Outliers(a) => cmd_outliers(a),
+        TranscriptsCommand::Cluster(a) => cmd_cluster(a),
         TranscriptsCommand::Rollout(a) => cmd_rollout(a),
         TranscriptsCommand::Delete(a) => {
             let mut db = Db::open(&a.db.db)?;

@@ -18,6 +18,7 @@
 //! # Ok::<(), pragma_transcripts::Error>(())
 //! ```
 
+pub mod analysis;
 pub mod db;
 pub mod diff;
 pub mod error;

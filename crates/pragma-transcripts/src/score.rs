@@ -108,11 +108,13 @@ enum Values {
     Sparse(Vec<Vec<(u32, f32)>>),
 }
 
-fn f32_blob(v: &[f32]) -> Vec<u8> {
+/// Encode dense per-token values (the inverse of [`read_f32_blob`]).
+pub fn f32_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn sparse_blob(rows: &[Vec<(u32, f32)>]) -> Vec<u8> {
+/// Encode per-token sparse latents (the inverse of [`read_sparse_blob`]).
+pub fn sparse_blob(rows: &[Vec<(u32, f32)>]) -> Vec<u8> {
     // Per token: count (u16), then (u32 latent, f32 value) pairs.
     let mut out = Vec::new();
     for r in rows {
