@@ -9,9 +9,10 @@
 //!
 //! Pages: `/` collections; `/c/{name}` runs and full-text search; `/t/{id}` a transcript
 //! with a per-token overlay of any scorer (probe, vector, SAE latent; hover shows the
-//! value); `/diff?a=&b=` what distinguishes two collections. JSON: `/api/collections`,
-//! `/api/c/{name}/search?q=`, `/api/t/{id}`, `/api/diff?a=&b=`, the same shapes as the
-//! CLI's `--json`.
+//! value); `/diff?a=&b=` what distinguishes two collections; `/c/{name}/outliers` and
+//! `/c/{name}/clusters`. JSON: `/api/collections`, `/api/c/{name}/search?q=`,
+//! `/api/c/{name}/outliers?scorer=`, `/api/c/{name}/clusters?k=&sae=`, `/api/t/{id}`,
+//! `/api/diff?a=&b=`, the same shapes as the CLI's `--json`.
 
 mod pages;
 
@@ -65,11 +66,15 @@ pub fn router(db: Db, tokenizer: Option<Arc<Tokenizer>>, api_key: Option<String>
     Router::new()
         .route("/", get(pages::index))
         .route("/c/{name}", get(pages::collection))
+        .route("/c/{name}/outliers", get(pages::outliers_page))
+        .route("/c/{name}/clusters", get(pages::clusters_page))
         .route("/t/{id}", get(pages::transcript))
         .route("/diff", get(pages::diff_page))
         .route("/login", get(pages::login))
         .route("/api/collections", get(pages::api_collections))
         .route("/api/c/{name}/search", get(pages::api_search))
+        .route("/api/c/{name}/outliers", get(pages::api_outliers))
+        .route("/api/c/{name}/clusters", get(pages::api_clusters))
         .route("/api/t/{id}", get(pages::api_transcript))
         .route("/api/diff", get(pages::api_diff))
         .route(

@@ -145,6 +145,7 @@ pub(crate) async fn collection(
     Ok(page(
         &name,
         html! {
+            p { a href={ "/c/" (name) "/outliers" } { "outliers" } " · " a href={ "/c/" (name) "/clusters" } { "clusters" } }
             form method="get" id="search" {
                 input type="text" name="q" value=(query) placeholder="search messages (FTS5)";
                 " " input type="text" name="where" value=(q.filter.clone().unwrap_or_default()) placeholder="filter: model=x, score.reward>0.5";
@@ -457,4 +458,167 @@ pub(crate) async fn login(Query(q): Query<LoginQuery>) -> Response {
         q.key.replace([';', '\r', '\n', ' '], "")
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OutlierQuery {
+    scorer: Option<String>,
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default)]
+    messages: bool,
+    #[serde(default = "default_top")]
+    top: usize,
+}
+
+fn run_outliers(
+    s: &Shared,
+    name: &str,
+    q: &OutlierQuery,
+) -> Result<
+    (
+        Vec<String>,
+        Option<Vec<pragma_transcripts::analysis::Outlier>>,
+    ),
+    Fail,
+> {
+    use pragma_transcripts::analysis::{outliers, Pool};
+    let pool = match q.pool.as_deref().unwrap_or("max") {
+        "mean" => Pool::Mean,
+        "max" => Pool::Max,
+        p => return Err(bad(format!("pool '{p}': expected mean or max"))),
+    };
+    with_db(s, |db| {
+        let cid = db.collection_id_pub(name).map_err(lib)?;
+        let mut st = db
+            .conn()
+            .prepare("SELECT name FROM scorers WHERE collection_id = ?1 ORDER BY id")
+            .map_err(|e| lib(e.into()))?;
+        let scorers: Vec<String> = st
+            .query_map([cid], |r| r.get(0))
+            .and_then(|it| it.collect())
+            .map_err(|e| lib(e.into()))?;
+        let o = match q.scorer.as_deref().filter(|x| !x.is_empty()) {
+            Some(sc) => {
+                Some(outliers(db, name, sc, pool, q.messages, q.top.min(500)).map_err(lib)?)
+            }
+            None => None,
+        };
+        Ok((scorers, o))
+    })
+}
+
+pub(crate) async fn outliers_page(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<OutlierQuery>,
+) -> Result<Markup, Fail> {
+    let (scorers, o) = run_outliers(&s, &name, &q)?;
+    Ok(page(
+        &format!("{name}: outliers"),
+        html! {
+            form method="get" id="outliers-form" {
+                "scorer " select name="scorer" {
+                    @for sc in &scorers { option value=(sc) selected[q.scorer.as_deref() == Some(sc.as_str())] { (sc) } }
+                }
+                " pool " select name="pool" {
+                    @for p in ["max", "mean"] { option value=(p) selected[q.pool.as_deref() == Some(p)] { (p) } }
+                }
+                " " button type="submit" { "find" }
+            }
+            @if let Some(o) = &o {
+                table id="outliers" {
+                    tr { th { "run" } th { "message" } th { "why" } }
+                    @for x in o {
+                        tr {
+                            td { a href={ "/t/" (x.transcript_id) @if let Some(m) = x.message { "#m" (m) } } { (x.run) } }
+                            td { (x.message.map(|m| format!("B{m}")).unwrap_or_default()) }
+                            td { (x.reason) }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_outliers(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<OutlierQuery>,
+) -> Result<Response, Fail> {
+    match run_outliers(&s, &name, &q)?.1 {
+        Some(o) => Ok(Json(o).into_response()),
+        None => Err(bad("pass scorer=NAME")),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ClusterQuery {
+    sae: Option<String>,
+    #[serde(default = "default_k")]
+    k: usize,
+}
+
+fn default_k() -> usize {
+    8
+}
+
+fn run_clusters(
+    s: &Shared,
+    name: &str,
+    q: &ClusterQuery,
+) -> Result<pragma_transcripts::analysis::Clustering, Fail> {
+    if q.k > 100 {
+        return Err(bad(format!("k = {}: at most 100", q.k)));
+    }
+    with_db(s, |db| {
+        pragma_transcripts::analysis::clusters(
+            db,
+            name,
+            q.sae.as_deref().filter(|x| !x.is_empty()),
+            q.k,
+            0,
+        )
+        .map_err(lib)
+    })
+}
+
+pub(crate) async fn clusters_page(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<ClusterQuery>,
+) -> Result<Markup, Fail> {
+    let c = run_clusters(&s, &name, &q)?;
+    let fmt = |v: &[(String, f64, f64)]| {
+        v.iter()
+            .map(|(w, sh, l)| format!("{w} ({:.0}%, x{l:.1})", 100.0 * sh))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(page(
+        &format!("{name}: clusters"),
+        html! {
+            p class="muted" { (c.clusters.len()) " clusters on " (c.features) " (k-means, cosine)" }
+            table id="clusters" {
+                tr { th { "size" } th { "over-represented" } th { "words" } th { "examples" } }
+                @for cl in &c.clusters {
+                    tr {
+                        td { (cl.size) }
+                        td { (fmt(&cl.top)) }
+                        td { (fmt(&cl.words)) }
+                        td { @for (tid, run) in &cl.examples { a href={ "/t/" (tid) } { (run) } " " } }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_clusters(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<ClusterQuery>,
+) -> Result<Response, Fail> {
+    Ok(Json(run_clusters(&s, &name, &q)?).into_response())
 }

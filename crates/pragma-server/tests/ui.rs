@@ -190,6 +190,15 @@ async fn http_bad_parameters_assets_and_keys() {
         ("/api/c/a/search?q=red", 200),
         ("/api/diff?a=a&b=b", 200),
         ("/static/app.js", 200),
+        ("/c/a/outliers", 200),
+        ("/c/a/outliers?scorer=sae%3Atiny", 200),
+        ("/c/a/outliers?scorer=nope", 404),
+        ("/c/a/outliers?scorer=sae%3Atiny&pool=median", 400),
+        ("/api/c/a/outliers?scorer=sae%3Atiny", 200),
+        ("/c/b/clusters?k=2", 200),
+        ("/c/b/clusters?k=1", 400),
+        ("/c/b/clusters?k=abc", 400),
+        ("/api/c/b/clusters?k=2&sae=sae%3Atiny", 200),
     ] {
         let (c, body) = get(addr, path, "").await;
         assert_eq!(c, want, "{path}: {body}");
@@ -392,6 +401,28 @@ async fn browser_walks_the_pages_and_markup_stays_inert() {
         .expect("text");
     assert!(body.contains("zebra"), "{body}");
     std::fs::write(shot("3-diff"), c.screenshot().await.expect("shot")).expect("w");
+
+    // Clusters and outliers pages, reached by their links from the collection.
+    c.goto(&format!("{base}/c/b")).await.expect("goto");
+    c.find(Locator::LinkText("clusters"))
+        .await
+        .expect("link")
+        .click()
+        .await
+        .expect("click");
+    let rows = c
+        .find_all(Locator::Css("#clusters tr"))
+        .await
+        .expect("rows");
+    assert!(rows.len() >= 3, "header and at least 2 clusters");
+    c.goto(&format!("{base}/c/b/outliers?scorer=sae%3Atiny"))
+        .await
+        .expect("goto");
+    assert!(!c
+        .find_all(Locator::Css("#outliers tr"))
+        .await
+        .expect("rows")
+        .is_empty());
 
     // Markup in transcript text is inert: no script ran, no link was made, the text shows.
     c.goto(&format!("{base}/c/evil")).await.expect("goto");

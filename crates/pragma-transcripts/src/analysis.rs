@@ -69,13 +69,12 @@ fn scorer_id(db: &Db, collection: &str, scorer: &str) -> Result<(i64, String)> {
         })
 }
 
+/// (transcript id, run key, latents strongest first).
+type UnitLatents = (i64, String, Vec<(u32, f32)>);
+
 /// Each transcript's latents of `scorer_id`, max-pooled over its assistant messages (the
 /// template's and the prompts' own latents left out), strongest first; with run keys.
-fn assistant_latents(
-    db: &Db,
-    collection: &str,
-    scorer_id: i64,
-) -> Result<Vec<(i64, String, Vec<(u32, f32)>)>> {
+fn assistant_latents(db: &Db, collection: &str, scorer_id: i64) -> Result<Vec<UnitLatents>> {
     let cid = db.collection_id_pub(collection)?;
     let mut st = db.conn().prepare(
         "SELECT t.id, r.key, s.latents FROM transcripts t JOIN runs r ON r.id = t.run_id \
@@ -92,7 +91,7 @@ fn assistant_latents(
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out: Vec<(i64, String, Vec<(u32, f32)>)> = Vec::new();
+    let mut out: Vec<UnitLatents> = Vec::new();
     for (tid, key, blob) in rows {
         if out.last().map(|x| x.0) != Some(tid) {
             out.push((tid, key, Vec::new()));
@@ -478,7 +477,7 @@ pub fn clusters(
         })
         .filter(|c| c.size > 0)
         .collect();
-    clusters.sort_by(|a, b| b.size.cmp(&a.size));
+    clusters.sort_by_key(|c| std::cmp::Reverse(c.size));
     Ok(Clustering {
         collection: collection.to_string(),
         features: label,
