@@ -10,7 +10,8 @@
 //! Pages: `/` collections; `/c/{name}` runs and full-text search; `/t/{id}` a transcript
 //! with a per-token overlay of any scorer (probe, vector, SAE latent; hover shows the
 //! value); `/diff?a=&b=` what distinguishes two collections; `/c/{name}/outliers` and
-//! `/c/{name}/clusters`. JSON: `/api/collections`, `/api/c/{name}/search?q=`,
+//! `/c/{name}/clusters`; `/feature/{scorer}/{latent}` an SAE latent across every scored
+//! transcript (strongest activations in context, a histogram). JSON: `/api/collections`, `/api/c/{name}/search?q=`,
 //! `/api/c/{name}/outliers?scorer=`, `/api/c/{name}/clusters?k=&sae=`, `/api/t/{id}`,
 //! `/api/diff?a=&b=`, the same shapes as the CLI's `--json`.
 
@@ -69,6 +70,8 @@ pub fn router(db: Db, tokenizer: Option<Arc<Tokenizer>>, api_key: Option<String>
         .route("/c/{name}/outliers", get(pages::outliers_page))
         .route("/c/{name}/clusters", get(pages::clusters_page))
         .route("/t/{id}", get(pages::transcript))
+        .route("/feature/{scorer}/{latent}", get(pages::feature))
+        .route("/api/feature/{scorer}/{latent}", get(pages::api_feature))
         .route("/diff", get(pages::diff_page))
         .route("/login", get(pages::login))
         .route("/api/collections", get(pages::api_collections))

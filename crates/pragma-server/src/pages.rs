@@ -319,6 +319,9 @@ pub(crate) async fn transcript(
                     }
                 }
                 " " button type="submit" { "show" }
+                @if let (Some(o), Some(j), false) = (&overlay, chosen_latent, latents.is_empty()) {
+                    " " a id="feature-link" href={ "/feature/" (o) "/" (j) } { "latent " (j) "'s page" }
+                }
                 @if v.scorers.is_empty() {
                     span class="muted" { " (not scored: pragma transcripts score " (v.collection) " --probe/--sae/--vector)" }
                 }
@@ -621,4 +624,91 @@ pub(crate) async fn api_clusters(
     Query(q): Query<ClusterQuery>,
 ) -> Result<Response, Fail> {
     Ok(Json(run_clusters(&s, &name, &q)?).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FeatureQuery {
+    #[serde(default = "default_feature_top")]
+    top: usize,
+}
+
+fn default_feature_top() -> usize {
+    25
+}
+
+fn latent_page(
+    s: &Shared,
+    scorer: &str,
+    latent: u32,
+    top: usize,
+) -> Result<pragma_transcripts::view::LatentPage, Fail> {
+    with_db(s, |db| {
+        db.latent_page(scorer, latent, top.min(200)).map_err(lib)
+    })
+}
+
+/// An activation histogram as inline SVG (server-made: no script).
+fn histogram_svg(h: &[(f32, u64)]) -> Markup {
+    let max = h.iter().map(|x| x.1).max().unwrap_or(1).max(1) as f64;
+    let (w, ht) = (400.0, 100.0);
+    let bw = w / h.len().max(1) as f64;
+    html! {
+        svg width=(w) height=(ht + 20.0) xmlns="http://www.w3.org/2000/svg" role="img" {
+            @for (i, (lo, n)) in h.iter().enumerate() {
+                @let bh = ht * (*n as f64) / max;
+                rect x=(i as f64 * bw) y=(ht - bh) width=(bw - 1.0) height=(bh) fill="#e63946" {
+                    title { (format!("{lo:.2}: {n}")) }
+                }
+            }
+            text x="0" y=(ht + 15.0) font-size="11" { "0" }
+            text x=(w - 40.0) y=(ht + 15.0) font-size="11" {
+                (format!("{:.2}", h.last().map_or(0.0, |x| x.0 * h.len() as f32 / (h.len() as f32 - 1.0).max(1.0))))
+            }
+        }
+    }
+}
+
+pub(crate) async fn feature(
+    State(s): State<Shared>,
+    Path((scorer, latent)): Path<(String, u32)>,
+    Query(q): Query<FeatureQuery>,
+) -> Result<Markup, Fail> {
+    let p = latent_page(&s, &scorer, latent, q.top)?;
+    let tok = s.tokenizer.clone();
+    let dec = |ids: &[u32]| -> String {
+        match &tok {
+            Some(t) => t.decode(ids).unwrap_or_default(),
+            None => ids.iter().map(|i| format!("<{i}>")).collect(),
+        }
+    };
+    Ok(page(
+        &format!("{scorer} latent {latent}"),
+        html! {
+            p class="muted" {
+                "among the stored top latents of " (p.fires) " of " (p.tokens) " scored tokens ("
+                (format!("{:.3}%", 100.0 * p.fires as f64 / p.tokens.max(1) as f64)) ")"
+            }
+            h2 { "activations" }
+            (histogram_svg(&p.histogram))
+            h2 { "strongest activations" }
+            table id="feature-top" {
+                tr { th { "activation" } th { "context" } th { "transcript" } }
+                @for h in &p.top {
+                    tr {
+                        td { (format!("{:.3}", h.activation)) }
+                        td class="snip" { (dec(&h.before)) b class="tok" style="background: rgba(230, 57, 70, 0.8)" { (dec(&[h.at])) } (dec(&h.after)) }
+                        td { a href={ "/t/" (h.transcript_id) "?overlay=" (scorer) "&latent=" (latent) } { (h.collection) " / " (h.run) } }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_feature(
+    State(s): State<Shared>,
+    Path((scorer, latent)): Path<(String, u32)>,
+    Query(q): Query<FeatureQuery>,
+) -> Result<Response, Fail> {
+    Ok(Json(latent_page(&s, &scorer, latent, q.top)?).into_response())
 }

@@ -199,6 +199,10 @@ async fn http_bad_parameters_assets_and_keys() {
         ("/c/b/clusters?k=1", 400),
         ("/c/b/clusters?k=abc", 400),
         ("/api/c/b/clusters?k=2&sae=sae%3Atiny", 200),
+        ("/feature/sae:tiny/3", 200),
+        ("/api/feature/sae:tiny/3", 200),
+        ("/feature/sae:nope/3", 404),
+        ("/feature/sae:tiny/x", 400),
     ] {
         let (c, body) = get(addr, path, "").await;
         assert_eq!(c, want, "{path}: {body}");
@@ -384,6 +388,26 @@ async fn browser_walks_the_pages_and_markup_stays_inert() {
         c.screenshot().await.expect("shot"),
     )
     .expect("w");
+    // The latent's page, from the overlay: its strongest activations link back.
+    c.find(Locator::Id("feature-link"))
+        .await
+        .expect("link")
+        .click()
+        .await
+        .expect("click");
+    assert!(c
+        .current_url()
+        .await
+        .expect("url")
+        .path()
+        .starts_with("/feature/sae:tiny/"));
+    let rows = c
+        .find_all(Locator::Css("#feature-top tr"))
+        .await
+        .expect("rows");
+    assert!(rows.len() >= 2, "header and at least one activation");
+    assert!(c.find(Locator::Css("svg rect")).await.is_ok(), "histogram");
+    std::fs::write(shot("2b-feature"), c.screenshot().await.expect("shot")).expect("w");
 
     // Diff: the planted word is the top n-gram.
     c.goto(&format!("{base}/diff?a=a&b=b")).await.expect("goto");

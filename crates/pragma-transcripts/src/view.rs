@@ -233,3 +233,119 @@ impl Db {
         )?)
     }
 }
+
+/// One place a latent fired.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatentHit {
+    pub transcript_id: i64,
+    pub collection: String,
+    pub run: String,
+    /// Token index in the transcript's ids.
+    pub token: usize,
+    pub activation: f32,
+    /// Token ids before, at and after the hit (decoded by front ends).
+    pub before: Vec<u32>,
+    pub at: u32,
+    pub after: Vec<u32>,
+}
+
+/// A latent across every transcript an SAE scorer of this name scored (any collection):
+/// its strongest activations with context, how often it is among a token's top latents,
+/// and a histogram of its activations.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatentPage {
+    pub scorer: String,
+    pub latent: u32,
+    /// Tokens scored, and tokens where the latent is among the stored top latents.
+    pub tokens: u64,
+    pub fires: u64,
+    /// Strongest first.
+    pub top: Vec<LatentHit>,
+    /// (bin lower edge, count) over its activations, 20 equal bins.
+    pub histogram: Vec<(f32, u64)>,
+}
+
+impl Db {
+    /// The page of `latent` of the SAE scorer `scorer` (see [`LatentPage`]). Errors: no
+    /// SAE scorer of that name.
+    pub fn latent_page(&self, scorer: &str, latent: u32, top: usize) -> Result<LatentPage> {
+        let mut st = self.conn().prepare(
+            "SELECT ts.transcript_id, c.name, r.key, ts.sparse, tt.ids FROM token_scores ts \
+             JOIN scorers s ON s.id = ts.scorer_id JOIN transcripts t ON t.id = ts.transcript_id \
+             JOIN runs r ON r.id = t.run_id JOIN collections c ON c.id = r.collection_id \
+             JOIN transcript_tokens tt ON tt.transcript_id = ts.transcript_id \
+             WHERE s.name = ?1 AND s.kind = 'sae'",
+        )?;
+        let rows = st
+            .query_map(params![scorer], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            return Err(Error::Input(format!(
+                "no transcripts scored by an SAE scorer named '{scorer}'"
+            )));
+        }
+        let (mut tokens, mut fires) = (0u64, 0u64);
+        let mut acts: Vec<f32> = Vec::new();
+        let mut hits: Vec<LatentHit> = Vec::new();
+        for (tid, col, run, sparse, ids) in rows {
+            let ids: Vec<u32> = ids
+                .chunks_exact(4)
+                .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                .collect();
+            let per_tok = sparse.map(|b| read_sparse_blob(&b)).unwrap_or_default();
+            tokens += per_tok.len() as u64;
+            for (t, row) in per_tok.iter().enumerate() {
+                if let Some(&(_, a)) = row.iter().find(|x| x.0 == latent) {
+                    fires += 1;
+                    acts.push(a);
+                    hits.push(LatentHit {
+                        transcript_id: tid,
+                        collection: col.clone(),
+                        run: run.clone(),
+                        token: t,
+                        activation: a,
+                        before: ids[t.saturating_sub(12)..t.min(ids.len())].to_vec(),
+                        at: ids.get(t).copied().unwrap_or(0),
+                        after: ids[(t + 1).min(ids.len())..(t + 5).min(ids.len())].to_vec(),
+                    });
+                }
+            }
+            // Keep memory bounded: only the strongest hits survive between transcripts.
+            if hits.len() > 4 * top.max(1) {
+                hits.sort_by(|a, b| b.activation.total_cmp(&a.activation));
+                hits.truncate(top.max(1));
+            }
+        }
+        hits.sort_by(|a, b| b.activation.total_cmp(&a.activation));
+        hits.truncate(top);
+        let max = acts.iter().copied().fold(0f32, f32::max);
+        let bins = 20usize;
+        let mut histogram: Vec<(f32, u64)> = (0..bins)
+            .map(|i| (max * i as f32 / bins as f32, 0))
+            .collect();
+        for a in &acts {
+            let i = if max > 0.0 {
+                ((a / max) * bins as f32).floor() as usize
+            } else {
+                0
+            };
+            histogram[i.min(bins - 1)].1 += 1;
+        }
+        Ok(LatentPage {
+            scorer: scorer.to_string(),
+            latent,
+            tokens,
+            fires,
+            top: hits,
+            histogram,
+        })
+    }
+}
