@@ -16,7 +16,7 @@ mod sae_cmd;
 mod serve_cmd;
 mod steer_cmd;
 mod store_cmd;
-mod transcripts_cmd;
+mod transcripts;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -84,9 +84,11 @@ enum Command {
     /// baselines, over split seeds, with confidence intervals.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
-    /// Transcripts: import (OpenAI, ShareGPT, Inspect AI, Docent), search, export.
+    /// Transcripts joined with the model's internals: import (OpenAI, ShareGPT, Inspect AI,
+    /// Docent), search, score (probes, vectors, SAE latents per token), diff, outliers,
+    /// cluster, rollout, export. Browse them with `pragma serve`.
     #[command(subcommand)]
-    Transcripts(transcripts_cmd::TranscriptsCommand),
+    Transcripts(transcripts::TranscriptsCommand),
     /// The web UI over a transcript database: collections, search, transcripts with
     /// per-token overlays of probes, vectors and SAE latents, diff; a JSON API behind each
     /// page. Binds 127.0.0.1:8040.
@@ -251,7 +253,7 @@ fn main() -> ExitCode {
         Command::Probe(c) => probe_cmd::cmd_probe(c),
         Command::Sae(c) => sae_cmd::cmd_sae(c),
         Command::Eval(c) => eval_cmd::cmd_eval(c),
-        Command::Transcripts(c) => transcripts_cmd::cmd_transcripts(c),
+        Command::Transcripts(c) => transcripts::cmd_transcripts(c),
         Command::Serve(a) => serve_cmd::cmd_serve(a),
         Command::Bench(a) => bench::run(a),
     };

@@ -9,7 +9,7 @@ use clap::Args;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Transcript database (from `pragma transcripts import`).
-    #[arg(long, default_value = crate::transcripts_cmd::DEFAULT_DB, env = "PRAGMA_TRANSCRIPTS_DB")]
+    #[arg(long, default_value = crate::transcripts::DEFAULT_DB, env = "PRAGMA_TRANSCRIPTS_DB")]
     db: PathBuf,
     /// Address to listen on. Anything but a loopback address needs --api-key.
     #[arg(long, default_value = "127.0.0.1:8040")]
