@@ -21,21 +21,47 @@ pub struct ServeArgs {
     /// `none` shows token ids.
     #[arg(long, default_value = pragma_model::DEFAULT_MODEL)]
     model: String,
+    /// A steering vector for the playground (/steer): NAME=FILE from `pragma steer train`.
+    /// Repeatable.
+    #[arg(long)]
+    vector: Vec<String>,
 }
 
 pub fn cmd_serve(a: ServeArgs) -> Result<()> {
-    let tokenizer = if a.model == "none" {
+    let model = if a.model == "none" {
+        anyhow::ensure!(
+            a.vector.is_empty(),
+            "--vector needs a model (not --model none)"
+        );
         None
     } else {
-        let m = pragma_model::Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
-        Some(Arc::new(m.tokenizer.clone()))
+        Some(Arc::new(pragma_model::Model::load(&a.model, &mut |m| {
+            eprintln!("{m}")
+        })?))
+    };
+    let tokenizer = model.as_ref().map(|m| Arc::new(m.tokenizer.clone()));
+    let mut vectors = Vec::new();
+    for v in &a.vector {
+        let (name, file) = v
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--vector {v}: expected NAME=FILE"))?;
+        let vec = pragma_methods::steering::SteeringVector::load(std::path::Path::new(file))
+            .map_err(|e| anyhow::anyhow!("--vector {file}: {e}"))?;
+        vectors.push((name.to_string(), vec));
+    }
+    let playground = match (&model, vectors.is_empty()) {
+        (Some(m), false) => Some(pragma_server::Playground {
+            model: m.clone(),
+            vectors,
+        }),
+        _ => None,
     };
     let cfg = pragma_server::ServeConfig {
         db: a.db,
         addr: a.bind,
         api_key: a.api_key,
     };
-    pragma_server::serve(cfg, tokenizer, &mut |addr| {
+    pragma_server::serve(cfg, tokenizer, playground, &mut |addr| {
         // The first line on stdout is the address (tests and scripts read it).
         println!("http://{addr}/");
         eprintln!("serving the transcripts UI; Ctrl-C stops");

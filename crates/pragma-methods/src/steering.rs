@@ -701,3 +701,68 @@ pub mod llama_cpp {
         })
     }
 }
+
+/// A chat prompt answered without and with a steering vector: the steering playground.
+#[derive(Clone, Debug, Serialize)]
+pub struct SideBySide {
+    pub prompt: String,
+    pub unsteered: String,
+    pub steered: String,
+    /// The layers steered and the scale.
+    pub layers: Vec<usize>,
+    pub scale: f32,
+}
+
+/// Answer `prompt` (one user turn, the model's chat template, greedy, at most
+/// `max_tokens`) without and with `vector` applied by `op` at `scale` on `layers` (all of
+/// the vector's layers when `None`), at every position from 1 on (the attention sink at
+/// position 0 is left alone, as `pragma generate --steer` does). Errors: the vector's width
+/// or layers do not fit the model; a non-finite scale.
+pub fn side_by_side(
+    model: &Model,
+    prompt: &str,
+    vector: &SteeringVector,
+    op: Operator,
+    scale: f32,
+    layers: Option<&[usize]>,
+    max_tokens: usize,
+) -> Result<SideBySide> {
+    use pragma_model::generate::{generate, GenerateOptions, Sampling};
+    let ids = model
+        .tokenizer
+        .build_input(
+            &Prompt::chat(&[ChatMessage::new("user", prompt)]),
+            vector.meta.input,
+        )?
+        .ids;
+    let hooks = vector.hooks(model, op, scale, layers, Positions::From(1))?;
+    let opts = GenerateOptions {
+        max_tokens,
+        sampling: Sampling::default(),
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+    };
+    let answer = |h: &Hooks| -> Result<String> {
+        let g = generate(
+            &model.transformer,
+            std::slice::from_ref(&ids),
+            &opts,
+            h,
+            |_, _| {},
+        )?;
+        let mut t = g.tokens.into_iter().next().unwrap_or_default();
+        if t.last().is_some_and(|x| opts.stop_tokens.contains(x)) {
+            t.pop();
+        }
+        Ok(model.tokenizer.decode(&t)?)
+    };
+    Ok(SideBySide {
+        prompt: prompt.to_string(),
+        unsteered: answer(&Hooks::new())?,
+        steered: answer(&hooks)?,
+        layers: match layers {
+            Some(l) => l.to_vec(),
+            None => vector.meta.layers.clone(),
+        },
+        scale,
+    })
+}

@@ -10,7 +10,8 @@
 //! Pages: `/` collections; `/c/{name}` runs and full-text search; `/t/{id}` a transcript
 //! with a per-token overlay of any scorer (probe, vector, SAE latent; hover shows the
 //! value); `/diff?a=&b=` what distinguishes two collections; `/c/{name}/outliers` and
-//! `/c/{name}/clusters`; `/feature/{scorer}/{latent}` an SAE latent across every scored
+//! `/c/{name}/clusters`; `/steer` the steering playground (a prompt answered without and
+//! with a vector, side by side); `/feature/{scorer}/{latent}` an SAE latent across every scored
 //! transcript (strongest activations in context, a histogram). JSON: `/api/collections`, `/api/c/{name}/search?q=`,
 //! `/api/c/{name}/outliers?scorer=`, `/api/c/{name}/clusters?k=&sae=`, `/api/t/{id}`,
 //! `/api/diff?a=&b=`, the same shapes as the CLI's `--json`.
@@ -53,16 +54,34 @@ pub(crate) struct AppState {
     pub db: Mutex<Db>,
     pub tokenizer: Option<Arc<Tokenizer>>,
     pub api_key: Option<String>,
+    pub playground: Option<Playground>,
+}
+
+/// What the steering playground (`/steer`) needs: the model and named steering vectors.
+pub struct Playground {
+    pub model: Arc<pragma_model::Model>,
+    pub vectors: Vec<(String, pragma_methods::steering::SteeringVector)>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
 
-/// The router, for tests and for `serve`.
+/// The router without the steering playground.
 pub fn router(db: Db, tokenizer: Option<Arc<Tokenizer>>, api_key: Option<String>) -> Router {
+    router_with(db, tokenizer, api_key, None)
+}
+
+/// The router, for tests and for `serve`.
+pub fn router_with(
+    db: Db,
+    tokenizer: Option<Arc<Tokenizer>>,
+    api_key: Option<String>,
+    playground: Option<Playground>,
+) -> Router {
     let state: Shared = Arc::new(AppState {
         db: Mutex::new(db),
         tokenizer,
         api_key,
+        playground,
     });
     Router::new()
         .route("/", get(pages::index))
@@ -74,6 +93,8 @@ pub fn router(db: Db, tokenizer: Option<Arc<Tokenizer>>, api_key: Option<String>
         .route("/api/feature/{scorer}/{latent}", get(pages::api_feature))
         .route("/diff", get(pages::diff_page))
         .route("/login", get(pages::login))
+        .route("/steer", get(pages::steer_page))
+        .route("/api/steer", get(pages::api_steer))
         .route("/api/collections", get(pages::api_collections))
         .route("/api/c/{name}/search", get(pages::api_search))
         .route("/api/c/{name}/outliers", get(pages::api_outliers))
@@ -150,6 +171,7 @@ async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
 pub fn serve(
     cfg: ServeConfig,
     tokenizer: Option<Arc<Tokenizer>>,
+    playground: Option<Playground>,
     ready: &mut dyn FnMut(SocketAddr),
 ) -> Result<(), Error> {
     if !cfg.addr.ip().is_loopback() && cfg.api_key.is_none() {
@@ -160,7 +182,7 @@ pub fn serve(
         )));
     }
     let db = Db::open(&cfg.db)?;
-    let app = router(db, tokenizer, cfg.api_key.clone());
+    let app = router_with(db, tokenizer, cfg.api_key.clone(), playground);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

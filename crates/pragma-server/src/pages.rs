@@ -61,7 +61,7 @@ fn page(title: &str, body: Markup) -> Markup {
                 script src="/static/app.js" defer {}
             }
             body {
-                header { a href="/" { "pragma" } a href="/diff" { "diff" } }
+                header { a href="/" { "pragma" } a href="/diff" { "diff" } a href="/steer" { "steer" } }
                 main { h1 { (title) } (body) }
             }
         }
@@ -711,4 +711,151 @@ pub(crate) async fn api_feature(
     Query(q): Query<FeatureQuery>,
 ) -> Result<Response, Fail> {
     Ok(Json(latent_page(&s, &scorer, latent, q.top)?).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SteerQuery {
+    prompt: Option<String>,
+    vector: Option<String>,
+    /// One of the vector's layers, or empty for all of them.
+    layer: Option<String>,
+    #[serde(default = "default_scale")]
+    scale: f32,
+    #[serde(default = "default_op")]
+    op: String,
+    #[serde(default = "default_max_tokens")]
+    max_tokens: usize,
+}
+
+fn default_scale() -> f32 {
+    4.0
+}
+fn default_op() -> String {
+    "add".into()
+}
+fn default_max_tokens() -> usize {
+    48
+}
+
+async fn run_steer(
+    s: &Shared,
+    q: &SteerQuery,
+) -> Result<Option<pragma_methods::steering::SideBySide>, Fail> {
+    let Some(pg) = &s.playground else {
+        return Err(bad(
+            "the steering playground needs a model and vectors: pragma serve --vector NAME=FILE",
+        ));
+    };
+    let (Some(prompt), Some(name)) = (
+        q.prompt.clone().filter(|p| !p.trim().is_empty()),
+        q.vector.clone().filter(|v| !v.is_empty()),
+    ) else {
+        return Ok(None);
+    };
+    if prompt.len() > 4000 || q.max_tokens > 256 {
+        return Err(bad("prompt over 4000 characters or max_tokens over 256"));
+    }
+    let op = pragma_methods::steering::Operator::parse(&q.op).map_err(|e| bad(e))?;
+    let layer: Option<usize> = match q.layer.as_deref().filter(|l| !l.is_empty()) {
+        Some(l) => Some(
+            l.parse()
+                .map_err(|_| bad(format!("layer '{l}': expected a number")))?,
+        ),
+        None => None,
+    };
+    let vector = pg
+        .vectors
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| not_found(format!("no vector '{name}'")))?;
+    if let Some(l) = layer {
+        if !vector.meta.layers.contains(&l) {
+            return Err(bad(format!(
+                "layer {l} is not in '{name}' (layers {:?})",
+                vector.meta.layers
+            )));
+        }
+    }
+    let model = pg.model.clone();
+    let (scale, max_tokens) = (q.scale, q.max_tokens);
+    let r = tokio::task::spawn_blocking(move || {
+        let layers = layer.map(|l| vec![l]);
+        pragma_methods::steering::side_by_side(
+            &model,
+            &prompt,
+            &vector,
+            op,
+            scale,
+            layers.as_deref(),
+            max_tokens,
+        )
+    })
+    .await
+    .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(bad)?;
+    Ok(Some(r))
+}
+
+pub(crate) async fn steer_page(
+    State(s): State<Shared>,
+    Query(q): Query<SteerQuery>,
+) -> Result<Markup, Fail> {
+    let vectors: Vec<(String, Vec<usize>)> = s
+        .playground
+        .as_ref()
+        .map(|p| {
+            p.vectors
+                .iter()
+                .map(|(n, v)| (n.clone(), v.meta.layers.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let r = if s.playground.is_some() {
+        run_steer(&s, &q).await?
+    } else {
+        None
+    };
+    Ok(page(
+        "steering playground",
+        html! {
+            @if vectors.is_empty() {
+                p { "No steering vectors: start the server with " code { "pragma serve --vector NAME=FILE" } " (from " code { "pragma steer train" } ")." }
+            } @else {
+                form method="get" id="steer-form" {
+                    p { textarea name="prompt" rows="3" cols="80" placeholder="a prompt (one user turn)" { (q.prompt.clone().unwrap_or_default()) } }
+                    "vector " select name="vector" {
+                        @for (n, _) in &vectors { option value=(n) selected[q.vector.as_deref() == Some(n.as_str())] { (n) } }
+                    }
+                    " layer " select name="layer" {
+                        option value="" { "all" }
+                        @for l in vectors.iter().flat_map(|v| v.1.iter()).collect::<std::collections::BTreeSet<_>>() {
+                            option value=(l) selected[q.layer.as_deref() == Some(l.to_string().as_str())] { (l) }
+                        }
+                    }
+                    " scale " input type="text" name="scale" size="5" value=(q.scale);
+                    " op " select name="op" {
+                        @for o in ["add", "ablate", "ablate-add"] { option value=(o) selected[q.op == o] { (o) } }
+                    }
+                    " " button type="submit" { "generate" }
+                }
+            }
+            @if let Some(r) = &r {
+                table id="steer-result" {
+                    tr { th { "unsteered" } th { "steered (layers " (format!("{:?}", r.layers)) ", scale " (r.scale) ")" } }
+                    tr { td class="msg assistant" id="unsteered" { (r.unsteered) } td class="msg assistant" id="steered" { (r.steered) } }
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) async fn api_steer(
+    State(s): State<Shared>,
+    Query(q): Query<SteerQuery>,
+) -> Result<Response, Fail> {
+    match run_steer(&s, &q).await? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(bad("pass prompt and vector")),
+    }
 }

@@ -251,6 +251,7 @@ async fn http_bad_parameters_assets_and_keys() {
             api_key: None,
         },
         None,
+        None,
         &mut |_| {},
     )
     .map(|_| ())
@@ -492,4 +493,102 @@ async fn browser_walks_the_pages_and_markup_stays_inert() {
     assert!(c.find(Locator::Css("div.msg.assistant")).await.is_ok());
     c.close().await.expect("close");
     let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_playground_answers_side_by_side() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (db, tok) = setup(d.path());
+    let gguf = d.path().join("tiny.gguf");
+    let model = Arc::new(Model::load(gguf.to_str().expect("utf8"), &mut |_| {}).expect("model"));
+    use pragma_methods::steering::Side;
+    use pragma_methods::steering::{train, Pair, TrainConfig};
+    let pairs: Vec<Pair> = ["red cat", "blue dog", "warm sun", "cold rain"]
+        .iter()
+        .map(|t| {
+            Pair::new(
+                Side::Text(format!("I love the {t}")),
+                Side::Text(format!("I hate the {t}")),
+            )
+        })
+        .collect();
+    let v = train(&model, &pairs, "test", &TrainConfig::new(&[0, 1])).expect("train");
+    let app = pragma_server::router_with(
+        Db::open(&db).expect("db"),
+        Some(tok),
+        None,
+        Some(pragma_server::Playground {
+            model: model.clone(),
+            vectors: vec![("love".into(), v)],
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(l, app).await.expect("serve");
+    });
+    let (c, body) = get(
+        addr,
+        "/api/steer?prompt=Tell%20me%20a%20story&vector=love&scale=50&max_tokens=8",
+        "",
+    )
+    .await;
+    assert_eq!(c, 200, "{body}");
+    let json = body.split("\r\n\r\n").nth(1).expect("body");
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    let (u, st) = (
+        v["unsteered"].as_str().expect("u"),
+        v["steered"].as_str().expect("s"),
+    );
+    assert_ne!(u, st, "a large scale changes the answer");
+    // The unsteered answer is the model's own greedy answer.
+    let direct = pragma_methods::steering::side_by_side(
+        &model,
+        "Tell me a story",
+        &pragma_methods::steering::SteeringVector::load(&{
+            let p = d.path().join("v.safetensors");
+            train(&model, &pairs, "test", &TrainConfig::new(&[0, 1]))
+                .expect("t")
+                .save(&p)
+                .expect("save");
+            p
+        })
+        .expect("load"),
+        pragma_methods::steering::Operator::Add,
+        0.0,
+        None,
+        8,
+    )
+    .expect("direct");
+    assert_eq!(direct.unsteered, u);
+    assert_eq!(direct.steered, u, "scale 0 steers nothing");
+    let (c, body) = get(
+        addr,
+        "/steer?prompt=Hi&vector=love&layer=1&scale=5&max_tokens=4",
+        "",
+    )
+    .await;
+    assert_eq!(c, 200, "{body}");
+    assert!(body.contains("id=\"steered\""), "{body}");
+    for (path, want) in [
+        ("/api/steer?prompt=Hi&vector=nope", 404),
+        ("/api/steer?prompt=Hi&vector=love&scale=abc", 400),
+        ("/api/steer?prompt=Hi&vector=love&layer=9", 400),
+        ("/api/steer?prompt=Hi&vector=love&op=twist", 400),
+        ("/api/steer?prompt=Hi&vector=love&max_tokens=100000", 400),
+        ("/api/steer", 400),
+    ] {
+        assert_eq!(get(addr, path, "").await.0, want, "{path}");
+    }
+    // Without a playground the page says how to get one.
+    let plain = start(&db, tok_of(&model), None).await;
+    let (c, body) = get(plain, "/steer", "").await;
+    assert_eq!(c, 200);
+    assert!(body.contains("--vector NAME=FILE"), "{body}");
+}
+
+fn tok_of(m: &Model) -> Arc<pragma_model::Tokenizer> {
+    Arc::new(m.tokenizer.clone())
 }
