@@ -755,7 +755,7 @@ async fn run_steer(
     if prompt.len() > 4000 || q.max_tokens > 256 {
         return Err(bad("prompt over 4000 characters or max_tokens over 256"));
     }
-    let op = pragma_methods::steering::Operator::parse(&q.op).map_err(|e| bad(e))?;
+    let op = pragma_methods::steering::Operator::parse(&q.op).map_err(bad)?;
     let layer: Option<usize> = match q.layer.as_deref().filter(|l| !l.is_empty()) {
         Some(l) => Some(
             l.parse()
