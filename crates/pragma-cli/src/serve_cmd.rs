@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Repeatable.
     #[arg(long)]
     vector: Vec<String>,
+    /// An SAE, NAME=DIR, for the logit table of latent pages of the scorer `sae:NAME`
+    /// (as `pragma transcripts score --sae NAME=DIR` named it). Repeatable.
+    #[arg(long)]
+    sae: Vec<String>,
 }
 
 pub fn cmd_serve(a: ServeArgs) -> Result<()> {
@@ -49,10 +53,24 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--vector {file}: {e}"))?;
         vectors.push((name.to_string(), vec));
     }
-    let playground = match (&model, vectors.is_empty()) {
+    let mut saes = Vec::new();
+    for d in &a.sae {
+        let (name, dir) = d
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--sae {d}: expected NAME=DIR"))?;
+        let sae = pragma_methods::sae::Sae::load(std::path::Path::new(dir))
+            .map_err(|e| anyhow::anyhow!("--sae {dir}: {e}"))?;
+        saes.push((format!("sae:{name}"), sae));
+    }
+    anyhow::ensure!(
+        saes.is_empty() || model.is_some(),
+        "--sae needs a model (not --model none)"
+    );
+    let playground = match (&model, vectors.is_empty() && saes.is_empty()) {
         (Some(m), false) => Some(pragma_server::Playground {
             model: m.clone(),
             vectors,
+            saes,
         }),
         _ => None,
     };

@@ -57,10 +57,13 @@ pub(crate) struct AppState {
     pub playground: Option<Playground>,
 }
 
-/// What the steering playground (`/steer`) needs: the model and named steering vectors.
+/// What the pages that run the model need: the model, named steering vectors (the
+/// steering playground, `/steer`) and SAEs by scorer name (`sae:NAME`: the logit table of
+/// a latent's page).
 pub struct Playground {
     pub model: Arc<pragma_model::Model>,
     pub vectors: Vec<(String, pragma_methods::steering::SteeringVector)>,
+    pub saes: Vec<(String, pragma_methods::sae::Sae)>,
 }
 
 pub(crate) type Shared = Arc<AppState>;

@@ -674,6 +674,17 @@ pub(crate) async fn feature(
     Query(q): Query<FeatureQuery>,
 ) -> Result<Markup, Fail> {
     let p = latent_page(&s, &scorer, latent, q.top)?;
+    // The logit table, when the SAE behind this scorer was given to the server.
+    let logits = match &s.playground {
+        Some(pg) => match pg.saes.iter().find(|(n, _)| *n == scorer) {
+            Some((_, sae)) => Some(
+                pragma_methods::sae::latent_logits(sae, &pg.model, latent as usize, 10)
+                    .map_err(bad)?,
+            ),
+            None => None,
+        },
+        None => None,
+    };
     let tok = s.tokenizer.clone();
     let dec = |ids: &[u32]| -> String {
         match &tok {
@@ -690,6 +701,20 @@ pub(crate) async fn feature(
             }
             h2 { "activations" }
             (histogram_svg(&p.histogram))
+            @if let Some((top, bottom)) = &logits {
+                h2 { "logits (W_U · W_dec)" }
+                table id="feature-logits" {
+                    tr { th { "promoted" } th { "" } th { "suppressed" } th { "" } }
+                    @for (a, b) in top.iter().zip(bottom) {
+                        tr {
+                            td { (dec(&[a.0])) } td { (format!("{:+.2}", a.1)) }
+                            td { (dec(&[b.0])) } td { (format!("{:+.2}", b.1)) }
+                        }
+                    }
+                }
+            } @else {
+                p class="muted" { "(logit table: start the server with --sae NAME=DIR for this scorer)" }
+            }
             h2 { "strongest activations" }
             table id="feature-top" {
                 tr { th { "activation" } th { "context" } th { "transcript" } }

@@ -95,13 +95,27 @@ fn setup(dir: &Path) -> (PathBuf, Arc<pragma_model::Tokenizer>) {
         pragma_transcripts::import::read(&fixture("docent.json"), None).expect("docent");
     db.import("docent", "docent.json", "4", fmt.name(), &runs)
         .expect("docent");
-    // A ReLU SAE on blocks.1.hook_resid_post with random unit encoder columns.
-    let d = cfg.d_model;
+    let sae = tiny_sae(cfg.d_model);
+    for c in ["a", "b", "evil", "docent"] {
+        let scorers = [Scorer {
+            name: "sae:tiny".into(),
+            kind: ScorerKind::Sae {
+                sae: sae.clone(),
+                top_k: 8,
+            },
+        }];
+        score(&mut db, &model, c, &scorers, &mut |_, _| {}).expect("score");
+    }
+    (db_path, Arc::new(model.tokenizer.clone()))
+}
+
+/// A ReLU SAE on blocks.1.hook_resid_post with random encoder columns (seeded).
+fn tiny_sae(d: usize) -> Sae {
     let n = 16;
     let mut rng = pragma_methods::stats::XorShift::mixed(7, 1);
     let w: Vec<f32> = (0..d * n).map(|_| (rng.next_f64() - 0.5) as f32).collect();
     let w_enc = Tensor::from_vec(w, (d, n), &Device::Cpu).expect("w");
-    let sae = Sae {
+    Sae {
         cfg: SaeConfig {
             arch: SaeArch::Relu,
             d_in: d,
@@ -119,18 +133,7 @@ fn setup(dir: &Path) -> (PathBuf, Arc<pragma_model::Tokenizer>) {
         b_enc: Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu).expect("b"),
         b_dec: Tensor::zeros(d, candle_core::DType::F32, &Device::Cpu).expect("b"),
         threshold: None,
-    };
-    for c in ["a", "b", "evil", "docent"] {
-        let scorers = [Scorer {
-            name: "sae:tiny".into(),
-            kind: ScorerKind::Sae {
-                sae: sae.clone(),
-                top_k: 8,
-            },
-        }];
-        score(&mut db, &model, c, &scorers, &mut |_, _| {}).expect("score");
     }
-    (db_path, Arc::new(model.tokenizer.clone()))
 }
 
 async fn start(db: &Path, tok: Arc<pragma_model::Tokenizer>, key: Option<String>) -> SocketAddr {
@@ -520,6 +523,7 @@ async fn steering_playground_answers_side_by_side() {
         Some(pragma_server::Playground {
             model: model.clone(),
             vectors: vec![("love".into(), v)],
+            saes: vec![("sae:tiny".into(), tiny_sae(model.cfg().d_model))],
         }),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -582,6 +586,18 @@ async fn steering_playground_answers_side_by_side() {
     ] {
         assert_eq!(get(addr, path, "").await.0, want, "{path}");
     }
+    // A latent's page with the SAE given: its logit table, as the library computes it.
+    let (c, body) = get(addr, "/feature/sae:tiny/2", "").await;
+    assert_eq!(c, 200, "{body}");
+    assert!(body.contains("id=\"feature-logits\""), "{body}");
+    let (top, _) =
+        pragma_methods::sae::latent_logits(&tiny_sae(model.cfg().d_model), &model, 2, 10)
+            .expect("logits");
+    assert!(
+        body.contains(&format!("{:+.2}", top[0].1)),
+        "top logit {:+.2} missing",
+        top[0].1
+    );
     // Without a playground the page says how to get one.
     let plain = start(&db, tok_of(&model), None).await;
     let (c, body) = get(plain, "/steer", "").await;

@@ -397,3 +397,54 @@ impl Splice {
         Ok((x + (edited - plain)?)?)
     }
 }
+
+/// Tokens with their logits, strongest first.
+pub type TokenLogits = Vec<(u32, f32)>;
+
+/// The tokens latent `j`'s decoder direction promotes and suppresses most through the
+/// final norm's gain and the unembedding (`W_U (g ⊙ W_dec[j])`, the logit-lens view of a
+/// latent, as SAE dashboards show): `(top, bottom)`, `k` each as (token id, logit).
+/// Errors: `j` out of range; the SAE's width differs from the model's.
+pub fn latent_logits(
+    sae: &Sae,
+    model: &pragma_model::Model,
+    j: usize,
+    k: usize,
+) -> Result<(TokenLogits, TokenLogits)> {
+    if j >= sae.cfg.d_sae {
+        return Err(Error::Input(format!(
+            "latent {j}: the SAE has {} latents",
+            sae.cfg.d_sae
+        )));
+    }
+    if sae.cfg.d_in != model.cfg().d_model {
+        return Err(Error::Input(format!(
+            "the SAE reads width {}, the model's residual stream is {}",
+            sae.cfg.d_in,
+            model.cfg().d_model
+        )));
+    }
+    let gain = model.transformer.final_norm_weight().to_dtype(DType::F32)?;
+    let w = (sae.w_dec.get(j)?.to_dtype(DType::F32)? * gain)?;
+    let logits: Vec<f32> = model
+        .transformer
+        .unembed()
+        .to_dtype(DType::F32)?
+        .matmul(&w.unsqueeze(1)?)?
+        .squeeze(1)?
+        .to_vec1()?;
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    let top = idx
+        .iter()
+        .take(k)
+        .map(|&i| (i, logits[i as usize]))
+        .collect();
+    let bottom = idx
+        .iter()
+        .rev()
+        .take(k)
+        .map(|&i| (i, logits[i as usize]))
+        .collect();
+    Ok((top, bottom))
+}
