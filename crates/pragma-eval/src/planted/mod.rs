@@ -61,6 +61,21 @@ pub const DESCRIBE_TOKENS: usize = 24;
 /// `prompt` is not run on models with a shorter context than this.
 pub const DESCRIBE_MIN_CONTEXT: usize = 512;
 
+/// A detector's AUROC on a draw's held-out documents (planted vs not).
+fn heldout_auroc(draw: &Draw, score: &dyn Fn(usize) -> f64) -> f64 {
+    let s: Vec<f64> = draw.h.iter().map(|&i| score(i)).collect();
+    auroc(&s, &draw.h_labels).unwrap_or(0.5)
+}
+
+/// The rates to report: the task's, or one (the null pair's) when it has none.
+fn rate_list(rates: &[f64]) -> Vec<f64> {
+    if rates.is_empty() {
+        vec![0.0]
+    } else {
+        rates.to_vec()
+    }
+}
+
 /// Function words left out of `prompt`'s candidates.
 const STOPWORDS: &[&str] = &[
     "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
@@ -89,15 +104,8 @@ pub fn describe(
     use pragma_model::hooks::Hooks;
     use pragma_model::tokenizer::ChatMessage;
     use pragma_model::{InputRule, Prompt};
-    let held = |score: &dyn Fn(usize) -> f64| -> f64 {
-        let s: Vec<f64> = draw.h.iter().map(|&i| score(i)).collect();
-        auroc(&s, &draw.h_labels).unwrap_or(0.5)
-    };
-    let rate_list: Vec<f64> = if rates.is_empty() {
-        vec![0.0]
-    } else {
-        rates.to_vec()
-    };
+    let held = |score: &dyn Fn(usize) -> f64| heldout_auroc(draw, score);
+    let rate_list = rate_list(rates);
     let clip = |t: &str| -> String {
         let t: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
         match t.char_indices().nth(200) {
@@ -557,15 +565,8 @@ pub fn run(
 ) -> Result<Vec<RateResult>> {
     let longest_b = draw.b.iter().map(Vec::len).max().unwrap_or(0);
     let lf = ln_factorials(draw.a.len() + longest_b + 1);
-    let held = |score: &dyn Fn(usize) -> f64| -> f64 {
-        let s: Vec<f64> = draw.h.iter().map(|&i| score(i)).collect();
-        auroc(&s, &draw.h_labels).unwrap_or(0.5)
-    };
-    let rate_list: Vec<f64> = if rates.is_empty() {
-        vec![0.0]
-    } else {
-        rates.to_vec()
-    };
+    let held = |score: &dyn Fn(usize) -> f64| heldout_auroc(draw, score);
+    let rate_list = rate_list(rates);
     let mut out = Vec::new();
     for (ri, &rate) in rate_list.iter().enumerate() {
         let b = &draw.b[ri.min(draw.b.len() - 1)];

@@ -23,6 +23,12 @@ use crate::detection::{self, Inputs, Pooling, PromptCache, SeedSplit};
 use crate::report::Report;
 use crate::suite::{Suite, Task, Technique};
 
+mod estimate;
+mod plan;
+use estimate::estimate;
+pub use plan::check_sae;
+use plan::{plan_cells, Planned};
+
 /// Bumped when a technique's definition changes: old cells are then recomputed.
 pub const CELL_VERSION: u32 = 2;
 
@@ -380,142 +386,6 @@ struct Todo {
     tech: Technique,
     seed: u64,
     key: String,
-}
-
-/// The planned grid: datasets, cells to compute, what is cached and what cannot run.
-struct Planned {
-    datasets: Vec<Dataset>,
-    todo: Vec<Todo>,
-    cached: usize,
-    skipped: Vec<(String, String, String)>,
-    expected: Vec<(String, String, u64, String)>,
-}
-
-/// Work out every cell of the suite; SAE cells use `sae_sha` (none: not run).
-fn plan_cells(
-    suite: &Suite,
-    context_length: usize,
-    out: &Path,
-    model_sha: &str,
-    sae_sha: Option<&str>,
-) -> Result<Planned> {
-    let mut p = Planned {
-        datasets: Vec::new(),
-        todo: Vec::new(),
-        cached: 0,
-        skipped: Vec::new(),
-        expected: Vec::new(),
-    };
-    for (ti, task) in suite.tasks.iter().enumerate() {
-        let in_task = |e: Error| Error::Input(format!("task '{}': {e}", task.name));
-        let ds = load_task(task).map_err(in_task)?;
-        // Every seed's split is checked now, before anything runs.
-        if task.planted.is_none() && task.study.is_none() {
-            for seed in 0..task.seeds.unwrap_or(suite.seeds) {
-                SeedSplit::new(&ds, task.fractions.unwrap_or(suite.fractions), seed)
-                    .map_err(in_task)?;
-            }
-        }
-        for &tech in &task.techniques {
-            if tech.needs_sae() && sae_sha.is_none() {
-                p.skipped.push((
-                    task.name.clone(),
-                    tech.name(),
-                    "no SAE (--sae none)".to_string(),
-                ));
-                continue;
-            }
-            if tech == Technique::Prompt
-                && task.planted.is_some()
-                && context_length < crate::planted::DESCRIBE_MIN_CONTEXT
-            {
-                p.skipped.push((
-                    task.name.clone(),
-                    tech.name(),
-                    format!(
-                        "the model's context ({context_length} tokens) is too short to show it \
-                         documents of both sets"
-                    ),
-                ));
-                continue;
-            }
-            if tech == Technique::Prompt && task.planted.is_none() && ds.question.is_none() {
-                p.skipped.push((
-                    task.name.clone(),
-                    tech.name(),
-                    "the dataset has no question (NAME.meta.json)".to_string(),
-                ));
-                continue;
-            }
-            for seed in 0..task.seeds.unwrap_or(suite.seeds) {
-                let sae_id = if tech.needs_sae() { sae_sha } else { None };
-                let key = cell_key(suite, task, &ds, model_sha, &tech.name(), seed, sae_id);
-                p.expected
-                    .push((task.name.clone(), tech.name(), seed, key.clone()));
-                if cached_cell(&cell_path(out, &task.name, &tech.name(), seed), &key).is_some() {
-                    p.cached += 1;
-                } else {
-                    p.todo.push(Todo {
-                        task: ti,
-                        tech,
-                        seed,
-                        key,
-                    });
-                }
-            }
-        }
-        p.datasets.push(ds);
-    }
-    Ok(p)
-}
-
-/// Check that an SAE can serve the suite on this model: same hook, the hook's width, and
-/// (when the SAE records it) the same model weights.
-pub fn check_sae(
-    model: &Model,
-    model_sha: &str,
-    sae: &Sae,
-    hook: &str,
-    other_model: bool,
-) -> Result<()> {
-    if sae.cfg.hook_name != hook {
-        return Err(Error::Input(format!(
-            "the SAE reads {}, the suite's techniques read {hook}: pass an SAE trained on \
-             {hook} or set the suite's hook",
-            sae.cfg.hook_name
-        )));
-    }
-    let point = HookPoint::parse(hook, model.cfg().n_layers)?;
-    let width: usize = point
-        .per_token_shape(model.cfg())
-        .map(|s| s.iter().product())
-        .unwrap_or(0);
-    if width != sae.cfg.d_in {
-        return Err(Error::Input(format!(
-            "the SAE reads d_in = {} at {hook}, but this model's {hook} has width {width}: \
-             it was trained on another model",
-            sae.cfg.d_in
-        )));
-    }
-    if let Some(theirs) = sae
-        .cfg
-        .metadata
-        .get("model_sha256")
-        .and_then(|v| v.as_str())
-    {
-        if theirs != model_sha && !other_model {
-            return Err(Error::Input(format!(
-                "the SAE was trained on another model ({}, SHA-256 {}...), not this one \
-                 ({}, {}...): pass --sae-other-model to use it anyway (e.g. a base model's \
-                 SAE on its instruct model)",
-                sae.cfg.model_name.as_deref().unwrap_or("unnamed"),
-                &theirs[..12.min(theirs.len())],
-                model.info.spec,
-                &model_sha[..12]
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Run the suite: compute the missing cells, then write the report
@@ -1012,81 +882,4 @@ fn write_cell(out: &Path, cell: &Cell) -> Result<()> {
         std::fs::create_dir_all(p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
     }
     Ok(pragma_model::io::write_json(&path, cell)?)
-}
-
-/// Seconds the to-do cells should take: token throughput of the forward up to the hook
-/// measured on a few examples, the prompting forwards (whole model, test examples of
-/// every seed), and the SAE encoder's FLOPs at 20 GFLOP/s.
-fn estimate(
-    model: &Model,
-    point: HookPoint,
-    suite: &Suite,
-    datasets: &[Dataset],
-    todo: &[Todo],
-    sae_dims: Option<(usize, usize)>,
-) -> Result<(f64, f64)> {
-    let first = &datasets[todo[0].task];
-    let mut probe = first.clone();
-    probe.examples.truncate(32);
-    let t = Instant::now();
-    let acts = token_features(model, &probe, point, Default::default(), &mut |_| {})?;
-    let toks: usize = acts.iter().map(|a| a.dim(0).unwrap_or(0) + 1).sum();
-    let tps = toks as f64 / t.elapsed().as_secs_f64().max(1e-6);
-    let n_layers = model.cfg().n_layers as f64;
-    let depth = (point.layer().unwrap_or(0) + 1) as f64;
-    let mut secs = 0.0;
-    for (ti, ds) in datasets.iter().enumerate() {
-        let mine: Vec<&Todo> = todo.iter().filter(|t| t.task == ti).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        // ~ tokens per example, from the characters (4 per token).
-        let tokens: f64 = ds
-            .examples
-            .iter()
-            .map(|e| e.text().len() as f64 / 4.0 + 2.0)
-            .sum();
-        if suite.tasks[ti].study.is_some() {
-            // One study: ~210 s on 2 cores for the default 8 layers x 6 scales.
-            secs += 220.0;
-            continue;
-        }
-        if let Some(st) = &suite.tasks[ti].steering {
-            // Greedy generations: references, and per technique and seed the factor sweep on
-            // half the instructions and the report half; ~0.05 s per generated token row.
-            let gens: f64 = mine
-                .iter()
-                .map(|t| {
-                    let per = if t.tech == Technique::Prompt {
-                        1.0
-                    } else {
-                        st.factors.len() as f64 + 1.0
-                    };
-                    per * st.instructions.len() as f64 / 2.0
-                })
-                .sum::<f64>()
-                + st.instructions.len() as f64 * suite.seeds as f64;
-            secs += tokens / tps + gens * (st.max_new_tokens as f64 * 0.01 + 0.3);
-            continue;
-        }
-        if let Some(spec) = &suite.tasks[ti].planted {
-            // The base documents plus, per seed, the planted B documents and held-out copies.
-            let per_doc = tokens / ds.examples.len().max(1) as f64;
-            let planted = spec.rates.iter().copied().fold(0.0, f64::max) * spec.items as f64
-                + spec.heldout as f64;
-            secs += (tokens + per_doc * planted * suite.seeds as f64) / tps;
-        } else if mine.iter().any(|t| t.tech.pooled()) {
-            secs += tokens / tps;
-        }
-        if mine.iter().any(|t| t.tech == Technique::Prompt) {
-            let test_share = 1.0 - (suite.fractions.0 + suite.fractions.1);
-            let union = 1.0 - (1.0 - test_share).powi(suite.seeds as i32);
-            secs += (tokens + 15.0 * ds.examples.len() as f64) * union / (tps * depth / n_layers);
-        }
-        if let Some((d_in, d_sae)) = sae_dims.filter(|_| mine.iter().any(|t| t.tech.needs_sae())) {
-            secs += tokens * 2.0 * (d_in * d_sae) as f64 / 20e9;
-        }
-        secs += 0.3 * mine.len() as f64;
-    }
-    Ok((secs, tps))
 }
