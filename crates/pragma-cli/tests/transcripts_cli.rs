@@ -370,3 +370,103 @@ fn score_stores_tokens_spans_and_pools_and_resumes() {
     ]);
     assert!(!ok && err.contains("--probe, --vector or --sae"), "{err}");
 }
+
+/// `diff` then `check` from the command line: the hypothesis diff ranks first, checked on
+/// the held-out half, gives diff's held-out AUROC; on a fresh pair it detects B.
+#[test]
+fn diff_then_check() {
+    let d = tempfile::tempdir().expect("tmp");
+    let db = d.path().join("t.db");
+    let words = [
+        "river", "stone", "garden", "window", "paper", "silver", "market", "winter",
+    ];
+    for (name, salt, plant) in [
+        ("a", 1, false),
+        ("b", 2, true),
+        ("a2", 3, false),
+        ("b2", 4, true),
+    ] {
+        let lines: String = (0..80usize)
+            .map(|i| {
+                let mut t: Vec<&str> = (0..8).map(|k| words[(i * 7 + k * salt * 3 + k * k) % 8]).collect();
+                if plant && i % 2 == 0 {
+                    t.push("zebra");
+                }
+                format!(
+                    "{{\"messages\": [{{\"role\": \"user\", \"content\": \"Say words.\"}}, {{\"role\": \"assistant\", \"content\": \"{}\"}}]}}\n",
+                    t.join(" ")
+                )
+            })
+            .collect();
+        let f = d.path().join(format!("{name}.jsonl"));
+        std::fs::write(&f, lines).expect("w");
+        let (ok, _, err) = pragma(&[
+            "transcripts",
+            "import",
+            s(&f),
+            "--collection",
+            name,
+            "--db",
+            s(&db),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = pragma(&["transcripts", "diff", "a", "b", "--json", "--db", s(&db)]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let top = &r["families"][0]["more_in_b"][0];
+    assert_eq!(top["name"], "zebra", "{r}");
+    let (ok, out, err) = pragma(&[
+        "transcripts",
+        "check",
+        "a",
+        "b",
+        "--ngram",
+        "zebra",
+        "--heldout",
+        "--json",
+        "--db",
+        s(&db),
+    ]);
+    assert!(ok, "{err}");
+    let c: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(c["auroc"], top["heldout_auroc"], "{c}");
+    let (ok, out, err) = pragma(&[
+        "transcripts",
+        "check",
+        "a2",
+        "b2",
+        "--ngram",
+        "zebra",
+        "--db",
+        s(&db),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("AUROC 0.750") && out.contains("detects b2"),
+        "{out}"
+    );
+    // The human-readable diff names the command that checks its top hypothesis.
+    let (ok, out, err) = pragma(&["transcripts", "diff", "a", "b", "--db", s(&db)]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("pragma transcripts check a b --ngram \"zebra\" --heldout"),
+        "{out}"
+    );
+    // One hypothesis at a time.
+    let (ok, _, err) = pragma(&[
+        "transcripts",
+        "check",
+        "a",
+        "b",
+        "--ngram",
+        "zebra",
+        "--latent",
+        "3",
+        "--db",
+        s(&db),
+    ]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = pragma(&["transcripts", "check", "a", "b", "--db", s(&db)]);
+    assert!(!ok && err.contains("expected one hypothesis"), "{err}");
+}

@@ -121,16 +121,21 @@ pub struct DiffResult {
 }
 
 /// One unit: a transcript's text, its latents (max-pooled) and where its tokens are.
-struct Unit {
-    run: String,
-    transcript_id: i64,
-    key: Option<(String, i64)>,
-    text: String,
-    grams: HashSet<String>,
-    latents: HashMap<u32, f32>,
+pub(crate) struct Unit {
+    pub(crate) run: String,
+    pub(crate) transcript_id: i64,
+    pub(crate) key: Option<(String, i64)>,
+    pub(crate) text: String,
+    pub(crate) grams: HashSet<String>,
+    pub(crate) latents: HashMap<u32, f32>,
 }
 
-fn units(db: &Db, collection: &str, role: Option<Role>, sae: Option<i64>) -> Result<Vec<Unit>> {
+pub(crate) fn units(
+    db: &Db,
+    collection: &str,
+    role: Option<Role>,
+    sae: Option<i64>,
+) -> Result<Vec<Unit>> {
     let cid = db.collection_id_pub(collection)?;
     let conn = db.conn();
     let mut st = conn.prepare(
@@ -200,10 +205,10 @@ fn units(db: &Db, collection: &str, role: Option<Role>, sae: Option<i64>) -> Res
 
 /// The SAE scorer both collections were scored with: (its id in A, in B, its name), or a
 /// note saying why there is none.
-type SaeChoice = (Option<(i64, i64, String)>, Option<String>);
+pub(crate) type SaeChoice = (Option<(i64, i64, String)>, Option<String>);
 
 /// The SAE scorer both collections were scored with.
-fn sae_scorer(db: &Db, cfg: &DiffConfig) -> Result<SaeChoice> {
+pub(crate) fn sae_scorer(db: &Db, a: &str, b: &str, sae: Option<&str>) -> Result<SaeChoice> {
     let ids = |c: &str| -> Result<Vec<(i64, String)>> {
         let cid = db.collection_id_pub(c)?;
         let mut st = db.conn().prepare(
@@ -214,24 +219,24 @@ fn sae_scorer(db: &Db, cfg: &DiffConfig) -> Result<SaeChoice> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(v)
     };
-    let (sa, sb) = (ids(&cfg.a)?, ids(&cfg.b)?);
+    let (sa, sb) = (ids(a)?, ids(b)?);
     let common: Vec<&String> = sa
         .iter()
         .map(|x| &x.1)
         .filter(|n| sb.iter().any(|y| &y.1 == *n))
         .collect();
-    let name = match &cfg.sae {
+    let name = match sae {
         Some(n) => {
-            if !common.contains(&n) {
+            if !common.iter().any(|c| c.as_str() == n) {
                 return Err(Error::Input(format!(
                     "--sae {n}: not an SAE scorer of both '{}' and '{}' (common SAE scorers: {}); \
                      run `pragma transcripts score COLLECTION --sae DIR` on both",
-                    cfg.a,
-                    cfg.b,
+                    a,
+                    b,
                     if common.is_empty() { "none".to_string() } else { common.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
                 )));
             }
-            n.clone()
+            n.to_string()
         }
         None => match common.as_slice() {
             [one] => (*one).clone(),
@@ -251,6 +256,75 @@ fn sae_scorer(db: &Db, cfg: &DiffConfig) -> Result<SaeChoice> {
     };
     let find = |v: &[(i64, String)]| v.iter().find(|x| x.1 == name).map(|x| x.0).unwrap_or(0);
     Ok((Some((find(&sa), find(&sb), name)), None))
+}
+
+/// The discovery / held-out split of two unit lists, as `diff` makes it and `check
+/// --heldout` repeats it: indices into A's and B's units.
+pub(crate) struct Split {
+    /// Whether units were paired by (sample id, epoch), and how many pairs there are.
+    pub paired: bool,
+    pub pairs: usize,
+    pub da: Vec<usize>,
+    pub db: Vec<usize>,
+    pub ha: Vec<usize>,
+    pub hb: Vec<usize>,
+    /// Discovery pairs (A index, B index) when paired.
+    pub dpairs: Vec<(usize, usize)>,
+}
+
+/// Split units into a seeded discovery share and the held-out rest. Units pair by
+/// (sample id, epoch) when every unit of both sides has one, at least 4 match and they
+/// cover half the smaller side; pairs are then split together.
+pub(crate) fn split(ua: &[Unit], ub: &[Unit], discovery: f64, seed: u64) -> Split {
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    if ua.iter().chain(ub).all(|u| u.key.is_some()) {
+        let index: HashMap<&(String, i64), usize> = ub
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.key.as_ref().map(|k| (k, i)))
+            .collect();
+        for (i, u) in ua.iter().enumerate() {
+            if let Some(&j) = u.key.as_ref().and_then(|k| index.get(k)) {
+                pairs.push((i, j));
+            }
+        }
+    }
+    let paired = pairs.len() >= 4 && 2 * pairs.len() >= ua.len().min(ub.len());
+    let mut rng = XorShift::mixed(seed, 0xD1FF);
+    if paired {
+        let mut p = pairs.clone();
+        rng.shuffle(&mut p);
+        let k = ((p.len() as f64 * discovery).round() as usize).clamp(2, p.len() - 2);
+        let (d, h) = p.split_at(k);
+        Split {
+            paired,
+            pairs: pairs.len(),
+            da: d.iter().map(|x| x.0).collect(),
+            db: d.iter().map(|x| x.1).collect(),
+            ha: h.iter().map(|x| x.0).collect(),
+            hb: h.iter().map(|x| x.1).collect(),
+            dpairs: d.to_vec(),
+        }
+    } else {
+        let mut halves = |n: usize| {
+            let mut o: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut o);
+            let k = ((n as f64 * discovery).round() as usize).clamp(2, n - 2);
+            let h = o.split_off(k);
+            (o, h)
+        };
+        let (da, ha) = halves(ua.len());
+        let (db, hb) = halves(ub.len());
+        Split {
+            paired,
+            pairs: pairs.len(),
+            da,
+            db,
+            ha,
+            hb,
+            dpairs: Vec::new(),
+        }
+    }
 }
 
 /// `P(X >= k)` for `X ~ Binomial(n, 1/2)`: the exact one-sided sign-flip test.
@@ -273,7 +347,7 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
             cfg.discovery
         )));
     }
-    let (sae, note) = sae_scorer(db, cfg)?;
+    let (sae, note) = sae_scorer(db, &cfg.a, &cfg.b, cfg.sae.as_deref())?;
     let ua = units(db, &cfg.a, cfg.role, sae.as_ref().map(|s| s.0))?;
     let ub = units(db, &cfg.b, cfg.role, sae.as_ref().map(|s| s.1))?;
     for (name, u) in [(&cfg.a, &ua), (&cfg.b, &ub)] {
@@ -284,47 +358,15 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
             )));
         }
     }
-    // Pairs by (sample id, epoch) when every unit of both sides has one and they match.
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
-    if ua.iter().chain(&ub).all(|u| u.key.is_some()) {
-        let index: HashMap<&(String, i64), usize> = ub
-            .iter()
-            .enumerate()
-            .filter_map(|(i, u)| u.key.as_ref().map(|k| (k, i)))
-            .collect();
-        for (i, u) in ua.iter().enumerate() {
-            if let Some(&j) = u.key.as_ref().and_then(|k| index.get(k)) {
-                pairs.push((i, j));
-            }
-        }
-    }
-    let paired = pairs.len() >= 4 && 2 * pairs.len() >= ua.len().min(ub.len());
-    let mut rng = XorShift::mixed(cfg.seed, 0xD1FF);
-    // Discovery and held-out halves.
-    let (da, db_, ha, hb, dpairs) = if paired {
-        let mut p = pairs.clone();
-        rng.shuffle(&mut p);
-        let k = ((p.len() as f64 * cfg.discovery).round() as usize).clamp(2, p.len() - 2);
-        let (d, h) = p.split_at(k);
-        (
-            d.iter().map(|x| x.0).collect::<Vec<_>>(),
-            d.iter().map(|x| x.1).collect::<Vec<_>>(),
-            h.iter().map(|x| x.0).collect::<Vec<_>>(),
-            h.iter().map(|x| x.1).collect::<Vec<_>>(),
-            d.to_vec(),
-        )
-    } else {
-        let split = |n: usize, rng: &mut XorShift| {
-            let mut o: Vec<usize> = (0..n).collect();
-            rng.shuffle(&mut o);
-            let k = ((n as f64 * cfg.discovery).round() as usize).clamp(2, n - 2);
-            let h = o.split_off(k);
-            (o, h)
-        };
-        let (d1, h1) = split(ua.len(), &mut rng);
-        let (d2, h2) = split(ub.len(), &mut rng);
-        (d1, d2, h1, h2, Vec::new())
-    };
+    let Split {
+        paired,
+        pairs,
+        da,
+        db: db_,
+        ha,
+        hb,
+        dpairs,
+    } = split(&ua, &ub, cfg.discovery, cfg.seed);
     let lf = ln_factorials(ua.len() + ub.len() + 2);
     let mut families = Vec::new();
 
@@ -517,7 +559,7 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
         a: cfg.a.clone(),
         b: cfg.b.clone(),
         units: (ua.len(), ub.len()),
-        paired: paired.then_some(pairs.len()),
+        paired: paired.then_some(pairs),
         discovery_units: (da.len(), db_.len()),
         families,
         note,

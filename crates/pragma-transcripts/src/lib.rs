@@ -19,6 +19,7 @@
 //! ```
 
 pub mod analysis;
+pub mod check;
 pub mod db;
 pub mod diff;
 pub mod error;

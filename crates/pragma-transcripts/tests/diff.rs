@@ -144,3 +144,155 @@ fn bad_diffs_are_clear_errors() {
     let e = diff(&db, &c).map(|_| ()).expect_err("sae");
     assert!(e.to_string().contains("not an SAE scorer"), "{e}");
 }
+
+#[test]
+fn check_turns_a_hypothesis_into_a_detector() {
+    use pragma_transcripts::check::{check, CheckConfig, Detector};
+    let mut db = Db::in_memory().expect("db");
+    let plant = Some(("zebra", 0.5));
+    for (name, seed, p) in [
+        ("a", 1, None),
+        ("b", 2, plant),
+        ("a2", 3, None),
+        ("b2", 4, plant),
+    ] {
+        db.import(
+            name,
+            name,
+            &seed.to_string(),
+            "test",
+            &collection(200, seed, p, false),
+        )
+        .expect("import");
+    }
+    let r = diff(&db, &DiffConfig::new("a", "b")).expect("diff");
+    let top = &r.families[0].more_in_b[0];
+    assert_eq!(top.name, "zebra");
+
+    // On the held-out half of diff's split, the check is diff's held-out AUROC exactly.
+    let mut c = CheckConfig::new("a", "b", Detector::Ngram("zebra".into()));
+    c.heldout = Some((0.5, 0));
+    let h = check(&db, &c).expect("held-out");
+    assert_eq!(h.units, (100, 100));
+    assert!(h.heldout);
+    assert_eq!(Some(h.auroc), top.heldout_auroc);
+
+    // On fresh collections: half of B2 has it and no A2 does, so AUROC ~0.75 (0.5 +
+    // rate / 2), the interval covers it, and no shuffled labelling does as well.
+    let c = CheckConfig::new("a2", "b2", Detector::Ngram("Zebra".into()));
+    let f = check(&db, &c).expect("fresh");
+    assert_eq!(f.units, (200, 200));
+    let (ra, rb) = f.rate.expect("rate");
+    assert_eq!(ra, 0.0);
+    assert!((f.auroc - (0.5 + rb / 2.0)).abs() < 1e-12, "{f:?}");
+    assert!(
+        f.ci.0 < f.auroc && f.auroc < f.ci.1 && f.ci.0 > 0.6,
+        "{f:?}"
+    );
+    assert!(f.p < 1e-3, "{f:?}");
+
+    // Two samples of one distribution: within noise.
+    let c = CheckConfig::new("a", "a2", Detector::Ngram("river".into()));
+    let n = check(&db, &c).expect("null");
+    assert!(n.p > 0.01 && n.ci.0 < 0.5 && n.ci.1 > 0.5, "{n:?}");
+
+    // Bad hypotheses are clear errors.
+    let e = check(
+        &db,
+        &CheckConfig::new("a", "b", Detector::Ngram("one two three".into())),
+    )
+    .map(|_| ())
+    .expect_err("trigram");
+    assert!(e.to_string().contains("one or two words"), "{e}");
+    let e = check(
+        &db,
+        &CheckConfig::new("a", "b", Detector::Scorer("probe:x".into())),
+    )
+    .map(|_| ())
+    .expect_err("scorer");
+    assert!(e.to_string().contains("no such scorer"), "{e}");
+    let e = check(&db, &CheckConfig::new("a", "b", Detector::Latent(3)))
+        .map(|_| ())
+        .expect_err("sae");
+    assert!(e.to_string().contains("no SAE scorer"), "{e}");
+}
+
+#[test]
+fn check_reads_latents_and_probe_scores() {
+    use pragma_transcripts::analysis::Pool;
+    use pragma_transcripts::check::{check, CheckConfig, Detector};
+    use pragma_transcripts::score::sparse_blob;
+    use rusqlite::params;
+    let mut db = Db::in_memory().expect("db");
+    db.import("a", "a", "1", "test", &collection(40, 1, None, false))
+        .expect("a");
+    db.import("b", "b", "2", "test", &collection(40, 2, None, false))
+        .expect("b");
+    let conn = db.conn();
+    for c in [1, 2] {
+        conn.execute(
+            "INSERT INTO scorers(collection_id, name, kind, spec) VALUES (?1, 'probe:x', 'probe', '{}'), (?1, 'sae:s', 'sae', '{}')",
+            params![c],
+        )
+        .expect("scorers");
+    }
+    let rows: Vec<(i64, i64, String, i64)> = conn
+        .prepare(
+            "SELECT m.id, r.collection_id, m.role, t.id FROM messages m JOIN transcripts t ON t.id = m.transcript_id \
+             JOIN runs r ON r.id = t.run_id ORDER BY m.id",
+        )
+        .expect("p")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("q")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for (k, (mid, cid, role, tid)) in rows.into_iter().enumerate() {
+        let (probe, sae) = if cid == 1 { (1, 2) } else { (3, 4) };
+        // Probe: assistant messages of B score 1 higher; user messages score 100 in A
+        // (they must not count). Latent 5 fires (at 2.0) in B's assistant messages with
+        // odd transcript ids, and in every user message.
+        let x = (k % 7) as f64 / 7.0
+            + if role == "assistant" && cid == 2 {
+                1.0
+            } else {
+                0.0
+            }
+            + if role == "user" && cid == 1 {
+                100.0
+            } else {
+                0.0
+            };
+        let lat = if role == "user" || (cid == 2 && tid % 2 == 1) {
+            vec![(5u32, 2.0f32)]
+        } else {
+            vec![(6, 1.0)]
+        };
+        conn.execute(
+            "INSERT INTO message_scores(message_id, scorer_id, mean, max) VALUES (?1, ?2, ?3, ?3)",
+            params![mid, probe, x],
+        )
+        .expect("probe");
+        conn.execute(
+            "INSERT INTO message_scores(message_id, scorer_id, latents) VALUES (?1, ?2, ?3)",
+            params![mid, sae, sparse_blob(&[lat])],
+        )
+        .expect("sae");
+    }
+    let mut c = CheckConfig::new("a", "b", Detector::Scorer("probe:x".into()));
+    c.pool = Pool::Mean;
+    let r = check(&db, &c).expect("probe");
+    assert_eq!(r.auroc, 1.0, "{r:?}");
+    assert!(
+        r.rate.is_none() && (r.mean.1 - r.mean.0 - 1.0).abs() < 0.1,
+        "{r:?}"
+    );
+    let r = check(&db, &CheckConfig::new("a", "b", Detector::Latent(5))).expect("latent");
+    let (ra, rb) = r.rate.expect("rate");
+    assert_eq!((ra, rb), (0.0, 0.5), "{r:?}");
+    assert_eq!(r.auroc, 0.75);
+    assert_eq!(r.sae.as_deref(), Some("sae:s"));
+    // All messages: user messages count, so A's probe scores are the highest.
+    let mut c = CheckConfig::new("a", "b", Detector::Scorer("probe:x".into()));
+    c.role = None;
+    assert_eq!(check(&db, &c).expect("all").auroc, 0.0);
+}

@@ -1,4 +1,4 @@
-//! `pragma transcripts diff|outliers|cluster`: questions about collections.
+//! `pragma transcripts diff|check|outliers|cluster`: questions about collections.
 
 use anyhow::Result;
 use clap::Args;
@@ -6,6 +6,28 @@ use pragma_transcripts::db::Db;
 use pragma_transcripts::model::Role;
 
 use super::DbArg;
+
+fn parse_pool(p: &str) -> Result<pragma_transcripts::analysis::Pool> {
+    use pragma_transcripts::analysis::Pool;
+    match p {
+        "mean" => Ok(Pool::Mean),
+        "max" => Ok(Pool::Max),
+        p => anyhow::bail!("--pool {p}: expected mean or max"),
+    }
+}
+
+/// `all` (every message) or one role.
+fn parse_role(r: &str) -> Result<Option<Role>> {
+    match r {
+        "all" => Ok(None),
+        r => Ok(Some(Role::parse(r).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--role {r}: expected all or one of {}",
+                Role::NAMES.join(", ")
+            )
+        })?)),
+    }
+}
 
 #[derive(Args)]
 pub struct OutliersArgs {
@@ -45,12 +67,8 @@ pub struct ClusterArgs {
 }
 
 pub(super) fn cmd_outliers(a: OutliersArgs) -> Result<()> {
-    use pragma_transcripts::analysis::{outliers, Pool};
-    let pool = match a.pool.as_str() {
-        "mean" => Pool::Mean,
-        "max" => Pool::Max,
-        p => anyhow::bail!("--pool {p}: expected mean or max"),
-    };
+    use pragma_transcripts::analysis::outliers;
+    let pool = parse_pool(&a.pool)?;
     let db = Db::open(&a.db.db)?;
     let o = outliers(&db, &a.collection, &a.scorer, pool, a.messages, a.top)?;
     if a.json {
@@ -138,15 +156,7 @@ pub(super) fn cmd_diff(a: DiffArgs) -> Result<()> {
     use pragma_transcripts::diff::{decode_context, diff, DiffConfig};
     let db = Db::open(&a.db.db)?;
     let mut cfg = DiffConfig::new(&a.a, &a.b);
-    cfg.role = match a.role.as_str() {
-        "all" => None,
-        r => Some(Role::parse(r).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--role {r}: expected all or one of {}",
-                Role::NAMES.join(", ")
-            )
-        })?),
-    };
+    cfg.role = parse_role(&a.role)?;
     cfg.sae = a.sae.clone();
     cfg.top = a.top;
     cfg.discovery = a.discovery;
@@ -222,8 +232,135 @@ pub(super) fn cmd_diff(a: DiffArgs) -> Result<()> {
                         .unwrap_or_default()
                 );
             }
-            println!();
+            let (neg, pos) = if dir.ends_with(&r.b) {
+                (&r.a, &r.b)
+            } else {
+                (&r.b, &r.a)
+            };
+            let h = &hs[0];
+            let flag = match h.name.strip_prefix("latent ") {
+                Some(j) => format!("--latent {j}"),
+                None => format!("--ngram {:?}", h.name),
+            };
+            println!(
+                "\nCheck the first on this diff's held-out half: `pragma transcripts check {neg} {pos} {flag} --heldout{}`; \
+                 on new collections made the same way: `pragma transcripts check A2 B2 {flag}`\n",
+                if a.seed != 0 || a.discovery != 0.5 {
+                    format!(" --discovery {} --seed {}", a.discovery, a.seed)
+                } else {
+                    String::new()
+                }
+            );
         }
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The negative collection.
+    a: String,
+    /// The positive collection: the side the hypothesis says has more of it.
+    b: String,
+    /// An SAE latent (its max activation per transcript is the detector).
+    #[arg(long, group = "detector")]
+    latent: Option<u32>,
+    /// A word or two-word phrase (present or not; lower-cased words, as diff reads them).
+    #[arg(long, group = "detector")]
+    ngram: Option<String>,
+    /// A probe or vector scorer as `score` named it (probe:NAME, vector:NAME@L).
+    #[arg(long, group = "detector")]
+    scorer: Option<String>,
+    /// For --scorer: max (largest per-message max) or mean (of per-message means).
+    #[arg(long, default_value = "max")]
+    pool: String,
+    /// The SAE scorer of --latent (default: the one both collections have).
+    #[arg(long)]
+    sae: Option<String>,
+    /// Which messages are read: a role, or `all`.
+    #[arg(long, default_value = "assistant")]
+    role: String,
+    /// Only the held-out transcripts of `diff A B --discovery D --seed S` (the ones the
+    /// hypothesis was not found on).
+    #[arg(long)]
+    heldout: bool,
+    #[arg(long, default_value_t = 0.5, requires = "heldout")]
+    discovery: f64,
+    #[arg(long, default_value_t = 0, requires = "heldout")]
+    seed: u64,
+    /// Bootstrap resamples and label permutations.
+    #[arg(long, default_value_t = 2000)]
+    reps: usize,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub(super) fn cmd_check(a: CheckArgs) -> Result<()> {
+    use pragma_transcripts::check::{check, CheckConfig, Detector};
+    let detector = match (a.latent, &a.ngram, &a.scorer) {
+        (Some(j), None, None) => Detector::Latent(j),
+        (None, Some(g), None) => Detector::Ngram(g.clone()),
+        (None, None, Some(s)) => Detector::Scorer(s.clone()),
+        _ => anyhow::bail!(
+            "expected one hypothesis: --latent J, --ngram WORDS or --scorer NAME (as diff prints them)"
+        ),
+    };
+    let db = Db::open(&a.db.db)?;
+    let mut cfg = CheckConfig::new(&a.a, &a.b, detector);
+    cfg.role = parse_role(&a.role)?;
+    cfg.pool = parse_pool(&a.pool)?;
+    cfg.sae = a.sae.clone();
+    cfg.heldout = a.heldout.then_some((a.discovery, a.seed));
+    cfg.reps = a.reps;
+    let r = check(&db, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "# {} as a detector of {} ({} transcripts) against {} ({}){}",
+        r.detector,
+        r.b,
+        r.units.1,
+        r.a,
+        r.units.0,
+        if r.heldout {
+            ", held-out half of the diff split"
+        } else {
+            ""
+        }
+    );
+    if let Some((ra, rb)) = r.rate {
+        println!(
+            "present in {:.1}% of {} and {:.1}% of {}",
+            100.0 * rb,
+            r.b,
+            100.0 * ra,
+            r.a
+        );
+    } else {
+        println!(
+            "mean {:.3} in {} and {:.3} in {}",
+            r.mean.1, r.b, r.mean.0, r.a
+        );
+    }
+    let verdict = if r.ci.0 > 0.5 {
+        format!("detects {}", r.b)
+    } else if r.ci.1 < 0.5 {
+        format!("detects {} instead (AUROC below 0.5)", r.a)
+    } else {
+        "within noise: the interval includes 0.5".into()
+    };
+    let p = if r.p <= 1.0 / (a.reps as f64 + 1.0) + 1e-15 {
+        format!("p <= {:.1e} (no shuffle of {} did as well)", r.p, a.reps)
+    } else {
+        format!("p {:.2e} ({} shuffles)", r.p, a.reps)
+    };
+    println!(
+        "AUROC {:.3} [{:.3}, {:.3}] (bootstrap 95%), permutation {p}: {verdict}",
+        r.auroc, r.ci.0, r.ci.1
+    );
     Ok(())
 }

@@ -45,6 +45,10 @@ pub enum TranscriptsCommand {
     /// or the sign test when runs pair up by sample id and epoch), found on half of the
     /// transcripts and checked as a detector (AUROC) on the other half, with examples.
     Diff(analysis::DiffArgs),
+    /// Check one hypothesis from `diff` as a detector: AUROC of B against A with a bootstrap
+    /// interval and a permutation p-value, on fresh collections (new rollouts, another
+    /// checkpoint) or, with --heldout, on the half of the diff's split it was not found on.
+    Check(analysis::CheckArgs),
     /// Have the model answer chat prompts (JSONL: {"user", "system"?, "id"?, "metadata"?}
     /// per line) and import the answers as a collection: transcripts of your model to
     /// explore, or an example collection with a planted quirk.
@@ -76,6 +80,7 @@ pub fn cmd_transcripts(c: TranscriptsCommand) -> Result<()> {
         TranscriptsCommand::Score(a) => score::cmd_score(a),
         TranscriptsCommand::Rollout(a) => score::cmd_rollout(a),
         TranscriptsCommand::Diff(a) => analysis::cmd_diff(a),
+        TranscriptsCommand::Check(a) => analysis::cmd_check(a),
         TranscriptsCommand::Outliers(a) => analysis::cmd_outliers(a),
         TranscriptsCommand::Cluster(a) => analysis::cmd_cluster(a),
     }
