@@ -470,3 +470,75 @@ fn diff_then_check() {
     let (ok, _, err) = pragma(&["transcripts", "check", "a", "b", "--db", s(&db)]);
     assert!(!ok && err.contains("expected one hypothesis"), "{err}");
 }
+
+/// Batched scoring (length-sorted, left-padded passes) stores the values of scoring one
+/// transcript at a time.
+#[test]
+fn batched_scoring_matches_one_at_a_time() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = tiny_gguf(d.path(), 4);
+    let probe = tiny_probe(d.path(), &m);
+    let mut dense = Vec::new();
+    for bt in ["1", "256"] {
+        let db = d.path().join(format!("t{bt}.db"));
+        let (ok, _, err) = pragma(&[
+            "transcripts",
+            "import",
+            s(&fixture("openai.jsonl")),
+            s(&fixture("sharegpt.jsonl")),
+            "--collection",
+            "c",
+            "--db",
+            s(&db),
+        ]);
+        assert!(ok, "{err}");
+        let (ok, out, err) = pragma(&[
+            "transcripts",
+            "score",
+            "c",
+            "--model",
+            s(&m),
+            "--probe",
+            s(&probe),
+            "--batch-tokens",
+            bt,
+            "--json",
+            "--db",
+            s(&db),
+        ]);
+        assert!(ok, "{err}");
+        let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(r["transcripts"], 6, "{r}");
+        let passes = r["passes"].as_u64().expect("passes");
+        if bt == "1" {
+            assert_eq!(passes, 6);
+        } else {
+            assert!(passes < 6, "{r}");
+        }
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        let rows: Vec<(i64, Vec<u8>)> = conn
+            .prepare("SELECT transcript_id, dense FROM token_scores ORDER BY transcript_id")
+            .expect("p")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("q")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        dense.push(rows);
+    }
+    assert_eq!(dense[0].len(), 6);
+    let lens: Vec<usize> = dense[0].iter().map(|r| r.1.len()).collect();
+    assert!(
+        lens.iter().any(|&l| l != lens[0]),
+        "transcripts of one length would not test padding: {lens:?}"
+    );
+    for (a, b) in dense[0].iter().zip(&dense[1]) {
+        let (x, y) = (
+            pragma_transcripts::score::read_f32_blob(&a.1),
+            pragma_transcripts::score::read_f32_blob(&b.1),
+        );
+        assert_eq!(x.len(), y.len());
+        for (u, v) in x.iter().zip(&y) {
+            assert!((u - v).abs() <= 1e-4 * (1.0 + u.abs()), "{u} vs {v}");
+        }
+    }
+}

@@ -112,6 +112,10 @@ pub struct ScoreArgs {
     /// SAE latents kept per token (strongest first).
     #[arg(long, default_value_t = 16)]
     top_latents: usize,
+    /// Padded tokens per forward pass: transcripts are sorted by length and grouped up to
+    /// this (a longer one runs alone); 1 scores them one at a time. Same values either way.
+    #[arg(long, default_value_t = 1024)]
+    batch_tokens: usize,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -171,6 +175,9 @@ pub(super) fn cmd_score(a: ScoreArgs) -> Result<()> {
             },
         });
     }
+    let opts = pragma_transcripts::score::ScoreOptions {
+        batch_tokens: a.batch_tokens,
+    };
     let mut db = Db::open(&a.db.db)?;
     // Check the collection before loading the model.
     db.transcript_count(&a.collection)?;
@@ -183,7 +190,7 @@ pub(super) fn cmd_score(a: ScoreArgs) -> Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let r =
-        pragma_transcripts::score::score(&mut db, &model, &a.collection, &scorers, &mut |d, t| {
+        pragma_transcripts::score::score(&mut db, &model, &a.collection, &scorers, &opts, &mut |d, t| {
             bar.set_length(t);
             bar.set_position(d);
         });
