@@ -529,7 +529,7 @@ fn cmd_dashboard(a: DashboardArgs) -> Result<()> {
         &sae,
         &store,
         a.max_tokens,
-        model.transformer.unembed(),
+        &model.transformer.unembed()?,
         model.transformer.final_norm_weight(),
         a.seed,
         &mut |d, n| {

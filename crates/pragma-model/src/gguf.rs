@@ -1,6 +1,7 @@
 //! GGUF checkpoints (llama.cpp's format), read with candle's GGUF reader.
 //!
-//! Tensors are dequantized to f32 at load. llama.cpp's converter permutes the rows
+//! Matmul weights stay in their file dtype ([`QuantWeight`]) unless the f32 mode asks
+//! for them dequantized at load. llama.cpp's converter permutes the rows
 //! of Q and K for the `llama` architecture (so that its interleaved RoPE matches HF's
 //! rotate-half); we undo that here so the model sees HF layout from every format.
 
@@ -10,12 +11,13 @@ use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
 use crate::config::{Arch, Config, Llama3RopeScaling};
 use crate::error::{Error, Result};
 use crate::llama::{Part, WeightSource};
-use crate::quant::{QuantKind, QuantWeight};
+use crate::quant::QuantWeight;
 
 pub const SUPPORTED_DTYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
@@ -146,14 +148,16 @@ impl GgufFile {
         Ok(q.dequantize(&Device::Cpu)?)
     }
 
-    /// The raw blocks of a 2-D tensor, if its dtype is one [`QuantWeight`] computes on.
+    /// A 2-D tensor in its file dtype, unless that is F32 (`None`: read it with
+    /// [`Self::tensor_f32`]).
     pub fn tensor_quant(&mut self, name: &str) -> Result<Option<QuantWeight>> {
         let Some(info) = self.content.tensor_infos.get(name) else {
             return Ok(None);
         };
-        let Some(kind) = QuantKind::from_ggml(info.ggml_dtype) else {
+        let dtype = info.ggml_dtype;
+        if dtype == GgmlDType::F32 {
             return Ok(None);
-        };
+        }
         let dims = info.shape.dims().to_vec();
         if dims.len() != 2 {
             return Ok(None);
@@ -163,7 +167,12 @@ impl GgufFile {
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| classify(&self.path, e))?;
         let data = q.data()?.into_owned();
-        QuantWeight::new(kind, dims[0], dims[1], data).map(Some)
+        QuantWeight::new(dtype, dims[0], dims[1], data)
+            .map(Some)
+            .map_err(|e| Error::CorruptGguf {
+                path: self.path.clone(),
+                reason: format!("tensor '{name}': {e}"),
+            })
     }
 
     /// The architecture config from `{arch}.*` metadata.
@@ -356,6 +365,12 @@ impl WeightSource for GgufWeights<'_> {
             (Some(q), Some(n_head)) => Some(q.permute_rows(&unpermute_rows(q.rows, n_head))),
             (q, _) => q,
         })
+    }
+    fn embedding_quant(&mut self) -> Result<Option<QuantWeight>> {
+        self.file.tensor_quant("token_embd.weight")
+    }
+    fn lm_head_is_tied(&mut self) -> Result<bool> {
+        Ok(!self.file.has_tensor("output.weight"))
     }
     fn lm_head_quant(&mut self) -> Result<Option<QuantWeight>> {
         let name = if self.file.has_tensor("output.weight") {

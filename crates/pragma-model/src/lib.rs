@@ -39,7 +39,7 @@ use serde::Serialize;
 pub use config::{Arch, Config};
 pub use error::{Error, Result};
 pub use input::{InputRule, ModelInput, Prompt};
-pub use llama::Transformer;
+pub use llama::{Transformer, WeightMode};
 pub use tokenizer::Tokenizer;
 
 /// The name a new user types for the default model.
@@ -69,15 +69,25 @@ impl Model {
     /// Load from a `.gguf` file, a Hugging Face folder (`config.json` +
     /// `*.safetensors` + `tokenizer.json`), or a built-in name such as
     /// `smollm2-135m-instruct` (fetched on first use). `progress` receives
-    /// one-line status messages.
+    /// one-line status messages. Weights are held as `PRAGMA_WEIGHTS` says (the CLI's
+    /// `--weights`; default: in the file's dtype, [`WeightMode::Native`]).
     pub fn load(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<Model> {
+        Self::load_with(spec, WeightMode::from_env()?, progress)
+    }
+
+    /// [`Self::load`] with the weight mode given.
+    pub fn load_with(
+        spec: &str,
+        mode: WeightMode,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Model> {
         let path = resolve(spec, progress)?;
         let device = Device::Cpu;
         if path.is_dir() {
             let cfg = hf::read_config(&path)?;
             let tokenizer = Tokenizer::from_hf_dir(&path)?;
             let mut src = hf::SafetensorsWeights::open(&path, &cfg)?;
-            let transformer = Transformer::load(cfg, &mut src, &device)?;
+            let transformer = Transformer::load_with(cfg, &mut src, &device, mode)?;
             return Ok(Model {
                 transformer,
                 tokenizer,
@@ -102,7 +112,7 @@ impl Model {
                 file: &mut file,
                 cfg: cfg.clone(),
             };
-            Transformer::load(cfg, &mut src, &device)?
+            Transformer::load_with(cfg, &mut src, &device, mode)?
         };
         Ok(Model {
             transformer,

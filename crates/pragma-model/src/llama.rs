@@ -52,60 +52,175 @@ pub trait WeightSource {
     fn lm_head_quant(&mut self) -> Result<Option<QuantWeight>> {
         Ok(None)
     }
+    /// The embedding in its file dtype, when it is not f32.
+    fn embedding_quant(&mut self) -> Result<Option<QuantWeight>> {
+        Ok(None)
+    }
+    /// Whether the unembedding is the embedding (no separate tensor).
+    fn lm_head_is_tied(&mut self) -> Result<bool> {
+        Ok(self.lm_head()?.is_none())
+    }
 }
 
-/// A dense projection `y = x W^T (+ b)`, `W: [out, in]`, with the file's quantized
-/// blocks kept alongside for fast decoding when available.
+/// How the weights of matrix multiplications are held in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightMode {
+    /// In the file's dtype (GGUF blocks, F16 / BF16): memory about the file's size;
+    /// matmuls dequantize on the fly ([`QuantWeight::matmul`]). Norms and biases are f32.
+    #[default]
+    Native,
+    /// Everything dequantized to f32 at load (4 bytes a weight), every matmul an f32
+    /// GEMM: the exact path, for parity work.
+    F32,
+}
+
+impl WeightMode {
+    /// `native` or `f32`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "native" => Ok(WeightMode::Native),
+            "f32" => Ok(WeightMode::F32),
+            _ => Err(Error::InvalidInput(format!(
+                "weights dtype '{s}': expected native (the file's dtype, quantized in memory) or f32"
+            ))),
+        }
+    }
+
+    /// From `PRAGMA_WEIGHTS` (`native` or `f32`; unset: native), as the CLI's global
+    /// `--weights` sets it.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("PRAGMA_WEIGHTS") {
+            Ok(v) if !v.is_empty() => Self::parse(&v),
+            _ => Ok(WeightMode::Native),
+        }
+    }
+}
+
+/// A projection `y = x W^T (+ b)`, `W: [out, in]`: dense f32, kept in the file's dtype
+/// ([`QuantWeight`]), or both (f32 for prefill, the file's blocks for decoding). Stacked
+/// projections whose file dtypes differ (Q4_K_M files mix Q4_K and Q6_K) stay as parts,
+/// run one after another with their outputs concatenated.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    w: Tensor, // [out, in]; the GEMM reads it transposed in place (no copy at load)
+    w: Option<Tensor>, // [out, in]; the GEMM reads it transposed in place (no copy at load)
     b: Option<Tensor>,
     q: Option<Arc<QuantWeight>>,
+    parts: Vec<Linear>,
 }
 
 impl Linear {
-    fn new(w: Tensor, b: Option<Tensor>, q: Option<QuantWeight>) -> Result<Self> {
+    fn new(w: Option<Tensor>, b: Option<Tensor>, q: Option<QuantWeight>) -> Result<Self> {
+        if w.is_none() && q.is_none() {
+            return Err(Error::InvalidInput(
+                "a projection needs dense or quantized weights".into(),
+            ));
+        }
         Ok(Self {
             w,
             b,
             q: q.map(Arc::new),
+            parts: Vec::new(),
         })
     }
 
+    /// Output features.
+    fn out_dim(&self) -> Result<usize> {
+        if let Some(w) = &self.w {
+            return Ok(w.dim(0)?);
+        }
+        if let Some(q) = &self.q {
+            return Ok(q.rows);
+        }
+        self.parts.iter().map(|p| p.out_dim()).sum()
+    }
+
     /// Stack projections that read the same input into one (outputs concatenated).
-    /// The quantized form is kept only if every part has one of the same kind.
     fn stack(parts: &[Linear]) -> Result<Self> {
-        let w = Tensor::cat(&parts.iter().map(|p| &p.w).collect::<Vec<_>>(), 0)?;
         let b = if parts.iter().any(|p| p.b.is_some()) {
             let bs = parts
                 .iter()
                 .map(|p| match &p.b {
                     Some(b) => Ok(b.clone()),
-                    None => Ok(Tensor::zeros(p.w.dim(0)?, p.w.dtype(), p.w.device())?),
+                    None => Ok(Tensor::zeros(p.out_dim()?, DType::F32, &Device::Cpu)?),
                 })
                 .collect::<Result<Vec<_>>>()?;
             Some(Tensor::cat(&bs, 0)?)
         } else {
             None
         };
+        let ws: Option<Vec<&Tensor>> = parts.iter().map(|p| p.w.as_ref()).collect();
+        let w = ws.map(|ws| Tensor::cat(&ws, 0)).transpose()?;
         let qs: Option<Vec<&QuantWeight>> = parts.iter().map(|p| p.q.as_deref()).collect();
         let q = qs.and_then(|qs| QuantWeight::stack_rows(&qs));
+        if w.is_none() && q.is_none() {
+            // Quantized parts of different dtypes: keep them apart.
+            return Ok(Self {
+                w: None,
+                b,
+                q: None,
+                parts: parts
+                    .iter()
+                    .map(|p| Linear {
+                        b: None,
+                        ..p.clone()
+                    })
+                    .collect(),
+            });
+        }
         Ok(Self {
             w,
             b,
             q: q.map(Arc::new),
+            parts: Vec::new(),
         })
     }
 
-    /// `x: [n, in] -> [n, out]`, by the quantized kernel for a few rows, else the GEMM.
+    /// Whether decoding can run on host vectors ([`Self::matvec`]).
+    fn has_quant(&self) -> bool {
+        self.q.is_some() || (!self.parts.is_empty() && self.parts.iter().all(|p| p.has_quant()))
+    }
+
+    /// `x: [n * in] -> [n * out]` on the quantized weights (no bias).
+    fn matvec(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        if let Some(q) = &self.q {
+            return Ok(q.matmul(x, n));
+        }
+        if self.parts.is_empty() {
+            return Err(Error::InvalidInput(
+                "fused decode needs quantized weights".into(),
+            ));
+        }
+        let outs = self
+            .parts
+            .iter()
+            .map(|p| p.matvec(x, n))
+            .collect::<Result<Vec<_>>>()?;
+        let widths: Vec<usize> = outs.iter().map(|o| o.len() / n.max(1)).collect();
+        let mut y = Vec::with_capacity(outs.iter().map(Vec::len).sum());
+        for j in 0..n {
+            for (o, &w) in outs.iter().zip(&widths) {
+                y.extend_from_slice(&o[j * w..(j + 1) * w]);
+            }
+        }
+        Ok(y)
+    }
+
+    /// `x: [n, in] -> [n, out]`, by the quantized kernel for a few rows (when allowed),
+    /// dense weights' GEMM, or quantized tiles when the weights are quantized only.
     fn matmul2(&self, x: &Tensor, use_quant: bool) -> Result<Tensor> {
         let n = x.dim(0)?;
-        match &self.q {
-            Some(q) if use_quant && QuantWeight::worth_it(n) => {
+        match (&self.w, &self.q) {
+            (Some(_), Some(q)) if use_quant && QuantWeight::worth_it(n) => {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 Ok(Tensor::from_vec(q.matmul(&xs, n), (n, q.rows), x.device())?)
             }
-            _ => Ok(x.matmul(&self.w.t()?)?),
+            (Some(w), _) => Ok(x.matmul(&w.t()?)?),
+            _ => {
+                let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let y = self.matvec(&xs, n)?;
+                let out = y.len() / n.max(1);
+                Ok(Tensor::from_vec(y, (n, out), x.device())?)
+            }
         }
     }
 
@@ -118,6 +233,34 @@ impl Linear {
             None => y,
         };
         Ok(y.reshape((b, t, ()))?)
+    }
+
+    /// The weight as a dense f32 tensor `[out, in]` (dequantized when kept quantized).
+    fn dense(&self) -> Result<Tensor> {
+        if let Some(w) = &self.w {
+            return Ok(w.clone());
+        }
+        if let Some(q) = &self.q {
+            return Ok(Tensor::from_vec(
+                q.dequantize(),
+                (q.rows, q.cols),
+                &Device::Cpu,
+            )?);
+        }
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| p.dense())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Bytes its weights hold in memory.
+    fn bytes(&self) -> usize {
+        self.w.as_ref().map_or(0, |w| w.elem_count() * 4)
+            + self.b.as_ref().map_or(0, |b| b.elem_count() * 4)
+            + self.q.as_ref().map_or(0, |q| q.bytes())
+            + self.parts.iter().map(|p| p.bytes()).sum::<usize>()
     }
 }
 
@@ -283,15 +426,62 @@ impl Batch {
     }
 }
 
+/// The token embedding `[vocab, d]`: dense f32, or in the file's dtype (rows
+/// dequantized as they are looked up).
+#[derive(Clone, Debug)]
+enum Embedding {
+    Dense(Tensor),
+    Quant(Arc<QuantWeight>),
+}
+
+impl Embedding {
+    fn rows(&self) -> usize {
+        match self {
+            Embedding::Dense(t) => t.dim(0).unwrap_or(0),
+            Embedding::Quant(q) => q.rows,
+        }
+    }
+
+    /// Rows for `ids` `[n] -> [n, d]`; an id past the vocabulary is an error.
+    fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let vocab = self.rows();
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        match self {
+            Embedding::Dense(t) => Ok(t.index_select(&Tensor::new(ids, device)?, 0)?),
+            Embedding::Quant(q) => {
+                let d = q.cols;
+                let mut out = vec![0f32; ids.len() * d];
+                for (o, &i) in out.chunks_exact_mut(d.max(1)).zip(ids) {
+                    q.dequantize_rows(i as usize, i as usize + 1, o);
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), d), device)?)
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Embedding::Dense(t) => t.elem_count() * 4,
+            Embedding::Quant(q) => q.bytes(),
+        }
+    }
+}
+
 /// A llama-family transformer with hook points.
 #[derive(Clone, Debug)]
 pub struct Transformer {
     pub cfg: Config,
-    embed: Tensor,   // [vocab, d]
-    lm_head: Tensor, // [vocab, d]; the embedding itself when tied
-    lm_head_q: Option<Arc<QuantWeight>>,
-    /// Decode with the quantized kernels where the file has them (default true);
-    /// false computes everything with the dequantized f32 weights.
+    /// How the matmul weights are held.
+    pub mode: WeightMode,
+    embed: Embedding,
+    /// `[vocab, d]`; the embedding's weights when tied.
+    lm_head: Linear,
+    /// Decode with the quantized kernels where the weights have them (default true);
+    /// false computes with dense f32 weights where they exist (the f32 mode).
     pub use_quant_kernels: bool,
     final_norm: Tensor,
     blocks: Vec<Block>,
@@ -313,28 +503,101 @@ fn check_shape(src: &str, name: &str, t: &Tensor, expected: &[usize]) -> Result<
 
 impl Transformer {
     /// Build the model from any weight source; every tensor is shape-checked.
+    /// Build the model from any weight source, weights in their file dtype
+    /// ([`WeightMode::Native`]); every tensor is shape-checked.
     pub fn load(cfg: Config, src: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+        Self::load_with(cfg, src, device, WeightMode::Native)
+    }
+
+    /// Build the model holding its weights as `mode` says.
+    pub fn load_with(
+        cfg: Config,
+        src: &mut dyn WeightSource,
+        device: &Device,
+        mode: WeightMode,
+    ) -> Result<Self> {
         cfg.validate()?;
         let name = src.source_name();
         let (d, f, v) = (cfg.d_model, cfg.d_mlp, cfg.vocab_size);
         let (qd, kd) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
         let to_dev =
             |t: Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F32)?.to_device(device)?) };
-
-        let embed = to_dev(src.embedding()?)?;
-        check_shape(&name, "embedding", &embed, &[v, d])?;
-        let lm_head = match src.lm_head()? {
-            Some(w) => {
-                let w = to_dev(w)?;
-                check_shape(&name, "lm_head", &w, &[v, d])?;
-                w
+        let check_q = |what: &str, q: &QuantWeight, shape: &[usize]| -> Result<()> {
+            if [q.rows, q.cols] != shape {
+                return Err(Error::ShapeMismatch {
+                    source_name: name.clone(),
+                    name: what.to_string(),
+                    expected: shape.to_vec(),
+                    found: vec![q.rows, q.cols],
+                });
             }
-            None => embed.clone(),
+            Ok(())
+        };
+        // In the f32 mode, the file's blocks are kept only for pragma's own decode kernels
+        // (Q4_1, Q8_0), as before the native mode existed.
+        let keep = |q: Option<QuantWeight>, dense: bool| -> Option<QuantWeight> {
+            match mode {
+                WeightMode::Native => q,
+                WeightMode::F32 => q.filter(|q| !dense || QuantWeight::has_row_kernel(q.dtype)),
+            }
+        };
+
+        let embed = match keep(src.embedding_quant()?, false) {
+            Some(q) if mode == WeightMode::Native => {
+                check_q("embedding", &q, &[v, d])?;
+                Embedding::Quant(Arc::new(q))
+            }
+            _ => {
+                let e = to_dev(src.embedding()?)?;
+                check_shape(&name, "embedding", &e, &[v, d])?;
+                Embedding::Dense(e)
+            }
+        };
+        let lm_head = match mode {
+            WeightMode::Native => {
+                if src.lm_head_is_tied()? {
+                    // Tied: share the embedding's weights, no second copy.
+                    match &embed {
+                        Embedding::Quant(e) => Linear {
+                            w: None,
+                            b: None,
+                            q: Some(e.clone()),
+                            parts: Vec::new(),
+                        },
+                        Embedding::Dense(e) => Linear::new(Some(e.clone()), None, None)?,
+                    }
+                } else if let Some(q) = src.lm_head_quant()? {
+                    check_q("lm_head", &q, &[v, d])?;
+                    Linear::new(None, None, Some(q))?
+                } else {
+                    let w = src.lm_head()?.ok_or_else(|| Error::MissingTensor {
+                        source_name: name.clone(),
+                        name: "lm_head".into(),
+                    })?;
+                    let w = to_dev(w)?;
+                    check_shape(&name, "lm_head", &w, &[v, d])?;
+                    Linear::new(Some(w), None, None)?
+                }
+            }
+            WeightMode::F32 => {
+                let w = match (src.lm_head()?, &embed) {
+                    (Some(w), _) => {
+                        let w = to_dev(w)?;
+                        check_shape(&name, "lm_head", &w, &[v, d])?;
+                        w
+                    }
+                    (None, Embedding::Dense(e)) => e.clone(),
+                    (None, Embedding::Quant(_)) => {
+                        return Err(Error::InvalidInput(
+                            "f32 mode with a quantized embedding".into(),
+                        ))
+                    }
+                };
+                Linear::new(Some(w), None, keep(src.lm_head_quant()?, true))?
+            }
         };
         let final_norm = to_dev(src.final_norm()?)?;
         check_shape(&name, "final norm", &final_norm, &[d])?;
-
-        let lm_head_q = src.lm_head_quant()?.map(Arc::new);
 
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -345,8 +608,17 @@ impl Transformer {
             };
             let linear =
                 |src: &mut dyn WeightSource, part: Part, shape: &[usize], bias: Option<Tensor>| {
-                    let w = get(src, part, shape)?;
-                    Linear::new(w, bias, src.block_quant(i, part)?)
+                    let q = keep(src.block_quant(i, part)?, true);
+                    match (mode, q) {
+                        (WeightMode::Native, Some(q)) => {
+                            check_q(&format!("layer {i} {part:?}"), &q, shape)?;
+                            Linear::new(None, bias, Some(q))
+                        }
+                        (_, q) => {
+                            let w = get(src, part, shape)?;
+                            Linear::new(Some(w), bias, q)
+                        }
+                    }
                 };
             let (qb, kb, vb) = if cfg.qkv_bias {
                 (
@@ -397,8 +669,8 @@ impl Transformer {
         }
         Ok(Self {
             inv_freq: cfg.inv_freq(),
+            mode,
             lm_head,
-            lm_head_q,
             use_quant_kernels: true,
             embed,
             final_norm,
@@ -412,9 +684,33 @@ impl Transformer {
         &self.device
     }
 
-    /// The unembedding matrix `[vocab, d_model]` (TransformerLens's `W_U` transposed).
-    pub fn unembed(&self) -> &Tensor {
-        &self.lm_head
+    /// The unembedding matrix `[vocab, d_model]` (TransformerLens's `W_U` transposed), f32;
+    /// dequantized on each call when the weights are kept in the file's dtype (for
+    /// SmolLM2-135M, 113 MB).
+    pub fn unembed(&self) -> Result<Tensor> {
+        self.lm_head.dense()
+    }
+
+    /// Bytes the weights hold in memory (embedding, unembedding when not shared, blocks,
+    /// norms).
+    pub fn weight_bytes(&self) -> usize {
+        let shared = matches!((&self.embed, &self.lm_head.q), (Embedding::Quant(e), Some(q)) if Arc::ptr_eq(e, q))
+            || matches!((&self.embed, &self.lm_head.w), (Embedding::Dense(e), Some(w)) if e.id() == w.id());
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                b.qkv.bytes()
+                    + b.o.bytes()
+                    + b.gate_up.bytes()
+                    + b.down.bytes()
+                    + 4 * (b.attn_norm.elem_count() + b.mlp_norm.elem_count())
+            })
+            .sum();
+        self.embed.bytes()
+            + if shared { 0 } else { self.lm_head.bytes() }
+            + blocks
+            + 4 * self.final_norm.elem_count()
     }
 
     /// The final RMSNorm's gain `[d_model]` (TransformerLens' `ln_final.w`).
@@ -488,9 +784,10 @@ impl Transformer {
         let (cos, sin) = self.rope_tables(&info)?;
         let mask = self.attn_mask(&info)?;
 
+        let flat_ids: Vec<u32> = ids.flatten_all()?.to_vec1()?;
         let mut x = self
             .embed
-            .index_select(&ids.flatten_all()?, 0)?
+            .lookup(&flat_ids, &self.device)?
             .reshape((b, t, ()))?; // [b, t, d]
         x = run_site(hooks, HookPoint::Embed, x, &info, cache)?;
 
@@ -559,23 +856,13 @@ impl Transformer {
         let out = match logits {
             Logits::None => None,
             Logits::All => Some(
-                x.reshape((b * t, ()))?
-                    .matmul(&self.lm_head.t()?)?
+                self.lm_head
+                    .matmul2(&x.reshape((b * t, ()))?.contiguous()?, false)?
                     .reshape((b, t, ()))?,
             ),
             Logits::Last => {
                 let last = x.narrow(1, t - 1, 1)?.squeeze(1)?.contiguous()?; // [b, d]
-                match &self.lm_head_q {
-                    Some(q) if self.use_quant_kernels && QuantWeight::worth_it(b) => {
-                        let xs = last.flatten_all()?.to_vec1::<f32>()?;
-                        Some(Tensor::from_vec(
-                            q.matmul(&xs, b),
-                            (b, q.rows),
-                            &self.device,
-                        )?)
-                    }
-                    _ => Some(last.matmul(&self.lm_head.t()?)?),
-                }
+                Some(self.lm_head.matmul2(&last, self.use_quant_kernels)?)
             }
         };
         Ok(out)
@@ -695,10 +982,10 @@ impl Transformer {
     /// quantized blocks, no o/gate/up/down biases, and no hook inside the block (hooks at
     /// `hook_resid_pre` / `hook_resid_post` still run, on tensors, at its edges).
     fn can_fuse(i: usize, blk: &Block, hooks: &Hooks) -> bool {
-        let quant = blk.qkv.q.is_some()
-            && blk.o.q.is_some()
-            && blk.gate_up.q.is_some()
-            && blk.down.q.is_some();
+        let quant = blk.qkv.has_quant()
+            && blk.o.has_quant()
+            && blk.gate_up.has_quant()
+            && blk.down.has_quant();
         let no_bias = blk.o.b.is_none() && blk.gate_up.b.is_none() && blk.down.b.is_none();
         let inner = |p: &HookPoint| {
             p.layer() == Some(i) && !matches!(p, HookPoint::ResidPre(_) | HookPoint::ResidPost(_))
@@ -731,14 +1018,10 @@ impl Transformer {
             cfg.d_model,
             cfg.d_mlp,
         );
-        let quant = |l: &Linear| {
-            l.q.clone()
-                .ok_or_else(|| Error::InvalidInput("fused decode needs quantized weights".into()))
-        };
         let resid = run_site(hooks, HookPoint::ResidPre(i), x, info, cache)?;
         let mut h: Vec<f32> = resid.flatten_all()?.to_vec1()?;
 
-        let mut qkv = quant(&blk.qkv)?.matmul(&rms_norm(&h, &blk.host.attn_norm, eps), 1);
+        let mut qkv = blk.qkv.matvec(&rms_norm(&h, &blk.host.attn_norm, eps), 1)?;
         if let Some(bias) = &blk.host.qkv_bias {
             qkv.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
         }
@@ -809,16 +1092,18 @@ impl Transformer {
                 }
             }
         }
-        let attn = quant(&blk.o)?.matmul(&z, 1);
+        let attn = blk.o.matvec(&z, 1)?;
         h.iter_mut().zip(&attn).for_each(|(a, b)| *a += b);
-        let gu = quant(&blk.gate_up)?.matmul(&rms_norm(&h, &blk.host.mlp_norm, eps), 1);
+        let gu = blk
+            .gate_up
+            .matvec(&rms_norm(&h, &blk.host.mlp_norm, eps), 1)?;
         let post: Vec<f32> = (0..f)
             .map(|j| {
                 let g = gu[j];
                 g / (1.0 + (-g).exp()) * gu[f + j]
             })
             .collect();
-        let mlp = quant(&blk.down)?.matmul(&post, 1);
+        let mlp = blk.down.matvec(&post, 1)?;
         h.iter_mut().zip(&mlp).for_each(|(a, b)| *a += b);
         let out = Tensor::from_vec(h, (1, 1, d), &self.device)?;
         run_site(hooks, HookPoint::ResidPost(i), out, info, cache)
@@ -876,8 +1161,7 @@ impl Transformer {
 
     /// Embedding rows for some tokens `[n, d]` (e.g. for logit-lens style analyses).
     pub fn embed_tokens(&self, ids: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::new(ids, &self.device)?;
-        Ok(self.embed.index_select(&ids, 0)?)
+        self.embed.lookup(ids, &self.device)
     }
 
     /// Apply the final norm and unembedding to residual vectors `[..., d] -> [..., vocab]`.
@@ -890,7 +1174,10 @@ impl Transformer {
         if let Some(last) = out_dims.last_mut() {
             *last = self.cfg.vocab_size;
         }
-        Ok(flat.matmul(&self.lm_head.t()?)?.reshape(out_dims)?)
+        Ok(self
+            .lm_head
+            .matmul2(&flat.contiguous()?, false)?
+            .reshape(out_dims)?)
     }
 }
 

@@ -245,6 +245,17 @@ pub fn write_gguf(
     weights: &[(String, Tensor)],
     dtype: GgmlDType,
 ) -> Result<()> {
+    write_gguf_mixed(path, cfg, weights, &|_| dtype)
+}
+
+/// [`write_gguf`] with each matrix's dtype chosen by its HF name (as llama.cpp's
+/// `Q4_K_M` mixes Q4_K and Q6_K); vectors stay f32.
+pub fn write_gguf_mixed(
+    path: &Path,
+    cfg: &Config,
+    weights: &[(String, Tensor)],
+    dtype_of: &dyn Fn(&str) -> GgmlDType,
+) -> Result<()> {
     let arch = cfg.arch.name();
     let permuted = matches!(cfg.arch, Arch::Llama | Arch::Mistral);
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
@@ -258,7 +269,11 @@ pub fn write_gguf(
             t = permute(&t, cfg.n_kv_heads)?;
         }
         // Norms and biases stay f32, as llama.cpp keeps them.
-        let dt = if t.rank() == 1 { GgmlDType::F32 } else { dtype };
+        let dt = if t.rank() == 1 {
+            GgmlDType::F32
+        } else {
+            dtype_of(name)
+        };
         tensors.push((gguf_name, QTensor::quantize(&t, dt)?));
     }
     let voc = tiny_vocab();

@@ -104,7 +104,15 @@ fn setup(dir: &Path) -> (PathBuf, Arc<pragma_model::Tokenizer>) {
                 top_k: 8,
             },
         }];
-        score(&mut db, &model, c, &scorers, &mut |_, _| {}).expect("score");
+        score(
+            &mut db,
+            &model,
+            c,
+            &scorers,
+            &Default::default(),
+            &mut |_, _| {},
+        )
+        .expect("score");
     }
     (db_path, Arc::new(model.tokenizer.clone()))
 }

@@ -189,11 +189,17 @@ pub(super) fn cmd_score(a: ScoreArgs) -> Result<()> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let r =
-        pragma_transcripts::score::score(&mut db, &model, &a.collection, &scorers, &opts, &mut |d, t| {
+    let r = pragma_transcripts::score::score(
+        &mut db,
+        &model,
+        &a.collection,
+        &scorers,
+        &opts,
+        &mut |d, t| {
             bar.set_length(t);
             bar.set_position(d);
-        });
+        },
+    );
     bar.finish_and_clear();
     let r = r?;
     if a.json {

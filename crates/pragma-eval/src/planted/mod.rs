@@ -469,7 +469,7 @@ pub fn features(
         .to_dtype(candle_core::DType::F32)?;
     let unembed = model
         .transformer
-        .unembed()
+        .unembed()?
         .to_dtype(candle_core::DType::F32)?
         .broadcast_mul(&gain)?;
     Ok(Features {

@@ -428,7 +428,7 @@ pub fn latent_logits(
     let w = (sae.w_dec.get(j)?.to_dtype(DType::F32)? * gain)?;
     let logits: Vec<f32> = model
         .transformer
-        .unembed()
+        .unembed()?
         .to_dtype(DType::F32)?
         .matmul(&w.unsqueeze(1)?)?
         .squeeze(1)?
