@@ -25,6 +25,9 @@ fn main() -> candle_core::Result<()> {
             GgmlDType::Q6K,
             GgmlDType::F16,
         ] {
+            if !k.is_multiple_of(dt.block_size()) {
+                continue; // K-quants need rows of 256 (SmolLM2's 576 are not)
+            }
             let q = QTensor::quantize(&w, dt)?;
             let qw = QuantWeight::new(dt, out, k, q.data()?.into_owned()).expect("qw");
             for n in [1usize, 4, 8, 16, 64, 512] {

@@ -210,7 +210,7 @@ impl Linear {
     fn matmul2(&self, x: &Tensor, use_quant: bool) -> Result<Tensor> {
         let n = x.dim(0)?;
         match (&self.w, &self.q) {
-            (Some(_), Some(q)) if use_quant && QuantWeight::worth_it(n) => {
+            (Some(_), Some(q)) if use_quant && q.uses_rows(n) => {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 Ok(Tensor::from_vec(q.matmul(&xs, n), (n, q.rows), x.device())?)
             }

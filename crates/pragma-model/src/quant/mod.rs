@@ -1,12 +1,13 @@
-//! Matrix-vector kernels on GGUF block-quantized weights, for decoding.
+//! Weights kept in their file dtype, and the matmuls that read them.
 //!
 //! Decoding one token reads every weight once, so its speed is set by bytes read:
-//! f32 weights cost 4 bytes each, Q4_1 0.625 and Q8_0 1.06. candle's quantized CPU
-//! matmul quantizes the activations too (changing the numbers) and is slow for Q4_1
-//! here (see `examples/matmul_kernels.rs`), so we keep the file's blocks and compute
-//! with f32 activations: each block contributes `d * (x . q) + m * sum(x)`, exactly the
-//! dequantized weights `d * q + m` up to float rounding. Prefill (many rows) uses the
-//! dense f32 GEMM instead; [`QuantWeight::worth_it`] says when this kernel wins.
+//! f32 weights cost 4 bytes each, Q4_1 0.625 and Q8_0 1.06. For Q4_1 and Q8_0 (the
+//! default model's dtypes) pragma's own kernels compute with f32 activations: each block
+//! contributes `d * (x . q) + m * sum(x)`, exactly the dequantized weights `d * q + m` up
+//! to float rounding. Other block types (Q4_0, Q5_x, Q2_K..Q6_K) use candle's kernels,
+//! which quantize the activations to 8 bits as llama.cpp's do. Prefill (many rows)
+//! dequantizes 64-row tiles into an f32 GEMM, as fast as the GEMM on weights dequantized
+//! at load (`examples/matmul_kernels.rs`); [`QuantWeight::uses_rows`] picks the path.
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -263,17 +264,29 @@ impl QuantWeight {
     }
 
     /// Whether the dot-product kernel beats dequantized tiles for `n` activation rows
-    /// (measured with `examples/matmul_kernels.rs`: it reads 4-6x fewer bytes, which
-    /// wins while the GEMM is bandwidth-bound, i.e. for a handful of rows).
+    /// of any dtype it covers (measured with `examples/matmul_kernels.rs`: it reads 4-6x
+    /// fewer bytes, which wins while the GEMM is bandwidth-bound, i.e. for a handful of
+    /// rows).
     pub fn worth_it(n: usize) -> bool {
         n <= 4
+    }
+
+    /// Whether [`Self::matmul`] uses the row kernels for `n` rows of this weight: up to
+    /// 4 rows for block types; never for F16 / BF16 / F32 rows, whose candle dot products
+    /// are scalar (200x slower than the tiles in `examples/matmul_kernels.rs`).
+    pub fn uses_rows(&self, n: usize) -> bool {
+        Self::worth_it(n)
+            && !matches!(
+                self.dtype,
+                GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32
+            )
     }
 
     /// `y[n, rows] = x[n, cols] . W^T`: the row kernels for `n <=` [`Self::worth_it`]'s
     /// limit, else dequantized tiles and an f32 GEMM.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), n * self.cols);
-        if Self::worth_it(n) {
+        if self.uses_rows(n) {
             self.matmul_rows(x, n)
         } else {
             self.matmul_tiled(x, n)
