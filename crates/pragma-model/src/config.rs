@@ -134,6 +134,28 @@ impl Config {
         let head = if self.tie_embeddings { 0 } else { embed };
         self.n_layers * per_layer + embed + head + d
     }
+
+    /// KV cache bytes per token of one sequence: keys and values, f32, every layer
+    /// (`2 * n_layers * n_kv_heads * d_head * 4`).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.n_layers * self.n_kv_heads * self.d_head * 4
+    }
+
+    /// Peak activation bytes of one forward over `tokens` tokens (all rows of the
+    /// batch together) of which each attends to at most `keys`: the residual stream,
+    /// the block's projections and MLP (`tokens * (4 d + 2 (h + 2 hk) dh + 3 f)` f32),
+    /// plus the attention scores and pattern (`2 h * tokens * keys` f32). Captured
+    /// hooks come on top.
+    pub fn activation_bytes(&self, tokens: usize, keys: usize) -> usize {
+        let (d, f, h, hk, dh) = (
+            self.d_model,
+            self.d_mlp,
+            self.n_heads,
+            self.n_kv_heads,
+            self.d_head,
+        );
+        4 * (tokens * (4 * d + 2 * (h + 2 * hk) * dh + 3 * f) + 2 * h * tokens * keys)
+    }
 }
 
 #[cfg(test)]
