@@ -499,7 +499,10 @@ fn batched_scoring_matches_one_at_a_time() {
             "--model",
             s(&m),
             "--probe",
-            s(&probe),
+            &format!("a={}", s(&probe)),
+            // A second scorer at the same hook: one capture, not two appended.
+            "--probe",
+            &format!("b={}", s(&probe)),
             "--batch-tokens",
             bt,
             "--json",
@@ -516,8 +519,19 @@ fn batched_scoring_matches_one_at_a_time() {
             assert!(passes < 6, "{r}");
         }
         let conn = rusqlite::Connection::open(&db).expect("open");
+        let lens: Vec<(usize, usize)> = conn
+            .prepare("SELECT length(t.ids), length(s.dense) FROM transcript_tokens t JOIN token_scores s ON s.transcript_id = t.transcript_id")
+            .expect("p")
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)))
+            .expect("q")
+            .collect::<Result<_, _>>()
+            .expect("lens");
+        assert_eq!(lens.len(), 12);
+        for (ids, dense) in lens {
+            assert_eq!(ids, dense, "one f32 score per token id");
+        }
         let rows: Vec<(i64, Vec<u8>)> = conn
-            .prepare("SELECT transcript_id, dense FROM token_scores ORDER BY transcript_id")
+            .prepare("SELECT transcript_id, dense FROM token_scores WHERE scorer_id = 1 ORDER BY transcript_id")
             .expect("p")
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("q")

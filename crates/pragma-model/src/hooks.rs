@@ -526,7 +526,16 @@ impl Hooks {
         self
     }
 
+    /// Capture `point` into the returned [`Cache`]. Capturing a point again with nothing
+    /// added at it in between is a no-op (the cache holds one tensor per point and call;
+    /// a second capture would append a copy of the same positions).
     pub fn capture(&mut self, point: HookPoint) -> &mut Self {
+        let last_here = self.hooks.iter().rev().find(|h| h.point == point);
+        if let Some(h) = last_here {
+            if matches!(h.action, Action::Capture) && h.positions == Positions::All {
+                return self;
+            }
+        }
         self.push(point, Action::Capture, Positions::All)
     }
 

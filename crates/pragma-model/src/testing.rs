@@ -276,7 +276,13 @@ pub fn write_gguf_mixed(
         };
         tensors.push((gguf_name, QTensor::quantize(&t, dt)?));
     }
-    let voc = tiny_vocab();
+    let mut voc = tiny_vocab();
+    // A vocabulary larger than the tiny one (random models of real shapes): control
+    // tokens fill it, so ids past the BPE's still decode.
+    for i in voc.tokens.len()..cfg.vocab_size {
+        voc.tokens.push(format!("<|reserved_{i}|>"));
+        voc.types.push(3);
+    }
     let k = |s: &str| format!("{arch}.{s}");
     let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
     let meta: Vec<(String, Value)> = vec![

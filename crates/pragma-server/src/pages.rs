@@ -41,12 +41,9 @@ fn lib(e: pragma_transcripts::Error) -> Fail {
 }
 
 fn with_db<T>(s: &Shared, f: impl FnOnce(&Db) -> Result<T, Fail>) -> Result<T, Fail> {
-    let db = s.db.lock().map_err(|_| {
-        Fail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "database lock poisoned".into(),
-        )
-    })?;
+    // A handler that panicked while holding the lock left nothing half-written (the
+    // pages only read, and SQLite keeps its own transactions): keep serving.
+    let db = s.db.lock().unwrap_or_else(|e| e.into_inner());
     f(&db)
 }
 

@@ -1,7 +1,9 @@
 //! Outliers and clusters of a scored collection.
 //!
-//! - [`outliers`] on a score: transcripts (or messages) whose pooled value (mean or max over
-//!   tokens) is far from the collection's, as a robust z-score `(x - median) / (1.4826 MAD)`;
+//! - [`outliers`] on a score: messages whose pooled value (mean or max over tokens), or
+//!   transcripts whose assistant messages' (the max or mean of theirs), is far from the
+//!   collection's, as a robust z-score `(x - median) / (1.4826 MAD)` (when the MAD is 0,
+//!   1.2533 x the mean absolute deviation);
 //!   on an SAE: transcripts whose assistant messages fire latents that are rare in the
 //!   collection, scored by the mean of `-log2(share of transcripts where the latent fires)`
 //!   over their 5 rarest latents.
@@ -192,10 +194,14 @@ pub fn outliers(
             .collect::<rusqlite::Result<Vec<_>>>()?;
         v
     } else {
+        // A transcript's value pools its assistant messages' (the system prompt and the
+        // task are often the same in every transcript and would swamp the max).
+        let agg = if pool == Pool::Mean { "avg" } else { "max" };
         let mut st = conn.prepare(&format!(
-            "SELECT ts.transcript_id, r.key, ts.{col} FROM token_scores ts \
-             JOIN transcripts t ON t.id = ts.transcript_id JOIN runs r ON r.id = t.run_id \
-             WHERE ts.scorer_id = ?1 AND ts.{col} IS NOT NULL"
+            "SELECT m.transcript_id, r.key, {agg}(s.{col}) FROM message_scores s \
+             JOIN messages m ON m.id = s.message_id JOIN transcripts t ON t.id = m.transcript_id \
+             JOIN runs r ON r.id = t.run_id WHERE s.scorer_id = ?1 AND s.{col} IS NOT NULL \
+             AND m.role = 'assistant' GROUP BY m.transcript_id"
         ))?;
         let v = st
             .query_map(params![sid], |r| {
@@ -204,10 +210,32 @@ pub fn outliers(
             .collect::<rusqlite::Result<Vec<_>>>()?;
         v
     };
+    if rows.is_empty() {
+        return Err(Error::Input(format!(
+            "no {} scored by {scorer}",
+            if messages {
+                "messages"
+            } else {
+                "assistant messages"
+            }
+        )));
+    }
     let mut xs: Vec<f64> = rows.iter().map(|r| r.3).collect();
     let med = median(&mut xs);
     let mut dev: Vec<f64> = rows.iter().map(|r| (r.3 - med).abs()).collect();
-    let mad = (1.4826 * median(&mut dev)).max(1e-12);
+    let mut mad = 1.4826 * median(&mut dev);
+    let mut spread = "MAD-based SD";
+    if mad <= 1e-12 {
+        // Over half the values are the median: the MAD is 0. The mean absolute deviation
+        // (x 1.2533, an SD under normality) still measures the spread.
+        mad = 1.2533 * dev.iter().sum::<f64>() / dev.len().max(1) as f64;
+        spread = "SD from the mean absolute deviation; over half the values equal the median";
+    }
+    if mad <= 1e-12 {
+        return Err(Error::Input(format!(
+            "every value of {scorer} ({col}) is {med:.4}: no spread to find outliers by"
+        )));
+    }
     let mut out: Vec<Outlier> = rows
         .into_iter()
         .map(|(tid, run, m, x)| {
@@ -219,7 +247,7 @@ pub fn outliers(
                 value: x,
                 z,
                 reason: format!(
-                    "{scorer} {col} {x:.3}: {:.1} robust SDs {} the collection's median {med:.3} (MAD-based SD {mad:.3})",
+                    "{scorer} {col} {x:.3}: {:.1} robust SDs {} the collection's median {med:.3} ({spread} {mad:.3})",
                     z.abs(),
                     if z >= 0.0 { "above" } else { "below" }
                 ),

@@ -204,10 +204,34 @@ pub fn permutation_p(scores: &[f64], labels: &[u8], reps: usize, seed: u64) -> f
 /// Errors: a collection is missing; the latent's SAE or the scorer was not scored on both;
 /// an n-gram of more than two words; fewer than 2 units on a side.
 pub fn check(db: &Db, cfg: &CheckConfig) -> Result<CheckResult> {
+    if cfg.reps < 100 {
+        return Err(Error::Input(format!(
+            "--reps {}: expected at least 100 resamples for a 95% interval and a p-value",
+            cfg.reps
+        )));
+    }
     let sae = match &cfg.detector {
-        Detector::Latent(_) => {
+        Detector::Latent(j) => {
             let (s, note) = sae_scorer(db, &cfg.a, &cfg.b, cfg.sae.as_deref())?;
-            Some(s.ok_or_else(|| Error::Input(note.unwrap_or_default()))?)
+            let s = s.ok_or_else(|| Error::Input(note.unwrap_or_default()))?;
+            let spec: String = db.conn().query_row(
+                "SELECT spec FROM scorers WHERE id = ?1",
+                params![s.0],
+                |r| r.get(0),
+            )?;
+            let d_sae = serde_json::from_str::<serde_json::Value>(&spec)
+                .ok()
+                .and_then(|v| v["definition"]["d_sae"].as_u64());
+            if let Some(d) = d_sae {
+                if u64::from(*j) >= d {
+                    return Err(Error::Input(format!(
+                        "--latent {j}: {} has {d} latents (0..{})",
+                        s.2,
+                        d - 1
+                    )));
+                }
+            }
+            Some(s)
         }
         _ => None,
     };
@@ -253,7 +277,7 @@ pub fn check(db: &Db, cfg: &CheckConfig) -> Result<CheckResult> {
                     ub.len()
                 )));
             }
-            let s = split(&ua, &ub, discovery, seed);
+            let s = split((&ua, &cfg.a), (&ub, &cfg.b), discovery, seed);
             (s.ha, s.hb)
         }
         None => ((0..ua.len()).collect(), (0..ub.len()).collect()),

@@ -267,6 +267,18 @@ impl Db {
     ///
     /// Errors: the file is not SQLite, or holds another schema version.
     pub fn open(path: &Path) -> Result<Db> {
+        // A new database in a folder that does not exist yet: make the folder.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::Input(format!(
+                        "{}: cannot create its folder {}: {e}",
+                        path.display(),
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
         let conn = Connection::open(path)
             .map_err(|e| Error::Input(format!("{}: cannot open as SQLite: {e}", path.display())))?;
         Self::init(conn, &path.display().to_string())

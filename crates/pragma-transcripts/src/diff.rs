@@ -274,8 +274,15 @@ pub(crate) struct Split {
 
 /// Split units into a seeded discovery share and the held-out rest. Units pair by
 /// (sample id, epoch) when every unit of both sides has one, at least 4 match and they
-/// cover half the smaller side; pairs are then split together.
-pub(crate) fn split(ua: &[Unit], ub: &[Unit], discovery: f64, seed: u64) -> Split {
+/// cover half the smaller side; pairs are then split together. The split does not depend
+/// on which side is A: pairs are shuffled in key order, and unpaired sides each by a
+/// generator seeded with the seed and the collection's name.
+pub(crate) fn split(
+    (ua, name_a): (&[Unit], &str),
+    (ub, name_b): (&[Unit], &str),
+    discovery: f64,
+    seed: u64,
+) -> Split {
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     if ua.iter().chain(ub).all(|u| u.key.is_some()) {
         let index: HashMap<&(String, i64), usize> = ub
@@ -290,9 +297,10 @@ pub(crate) fn split(ua: &[Unit], ub: &[Unit], discovery: f64, seed: u64) -> Spli
         }
     }
     let paired = pairs.len() >= 4 && 2 * pairs.len() >= ua.len().min(ub.len());
-    let mut rng = XorShift::mixed(seed, 0xD1FF);
     if paired {
+        let mut rng = XorShift::mixed(seed, 0xD1FF);
         let mut p = pairs.clone();
+        p.sort_by(|x, y| ua[x.0].key.cmp(&ua[y.0].key));
         rng.shuffle(&mut p);
         let k = ((p.len() as f64 * discovery).round() as usize).clamp(2, p.len() - 2);
         let (d, h) = p.split_at(k);
@@ -306,15 +314,16 @@ pub(crate) fn split(ua: &[Unit], ub: &[Unit], discovery: f64, seed: u64) -> Spli
             dpairs: d.to_vec(),
         }
     } else {
-        let mut halves = |n: usize| {
+        let halves = |n: usize, name: &str| {
+            let mut rng = XorShift::mixed(seed, 0xD1FF ^ fnv1a(name));
             let mut o: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut o);
             let k = ((n as f64 * discovery).round() as usize).clamp(2, n - 2);
             let h = o.split_off(k);
             (o, h)
         };
-        let (da, ha) = halves(ua.len());
-        let (db, hb) = halves(ub.len());
+        let (da, ha) = halves(ua.len(), name_a);
+        let (db, hb) = halves(ub.len(), name_b);
         Split {
             paired,
             pairs: pairs.len(),
@@ -325,6 +334,13 @@ pub(crate) fn split(ua: &[Unit], ub: &[Unit], discovery: f64, seed: u64) -> Spli
             dpairs: Vec::new(),
         }
     }
+}
+
+/// FNV-1a hash of a name (stable across runs and platforms).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// `P(X >= k)` for `X ~ Binomial(n, 1/2)`: the exact one-sided sign-flip test.
@@ -366,7 +382,7 @@ pub fn diff(db: &Db, cfg: &DiffConfig) -> Result<DiffResult> {
         ha,
         hb,
         dpairs,
-    } = split(&ua, &ub, cfg.discovery, cfg.seed);
+    } = split((&ua, &cfg.a), (&ub, &cfg.b), cfg.discovery, cfg.seed);
     let lf = ln_factorials(ua.len() + ub.len() + 2);
     let mut families = Vec::new();
 

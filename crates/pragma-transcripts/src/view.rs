@@ -300,7 +300,9 @@ impl Db {
                 .chunks_exact(4)
                 .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
                 .collect();
-            let per_tok = sparse.map(|b| read_sparse_blob(&b)).unwrap_or_default();
+            let mut per_tok = sparse.map(|b| read_sparse_blob(&b)).unwrap_or_default();
+            // One row per token id (rows past the ids would point at no token).
+            per_tok.truncate(ids.len());
             tokens += per_tok.len() as u64;
             for (t, row) in per_tok.iter().enumerate() {
                 if let Some(&(_, a)) = row.iter().find(|x| x.0 == latent) {

@@ -70,6 +70,20 @@ fn setup() -> Db {
             params![tid, x],
         )
         .expect("score");
+        // The assistant message holds the score; the user message (the same prompt in
+        // every transcript) scores 50 everywhere and must not count for transcripts.
+        conn.execute(
+            "INSERT INTO message_scores(message_id, scorer_id, mean, max) SELECT id, 1, ?2, ?2 \
+             FROM messages WHERE transcript_id = ?1 AND role = 'assistant'",
+            params![tid, x],
+        )
+        .expect("message score");
+        conn.execute(
+            "INSERT INTO message_scores(message_id, scorer_id, mean, max) SELECT id, 1, 50.0, 50.0 \
+             FROM messages WHERE transcript_id = ?1 AND role = 'user'",
+            params![tid],
+        )
+        .expect("user score");
         conn.execute(
             "INSERT INTO token_scores(transcript_id, scorer_id, sparse) VALUES (?1, 2, X'')",
             params![tid],
@@ -104,6 +118,22 @@ fn outliers_on_a_score_and_in_latent_space() {
     assert_eq!(o[0].run, "r23", "{o:?}");
     assert!(
         o[0].reason.contains("90 (in 1.7% of transcripts)"),
+        "{}",
+        o[0].reason
+    );
+    // Most values equal (the MAD is 0): the mean absolute deviation measures the spread.
+    db.conn()
+        .execute(
+            "UPDATE message_scores SET mean = 0, max = 0 WHERE scorer_id = 1 AND max < 5 AND max > -5",
+            [],
+        )
+        .expect("flatten");
+    let o = outliers(&db, "c", "probe:x", Pool::Max, false, 3).expect("outliers, MAD 0");
+    assert_eq!(o[0].run, "r17", "{o:?}");
+    // 59 zeros and one 10: mean |x - 0| = 10/60, z = 10 / (1.2533 * 10 / 60) = 47.9.
+    assert!((o[0].z - 60.0 / 1.2533).abs() < 1e-6, "{:?}", o[0]);
+    assert!(
+        o[0].reason.contains("mean absolute deviation"),
         "{}",
         o[0].reason
     );

@@ -120,6 +120,13 @@ fn paired_collections_use_the_sign_test() {
     assert_eq!(r.discovery_units, (60, 60));
     let top = &r.families[0].more_in_b[0];
     assert_eq!(top.name, "zebra");
+    // Pairs split the same way whichever side is A.
+    let r2 = diff(&db, &DiffConfig::new("b", "a")).expect("reversed");
+    let top2 = &r2.families[0].more_in_a[0];
+    assert_eq!(
+        (top2.name.as_str(), top2.p, top2.heldout_auroc),
+        ("zebra", top.p, top.heldout_auroc)
+    );
     // ~30 discordant pairs all one way: p = 2^-30 or so.
     assert!(top.p < 1e-6, "{top:?}");
 }
@@ -176,6 +183,22 @@ fn check_turns_a_hypothesis_into_a_detector() {
     assert_eq!(h.units, (100, 100));
     assert!(h.heldout);
     assert_eq!(Some(h.auroc), top.heldout_auroc);
+    // The split does not depend on the order: B vs A finds the same hypothesis on the same
+    // halves, and its check from the other side is diff's held-out AUROC too.
+    let r2 = diff(&db, &DiffConfig::new("b", "a")).expect("reversed");
+    let top2 = &r2.families[0].more_in_a[0];
+    assert_eq!(top2.name, "zebra");
+    assert_eq!((top2.p, top2.heldout_auroc), (top.p, top.heldout_auroc));
+    let worst = r.families[0]
+        .more_in_a
+        .first()
+        .expect("a hypothesis more in A");
+    let mut c = CheckConfig::new("b", "a", Detector::Ngram(worst.name.clone()));
+    c.heldout = Some((0.5, 0));
+    assert_eq!(
+        Some(check(&db, &c).expect("reverse check").auroc),
+        worst.heldout_auroc
+    );
 
     // On fresh collections: half of B2 has it and no A2 does, so AUROC ~0.75 (0.5 +
     // rate / 2), the interval covers it, and no shuffled labelling does as well.
@@ -295,4 +318,19 @@ fn check_reads_latents_and_probe_scores() {
     let mut c = CheckConfig::new("a", "b", Detector::Scorer("probe:x".into()));
     c.role = None;
     assert_eq!(check(&db, &c).expect("all").auroc, 0.0);
+    // A latent past the SAE's width, too few resamples: clear errors.
+    db.conn()
+        .execute(
+            "UPDATE scorers SET spec = '{\"definition\": {\"d_sae\": 6}}' WHERE kind = 'sae'",
+            [],
+        )
+        .expect("spec");
+    let e = check(&db, &CheckConfig::new("a", "b", Detector::Latent(6)))
+        .map(|_| ())
+        .expect_err("width");
+    assert!(e.to_string().contains("has 6 latents (0..5)"), "{e}");
+    let mut c = CheckConfig::new("a", "b", Detector::Latent(5));
+    c.reps = 0;
+    let e = check(&db, &c).map(|_| ()).expect_err("reps");
+    assert!(e.to_string().contains("at least 100"), "{e}");
 }

@@ -350,6 +350,8 @@ pub(super) fn cmd_check(a: CheckArgs) -> Result<()> {
         format!("detects {}", r.b)
     } else if r.ci.1 < 0.5 {
         format!("detects {} instead (AUROC below 0.5)", r.a)
+    } else if r.p < 0.05 {
+        "borderline: the interval includes 0.5 though the permutation p is below 0.05".into()
     } else {
         "within noise: the interval includes 0.5".into()
     };
