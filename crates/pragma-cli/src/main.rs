@@ -90,8 +90,9 @@ enum Command {
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
     /// Transcripts joined with the model's internals: import (OpenAI, ShareGPT, Inspect AI,
-    /// Docent), search, score (probes, vectors, SAE latents per token), diff, outliers,
-    /// cluster, rollout, export. Browse them with `pragma serve`.
+    /// Docent), list, search, show, score (probes, vectors, SAE latents per token), diff,
+    /// check (a hypothesis as a detector), outliers, cluster, rollout, export, delete.
+    /// Browse them with `pragma serve`.
     #[command(subcommand)]
     Transcripts(transcripts::TranscriptsCommand),
     /// The web UI over a transcript database: collections, search, transcripts with
