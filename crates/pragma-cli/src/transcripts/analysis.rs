@@ -228,7 +228,7 @@ pub(super) fn cmd_diff(a: DiffArgs) -> Result<()> {
                     h.heldout_auroc.map_or("-".into(), |v| format!("{v:.2}")),
                     h.examples
                         .first()
-                        .map(|e| format!("{}: {}", e.side, e.text.replace('|', "/")))
+                        .map(|e| format!("{}: {}", e.side, e.text.replace('|', "\\|")))
                         .unwrap_or_default()
                 );
             }
