@@ -162,12 +162,16 @@ impl GgufFile {
         if dims.len() != 2 {
             return Ok(None);
         }
-        let q = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| classify(&self.path, e))?;
-        let data = q.data()?.into_owned();
-        QuantWeight::new(dtype, dims[0], dims[1], data)
+        // The bytes straight from the file into aligned storage: one copy, none made by a
+        // reader in between (a 1B model's embedding is 150 MB).
+        let len = dims[0] * dims[1] / dtype.block_size() * dtype.type_size();
+        let start = self.content.tensor_data_offset + info.offset;
+        let mut data = QuantWeight::alloc(len);
+        self.reader
+            .seek(std::io::SeekFrom::Start(start))
+            .and_then(|_| self.reader.read_exact(&mut QuantWeight::bytes_mut(&mut data)[..len]))
+            .map_err(|e| Error::io(&self.path, e))?;
+        QuantWeight::from_aligned(dtype, dims[0], dims[1], data, len)
             .map(Some)
             .map_err(|e| Error::CorruptGguf {
                 path: self.path.clone(),

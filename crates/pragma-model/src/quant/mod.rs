@@ -102,19 +102,32 @@ impl QuantWeight {
     /// Errors: `cols` not a multiple of the block size, a byte count that does not match,
     /// or a dtype pragma cannot compute in.
     pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        let len = data.len();
+        Self::from_aligned(dtype, rows, cols, typed::aligned(&data), len)
+    }
+
+    /// As [`Self::new`], from the first `len` bytes of 8-byte aligned storage (what
+    /// [`Self::alloc`] gives to be read into): block types keep it without a copy.
+    pub fn from_aligned(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u64>,
+        len: usize,
+    ) -> Result<Self> {
         let bs = dtype.block_size();
         let want = rows * (cols / bs) * dtype.type_size();
-        if !cols.is_multiple_of(bs) || data.len() != want {
+        if !cols.is_multiple_of(bs) || len != want || data.len() * 8 < len {
             return Err(Error::InvalidInput(format!(
-                "{dtype:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {bs}, found {}",
-                data.len()
+                "{dtype:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {bs}, found {len}"
             )));
         }
         if let Some(kind) = QuantKind::from_ggml(dtype) {
+            let bytes = typed::as_bytes(&data, len);
             let (nq, ns) = (kind.qs_bytes(), kind.n_scales());
-            let mut qs = Vec::with_capacity(data.len());
-            let mut scales = Vec::with_capacity(data.len() / kind.block_bytes() * ns);
-            for blk in data.chunks_exact(kind.block_bytes()) {
+            let mut qs = Vec::with_capacity(len);
+            let mut scales = Vec::with_capacity(len / kind.block_bytes() * ns);
+            for blk in bytes.chunks_exact(kind.block_bytes()) {
                 for s in 0..ns {
                     scales.push(f16::from_le_bytes([blk[2 * s], blk[2 * s + 1]]).to_f32());
                 }
@@ -132,11 +145,19 @@ impl QuantWeight {
             dtype,
             rows,
             cols,
-            repr: Repr::Blocks {
-                data: typed::aligned(&data),
-                len: data.len(),
-            },
+            repr: Repr::Blocks { data, len },
         })
+    }
+
+    /// Zeroed aligned storage for `len` bytes and a mutable view of them, to read a
+    /// tensor's bytes into before [`Self::from_aligned`].
+    pub fn alloc(len: usize) -> Vec<u64> {
+        vec![0u64; len.div_ceil(8)]
+    }
+
+    /// The bytes of storage made by [`Self::alloc`].
+    pub fn bytes_mut(v: &mut [u64]) -> &mut [u8] {
+        typed::as_bytes_mut(v)
     }
 
     /// Whether pragma's own f32-activation row kernels cover `dtype` (Q4_1, Q8_0); other

@@ -107,7 +107,7 @@ pub fn as_bytes(v: &[u64], len: usize) -> &[u8] {
     }
 }
 
-fn as_bytes_mut(v: &mut [u64]) -> &mut [u8] {
+pub fn as_bytes_mut(v: &mut [u64]) -> &mut [u8] {
     // SAFETY: as `as_bytes`, mutably; every byte pattern is a valid u64.
     #[allow(unsafe_code)]
     unsafe {
