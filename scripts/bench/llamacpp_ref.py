@@ -39,6 +39,7 @@ def main():
 
     import llama_cpp
 
+    t_load = time.perf_counter()
     llm = load_llama_no_extra_bufts(
         llama_cpp,
         model_path=a.model,
@@ -50,6 +51,8 @@ def main():
         logits_all=False,
         verbose=False,
     )
+    load_s = time.perf_counter() - t_load
+    rss_loaded = peak_rss_mib()
     ids = llm.tokenize(TEXT.encode(), add_bos=False, special=False)
     rows = batch_rows(ids, a.batch, a.seq)
     n_vocab = llm.n_vocab()
@@ -87,6 +90,8 @@ def main():
         "decode_tokens": a.decode,
         "decode_tok_s": a.decode / t_decode,
         "peak_rss_mib": peak_rss_mib(),
+        "load_s": load_s,
+        "peak_rss_after_load_mib": rss_loaded,
     }, indent=2))
 
 

@@ -40,7 +40,7 @@ def machine():
 def fmt(v, kind):
     if v is None:
         return "—"
-    return {"tps": f"{v:,.1f}", "pct": f"{v * 100:+.1f}%", "mib": f"{v:,.0f}"}[kind]
+    return {"tps": f"{v:,.1f}", "pct": f"{v * 100:+.1f}%", "mib": f"{v:,.0f}", "s": f"{v:.2f}"}[kind]
 
 
 def ratio(p, r, kind):
@@ -64,6 +64,8 @@ def main():
         ("capture overhead", "capture_overhead", "pct"),
         (f"decode tok/s ({dec} greedy after a 16-token prompt)", "decode_tok_s", "tps"),
         ("peak RSS MiB", "peak_rss_mib", "mib"),
+        ("peak RSS after load MiB", "peak_rss_after_load_mib", "mib"),
+        ("load s", "load_s", "s"),
     ]
     cpu, ncpu, avail = machine()
     out = [

@@ -64,7 +64,10 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    let t_load = std::time::Instant::now();
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let rss_loaded = peak_rss_mib();
     let seqs = bench_tokens(&model, a.batch, a.seq)?;
     let batch = Batch::new(&seqs, model.device())?;
     let n_tok = (a.batch * a.seq) as f64;
@@ -159,6 +162,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "cache_forward_only_tok_s": cache_fwd_tps,
         "cache_write_cost": cache_tps.zip(cache_fwd_tps).map(|(c, f)| f / c - 1.0),
         "tool": "pragma",
+        "load_s": load_s,
+        "peak_rss_after_load_mib": rss_loaded,
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "prefill_batch": a.batch,
         "prefill_seq": a.seq,

@@ -285,3 +285,38 @@ fn good_tiny_model_runs_end_to_end() {
     ]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_model_too_large_for_memory_is_refused_before_loading() {
+    // The tiny f32 model's weights are ~60 KB; a 10 KB cap stands in for a small machine.
+    let d = tempfile::tempdir().expect("tmp");
+    let p = tiny_gguf(d.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
+        .args(["info", s(&p)])
+        .env("PRAGMA_MEMORY_LIMIT", "10000")
+        .output()
+        .expect("run pragma");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .expect("error line");
+    assert!(
+        line.contains("weights need")
+            && line.contains("MB in memory")
+            && line.contains("PRAGMA_MEMORY_LIMIT"),
+        "{line}"
+    );
+    // Under the cap it loads.
+    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
+        .args(["info", s(&p)])
+        .env("PRAGMA_MEMORY_LIMIT", "100000000")
+        .output()
+        .expect("run pragma");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -26,6 +26,19 @@ pub enum Error {
         supported: &'static str,
     },
 
+    #[error(
+        "{path}: its weights need {need_mb:.0} MB in memory ({mode}), but {available_mb:.0} MB {why}; \
+         use a smaller or more quantized file{hint}"
+    )]
+    TooLarge {
+        path: PathBuf,
+        need_mb: f64,
+        available_mb: f64,
+        mode: &'static str,
+        why: &'static str,
+        hint: &'static str,
+    },
+
     #[error("unsupported architecture '{found}': expected one of {expected}")]
     UnknownArchitecture { found: String, expected: String },
 

@@ -169,7 +169,10 @@ impl GgufFile {
         let mut data = QuantWeight::alloc(len);
         self.reader
             .seek(std::io::SeekFrom::Start(start))
-            .and_then(|_| self.reader.read_exact(&mut QuantWeight::bytes_mut(&mut data)[..len]))
+            .and_then(|_| {
+                self.reader
+                    .read_exact(&mut QuantWeight::bytes_mut(&mut data)[..len])
+            })
             .map_err(|e| Error::io(&self.path, e))?;
         QuantWeight::from_aligned(dtype, dims[0], dims[1], data, len)
             .map(Some)
@@ -177,6 +180,23 @@ impl GgufFile {
                 path: self.path.clone(),
                 reason: format!("tensor '{name}': {e}"),
             })
+    }
+
+    /// Bytes the weights take in memory: as stored (native mode; F32 tensors stay f32),
+    /// or 4 per element (f32 mode).
+    pub fn weight_bytes(&self, f32_mode: bool) -> u64 {
+        self.content
+            .tensor_infos
+            .values()
+            .map(|i| {
+                let n = i.shape.elem_count() as u64;
+                if f32_mode {
+                    4 * n
+                } else {
+                    n / i.ggml_dtype.block_size() as u64 * i.ggml_dtype.type_size() as u64
+                }
+            })
+            .sum()
     }
 
     /// The architecture config from `{arch}.*` metadata.

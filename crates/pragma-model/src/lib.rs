@@ -101,6 +101,7 @@ impl Model {
             });
         }
         let mut file = gguf::GgufFile::open(&path)?;
+        check_fits(&path, file.weight_bytes(mode == WeightMode::F32), mode)?;
         let mut cfg = file.config()?;
         if file.has_tensor("rope_freqs.weight") {
             let f = file.tensor_f32("rope_freqs.weight")?.to_vec1::<f32>()?;
@@ -134,6 +135,47 @@ impl Model {
     pub fn cfg(&self) -> &Config {
         &self.transformer.cfg
     }
+}
+
+/// Refuse, before reading any weight, a model whose weights alone exceed the memory
+/// available: `PRAGMA_MEMORY_LIMIT` (bytes, for a cap below the machine's) or Linux's
+/// `MemAvailable`. Unknown availability lets the load go ahead.
+fn check_fits(path: &Path, need: u64, mode: WeightMode) -> Result<()> {
+    let (available, why) = match std::env::var("PRAGMA_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(limit) => (limit, "is the limit set by PRAGMA_MEMORY_LIMIT"),
+        None => match mem_available() {
+            Some(a) => (a, "are available (MemAvailable)"),
+            None => return Ok(()),
+        },
+    };
+    if need > available {
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            need_mb: need as f64 / 1e6,
+            available_mb: available as f64 / 1e6,
+            mode: match mode {
+                WeightMode::Native => "in the file's dtypes",
+                WeightMode::F32 => "dequantized to f32",
+            },
+            why,
+            hint: match mode {
+                WeightMode::Native => "",
+                WeightMode::F32 => ", or drop --weights f32 to keep the file's dtypes",
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Linux's `MemAvailable` in bytes.
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Turn a user's model argument into a local path.
