@@ -141,7 +141,9 @@ pub struct Hit {
     pub run: String,
     pub sample_id: Option<String>,
     pub epoch: Option<i64>,
+    /// The transcript's index within its run, and its database id (`/t/ID` in the UI).
     pub transcript: i64,
+    pub transcript_id: i64,
     pub message: i64,
     pub role: String,
     /// The matching text with the matches in `[` `]`, cut to about 24 words around them.
@@ -568,7 +570,7 @@ impl Db {
         let cid = self.collection_id(collection)?;
         let mut sql = String::from(
             "SELECT m.id, r.key, r.sample_id, r.epoch, t.idx, m.idx, m.role, \
-               snippet(messages_fts, -1, '[', ']', '...', 24) \
+               snippet(messages_fts, -1, '[', ']', '...', 24), t.id \
              FROM messages_fts f JOIN messages m ON m.id = f.rowid \
              JOIN transcripts t ON m.transcript_id = t.id JOIN runs r ON t.run_id = r.id \
              WHERE messages_fts MATCH ?1 AND r.collection_id = ?2",
@@ -600,6 +602,7 @@ impl Db {
                     message: r.get(5)?,
                     role: r.get(6)?,
                     snippet: r.get(7)?,
+                    transcript_id: r.get(8)?,
                 })
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>())
