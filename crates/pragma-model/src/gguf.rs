@@ -27,6 +27,9 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
     reader: BufReader<File>,
+    /// The whole file mapped read-only: block-quantized matrices are used in place.
+    /// `None` where mapping failed (then tensors are read into memory).
+    map: Option<std::sync::Arc<memmap2::Mmap>>,
 }
 
 impl GgufFile {
@@ -43,10 +46,18 @@ impl GgufFile {
         }
         reader.rewind().map_err(|e| Error::io(path, e))?;
         let content = Content::read(&mut reader).map_err(|e| classify(path, e))?;
+        // SAFETY: the map is read-only and private to this process; as with llama.cpp's
+        // mmap, a file truncated or rewritten by another process while pragma runs would
+        // fault. Mapping is an optimisation: on failure the tensors are read instead.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(reader.get_ref()) }
+            .ok()
+            .map(std::sync::Arc::new);
         let mut f = Self {
             path: path.to_path_buf(),
             content,
             reader,
+            map,
         };
         f.check_extent()?;
         Ok(f)
@@ -162,10 +173,18 @@ impl GgufFile {
         if dims.len() != 2 {
             return Ok(None);
         }
-        // The bytes straight from the file into aligned storage: one copy, none made by a
-        // reader in between (a 1B model's embedding is 150 MB).
         let len = dims[0] * dims[1] / dtype.block_size() * dtype.type_size();
         let start = self.content.tensor_data_offset + info.offset;
+        if let Some(map) = &self.map {
+            return QuantWeight::mapped(dtype, dims[0], dims[1], map.clone(), start as usize, len)
+                .map(Some)
+                .map_err(|e| Error::CorruptGguf {
+                    path: self.path.clone(),
+                    reason: format!("tensor '{name}': {e}"),
+                });
+        }
+        // The bytes straight from the file into aligned storage: one copy, none made by a
+        // reader in between (a 1B model's embedding is 150 MB).
         let mut data = QuantWeight::alloc(len);
         self.reader
             .seek(std::io::SeekFrom::Start(start))
@@ -386,7 +405,11 @@ impl WeightSource for GgufWeights<'_> {
         };
         let q = self.file.tensor_quant(&format!("blk.{layer}.{name}"))?;
         Ok(match (q, self.permuted_heads(part)) {
-            (Some(q), Some(n_head)) => Some(q.permute_rows(&unpermute_rows(q.rows, n_head))),
+            (Some(q), Some(n_head)) => {
+                let p = q.permute_rows(&unpermute_rows(q.rows, n_head));
+                q.release_pages();
+                Some(p)
+            }
             (q, _) => q,
         })
     }

@@ -152,6 +152,13 @@ impl Linear {
         let w = ws.map(|ws| Tensor::cat(&ws, 0)).transpose()?;
         let qs: Option<Vec<&QuantWeight>> = parts.iter().map(|p| p.q.as_deref()).collect();
         let q = qs.and_then(|qs| QuantWeight::stack_rows(&qs));
+        if q.is_some() {
+            // The parts' mapped pages were copied into the stack.
+            parts
+                .iter()
+                .filter_map(|p| p.q.as_deref())
+                .for_each(QuantWeight::release_pages);
+        }
         if w.is_none() && q.is_none() {
             // Quantized parts of different dtypes: keep them apart.
             return Ok(Self {

@@ -277,11 +277,12 @@ pub fn write_gguf_mixed(
         tensors.push((gguf_name, QTensor::quantize(&t, dt)?));
     }
     let mut voc = tiny_vocab();
-    // A vocabulary larger than the tiny one (random models of real shapes): control
-    // tokens fill it, so ids past the BPE's still decode.
+    // A vocabulary larger than the tiny one (random models of real shapes): plain tokens
+    // no merge produces fill it, so ids past the BPE's still decode. (As control tokens,
+    // 128k of them would make every tokenizer build a matcher for them all.)
     for i in voc.tokens.len()..cfg.vocab_size {
-        voc.tokens.push(format!("<|reserved_{i}|>"));
-        voc.types.push(3);
+        voc.tokens.push(format!("<reserved_{i}>"));
+        voc.types.push(1);
     }
     let k = |s: &str| format!("{arch}.{s}");
     let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());

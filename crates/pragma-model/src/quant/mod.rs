@@ -10,6 +10,8 @@
 //! at load (`examples/matmul_kernels.rs`); [`QuantWeight::uses_rows`] picks the path.
 
 use candle_core::quantized::GgmlDType;
+use std::sync::Arc;
+
 use half::f16;
 use rayon::prelude::*;
 
@@ -75,6 +77,13 @@ enum Repr {
     /// Any GGML block type (and F16 / BF16 / F32 rows) exactly as in the file, in 8-byte
     /// aligned memory, computed on with candle's kernels ([`typed`]).
     Blocks { data: Vec<u64>, len: usize },
+    /// Blocks read in place from a memory-mapped file (`len` bytes at `start`): no copy,
+    /// and the pages are the OS's file cache, shared and loaded as they are first read.
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
 }
 
 /// A `[rows, cols]` weight matrix kept in its file dtype: GGUF blocks (Q4_0 ... Q8_K),
@@ -170,7 +179,64 @@ impl QuantWeight {
     pub fn bytes(&self) -> usize {
         match &self.repr {
             Repr::Split { qs, scales, .. } => qs.len() + 4 * scales.len(),
-            Repr::Blocks { len, .. } => *len,
+            Repr::Blocks { len, .. } | Repr::Mapped { len, .. } => *len,
+        }
+    }
+
+    /// A weight whose blocks stay in a memory-mapped file: `len` bytes at `start`. Q4_1
+    /// and Q8_0 (pragma's split layout) and misaligned data are copied instead.
+    ///
+    /// Errors: as [`Self::new`], or a range past the map's end.
+    pub fn mapped(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    ) -> Result<Self> {
+        let Some(bytes) = map.get(start..start + len) else {
+            return Err(Error::InvalidInput(format!(
+                "{dtype:?} weight [{rows}, {cols}]: bytes {start}..{} past the file's {}",
+                start + len,
+                map.len()
+            )));
+        };
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(8);
+        if QuantKind::from_ggml(dtype).is_some() || !aligned {
+            return Self::new(dtype, rows, cols, bytes.to_vec());
+        }
+        let bs = dtype.block_size();
+        let want = rows * (cols / bs) * dtype.type_size();
+        if !cols.is_multiple_of(bs) || len != want {
+            return Err(Error::InvalidInput(format!(
+                "{dtype:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {bs}, found {len}"
+            )));
+        }
+        typed::check(dtype)?;
+        Ok(Self {
+            dtype,
+            rows,
+            cols,
+            repr: Repr::Mapped { map, start, len },
+        })
+    }
+
+    /// For a weight read in place from a mapped file, tell the OS its pages are not needed
+    /// now (`MADV_DONTNEED`), after they were copied (row permutation, stacking): they
+    /// leave this process's resident set and are re-read from the file if read again.
+    /// Other weights: nothing.
+    pub fn release_pages(&self) {
+        if let Repr::Mapped { map, start, len } = &self.repr {
+            let page = 4096;
+            let a = start / page * page;
+            let b = (start + len).min(map.len());
+            // SAFETY: the map is private and read-only, never written, so dropping its pages
+            // only makes the next read fault them in again from the file with the same
+            // bytes; no reference into the range is invalidated in content.
+            #[allow(unsafe_code)]
+            let _ =
+                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
         }
     }
 
@@ -182,6 +248,7 @@ impl QuantWeight {
     fn block_bytes(&self) -> &[u8] {
         match &self.repr {
             Repr::Blocks { data, len } => typed::as_bytes(data, *len),
+            Repr::Mapped { map, start, len } => &map[*start..*start + *len],
             Repr::Split { .. } => &[],
         }
     }
@@ -204,7 +271,7 @@ impl QuantWeight {
                     scales: sc,
                 }
             }
-            Repr::Blocks { len, .. } => {
+            Repr::Blocks { len, .. } | Repr::Mapped { len, .. } => {
                 let rb = self.row_bytes();
                 let src = self.block_bytes();
                 let mut out = Vec::with_capacity(*len);
@@ -265,7 +332,7 @@ impl QuantWeight {
                     scales,
                 }
             }
-            Repr::Blocks { .. } => {
+            Repr::Blocks { .. } | Repr::Mapped { .. } => {
                 let mut out = Vec::new();
                 for p in parts {
                     out.extend_from_slice(p.block_bytes());
@@ -318,7 +385,7 @@ impl QuantWeight {
     pub fn matmul_rows(&self, x: &[f32], n: usize) -> Vec<f32> {
         match &self.repr {
             Repr::Split { kind, qs, scales } => self.matmul_split(*kind, qs, scales, x, n),
-            Repr::Blocks { .. } => {
+            Repr::Blocks { .. } | Repr::Mapped { .. } => {
                 typed::matmul(self.dtype, self.block_bytes(), x, n, self.cols, self.rows)
             }
         }
@@ -448,7 +515,7 @@ impl QuantWeight {
                     }
                 }
             }
-            Repr::Blocks { .. } => {
+            Repr::Blocks { .. } | Repr::Mapped { .. } => {
                 let rb = self.row_bytes();
                 typed::to_float(self.dtype, &self.block_bytes()[r0 * rb..r1 * rb], out);
             }
