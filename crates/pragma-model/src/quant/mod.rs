@@ -204,7 +204,9 @@ impl QuantWeight {
         };
         let aligned = (bytes.as_ptr() as usize).is_multiple_of(8);
         if QuantKind::from_ggml(dtype).is_some() || !aligned {
-            return Self::new(dtype, rows, cols, bytes.to_vec());
+            let w = Self::new(dtype, rows, cols, bytes.to_vec());
+            dont_need(&map, start, len);
+            return w;
         }
         let bs = dtype.block_size();
         let want = rows * (cols / bs) * dtype.type_size();
@@ -228,15 +230,7 @@ impl QuantWeight {
     /// Other weights: nothing.
     pub fn release_pages(&self) {
         if let Repr::Mapped { map, start, len } = &self.repr {
-            let page = 4096;
-            let a = start / page * page;
-            let b = (start + len).min(map.len());
-            // SAFETY: the map is private and read-only, never written, so dropping its pages
-            // only makes the next read fault them in again from the file with the same
-            // bytes; no reference into the range is invalidated in content.
-            #[allow(unsafe_code)]
-            let _ =
-                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+            dont_need(map, *start, *len);
         }
     }
 
@@ -528,6 +522,21 @@ impl QuantWeight {
         self.dequantize_rows(0, self.rows, &mut out);
         out
     }
+}
+
+/// `MADV_DONTNEED` over the pages of `start..start + len` of a read-only file map.
+fn dont_need(map: &memmap2::Mmap, start: usize, len: usize) {
+    let page = 4096;
+    let a = start / page * page;
+    let b = (start + len).min(map.len());
+    if b <= a {
+        return;
+    }
+    // SAFETY: the map is private and read-only, never written, so dropping its pages only
+    // makes the next read fault them in again from the file with the same bytes; no
+    // reference into the range sees different content.
+    #[allow(unsafe_code)]
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
 }
 
 /// A raw pointer that may cross threads (each tile writes its own columns).
