@@ -401,3 +401,75 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
     sab / (saa * sbb).sqrt()
 }
+
+/// The config of a named random-model shape: `llama-3.2-1b` (16 layers, d_model 2048,
+/// d_mlp 8192, 32 heads / 8 kv of 64, vocab 128256, tied: 1.24 B parameters),
+/// `llama-3.1-8b-4l` (Llama 3.1 8B's layers, d_model 4096, d_mlp 14336, 32 / 8 heads of
+/// 128, untied vocab 128256, 4 of its 32 layers) or `wide-test` (2 layers, d_model 256,
+/// d_mlp 512, 4 / 2 heads of 64, the tiny vocabulary, untied: every GGUF dtype fits).
+pub fn shape(name: &str) -> Result<Config> {
+    let mut cfg = tiny_config(Arch::Llama);
+    cfg.n_heads = 32;
+    cfg.n_kv_heads = 8;
+    cfg.tie_embeddings = false;
+    match name {
+        "llama-3.2-1b" | "llama-3.1-8b-4l" => {
+            cfg.vocab_size = 128_256;
+            cfg.context_length = 8192;
+            cfg.rope_theta = 500_000.0;
+            if name == "llama-3.2-1b" {
+                (cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.d_head) = (16, 2048, 8192, 64);
+                cfg.tie_embeddings = true;
+            } else {
+                (cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.d_head) = (4, 4096, 14336, 128);
+            }
+        }
+        "wide-test" => {
+            (cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.d_head) = (2, 256, 512, 64);
+            (cfg.n_heads, cfg.n_kv_heads) = (4, 2);
+        }
+        s => {
+            return Err(Error::InvalidInput(format!(
+                "shape {s}: expected llama-3.2-1b, llama-3.1-8b-4l or wide-test"
+            )))
+        }
+    }
+    Ok(cfg)
+}
+
+/// Random weights for a model of real shapes: uniform with scale 1/sqrt(fan_in) for
+/// matrices (activations keep their scale through the layers), 1 for norms; seeded.
+pub fn random_weights(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut mat = |rows: usize, cols: usize| -> Result<Tensor> {
+        let s = 1.0 / (cols as f32).sqrt();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| s * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
+        Ok(Tensor::from_vec(v, (rows, cols), &Device::Cpu)?)
+    };
+    let norm =
+        |d: usize| -> Result<Tensor> { Ok(Tensor::from_vec(vec![1f32; d], d, &Device::Cpu)?) };
+    let (d, f, v) = (cfg.d_model, cfg.d_mlp, cfg.vocab_size);
+    let (qd, kd) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+    let mut w = vec![
+        ("model.embed_tokens.weight".to_string(), mat(v, d)?),
+        ("model.norm.weight".to_string(), norm(d)?),
+    ];
+    if !cfg.tie_embeddings {
+        w.push(("lm_head.weight".into(), mat(v, d)?));
+    }
+    for i in 0..cfg.n_layers {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        w.push((p("input_layernorm.weight"), norm(d)?));
+        w.push((p("self_attn.q_proj.weight"), mat(qd, d)?));
+        w.push((p("self_attn.k_proj.weight"), mat(kd, d)?));
+        w.push((p("self_attn.v_proj.weight"), mat(kd, d)?));
+        w.push((p("self_attn.o_proj.weight"), mat(d, qd)?));
+        w.push((p("post_attention_layernorm.weight"), norm(d)?));
+        w.push((p("mlp.gate_proj.weight"), mat(f, d)?));
+        w.push((p("mlp.up_proj.weight"), mat(f, d)?));
+        w.push((p("mlp.down_proj.weight"), mat(d, f)?));
+    }
+    Ok(w)
+}
