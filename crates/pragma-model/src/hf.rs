@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::config::{Arch, Config, Llama3RopeScaling};
 use crate::error::{Error, Result};
 use crate::llama::{Part, WeightSource};
+use crate::quant::QuantWeight;
+use candle_core::quantized::GgmlDType;
 
 #[derive(Deserialize)]
 struct HfConfig {
@@ -162,6 +164,26 @@ impl SafetensorsWeights {
     fn has(&self, name: &str) -> bool {
         self.st.get(name).is_ok()
     }
+
+    /// A 2-D F16 or BF16 tensor kept in half precision ([`QuantWeight`] rows; the same
+    /// little-endian bytes as GGUF's F16 / BF16); `None` for other dtypes or ranks.
+    fn half(&self, name: &str) -> Result<Option<QuantWeight>> {
+        let Ok(view) = self.st.get(name) else {
+            return Ok(None);
+        };
+        // (candle's safetensors is another version of the crate than ours: match by name.)
+        let dtype = match format!("{:?}", view.dtype()).as_str() {
+            "F16" => GgmlDType::F16,
+            "BF16" => GgmlDType::BF16,
+            _ => return Ok(None),
+        };
+        let [rows, cols] = view.shape() else {
+            return Ok(None);
+        };
+        QuantWeight::new(dtype, *rows, *cols, view.data().to_vec())
+            .map(Some)
+            .map_err(|e| Error::InvalidInput(format!("{}: {name}: {e}", self.dir.display())))
+    }
 }
 
 impl WeightSource for SafetensorsWeights {
@@ -179,6 +201,31 @@ impl WeightSource for SafetensorsWeights {
     }
     fn final_norm(&mut self) -> Result<Tensor> {
         self.get("model.norm.weight")
+    }
+    fn embedding_quant(&mut self) -> Result<Option<QuantWeight>> {
+        self.half("model.embed_tokens.weight")
+    }
+    fn lm_head_is_tied(&mut self) -> Result<bool> {
+        Ok(self.tie && !self.has("lm_head.weight"))
+    }
+    fn lm_head_quant(&mut self) -> Result<Option<QuantWeight>> {
+        if self.tie && !self.has("lm_head.weight") {
+            return self.half("model.embed_tokens.weight");
+        }
+        self.half("lm_head.weight")
+    }
+    fn block_quant(&mut self, layer: usize, part: Part) -> Result<Option<QuantWeight>> {
+        let name = match part {
+            Part::Q => "self_attn.q_proj.weight",
+            Part::K => "self_attn.k_proj.weight",
+            Part::V => "self_attn.v_proj.weight",
+            Part::O => "self_attn.o_proj.weight",
+            Part::Gate => "mlp.gate_proj.weight",
+            Part::Up => "mlp.up_proj.weight",
+            Part::Down => "mlp.down_proj.weight",
+            _ => return Ok(None),
+        };
+        self.half(&format!("model.layers.{layer}.{name}"))
     }
     fn block(&mut self, layer: usize, part: Part) -> Result<Tensor> {
         let name = match part {

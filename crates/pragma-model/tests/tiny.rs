@@ -843,3 +843,51 @@ fn mixed_dtype_projections_stay_apart_and_agree() {
     );
     assert!(r > 0.999, "resid correlation {r}");
 }
+
+#[test]
+fn half_precision_safetensors_stay_half() {
+    // An HF folder saved in F16 and in BF16: native keeps the matrices in half precision
+    // (half the f32 path's bytes for them) and gives the f32 path's logits (the same
+    // values, widened exactly; f32 sums in another order: 1e-4 of the logits' scale).
+    use candle_core::DType;
+    let cfg = wide_config();
+    for dt in [DType::F16, DType::BF16] {
+        let w: Vec<(String, candle_core::Tensor)> = tiny_weights(&cfg, 13)
+            .expect("w")
+            .into_iter()
+            .map(|(n, t)| (n, t.to_dtype(dt).expect("cast")))
+            .collect();
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("hf");
+        write_hf(&p, &cfg, &w).expect("write");
+        let path = p.to_str().expect("utf8");
+        let native = Model::load_with(path, WeightMode::Native, &mut |_| {}).expect("native");
+        let f32m = Model::load_with(path, WeightMode::F32, &mut |_| {}).expect("f32");
+        let ratio =
+            native.transformer.weight_bytes() as f64 / f32m.transformer.weight_bytes() as f64;
+        assert!(
+            ratio < 0.55,
+            "{dt:?}: native holds {ratio:.2} of f32's bytes"
+        );
+        let ids: Vec<u32> = (0..16).map(|i| 3 + (i * 5) % 40).collect();
+        let run = |m: &Model| -> Vec<f32> {
+            let batch = Batch::single(&ids, m.device()).expect("batch");
+            let (l, _) = m
+                .transformer
+                .forward(&batch, &Hooks::new(), Logits::All)
+                .expect("forward");
+            l.expect("logits")
+                .flatten_all()
+                .expect("f")
+                .to_vec1()
+                .expect("v")
+        };
+        let (a, b) = (run(&native), run(&f32m));
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d <= 1e-4 * scale, "{dt:?}: {d} of {scale}");
+    }
+}
