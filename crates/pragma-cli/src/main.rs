@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod eval_cmd;
+mod info_cmd;
 mod input_args;
 mod probe_cmd;
 mod sae_cmd;
@@ -59,7 +60,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Show a model's architecture, sizes, dtypes and every hook point with its shape.
-    Info(InfoArgs),
+    Info(info_cmd::InfoArgs),
     /// Generate text, streaming tokens, optionally with an intervention.
     Generate(GenerateArgs),
     /// Run a prompt and save chosen activations (and logits) to a safetensors file.
@@ -101,16 +102,6 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
-}
-
-#[derive(Args)]
-struct InfoArgs {
-    /// Model: .gguf file, HF folder, or built-in name.
-    #[arg(default_value = DEFAULT_MODEL)]
-    model: String,
-    /// Print machine-readable JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -252,7 +243,7 @@ fn main() -> ExitCode {
         std::env::set_var("PRAGMA_WEIGHTS", w);
     }
     let result = match cli.command {
-        Command::Info(a) => cmd_info(a),
+        Command::Info(a) => info_cmd::cmd_info(a),
         Command::Generate(a) => cmd_generate(a),
         Command::Trace(a) => cmd_trace(a),
         Command::Tokenize(a) => cmd_tokenize(a),
@@ -289,113 +280,6 @@ fn load(spec: &str) -> Result<Model> {
         t.elapsed().as_secs_f64()
     );
     Ok(model)
-}
-
-fn cmd_info(a: InfoArgs) -> Result<()> {
-    let model = load(&a.model)?;
-    let cfg = model.cfg();
-    let hooks: Vec<(String, String)> = HookPoint::all(cfg.n_layers)
-        .into_iter()
-        .map(|p| (p.to_string(), p.shape_doc().to_string()))
-        .collect();
-    if a.json {
-        let v = serde_json::json!({
-            "info": model.info,
-            "config": cfg,
-            "tokenizer": model.tokenizer.info,
-            "hook_points": hooks.iter().map(|(n, s)| serde_json::json!({"name": n, "shape": s})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    print_info(&model);
-    println!("\nhook points ({}):", hooks.len());
-    let per_layer: Vec<HookPoint> = HookPoint::all(1)
-        .into_iter()
-        .filter(|p| p.layer().is_some())
-        .collect();
-    println!("  {:<40} {}", "hook_embed", HookPoint::Embed.shape_doc());
-    for p in &per_layer {
-        let name = format!("blocks.{{0..{}}}.{}", cfg.n_layers - 1, p.site());
-        println!("  {:<40} {}", name, p.shape_doc());
-    }
-    for p in HookPoint::all(1)
-        .into_iter()
-        .filter(|p| p.layer().is_none())
-    {
-        if p != HookPoint::Embed {
-            println!("  {:<40} {}", p.to_string(), p.shape_doc());
-        }
-    }
-    println!(
-        "\nwhere batch = sequences, pos = tokens, d_model = {}, n_heads = {}, n_kv_heads = {}, d_head = {}, d_mlp = {}.",
-        cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
-    );
-    println!("Patterns: 'blocks.*.hook_resid_post', 'blocks.-1.hook_mlp_out', 'blocks.0..4.attn.*', comma lists.");
-    Ok(())
-}
-
-/// Resident memory of the pragma binary and its tokenizer before weights (measured:
-/// `pragma info` on the tiny test model).
-const RUNTIME_MB: usize = 30;
-
-fn print_info(model: &Model) {
-    let cfg = model.cfg();
-    println!("model       {}", model.info.name.as_deref().unwrap_or("?"));
-    println!(
-        "file        {} ({})",
-        model.info.path.display(),
-        model.info.format
-    );
-    println!("arch        {}", cfg.arch.name());
-    println!(
-        "sizes       {} layers, d_model {}, d_mlp {}, heads {} (kv {}), d_head {}, vocab {}, context {}",
-        cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.vocab_size, cfg.context_length
-    );
-    println!("params      {:.1} M", cfg.n_params() as f64 / 1e6);
-    if !model.info.file_dtypes.is_empty() {
-        let d: Vec<String> = model
-            .info
-            .file_dtypes
-            .iter()
-            .map(|(t, n)| format!("{t} x{n}"))
-            .collect();
-        println!("file dtypes {}", d.join(", "));
-    }
-    let t = &model.transformer;
-    let mb = |b: usize| b as f64 / 1e6;
-    let ctx = cfg.context_length.min(4096);
-    println!(
-        "memory      weights {:.1} MB held ({}), + KV cache {:.1} KB per token ({:.1} MB for {ctx} tokens), \
-         + activations {:.1} MB for a {ctx}-token forward (resident ~ weights + KV + activations + ~{} MB runtime)",
-        mb(t.weight_bytes()),
-        match t.mode {
-            pragma_model::WeightMode::Native => "in the file's dtypes; --weights f32 for 4 bytes a weight",
-            pragma_model::WeightMode::F32 => "dequantized to f32",
-        },
-        cfg.kv_bytes_per_token() as f64 / 1e3,
-        mb(cfg.kv_bytes_per_token() * ctx),
-        mb(cfg.activation_bytes(ctx, ctx)),
-        RUNTIME_MB,
-    );
-    let tk = &model.tokenizer.info;
-    let named = |id: Option<u32>| match id {
-        Some(i) => format!("{i} {}", model.tokenizer.token_str(i)),
-        None => "none".into(),
-    };
-    println!(
-        "tokenizer   {} (pre: {}), bos {}, eos {}, add_bos {}, chat template: {}",
-        tk.kind,
-        tk.pre.as_deref().unwrap_or("-"),
-        named(tk.bos),
-        named(tk.eos),
-        tk.add_bos,
-        if model.tokenizer.chat_template.is_some() {
-            "yes"
-        } else {
-            "no"
-        }
-    );
 }
 
 /// The prompt as model input (chat-templated if asked), built under `rule`.
@@ -691,7 +575,7 @@ fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
 
 fn cmd_demo(a: DemoArgs) -> Result<()> {
     let model = load(&a.model)?;
-    print_info(&model);
+    info_cmd::print_info(&model);
     let n = model.cfg().n_layers;
     println!("\n{} hook points, e.g.:", HookPoint::all(n).len());
     for p in [

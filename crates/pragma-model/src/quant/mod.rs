@@ -668,6 +668,7 @@ mod tests {
         (qw, deq)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_matmul(
         y: &[f32],
         x: &[f32],
