@@ -693,6 +693,27 @@ fn fused_decode_equals_the_tensor_path() {
     }
 }
 
+/// Logits at every position of one sequence, flattened.
+fn all_logits(m: &Model, ids: &[u32]) -> Vec<f32> {
+    let batch = Batch::single(ids, m.device()).expect("batch");
+    let (l, _) = m
+        .transformer
+        .forward(&batch, &Hooks::new(), Logits::All)
+        .expect("forward");
+    l.expect("logits")
+        .flatten_all()
+        .expect("f")
+        .to_vec1()
+        .expect("v")
+}
+
+/// (max |a - b|, max |b|).
+fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    (d, scale)
+}
+
 /// A config whose widths are multiples of 256, so every GGUF dtype (K-quants included)
 /// can hold its matrices.
 fn wide_config() -> pragma_model::config::Config {
@@ -745,24 +766,7 @@ fn native_weights_match_the_f32_path_for_every_dtype() {
             ratio < max_ratio,
             "{dtype:?}: native holds {ratio:.2} of the f32 bytes"
         );
-        let logits = |m: &Model, ids: &[u32]| -> Vec<f32> {
-            let batch = Batch::single(ids, m.device()).expect("batch");
-            let (l, _) = m
-                .transformer
-                .forward(&batch, &Hooks::new(), Logits::All)
-                .expect("forward");
-            l.expect("logits")
-                .flatten_all()
-                .expect("f")
-                .to_vec1()
-                .expect("v")
-        };
-        let (a, b) = (logits(&native, &ids), logits(&f32m, &ids));
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let (d, scale) = max_diff(&all_logits(&native, &ids), &all_logits(&f32m, &ids));
         println!("{dtype:?}: native holds {ratio:.3} of f32's bytes; prefill max |diff| {d:.2e} of {scale:.2}");
         assert!(
             d <= 1e-3 * scale,
@@ -870,24 +874,7 @@ fn half_precision_safetensors_stay_half() {
             "{dt:?}: native holds {ratio:.2} of f32's bytes"
         );
         let ids: Vec<u32> = (0..16).map(|i| 3 + (i * 5) % 40).collect();
-        let run = |m: &Model| -> Vec<f32> {
-            let batch = Batch::single(&ids, m.device()).expect("batch");
-            let (l, _) = m
-                .transformer
-                .forward(&batch, &Hooks::new(), Logits::All)
-                .expect("forward");
-            l.expect("logits")
-                .flatten_all()
-                .expect("f")
-                .to_vec1()
-                .expect("v")
-        };
-        let (a, b) = (run(&native), run(&f32m));
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let (d, scale) = max_diff(&all_logits(&native, &ids), &all_logits(&f32m, &ids));
         assert!(d <= 1e-4 * scale, "{dt:?}: {d} of {scale}");
     }
 }

@@ -43,7 +43,9 @@ pub enum Pool {
     Max,
 }
 
-fn scorer_id(db: &Db, collection: &str, scorer: &str) -> Result<(i64, String)> {
+/// A scorer's id and kind on a collection; a missing one is an error listing the
+/// collection's scorers.
+pub(crate) fn scorer_id(db: &Db, collection: &str, scorer: &str) -> Result<(i64, String)> {
     let cid = db.collection_id_pub(collection)?;
     db.conn()
         .query_row(

@@ -118,19 +118,7 @@ fn scorer_values(
     pool: Pool,
 ) -> Result<HashMap<i64, f64>> {
     let cid = db.collection_id_pub(collection)?;
-    let (sid, kind): (i64, String) = db
-        .conn()
-        .query_row(
-            "SELECT id, kind FROM scorers WHERE collection_id = ?1 AND name = ?2",
-            params![cid, scorer],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(|_| {
-            Error::Input(format!(
-                "--scorer {scorer}: '{collection}' has no such scorer; run `pragma transcripts \
-                 score {collection} --probe/--vector ...` first (`transcripts list` shows scorers)"
-            ))
-        })?;
+    let (sid, kind) = crate::analysis::scorer_id(db, collection, scorer)?;
     if kind == "sae" {
         return Err(Error::Input(format!(
             "--scorer {scorer} is an SAE scorer: check one of its latents with --latent J"

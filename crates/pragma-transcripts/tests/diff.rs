@@ -233,7 +233,7 @@ fn check_turns_a_hypothesis_into_a_detector() {
     )
     .map(|_| ())
     .expect_err("scorer");
-    assert!(e.to_string().contains("no such scorer"), "{e}");
+    assert!(e.to_string().contains("no scorer 'probe:x'"), "{e}");
     let e = check(&db, &CheckConfig::new("a", "b", Detector::Latent(3)))
         .map(|_| ())
         .expect_err("sae");

@@ -279,20 +279,10 @@ impl QuantWeight {
             }
         };
         Self {
-            repr,
-            ..self.clone_shape()
-        }
-    }
-
-    fn clone_shape(&self) -> Self {
-        Self {
             dtype: self.dtype,
             rows: self.rows,
             cols: self.cols,
-            repr: Repr::Blocks {
-                data: Vec::new(),
-                len: 0,
-            },
+            repr,
         }
     }
 
