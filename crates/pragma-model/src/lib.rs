@@ -26,6 +26,7 @@ pub mod hf;
 pub mod hooks;
 pub mod input;
 pub mod io;
+mod linear;
 pub mod llama;
 pub mod quant;
 pub mod testing;
