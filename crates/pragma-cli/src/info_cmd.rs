@@ -20,8 +20,9 @@ pub struct InfoArgs {
 pub fn cmd_info(a: InfoArgs) -> Result<()> {
     let model = load(&a.model)?;
     let cfg = model.cfg();
-    let hooks: Vec<(String, String)> = HookPoint::all(cfg.n_layers)
-        .into_iter()
+    let all = HookPoint::all_for(cfg);
+    let hooks: Vec<(String, String)> = all
+        .iter()
         .map(|p| (p.to_string(), p.shape_doc().to_string()))
         .collect();
     if a.json {
@@ -36,19 +37,17 @@ pub fn cmd_info(a: InfoArgs) -> Result<()> {
     }
     print_info(&model);
     println!("\nhook points ({}):", hooks.len());
-    let per_layer: Vec<HookPoint> = HookPoint::all(1)
-        .into_iter()
-        .filter(|p| p.layer().is_some())
+    let per_layer: Vec<HookPoint> = all
+        .iter()
+        .copied()
+        .filter(|p| p.layer() == Some(0))
         .collect();
     println!("  {:<40} {}", "hook_embed", HookPoint::Embed.shape_doc());
     for p in &per_layer {
         let name = format!("blocks.{{0..{}}}.{}", cfg.n_layers - 1, p.site());
         println!("  {:<40} {}", name, p.shape_doc());
     }
-    for p in HookPoint::all(1)
-        .into_iter()
-        .filter(|p| p.layer().is_none())
-    {
+    for p in all.iter().copied().filter(|p| p.layer().is_none()) {
         if p != HookPoint::Embed {
             println!("  {:<40} {}", p.to_string(), p.shape_doc());
         }
@@ -58,6 +57,13 @@ pub fn cmd_info(a: InfoArgs) -> Result<()> {
         cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
     );
     println!("Patterns: 'blocks.*.hook_resid_post', 'blocks.-1.hook_mlp_out', 'blocks.0..4.attn.*', comma lists.");
+    if cfg.gemma.is_some() {
+        println!(
+            "Gemma: hook_attn_out and hook_mlp_out come after the post-norms (ln1_post, ln2_post), as in \
+             TransformerLens; wildcards include the post-norm sites only when they name them \
+             ('blocks.*.ln2_post.*')."
+        );
+    }
     Ok(())
 }
 
@@ -74,6 +80,26 @@ pub fn print_info(model: &Model) {
         model.info.format
     );
     println!("arch        {}", cfg.arch.name());
+    if let Some(g) = &cfg.gemma {
+        let global: Vec<String> = (0..cfg.n_layers)
+            .filter(|&i| !g.is_local(i))
+            .map(|i| i.to_string())
+            .collect();
+        println!(
+            "gemma       sliding window {} (RoPE base {}) except global layers {} (base {}); \
+             embedding x {:.4}, queries x {:.4}, post-norms, GELU-tanh gate{}",
+            g.sliding_window,
+            g.rope_theta_local,
+            global.join(", "),
+            cfg.rope_theta,
+            g.embed_scale,
+            g.query_scale,
+            match (g.attn_softcap, g.final_softcap) {
+                (None, None) => String::new(),
+                (a, f) => format!(", soft-caps attention {a:?} final {f:?}"),
+            }
+        );
+    }
     println!(
         "sizes       {} layers, d_model {}, d_mlp {}, heads {} (kv {}), d_head {}, vocab {}, context {}",
         cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.vocab_size, cfg.context_length

@@ -101,6 +101,18 @@ fn unknown_architecture() {
 }
 
 #[test]
+fn gemma_without_its_sliding_window_metadata() {
+    // A Gemma 3 GGUF whose `gemma3.attention.sliding_window` is missing: the loader
+    // names the key instead of guessing a window.
+    let d = tempfile::tempdir().expect("tmp");
+    let mut cfg = tiny_config(Arch::Gemma3);
+    cfg.gemma = None; // the writer then leaves out the Gemma keys
+    let p = d.path().join("gemma.gguf");
+    write_gguf(&p, &cfg, &tiny_weights(&cfg, 1).expect("w"), GgmlDType::F32).expect("write");
+    fails_with(&["info", s(&p)], &["gemma3.attention.sliding_window"]);
+}
+
+#[test]
 fn unsupported_dtype() {
     // A hand-made GGUF v3 with one tensor of ggml type 16 (IQ2_XXS).
     let mut b: Vec<u8> = Vec::new();

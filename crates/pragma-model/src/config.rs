@@ -12,10 +12,12 @@ pub enum Arch {
     Mistral,
     Qwen2,
     Qwen3,
+    /// Gemma 3 (text): the llama block plus the extras in [`Gemma`].
+    Gemma3,
 }
 
 impl Arch {
-    pub const NAMES: &'static str = "llama, mistral, qwen2, qwen3";
+    pub const NAMES: &'static str = "llama, mistral, qwen2, qwen3, gemma3";
 
     pub fn parse(s: &str) -> Result<Arch> {
         match s {
@@ -23,6 +25,7 @@ impl Arch {
             "mistral" | "MistralForCausalLM" => Ok(Arch::Mistral),
             "qwen2" | "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
             "qwen3" | "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
+            "gemma3" => Ok(Arch::Gemma3),
             other => Err(Error::UnknownArchitecture {
                 found: other.to_string(),
                 expected: Self::NAMES.to_string(),
@@ -36,6 +39,7 @@ impl Arch {
             Arch::Mistral => "mistral",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
     }
 }
@@ -70,6 +74,46 @@ pub struct Config {
     /// Qwen3: RMSNorm on each query and key head before RoPE.
     pub qk_norm: bool,
     pub tie_embeddings: bool,
+    /// Gemma 2/3's departures from the llama block; `None` for the llama family.
+    pub gemma: Option<Gemma>,
+}
+
+/// What a Gemma 3 decoder adds to the llama block (Gemma Team, "Gemma 3 Technical
+/// Report", 2025; Hugging Face `modeling_gemma3.py`; llama.cpp `gemma3`):
+///
+/// - the embedding is multiplied by `embed_scale` (sqrt(d_model)) before `hook_embed`;
+/// - RMSNorms on the attention and MLP outputs before they join the residual
+///   (TransformerLens' `ln1_post` and `ln2_post`), and q/k norms on every head;
+/// - a tanh-approximated GELU gate (`gelu_pytorch_tanh`) in place of SiLU;
+/// - queries scaled by `query_scale` (`query_pre_attn_scalar ** -0.5`);
+/// - local layers that attend to the last `sliding_window` positions only, with
+///   their own RoPE base; every `sliding_pattern`-th layer is global;
+/// - optional tanh soft-capping of attention scores and final logits
+///   (`cap * tanh(x / cap)`; Gemma 2 has it, Gemma 3 does not).
+///
+/// RMSNorm gains are stored as used: Hugging Face's `(1 + w)` is already folded into
+/// GGUF files by llama.cpp's converter.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Gemma {
+    pub embed_scale: f64,
+    pub query_scale: f64,
+    /// Keys a local layer attends to, counting the query's own position.
+    pub sliding_window: usize,
+    /// Layer `i` is global when `(i + 1) % sliding_pattern == 0`; 0: all global.
+    pub sliding_pattern: usize,
+    /// RoPE base of the local layers (the global ones use [`Config::rope_theta`]).
+    pub rope_theta_local: f64,
+    /// Linear RoPE scaling factor of the global layers (Gemma 3 4B+: 8), 1 if none.
+    pub rope_scale_global: f64,
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+}
+
+impl Gemma {
+    /// Whether layer `i` is a local (sliding-window) layer.
+    pub fn is_local(&self, i: usize) -> bool {
+        self.sliding_pattern > 0 && !(i + 1).is_multiple_of(self.sliding_pattern)
+    }
 }
 
 impl Config {
@@ -94,6 +138,35 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether layer `i` attends through a sliding window (Gemma 3's local layers).
+    pub fn is_local(&self, i: usize) -> bool {
+        self.gemma.as_ref().is_some_and(|g| g.is_local(i))
+    }
+
+    /// RoPE inverse frequencies `[d_head / 2]` of layer `i`: Gemma 3's local layers use
+    /// their own base, its global layers the linear scaling; others as [`Self::inv_freq`].
+    pub fn inv_freq_of_layer(&self, i: usize) -> Vec<f64> {
+        match &self.gemma {
+            Some(g) if g.is_local(i) => {
+                let d = self.d_head as f64;
+                (0..self.d_head / 2)
+                    .map(|j| 1.0 / g.rope_theta_local.powf(2.0 * j as f64 / d))
+                    .collect()
+            }
+            Some(g) => self
+                .inv_freq()
+                .into_iter()
+                .map(|f| f / g.rope_scale_global)
+                .collect(),
+            None => self.inv_freq(),
+        }
+    }
+
+    /// The activation of the MLP's gate: SiLU, or GELU (tanh approximation) for Gemma.
+    pub fn gelu_gate(&self) -> bool {
+        self.gemma.is_some()
     }
 
     /// RoPE inverse frequencies `[d_head / 2]`, with Llama 3 scaling applied.
@@ -129,7 +202,12 @@ impl Config {
         let d = self.d_model;
         let attn = d * self.n_heads * self.d_head * 2 + d * self.n_kv_heads * self.d_head * 2;
         let mlp = 3 * d * self.d_mlp;
-        let per_layer = attn + mlp + 2 * d;
+        let norms = if self.gemma.is_some() {
+            4 * d + 2 * self.d_head
+        } else {
+            2 * d
+        };
+        let per_layer = attn + mlp + norms;
         let embed = self.vocab_size * d;
         let head = if self.tie_embeddings { 0 } else { embed };
         self.n_layers * per_layer + embed + head + d

@@ -270,9 +270,51 @@ impl GgufFile {
             qkv_bias: self.has_tensor("blk.0.attn_q.bias"),
             qk_norm: self.has_tensor("blk.0.attn_q_norm.weight"),
             tie_embeddings: !self.has_tensor("output.weight"),
+            gemma: None,
+        };
+        let cfg = match arch {
+            Arch::Gemma3 => Config {
+                gemma: Some(self.gemma_config(&arch_name, &cfg)?),
+                ..cfg
+            },
+            _ => cfg,
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+impl GgufFile {
+    /// Gemma 3's extras, as llama.cpp reads them (`llama-model.cpp`, `LLM_ARCH_GEMMA3`):
+    /// the sliding window from metadata (required), every 6th layer global unless
+    /// `attention.sliding_window_pattern` says otherwise, local RoPE base 10 000 unless
+    /// `rope.freq_base_swa` is given, queries scaled by 1/sqrt(d_head) (the 62-layer 27B
+    /// by 1/sqrt(d_model / n_heads), its `query_pre_attn_scalar`).
+    fn gemma_config(&self, arch: &str, cfg: &Config) -> Result<crate::config::Gemma> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let query_dim = if cfg.n_layers == 62 {
+            cfg.d_model / cfg.n_heads
+        } else {
+            cfg.d_head
+        };
+        let rope_scale_global = match self.meta_str(&key("rope.scaling.type")) {
+            Ok("linear") => self.meta_f64(&key("rope.scaling.factor"))?,
+            _ => 1.0,
+        };
+        Ok(crate::config::Gemma {
+            embed_scale: (cfg.d_model as f64).sqrt(),
+            query_scale: 1.0 / (query_dim as f64).sqrt(),
+            sliding_window: self.meta_usize(&key("attention.sliding_window"))?,
+            sliding_pattern: self
+                .meta_usize(&key("attention.sliding_window_pattern"))
+                .unwrap_or(6),
+            rope_theta_local: self
+                .meta_f64(&key("rope.freq_base_swa"))
+                .unwrap_or(10_000.0),
+            rope_scale_global,
+            attn_softcap: self.meta_f64(&key("attn_logit_softcapping")).ok(),
+            final_softcap: self.meta_f64(&key("final_logit_softcapping")).ok(),
+        })
     }
 }
 
@@ -385,6 +427,8 @@ impl WeightSource for GgufWeights<'_> {
             Part::Gate => "ffn_gate.weight",
             Part::Up => "ffn_up.weight",
             Part::Down => "ffn_down.weight",
+            Part::PostAttnNorm => "post_attention_norm.weight",
+            Part::PostMlpNorm => "post_ffw_norm.weight",
         };
         let t = self.file.tensor_f32(&format!("blk.{layer}.{name}"))?;
         Ok(match self.permuted_heads(part) {

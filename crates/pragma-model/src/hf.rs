@@ -105,6 +105,7 @@ pub fn read_config(dir: &Path) -> Result<Config> {
         },
         qk_norm: arch == Arch::Qwen3,
         tie_embeddings: hf.tie_word_embeddings,
+        gemma: None,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -243,6 +244,14 @@ impl WeightSource for SafetensorsWeights {
             Part::Gate => "mlp.gate_proj.weight",
             Part::Up => "mlp.up_proj.weight",
             Part::Down => "mlp.down_proj.weight",
+            // Gemma's post-norms: pragma reads Gemma from GGUF only (the loader refuses
+            // Gemma configs), so these names are never asked for.
+            Part::PostAttnNorm | Part::PostMlpNorm => {
+                return Err(Error::MissingTensor {
+                    source_name: self.source_name(),
+                    name: format!("layer {layer} {part:?}"),
+                })
+            }
         };
         self.get(&format!("model.layers.{layer}.{name}"))
     }

@@ -57,7 +57,14 @@ pub enum HookPoint {
     AttnPattern(usize),
     /// `blocks.{i}.attn.hook_z`: per-head attention output before `W_O` `[b, t, h, dh]`.
     AttnZ(usize),
-    /// `blocks.{i}.hook_attn_out`: attention output added to the residual `[b, t, d]`.
+    /// `blocks.{i}.ln1_post.hook_scale` (Gemma only): the divisor of the RMSNorm on the
+    /// attention output `[b, t, 1]`.
+    Ln1PostScale(usize),
+    /// `blocks.{i}.ln1_post.hook_normalized` (Gemma only): the attention output `W_O z`
+    /// divided by its RMS, before the gain `[b, t, d]`.
+    Ln1PostNormalized(usize),
+    /// `blocks.{i}.hook_attn_out`: attention output added to the residual `[b, t, d]`
+    /// (for Gemma, after its `ln1_post` norm, as in TransformerLens).
     AttnOut(usize),
     /// `blocks.{i}.hook_resid_mid`: residual after attention `[b, t, d]`.
     ResidMid(usize),
@@ -72,7 +79,14 @@ pub enum HookPoint {
     /// `blocks.{i}.mlp.hook_post`: `act(pre) * pre_linear`, the input of the down
     /// projection `[b, t, f]`.
     MlpPost(usize),
-    /// `blocks.{i}.hook_mlp_out`: MLP output added to the residual `[b, t, d]`.
+    /// `blocks.{i}.ln2_post.hook_scale` (Gemma only): the divisor of the RMSNorm on the
+    /// MLP output `[b, t, 1]`.
+    Ln2PostScale(usize),
+    /// `blocks.{i}.ln2_post.hook_normalized` (Gemma only): the down projection's output
+    /// divided by its RMS, before the gain `[b, t, d]`.
+    Ln2PostNormalized(usize),
+    /// `blocks.{i}.hook_mlp_out`: MLP output added to the residual `[b, t, d]` (for
+    /// Gemma, after its `ln2_post` norm).
     MlpOut(usize),
     /// `blocks.{i}.hook_resid_post`: residual stream leaving block i `[b, t, d]`.
     ResidPost(usize),
@@ -102,6 +116,8 @@ const LAYER_SITES: &[(&str, AtLayer)] = &[
     ("attn.hook_attn_scores", HookPoint::AttnScores),
     ("attn.hook_pattern", HookPoint::AttnPattern),
     ("attn.hook_z", HookPoint::AttnZ),
+    ("ln1_post.hook_scale", HookPoint::Ln1PostScale),
+    ("ln1_post.hook_normalized", HookPoint::Ln1PostNormalized),
     ("hook_attn_out", HookPoint::AttnOut),
     ("hook_resid_mid", HookPoint::ResidMid),
     ("ln2.hook_scale", HookPoint::Ln2Scale),
@@ -109,6 +125,8 @@ const LAYER_SITES: &[(&str, AtLayer)] = &[
     ("mlp.hook_pre", HookPoint::MlpPre),
     ("mlp.hook_pre_linear", HookPoint::MlpPreLinear),
     ("mlp.hook_post", HookPoint::MlpPost),
+    ("ln2_post.hook_scale", HookPoint::Ln2PostScale),
+    ("ln2_post.hook_normalized", HookPoint::Ln2PostNormalized),
     ("hook_mlp_out", HookPoint::MlpOut),
     ("hook_resid_post", HookPoint::ResidPost),
 ];
@@ -121,14 +139,42 @@ const FINAL_SITES: &[(&str, HookPoint)] = &[
 ];
 
 impl HookPoint {
-    /// Every hook point of a model with `n_layers` blocks, in forward order.
+    /// Every hook point of a llama-family model with `n_layers` blocks, in forward
+    /// order (without Gemma's `ln1_post` / `ln2_post` sites).
     pub fn all(n_layers: usize) -> Vec<HookPoint> {
+        Self::all_with(n_layers, false)
+    }
+
+    /// Every hook point of `cfg`'s model, in forward order: with the post-norm sites
+    /// when the model has them (Gemma).
+    pub fn all_for(cfg: &crate::Config) -> Vec<HookPoint> {
+        Self::all_with(cfg.n_layers, cfg.gemma.is_some())
+    }
+
+    fn all_with(n_layers: usize, post_norms: bool) -> Vec<HookPoint> {
         let mut v = vec![HookPoint::Embed];
         for i in 0..n_layers {
-            v.extend(LAYER_SITES.iter().map(|(_, f)| f(i)));
+            v.extend(
+                LAYER_SITES
+                    .iter()
+                    .map(|(_, f)| f(i))
+                    .filter(|p| post_norms || !p.is_post_norm()),
+            );
         }
         v.extend(FINAL_SITES.iter().map(|(_, p)| *p));
         v
+    }
+
+    /// Whether this is one of Gemma's post-norm sites (`ln1_post`, `ln2_post`), which
+    /// llama-family models do not have.
+    pub fn is_post_norm(&self) -> bool {
+        matches!(
+            self,
+            HookPoint::Ln1PostScale(_)
+                | HookPoint::Ln1PostNormalized(_)
+                | HookPoint::Ln2PostScale(_)
+                | HookPoint::Ln2PostNormalized(_)
+        )
     }
 
     pub fn layer(&self) -> Option<usize> {
@@ -138,7 +184,8 @@ impl HookPoint {
             ResidPre(i) | Ln1Scale(i) | Ln1Normalized(i) | AttnQ(i) | AttnK(i) | AttnV(i)
             | AttnRotQ(i) | AttnRotK(i) | AttnScores(i) | AttnPattern(i) | AttnZ(i)
             | AttnOut(i) | ResidMid(i) | Ln2Scale(i) | Ln2Normalized(i) | MlpPre(i)
-            | MlpPreLinear(i) | MlpPost(i) | MlpOut(i) | ResidPost(i) => Some(i),
+            | MlpPreLinear(i) | MlpPost(i) | MlpOut(i) | ResidPost(i) | Ln1PostScale(i)
+            | Ln1PostNormalized(i) | Ln2PostScale(i) | Ln2PostNormalized(i) => Some(i),
         }
     }
 
@@ -151,7 +198,9 @@ impl HookPoint {
             AttnQ(_) | AttnRotQ(_) | AttnZ(_) => vec![cfg.n_heads, cfg.d_head],
             AttnK(_) | AttnV(_) | AttnRotK(_) => vec![cfg.n_kv_heads, cfg.d_head],
             MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => vec![cfg.d_mlp],
-            Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => vec![1],
+            Ln1Scale(_) | Ln2Scale(_) | Ln1PostScale(_) | Ln2PostScale(_) | LnFinalScale => {
+                vec![1]
+            }
             _ => vec![cfg.d_model],
         })
     }
@@ -168,6 +217,8 @@ impl HookPoint {
                 | AttnOut(_)
                 | ResidMid(_)
                 | Ln2Normalized(_)
+                | Ln1PostNormalized(_)
+                | Ln2PostNormalized(_)
                 | MlpOut(_)
                 | ResidPost(_)
                 | LnFinal
@@ -211,7 +262,9 @@ impl HookPoint {
             AttnK(_) | AttnV(_) | AttnRotK(_) => "[batch, pos, n_kv_heads, d_head]",
             AttnScores(_) | AttnPattern(_) => "[batch, n_heads, query_pos, key_pos]",
             MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => "[batch, pos, d_mlp]",
-            Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => "[batch, pos, 1]",
+            Ln1Scale(_) | Ln2Scale(_) | Ln1PostScale(_) | Ln2PostScale(_) | LnFinalScale => {
+                "[batch, pos, 1]"
+            }
             _ => "[batch, pos, d_model]",
         }
     }
@@ -324,7 +377,10 @@ fn resolve_one(part: &str, n_layers: usize) -> Result<Vec<HookPoint>> {
     if !part.contains('*') && !part.contains("..") {
         return HookPoint::parse(part, n_layers).map(|p| vec![p]);
     }
-    let all = HookPoint::all(n_layers);
+    // Gemma's post-norm sites join a wildcard only when it names them
+    // (`blocks.*.ln1_post.*`), so `blocks.*.*` means the same sites for every family.
+    let post = part.contains("ln1_post") || part.contains("ln2_post");
+    let all = HookPoint::all_with(n_layers, post);
     let unknown = || Error::UnknownHook {
         name: part.to_string(),
         suggestions: suggest(part, n_layers),

@@ -29,6 +29,7 @@ pub mod io;
 mod linear;
 pub mod llama;
 pub mod quant;
+pub mod spm;
 pub mod testing;
 pub mod tokenizer;
 

@@ -33,6 +33,10 @@ pub enum Part {
     Gate,
     Up,
     Down,
+    /// Gemma: the RMSNorm gain on the attention output (`post_attention_norm`).
+    PostAttnNorm,
+    /// Gemma: the RMSNorm gain on the MLP output (`post_ffw_norm`).
+    PostMlpNorm,
 }
 
 /// Where weights come from (GGUF, safetensors, or a test's random init).
@@ -76,6 +80,9 @@ struct Block {
     /// gate and up projections stacked into one `[2 f, d]` matmul.
     gate_up: Linear,
     down: Linear,
+    /// Gemma: RMSNorm gains on the attention and MLP outputs.
+    post_attn_norm: Option<Tensor>,
+    post_mlp_norm: Option<Tensor>,
     /// The small vectors again, on the host, for the fused decode path.
     host: BlockHost,
 }
@@ -88,6 +95,20 @@ struct BlockHost {
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
     qkv_bias: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    post_mlp_norm: Option<Vec<f32>>,
+}
+
+/// Per-step RoPE angles and attention mask for one kind of layer (global, or
+/// Gemma's sliding-window local layers).
+struct StepTables {
+    /// `[b, t, dh/2]`
+    cos: Tensor,
+    sin: Tensor,
+    /// Additive `[b, 1, t, T]`, `None` when nothing is masked.
+    mask: Option<Tensor>,
+    /// The angles on the host for one decoded token (the fused path).
+    host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// RMSNorm with TransformerLens' hook points: `hook_scale` = sqrt(mean(x^2) + eps)
@@ -240,7 +261,9 @@ pub struct Transformer {
     pub use_quant_kernels: bool,
     final_norm: Tensor,
     blocks: Vec<Block>,
+    /// RoPE inverse frequencies of the global layers, and of Gemma's local ones.
     inv_freq: Vec<f64>,
+    inv_freq_local: Option<Vec<f64>>,
     device: Device,
 }
 
@@ -403,7 +426,17 @@ impl Transformer {
             ])?;
             let attn_norm = get(src, Part::AttnNorm, &[d])?;
             let mlp_norm = get(src, Part::MlpNorm, &[d])?;
+            let (post_attn_norm, post_mlp_norm) = if cfg.gemma.is_some() {
+                (
+                    Some(get(src, Part::PostAttnNorm, &[d])?),
+                    Some(get(src, Part::PostMlpNorm, &[d])?),
+                )
+            } else {
+                (None, None)
+            };
             let host = BlockHost {
+                post_attn_norm: post_attn_norm.as_ref().map(host_vec).transpose()?,
+                post_mlp_norm: post_mlp_norm.as_ref().map(host_vec).transpose()?,
                 attn_norm: host_vec(&attn_norm)?,
                 mlp_norm: host_vec(&mlp_norm)?,
                 q_norm: q_norm.as_ref().map(host_vec).transpose()?,
@@ -419,11 +452,16 @@ impl Transformer {
                 mlp_norm,
                 gate_up,
                 down: linear(src, Part::Down, &[d, f], None)?,
+                post_attn_norm,
+                post_mlp_norm,
                 host,
             });
         }
+        let first_local = (0..cfg.n_layers).find(|&i| cfg.is_local(i));
+        let first_global = (0..cfg.n_layers).find(|&i| !cfg.is_local(i)).unwrap_or(0);
         Ok(Self {
-            inv_freq: cfg.inv_freq(),
+            inv_freq: cfg.inv_freq_of_layer(first_global),
+            inv_freq_local: first_local.map(|i| cfg.inv_freq_of_layer(i)),
             mode,
             lm_head,
             use_quant_kernels: true,
@@ -460,6 +498,10 @@ impl Transformer {
                     + b.gate_up.bytes()
                     + b.down.bytes()
                     + 4 * (b.attn_norm.elem_count() + b.mlp_norm.elem_count())
+                    + 4 * [&b.post_attn_norm, &b.post_mlp_norm, &b.q_norm, &b.k_norm]
+                        .iter()
+                        .filter_map(|t| t.as_ref().map(Tensor::elem_count))
+                        .sum::<usize>()
             })
             .sum();
         self.embed.bytes()
@@ -536,14 +578,30 @@ impl Transformer {
             pad: kv.pad.clone(),
             prompt_cols: kv.prompt_cols,
         };
-        let (cos, sin) = self.rope_tables(&info)?;
-        let mask = self.attn_mask(&info)?;
+        if self.cfg.gemma.is_none() {
+            if let Some(h) = hooks.iter().find(|h| h.point.is_post_norm()) {
+                return Err(Error::UnknownHook {
+                    name: h.point.to_string(),
+                    suggestions: vec![format!(
+                        "{} has no post-norms ({} is Gemma's); blocks.N.hook_attn_out and \
+                         blocks.N.hook_mlp_out hold the block outputs",
+                        self.cfg.arch.name(),
+                        h.point.site()
+                    )],
+                });
+            }
+        }
+        let one_token = ids.dims2()? == (1, 1);
+        let global = self.step_tables(&info, &self.inv_freq, None, one_token)?;
+        let local = match (&self.inv_freq_local, &self.cfg.gemma) {
+            (Some(inv), Some(g)) => {
+                Some(self.step_tables(&info, inv, Some(g.sliding_window), one_token)?)
+            }
+            _ => None,
+        };
 
         let flat_ids: Vec<u32> = ids.flatten_all()?.to_vec1()?;
-        let mut x = self
-            .embed
-            .lookup(&flat_ids, &self.device)?
-            .reshape((b, t, ()))?; // [b, t, d]
+        let mut x = self.embed_tokens(&flat_ids)?.reshape((b, t, ()))?; // [b, t, d]
         x = run_site(hooks, HookPoint::Embed, x, &info, cache)?;
 
         let last_layer = match logits {
@@ -566,33 +624,12 @@ impl Transformer {
         } else {
             last_layer
         };
-        // One decoded token of one sequence: the RoPE angles on the host, once per step,
-        // for the fused blocks (the same f32 values as the tensors).
-        let rope_host = if ids.dims2()? == (1, 1) {
-            Some((
-                cos.flatten_all()?.to_vec1::<f32>()?,
-                sin.flatten_all()?.to_vec1::<f32>()?,
-            ))
-        } else {
-            None
-        };
-        let rope_host = rope_host
-            .as_ref()
-            .map(|(c, s)| (c.as_slice(), s.as_slice()));
         for (i, blk) in self.blocks.iter().enumerate().take(run_layers) {
-            x = self.block_forward(
-                i,
-                blk,
-                x,
-                &info,
-                &cos,
-                &sin,
-                mask.as_ref(),
-                rope_host,
-                kv,
-                hooks,
-                cache,
-            )?;
+            let tables = match &local {
+                Some(l) if self.cfg.is_local(i) => l,
+                _ => &global,
+            };
+            x = self.block_forward(i, blk, x, &info, tables, kv, hooks, cache)?;
         }
         kv.len += t;
         if !needs_final {
@@ -620,7 +657,7 @@ impl Transformer {
                 Some(self.lm_head.matmul2(&last, self.use_quant_kernels)?)
             }
         };
-        Ok(out)
+        out.map(|l| self.final_softcap(l)).transpose()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -630,10 +667,7 @@ impl Transformer {
         blk: &Block,
         x: Tensor,
         info: &SiteInfo,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        rope_host: Option<(&[f32], &[f32])>,
+        tables: &StepTables,
         kv: &mut KvCache,
         hooks: &Hooks,
         cache: &mut Cache,
@@ -643,10 +677,11 @@ impl Transformer {
         let eps = cfg.rms_norm_eps as f32;
         let (b, t, _) = x.dims3()?;
         if b == 1 && t == 1 && uq && Self::can_fuse(i, blk, hooks) {
-            if let Some(rope) = rope_host {
-                return self.block_decode(i, blk, x, info, rope, kv, hooks, cache);
+            if let Some((c, s)) = &tables.host {
+                return self.block_decode(i, blk, x, info, (c, s), kv, hooks, cache);
             }
         }
+        let (cos, sin, mask) = (&tables.cos, &tables.sin, tables.mask.as_ref());
         let (h, hk, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
         let site = |p: HookPoint, x: Tensor, cache: &mut Cache| run_site(hooks, p, x, info, cache);
 
@@ -694,8 +729,11 @@ impl Transformer {
         // a key/value head are stacked along the query axis.
         let rep = h / hk;
         let q = q.reshape((b, hk, rep * t, dh))?;
-        let scale = 1.0 / (dh as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, t, big_t))?; // [b, h, t, T]
+        let scores = (q.matmul(&k.t()?)? * self.query_scale())?.reshape((b, h, t, big_t))?; // [b, h, t, T]
+        let scores = match self.cfg.gemma.as_ref().and_then(|g| g.attn_softcap) {
+            Some(cap) => ((scores / cap)?.tanh()? * cap)?,
+            None => scores,
+        };
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
@@ -709,7 +747,18 @@ impl Transformer {
             .reshape((b, h, t, dh))?
             .transpose(1, 2)?; // [b, t, h, dh]
         let z = site(HookPoint::AttnZ(i), z, cache)?;
-        let attn_out = blk.o.forward(&z.reshape((b, t, h * dh))?, uq)?; // [b, t, d]
+        let mut attn_out = blk.o.forward(&z.reshape((b, t, h * dh))?, uq)?; // [b, t, d]
+        if let Some(w) = &blk.post_attn_norm {
+            attn_out = rms_norm_hooked(
+                &attn_out,
+                w,
+                eps,
+                (HookPoint::Ln1PostScale(i), HookPoint::Ln1PostNormalized(i)),
+                hooks,
+                info,
+                cache,
+            )?;
+        }
         let attn_out = site(HookPoint::AttnOut(i), attn_out, cache)?;
         let resid = site(HookPoint::ResidMid(i), (resid + attn_out)?, cache)?; // [b, t, d]
 
@@ -726,9 +775,25 @@ impl Transformer {
         let f = cfg.d_mlp;
         let pre = site(HookPoint::MlpPre(i), gate_up.narrow(2, 0, f)?, cache)?; // [b, t, f]
         let pre_linear = site(HookPoint::MlpPreLinear(i), gate_up.narrow(2, f, f)?, cache)?;
-        let post = (candle_nn::ops::silu(&pre)? * pre_linear)?; // [b, t, f]
+        let act = if cfg.gelu_gate() {
+            pre.gelu()? // tanh approximation, Hugging Face's gelu_pytorch_tanh
+        } else {
+            candle_nn::ops::silu(&pre)?
+        };
+        let post = (act * pre_linear)?; // [b, t, f]
         let post = site(HookPoint::MlpPost(i), post, cache)?;
-        let mlp_out = blk.down.forward(&post, uq)?; // [b, t, d]
+        let mut mlp_out = blk.down.forward(&post, uq)?; // [b, t, d]
+        if let Some(w) = &blk.post_mlp_norm {
+            mlp_out = rms_norm_hooked(
+                &mlp_out,
+                w,
+                eps,
+                (HookPoint::Ln2PostScale(i), HookPoint::Ln2PostNormalized(i)),
+                hooks,
+                info,
+                cache,
+            )?;
+        }
         let mlp_out = site(HookPoint::MlpOut(i), mlp_out, cache)?;
         site(HookPoint::ResidPost(i), (resid + mlp_out)?, cache) // [b, t, d]
     }
@@ -800,7 +865,13 @@ impl Transformer {
         let vt = Tensor::from_vec(v.to_vec(), (1, hk, 1, dh), &self.device)?;
         let (kall, vall) = LayerKv::append(&mut kv.layers[i], kt, vt)?; // [1, hk, T, dh]
         let big_t = kall.dim(2)?;
-        let scale = (1.0 / (dh as f64).sqrt()) as f32;
+        let scale = self.query_scale() as f32;
+        let softcap = self.cfg.gemma.as_ref().and_then(|g| g.attn_softcap);
+        // Gemma's local layers see the last `sliding_window` positions only.
+        let first = match &self.cfg.gemma {
+            Some(g) if g.is_local(i) => big_t.saturating_sub(g.sliding_window),
+            _ => 0,
+        };
         let rep = nh / hk;
         let mut z = vec![0f32; nh * dh];
         {
@@ -823,13 +894,16 @@ impl Transformer {
                     "KV cache rows are not contiguous".into(),
                 ));
             }
-            let mut scores = vec![0f32; big_t];
+            let mut scores = vec![0f32; big_t - first];
             for hh in 0..nh {
                 let g = hh / rep;
                 let qh = &q[hh * dh..(hh + 1) * dh];
-                for (tt, sc) in scores.iter_mut().enumerate() {
-                    let o = kl.start_offset() + g * kst[1] + tt * kst[2];
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    let o = kl.start_offset() + g * kst[1] + (first + j) * kst[2];
                     *sc = dot_f32(qh, &kd[o..o + dh]) * scale;
+                    if let Some(cap) = softcap {
+                        *sc = ((*sc as f64 / cap).tanh() * cap) as f32;
+                    }
                 }
                 let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f32;
@@ -838,8 +912,8 @@ impl Transformer {
                     sum += *sc;
                 }
                 let zh = &mut z[hh * dh..(hh + 1) * dh];
-                for (tt, p) in scores.iter().enumerate() {
-                    let o = vl.start_offset() + g * vst[1] + tt * vst[2];
+                for (j, p) in scores.iter().enumerate() {
+                    let o = vl.start_offset() + g * vst[1] + (first + j) * vst[2];
                     let w = p / sum;
                     zh.iter_mut()
                         .zip(&vd[o..o + dh])
@@ -847,25 +921,82 @@ impl Transformer {
                 }
             }
         }
-        let attn = blk.o.matvec(&z, 1)?;
+        let mut attn = blk.o.matvec(&z, 1)?;
+        if let Some(w) = &blk.host.post_attn_norm {
+            attn = rms_norm(&attn, w, eps);
+        }
         h.iter_mut().zip(&attn).for_each(|(a, b)| *a += b);
         let gu = blk
             .gate_up
             .matvec(&rms_norm(&h, &blk.host.mlp_norm, eps), 1)?;
+        let gelu = cfg.gelu_gate();
         let post: Vec<f32> = (0..f)
             .map(|j| {
                 let g = gu[j];
-                g / (1.0 + (-g).exp()) * gu[f + j]
+                let act = if gelu {
+                    gelu_tanh(g)
+                } else {
+                    g / (1.0 + (-g).exp())
+                };
+                act * gu[f + j]
             })
             .collect();
-        let mlp = blk.down.matvec(&post, 1)?;
+        let mut mlp = blk.down.matvec(&post, 1)?;
+        if let Some(w) = &blk.host.post_mlp_norm {
+            mlp = rms_norm(&mlp, w, eps);
+        }
         h.iter_mut().zip(&mlp).for_each(|(a, b)| *a += b);
         let out = Tensor::from_vec(h, (1, 1, d), &self.device)?;
         run_site(hooks, HookPoint::ResidPost(i), out, info, cache)
     }
 
+    /// The query scale: 1/sqrt(d_head), or Gemma's `query_pre_attn_scalar ** -0.5`.
+    fn query_scale(&self) -> f64 {
+        match &self.cfg.gemma {
+            Some(g) => g.query_scale,
+            None => 1.0 / (self.cfg.d_head as f64).sqrt(),
+        }
+    }
+
+    /// Gemma 2's final soft-capping `cap * tanh(logits / cap)`, when the model has one.
+    fn final_softcap(&self, logits: Tensor) -> Result<Tensor> {
+        Ok(
+            match self.cfg.gemma.as_ref().and_then(|g| g.final_softcap) {
+                Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+                None => logits,
+            },
+        )
+    }
+
+    /// RoPE angles with `inv_freq` and the mask (with a sliding `window`) for one step.
+    fn step_tables(
+        &self,
+        info: &SiteInfo,
+        inv_freq: &[f64],
+        window: Option<usize>,
+        one_token: bool,
+    ) -> Result<StepTables> {
+        let (cos, sin) = self.rope_tables(info, inv_freq)?;
+        // One decoded token of one sequence: the angles on the host, once per step,
+        // for the fused blocks (the same f32 values as the tensors).
+        let host = if one_token {
+            Some((
+                cos.flatten_all()?.to_vec1::<f32>()?,
+                sin.flatten_all()?.to_vec1::<f32>()?,
+            ))
+        } else {
+            None
+        };
+        Ok(StepTables {
+            cos,
+            sin,
+            mask: self.attn_mask(info, window)?,
+            host,
+        })
+    }
+
     /// cos/sin tables `[b, t, dh/2]` for each row's token positions (padding -> 0).
-    fn rope_tables(&self, info: &SiteInfo) -> Result<(Tensor, Tensor)> {
+    fn rope_tables(&self, info: &SiteInfo, inv_freq: &[f64]) -> Result<(Tensor, Tensor)> {
         let half = self.cfg.d_head / 2;
         let b = info.pad.len();
         let mut cos = Vec::with_capacity(b * info.len * half);
@@ -873,7 +1004,7 @@ impl Transformer {
         for &pad in &info.pad {
             for i in 0..info.len {
                 let pos = (info.offset + i).saturating_sub(pad) as f64;
-                for f in &self.inv_freq {
+                for f in inv_freq {
                     let a = pos * f;
                     cos.push(a.cos() as f32);
                     sin.push(a.sin() as f32);
@@ -887,14 +1018,17 @@ impl Transformer {
         ))
     }
 
-    /// Additive mask `[b, 1, t, T]`: causal, and padding keys hidden. `None`
-    /// when nothing needs masking (one new token, no padding).
-    fn attn_mask(&self, info: &SiteInfo) -> Result<Option<Tensor>> {
+    /// Additive mask `[b, 1, t, T]`: causal, padding keys hidden, and with a sliding
+    /// `window`, keys `window` or more positions back hidden too. `None` when nothing
+    /// needs masking (one new token, no padding, inside the window).
+    fn attn_mask(&self, info: &SiteInfo, window: Option<usize>) -> Result<Option<Tensor>> {
         let total = info.offset + info.len;
         let any_pad = info.pad.iter().any(|&p| p > 0);
-        if info.len == 1 && !any_pad {
+        let window = window.filter(|&w| total > w);
+        if info.len == 1 && !any_pad && window.is_none() {
             return Ok(None);
         }
+        let window = window.unwrap_or(usize::MAX);
         let b = info.pad.len();
         let mut m = Vec::with_capacity(b * info.len * total);
         for &pad in &info.pad {
@@ -902,7 +1036,7 @@ impl Transformer {
                 let col = info.offset + i;
                 for j in 0..total {
                     // A padding query attends to itself only, so its row stays finite.
-                    let ok = (j <= col && j >= pad) || (col < pad && j == col);
+                    let ok = (j <= col && j >= pad && col - j < window) || (col < pad && j == col);
                     m.push(if ok { 0.0f32 } else { f32::NEG_INFINITY });
                 }
             }
@@ -914,9 +1048,14 @@ impl Transformer {
         )?))
     }
 
-    /// Embedding rows for some tokens `[n, d]` (e.g. for logit-lens style analyses).
+    /// What enters the residual stream for some tokens `[n, d]`: the embedding rows,
+    /// times Gemma's `embed_scale` (as TransformerLens folds it into `W_E`).
     pub fn embed_tokens(&self, ids: &[u32]) -> Result<Tensor> {
-        self.embed.lookup(ids, &self.device)
+        let e = self.embed.lookup(ids, &self.device)?;
+        Ok(match &self.cfg.gemma {
+            Some(g) => (e * g.embed_scale)?,
+            None => e,
+        })
     }
 
     /// Apply the final norm and unembedding to residual vectors `[..., d] -> [..., vocab]`.
@@ -929,10 +1068,11 @@ impl Transformer {
         if let Some(last) = out_dims.last_mut() {
             *last = self.cfg.vocab_size;
         }
-        Ok(self
+        let logits = self
             .lm_head
             .matmul2(&flat.contiguous()?, false)?
-            .reshape(out_dims)?)
+            .reshape(out_dims)?;
+        self.final_softcap(logits)
     }
 }
 
@@ -951,6 +1091,12 @@ fn rope_rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
         x[j] = a * cos[j] - b * sin[j];
         x[j + half] = b * cos[j] + a * sin[j];
     }
+}
+
+/// GELU, tanh approximation, as candle's `gelu` computes it in f32.
+fn gelu_tanh(v: f32) -> f32 {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh())
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

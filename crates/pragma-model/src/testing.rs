@@ -95,12 +95,23 @@ pub fn tiny_config(arch: Arch) -> Config {
         vocab_size: vocab,
         context_length: 64,
         rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
+        // Gemma 3's global layers use a different base than its local ones.
+        rope_theta: if arch == Arch::Gemma3 { 1e6 } else { 10_000.0 },
         rope_scaling: None,
         rope_freq_factors: None,
         qkv_bias: arch == Arch::Qwen2,
-        qk_norm: arch == Arch::Qwen3,
-        tie_embeddings: arch == Arch::Llama,
+        qk_norm: matches!(arch, Arch::Qwen3 | Arch::Gemma3),
+        tie_embeddings: matches!(arch, Arch::Llama | Arch::Gemma3),
+        gemma: (arch == Arch::Gemma3).then(|| crate::config::Gemma {
+            embed_scale: (32f64).sqrt(),
+            query_scale: 1.0 / 8f64.sqrt(),
+            sliding_window: 4,
+            sliding_pattern: 3,
+            rope_theta_local: 10_000.0,
+            rope_scale_global: 1.0,
+            attn_softcap: None,
+            final_softcap: None,
+        }),
     }
 }
 
@@ -146,6 +157,12 @@ pub fn tiny_weights(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
         w.push((p("mlp.gate_proj.weight"), rand(&[f, d], 0.3, 0.0)?));
         w.push((p("mlp.up_proj.weight"), rand(&[f, d], 0.3, 0.0)?));
         w.push((p("mlp.down_proj.weight"), rand(&[d, f], 0.3, 0.0)?));
+        if cfg.gemma.is_some() {
+            // pragma's own names (Hugging Face's Gemma reuses `post_attention_layernorm`
+            // for this norm); written to GGUF as `post_attention_norm` / `post_ffw_norm`.
+            w.push((p("post_attn_norm.weight"), rand(&[d], 0.2, 1.0)?));
+            w.push((p("post_mlp_norm.weight"), rand(&[d], 0.2, 1.0)?));
+        }
     }
     Ok(w)
 }
@@ -154,10 +171,15 @@ const CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + mes
 
 /// Write an HF folder: `config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`.
 pub fn write_hf(dir: &Path, cfg: &Config, weights: &[(String, Tensor)]) -> Result<()> {
+    if cfg.gemma.is_some() {
+        return Err(Error::InvalidInput(
+            "pragma reads Gemma from GGUF only; write_gguf writes a tiny one".into(),
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let model_type = cfg.arch.name();
     let mut config = serde_json::json!({
-        "architectures": [match cfg.arch { Arch::Llama => "LlamaForCausalLM", Arch::Mistral => "MistralForCausalLM", Arch::Qwen2 => "Qwen2ForCausalLM", Arch::Qwen3 => "Qwen3ForCausalLM" }],
+        "architectures": [match cfg.arch { Arch::Llama => "LlamaForCausalLM", Arch::Mistral => "MistralForCausalLM", Arch::Qwen2 => "Qwen2ForCausalLM", Arch::Qwen3 => "Qwen3ForCausalLM", Arch::Gemma3 => "Gemma3ForCausalLM" }],
         "model_type": model_type,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.d_mlp,
@@ -286,7 +308,7 @@ pub fn write_gguf_mixed(
     }
     let k = |s: &str| format!("{arch}.{s}");
     let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let meta: Vec<(String, Value)> = vec![
+    let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(format!("tiny-{arch}"))),
         (k("block_count"), Value::U32(cfg.n_layers as u32)),
@@ -321,6 +343,16 @@ pub fn write_gguf_mixed(
             Value::String(CHAT_TEMPLATE.into()),
         ),
     ];
+    if let Some(g) = &cfg.gemma {
+        meta.push((
+            k("attention.sliding_window"),
+            Value::U32(g.sliding_window as u32),
+        ));
+        meta.push((
+            k("attention.sliding_window_pattern"),
+            Value::U32(g.sliding_pattern as u32),
+        ));
+    }
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut buf = std::io::Cursor::new(Vec::new());
@@ -348,7 +380,9 @@ fn gguf_name(hf: &str) -> String {
         .replace("post_attention_layernorm", "ffn_norm")
         .replace("mlp.gate_proj", "ffn_gate")
         .replace("mlp.up_proj", "ffn_up")
-        .replace("mlp.down_proj", "ffn_down");
+        .replace("mlp.down_proj", "ffn_down")
+        .replace("post_attn_norm", "post_attention_norm")
+        .replace("post_mlp_norm", "post_ffw_norm");
     format!("blk.{i}.{part}")
 }
 

@@ -17,6 +17,7 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::spm::Spm;
 
 const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -57,25 +58,58 @@ pub struct TokenizerInfo {
 /// Text <-> ids, plus the model's chat template.
 #[derive(Clone)]
 pub struct Tokenizer {
-    /// Parses special tokens such as `<|im_start|>` out of text.
-    with_special: tokenizers::Tokenizer,
-    /// Matches no special token: their strings are plain characters. Ordinary added
-    /// tokens (not special) still match, with their own ids, as in Hugging Face's
-    /// `split_special_tokens=True`.
-    plain: tokenizers::Tokenizer,
+    backend: Backend,
     pub info: TokenizerInfo,
     pub chat_template: Option<String>,
     specials: Vec<(String, u32)>,
 }
 
+#[derive(Clone)]
+enum Backend {
+    Hf {
+        /// Parses special tokens such as `<|im_start|>` out of text.
+        with_special: Box<tokenizers::Tokenizer>,
+        /// Matches no special token: their strings are plain characters. Ordinary added
+        /// tokens (not special) still match, with their own ids, as in Hugging Face's
+        /// `split_special_tokens=True`.
+        plain: Box<tokenizers::Tokenizer>,
+    },
+    /// A SentencePiece vocabulary from GGUF (Gemma), tokenized as llama.cpp does.
+    Spm(std::sync::Arc<Spm>),
+}
+
+/// Gemma's chat template (the text part of the one Google ships with Gemma 3 instruct
+/// models): a system message joins the first user turn, the assistant is `model`.
+/// Used when a Gemma GGUF carries no `tokenizer.chat_template`.
+pub const GEMMA_CHAT_TEMPLATE: &str = "{{ bos_token }}\
+{%- if messages[0]['role'] == 'system' -%}\
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\
+{%- set loop_messages = messages[1:] -%}\
+{%- else -%}\
+{%- set first_user_prefix = '' -%}\
+{%- set loop_messages = messages -%}\
+{%- endif -%}\
+{%- for message in loop_messages -%}\
+{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\
+{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}\
+{%- endif -%}\
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}\
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
+
 impl Tokenizer {
-    /// Build from a GGUF file's `tokenizer.ggml.*` metadata.
+    /// Build from a GGUF file's `tokenizer.ggml.*` metadata: byte-level BPE (`gpt2`)
+    /// or SentencePiece (`llama`) vocabularies.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let model = f.meta_str("tokenizer.ggml.model")?;
+        if model == "llama" {
+            return Self::from_gguf_spm(f);
+        }
         if model != "gpt2" {
             return Err(Error::Tokenizer(format!(
-                "{}: tokenizer.ggml.model is '{model}'; pragma reads byte-level BPE ('gpt2') GGUF vocabularies, \
-                 use the model's tokenizer.json for others",
+                "{}: tokenizer.ggml.model is '{model}'; pragma reads byte-level BPE ('gpt2') and \
+                 SentencePiece ('llama') GGUF vocabularies, use the model's tokenizer.json for others",
                 f.path.display()
             )));
         }
@@ -85,17 +119,7 @@ impl Tokenizer {
             .to_string();
         let tokens = string_array(f, "tokenizer.ggml.tokens")?;
         let merges = string_array(f, "tokenizer.ggml.merges")?;
-        let types: Vec<i64> = match f.meta("tokenizer.ggml.token_type") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| match v {
-                    Value::I32(x) => *x as i64,
-                    Value::U32(x) => *x as i64,
-                    _ => 1,
-                })
-                .collect(),
-            _ => vec![1; tokens.len()],
-        };
+        let types = token_types(f, tokens.len());
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -150,41 +174,128 @@ impl Tokenizer {
         with_special.add_special_tokens(&added(&specials, true));
         with_special.add_tokens(&added(&of_type(4), false));
         let plain = without_special_matching(&with_special);
-
-        let id = |k: &str| f.meta_usize(k).ok().map(|v| v as u32);
-        let (bos, eos) = (
-            id("tokenizer.ggml.bos_token_id"),
-            id("tokenizer.ggml.eos_token_id"),
-        );
-        let add_bos = matches!(
-            f.meta("tokenizer.ggml.add_bos_token"),
-            Some(Value::Bool(true))
-        );
-        let chat_template = f
-            .meta_str("tokenizer.chat_template")
-            .ok()
-            .map(str::to_string);
-        let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
-        if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
-            stop_tokens.push(eot);
-        }
+        let backend = Backend::Hf {
+            with_special: Box::new(with_special),
+            plain: Box::new(plain),
+        };
+        let (info, chat_template) = gguf_info(f, "gguf byte-level BPE", Some(pre), tokens.len());
         Ok(Self {
-            info: TokenizerInfo {
-                kind: "gguf byte-level BPE".into(),
-                pre: Some(pre),
-                vocab_size: tokens.len(),
-                bos,
-                eos,
-                add_bos,
-                stop_tokens,
-            },
-            with_special,
-            plain,
+            info,
+            backend,
             chat_template,
             specials,
         })
     }
 
+    /// A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`, e.g. Gemma 3).
+    fn from_gguf_spm(f: &GgufFile) -> Result<Self> {
+        let tokens = string_array(f, "tokenizer.ggml.tokens")?;
+        let scores: Vec<f32> = match f.meta("tokenizer.ggml.scores") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => *x,
+                    Value::F64(x) => *x as f32,
+                    _ => 0.0,
+                })
+                .collect(),
+            _ => {
+                return Err(Error::MissingMetadata {
+                    source_name: f.path.display().to_string(),
+                    key: "tokenizer.ggml.scores".into(),
+                })
+            }
+        };
+        let types = token_types(f, tokens.len());
+        let add_space_prefix = !matches!(
+            f.meta("tokenizer.ggml.add_space_prefix"),
+            Some(Value::Bool(false))
+        );
+        let specials: Vec<(String, u32)> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == crate::spm::token_type::CONTROL as i64)
+            .filter_map(|(i, _)| tokens.get(i).map(|s| (s.clone(), i as u32)))
+            .collect();
+        let n = tokens.len();
+        let spm = Spm::new(
+            tokens,
+            scores,
+            types.iter().map(|&t| t as i32).collect(),
+            add_space_prefix,
+        );
+        let (mut info, mut chat_template) = gguf_info(f, "gguf SentencePiece", None, n);
+        if let Some(eot) = spm.token_to_id("<end_of_turn>") {
+            if !info.stop_tokens.contains(&eot) {
+                info.stop_tokens.push(eot);
+            }
+            if chat_template.is_none() && spm.token_to_id("<start_of_turn>").is_some() {
+                chat_template = Some(GEMMA_CHAT_TEMPLATE.to_string());
+            }
+        }
+        Ok(Self {
+            info,
+            backend: Backend::Spm(std::sync::Arc::new(spm)),
+            chat_template,
+            specials,
+        })
+    }
+}
+
+/// BOS/EOS/stop tokens and the chat template from GGUF metadata.
+fn gguf_info(
+    f: &GgufFile,
+    kind: &str,
+    pre: Option<String>,
+    vocab_size: usize,
+) -> (TokenizerInfo, Option<String>) {
+    let id = |k: &str| f.meta_usize(k).ok().map(|v| v as u32);
+    let (bos, eos) = (
+        id("tokenizer.ggml.bos_token_id"),
+        id("tokenizer.ggml.eos_token_id"),
+    );
+    let add_bos = matches!(
+        f.meta("tokenizer.ggml.add_bos_token"),
+        Some(Value::Bool(true))
+    );
+    let chat_template = f
+        .meta_str("tokenizer.chat_template")
+        .ok()
+        .map(str::to_string);
+    let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
+    if let Some(eot) = id("tokenizer.ggml.eot_token_id") {
+        stop_tokens.push(eot);
+    }
+    (
+        TokenizerInfo {
+            kind: kind.into(),
+            pre,
+            vocab_size,
+            bos,
+            eos,
+            add_bos,
+            stop_tokens,
+        },
+        chat_template,
+    )
+}
+
+/// `tokenizer.ggml.token_type`, normal (1) where missing.
+fn token_types(f: &GgufFile, n: usize) -> Vec<i64> {
+    match f.meta("tokenizer.ggml.token_type") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::I32(x) => *x as i64,
+                Value::U32(x) => *x as i64,
+                _ => 1,
+            })
+            .collect(),
+        _ => vec![1; n],
+    }
+}
+
+impl Tokenizer {
     /// Build from a Hugging Face folder (`tokenizer.json`, optional `tokenizer_config.json`).
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
@@ -213,16 +324,22 @@ impl Tokenizer {
             .collect();
         let plain = without_special_matching(&with_special);
         let eos = id_of("eos_token");
+        let bos = id_of("bos_token");
+        let vocab_size = with_special.get_vocab_size(true);
         let chat_template = match cfg.get("chat_template") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
         };
         Ok(Self {
+            backend: Backend::Hf {
+                with_special: Box::new(with_special),
+                plain: Box::new(plain),
+            },
             info: TokenizerInfo {
                 kind: "tokenizer.json".into(),
                 pre: None,
-                vocab_size: with_special.get_vocab_size(true),
-                bos: id_of("bos_token"),
+                vocab_size,
+                bos,
                 eos,
                 add_bos: cfg
                     .get("add_bos_token")
@@ -230,8 +347,6 @@ impl Tokenizer {
                     .unwrap_or(false),
                 stop_tokens: eos.into_iter().collect(),
             },
-            with_special,
-            plain,
             chat_template,
             specials,
         })
@@ -246,10 +361,10 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let tk = if special {
-            &self.with_special
-        } else {
-            &self.plain
+        let tk = match &self.backend {
+            Backend::Spm(spm) => return Ok(spm.encode(text, special)),
+            Backend::Hf { with_special, .. } if special => with_special,
+            Backend::Hf { plain, .. } => plain,
         };
         let enc = tk
             .encode_fast(text, false)
@@ -259,9 +374,12 @@ impl Tokenizer {
 
     /// Ids back to text (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.with_special
-            .decode(ids, false)
-            .map_err(|e| Error::Tokenizer(format!("decoding failed: {e}")))
+        match &self.backend {
+            Backend::Spm(spm) => Ok(spm.decode(ids)),
+            Backend::Hf { with_special, .. } => with_special
+                .decode(ids, false)
+                .map_err(|e| Error::Tokenizer(format!("decoding failed: {e}"))),
+        }
     }
 
     /// One token's text as it would print, for per-token displays.
@@ -278,18 +396,24 @@ impl Tokenizer {
         self.specials.iter().any(|(_, i)| *i == id)
     }
 
-    /// The vocabulary entry of `id` as stored (byte-level BPE shows a space as `Ġ`).
+    /// The vocabulary entry of `id` as stored (byte-level BPE shows a space as `Ġ`,
+    /// SentencePiece as `▁`).
     pub fn piece(&self, id: u32) -> Option<String> {
-        self.with_special.id_to_token(id)
+        match &self.backend {
+            Backend::Spm(spm) => spm.piece(id).map(str::to_string),
+            Backend::Hf { with_special, .. } => with_special.id_to_token(id),
+        }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.with_special.token_to_id(token)
+        match &self.backend {
+            Backend::Spm(spm) => spm.token_to_id(token),
+            Backend::Hf { with_special, .. } => with_special.token_to_id(token),
+        }
     }
 
     fn special_text(&self, id: Option<u32>) -> String {
-        id.and_then(|i| self.with_special.id_to_token(i))
-            .unwrap_or_default()
+        id.and_then(|i| self.piece(i)).unwrap_or_default()
     }
 
     /// Render chat messages with the model's template (Jinja, as in HF `apply_chat_template`).
