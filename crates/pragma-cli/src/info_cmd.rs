@@ -122,7 +122,7 @@ pub fn print_info(model: &Model) {
          + activations {:.1} MB for a {ctx}-token forward (resident ~ weights + KV + activations + ~{} MB runtime)",
         mb(t.weight_bytes()),
         match t.mode {
-            pragma_model::WeightMode::Native => "in the file's dtypes; --weights f32 for 4 bytes a weight",
+            pragma_model::WeightMode::Native => "in the file's dtypes, Q4_0 / Q5_0 widened for pragma's kernels; --weights f32 for 4 bytes a weight",
             pragma_model::WeightMode::F32 => "dequantized to f32",
         },
         cfg.kv_bytes_per_token() as f64 / 1e3,

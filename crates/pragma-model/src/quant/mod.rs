@@ -34,17 +34,16 @@ pub enum QuantKind {
 }
 
 impl QuantKind {
+    /// The split layout a file dtype is held in: Q4_1 as itself, and Q4_0 as Q4_1 with
+    /// `m = -8 d` (24 bytes a block instead of 18); Q8_0 as itself, and Q5_0 widened to
+    /// it (its 5-bit values `q - 16` are exact in an i8; 36 bytes a block instead of
+    /// 22). candle's Q5_0 kernel is scalar: it decoded at a seventh of the speed, and
+    /// Q4_0 at half (`examples/matmul_kernels.rs`).
     pub fn from_ggml(d: GgmlDType) -> Option<Self> {
         match d {
-            GgmlDType::Q4_1 => Some(QuantKind::Q4_1),
-            GgmlDType::Q8_0 => Some(QuantKind::Q8_0),
+            GgmlDType::Q4_1 | GgmlDType::Q4_0 => Some(QuantKind::Q4_1),
+            GgmlDType::Q8_0 | GgmlDType::Q5_0 => Some(QuantKind::Q8_0),
             _ => None,
-        }
-    }
-    fn block_bytes(self) -> usize {
-        match self {
-            QuantKind::Q4_1 => 20,
-            QuantKind::Q8_0 => 34,
         }
     }
     /// Quant bytes per block (after the f16 scale fields).
@@ -111,8 +110,28 @@ impl QuantWeight {
     /// Errors: `cols` not a multiple of the block size, a byte count that does not match,
     /// or a dtype pragma cannot compute in.
     pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
-        let len = data.len();
-        Self::from_aligned(dtype, rows, cols, typed::aligned(&data), len)
+        Self::from_bytes(dtype, rows, cols, &data)
+    }
+
+    /// As [`Self::new`], from borrowed bytes: one copy, straight into the layout kept
+    /// (Q4_1 / Q8_0 split, other types aligned blocks).
+    pub fn from_bytes(dtype: GgmlDType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        check_len(dtype, rows, cols, bytes.len())?;
+        if let Some(kind) = QuantKind::from_ggml(dtype) {
+            let mut split = SplitBuilder::new(kind, dtype, bytes.len());
+            split.push(bytes);
+            return Ok(split.finish(rows, cols));
+        }
+        typed::check(dtype)?;
+        Ok(Self {
+            dtype,
+            rows,
+            cols,
+            repr: Repr::Blocks {
+                data: typed::aligned(bytes),
+                len: bytes.len(),
+            },
+        })
     }
 
     /// As [`Self::new`], from the first `len` bytes of 8-byte aligned storage (what
@@ -124,30 +143,17 @@ impl QuantWeight {
         data: Vec<u64>,
         len: usize,
     ) -> Result<Self> {
-        let bs = dtype.block_size();
-        let want = rows * (cols / bs) * dtype.type_size();
-        if !cols.is_multiple_of(bs) || len != want || data.len() * 8 < len {
+        check_len(dtype, rows, cols, len)?;
+        if data.len() * 8 < len {
             return Err(Error::InvalidInput(format!(
-                "{dtype:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {bs}, found {len}"
+                "{dtype:?} weight [{rows}, {cols}]: {len} bytes expected in storage of {}",
+                data.len() * 8
             )));
         }
         if let Some(kind) = QuantKind::from_ggml(dtype) {
-            let bytes = typed::as_bytes(&data, len);
-            let (nq, ns) = (kind.qs_bytes(), kind.n_scales());
-            let mut qs = Vec::with_capacity(len);
-            let mut scales = Vec::with_capacity(len / kind.block_bytes() * ns);
-            for blk in bytes.chunks_exact(kind.block_bytes()) {
-                for s in 0..ns {
-                    scales.push(f16::from_le_bytes([blk[2 * s], blk[2 * s + 1]]).to_f32());
-                }
-                qs.extend_from_slice(&blk[2 * ns..2 * ns + nq]);
-            }
-            return Ok(Self {
-                dtype,
-                rows,
-                cols,
-                repr: Repr::Split { kind, qs, scales },
-            });
+            let mut split = SplitBuilder::new(kind, dtype, len);
+            split.push(typed::as_bytes(&data, len));
+            return Ok(split.finish(rows, cols));
         }
         typed::check(dtype)?;
         Ok(Self {
@@ -203,17 +209,22 @@ impl QuantWeight {
             )));
         };
         let aligned = (bytes.as_ptr() as usize).is_multiple_of(8);
-        if QuantKind::from_ggml(dtype).is_some() || !aligned {
-            let w = Self::new(dtype, rows, cols, bytes.to_vec());
+        check_len(dtype, rows, cols, len)?;
+        if let Some(kind) = QuantKind::from_ggml(dtype) {
+            // Split in chunks, dropping each chunk's pages once copied: the peak holds the
+            // split copy and one chunk of the file, not the whole tensor twice.
+            let mut split = SplitBuilder::new(kind, dtype, len);
+            let chunk = (16 << 20) / dtype.type_size() * dtype.type_size();
+            for (i, c) in bytes.chunks(chunk).enumerate() {
+                split.push(c);
+                dont_need(&map, start + i * chunk, c.len());
+            }
+            return Ok(split.finish(rows, cols));
+        }
+        if !aligned {
+            let w = Self::from_bytes(dtype, rows, cols, bytes);
             dont_need(&map, start, len);
             return w;
-        }
-        let bs = dtype.block_size();
-        let want = rows * (cols / bs) * dtype.type_size();
-        if !cols.is_multiple_of(bs) || len != want {
-            return Err(Error::InvalidInput(format!(
-                "{dtype:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {bs}, found {len}"
-            )));
         }
         typed::check(dtype)?;
         Ok(Self {
@@ -286,16 +297,30 @@ impl QuantWeight {
         }
     }
 
-    /// Concatenate matrices with the same dtype and width along the rows; `None` if
-    /// they differ (the caller then keeps them apart).
+    /// Concatenate matrices with the same layout and width along the rows (the same
+    /// dtype, or dtypes held in the same split layout, e.g. Gemma's Q5_0 q/k with its
+    /// Q8_0 v); `None` if they differ (the caller then keeps them apart).
     pub fn stack_rows(parts: &[&QuantWeight]) -> Option<QuantWeight> {
         let first = parts.first()?;
+        let layout = |q: &QuantWeight| match &q.repr {
+            Repr::Split { kind, .. } => Ok(*kind),
+            _ => Err(q.dtype),
+        };
         if parts
             .iter()
-            .any(|p| p.dtype != first.dtype || p.cols != first.cols)
+            .any(|p| layout(p) != layout(first) || p.cols != first.cols)
         {
             return None;
         }
+        let dtype = match &first.repr {
+            Repr::Split { kind, .. } if parts.iter().any(|p| p.dtype != first.dtype) => {
+                match kind {
+                    QuantKind::Q4_1 => GgmlDType::Q4_1,
+                    QuantKind::Q8_0 => GgmlDType::Q8_0,
+                }
+            }
+            _ => first.dtype,
+        };
         let rows = parts.iter().map(|p| p.rows).sum();
         let repr = match &first.repr {
             Repr::Split { kind, .. } => {
@@ -317,18 +342,20 @@ impl QuantWeight {
                 }
             }
             Repr::Blocks { .. } | Repr::Mapped { .. } => {
-                let mut out = Vec::new();
+                // Straight into aligned storage: one copy.
+                let len: usize = parts.iter().map(|p| p.block_bytes().len()).sum();
+                let mut data = Self::alloc(len);
+                let mut at = 0;
                 for p in parts {
-                    out.extend_from_slice(p.block_bytes());
+                    let b = p.block_bytes();
+                    Self::bytes_mut(&mut data)[at..at + b.len()].copy_from_slice(b);
+                    at += b.len();
                 }
-                Repr::Blocks {
-                    data: typed::aligned(&out),
-                    len: out.len(),
-                }
+                Repr::Blocks { data, len }
             }
         };
         Some(QuantWeight {
-            dtype: first.dtype,
+            dtype,
             rows,
             cols: first.cols,
             repr,
@@ -515,6 +542,82 @@ impl QuantWeight {
 }
 
 /// `MADV_DONTNEED` over the pages of `start..start + len` of a read-only file map.
+/// `len` bytes of `dtype` blocks must be exactly a `[rows, cols]` matrix.
+fn check_len(dtype: GgmlDType, rows: usize, cols: usize, len: usize) -> Result<()> {
+    let bs = dtype.block_size();
+    let want = rows * (cols / bs) * dtype.type_size();
+    if !cols.is_multiple_of(bs) || len != want {
+        return Err(Error::InvalidInput(format!(
+            "{dtype:?} weight [{rows}, {cols}]: expected {want} bytes in blocks of {bs}, found {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the split layout (quant bytes, f32 scales) from the file's blocks of `dtype`
+/// fed in pieces of whole blocks.
+struct SplitBuilder {
+    kind: QuantKind,
+    dtype: GgmlDType,
+    qs: Vec<u8>,
+    scales: Vec<f32>,
+}
+
+impl SplitBuilder {
+    fn new(kind: QuantKind, dtype: GgmlDType, len: usize) -> Self {
+        let blocks = len / dtype.type_size();
+        Self {
+            kind,
+            dtype,
+            qs: Vec::with_capacity(blocks * kind.qs_bytes()),
+            scales: Vec::with_capacity(blocks * kind.n_scales()),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let (nq, ns) = (self.kind.qs_bytes(), self.kind.n_scales());
+        for blk in bytes.chunks_exact(self.dtype.type_size()) {
+            if self.dtype == GgmlDType::Q4_0 {
+                // `{ d: f16, qs: [u8; 16] }`, w = d * (nibble - 8) = d * nibble + (-8 d).
+                let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                self.scales.extend([d, -8.0 * d]);
+                self.qs.extend_from_slice(&blk[2..18]);
+                continue;
+            }
+            for s in 0..ns {
+                self.scales
+                    .push(f16::from_le_bytes([blk[2 * s], blk[2 * s + 1]]).to_f32());
+            }
+            if self.dtype == GgmlDType::Q5_0 {
+                // `{ d: f16, qh: u32, qs: [u8; 16] }`: element j < 16 is the low nibble of
+                // qs[j] with bit j of qh as its fifth bit, element j + 16 the high nibble
+                // with bit j + 16; w = d * (q - 16) (ggml's dequantize_row_q5_0).
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                let q = &blk[6..22];
+                let lo = (0..16).map(|j| (q[j] & 0x0F) | ((((qh >> j) << 4) & 0x10) as u8));
+                let hi = (0..16).map(|j| (q[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8));
+                self.qs.extend(lo.chain(hi).map(|v| (v as i8 - 16) as u8));
+            } else {
+                self.qs.extend_from_slice(&blk[2 * ns..2 * ns + nq]);
+            }
+        }
+    }
+
+    fn finish(self, rows: usize, cols: usize) -> QuantWeight {
+        let dtype = self.dtype;
+        QuantWeight {
+            dtype,
+            rows,
+            cols,
+            repr: Repr::Split {
+                kind: self.kind,
+                qs: self.qs,
+                scales: self.scales,
+            },
+        }
+    }
+}
+
 fn dont_need(map: &memmap2::Mmap, start: usize, len: usize) {
     let page = 4096;
     let a = start / page * page;
@@ -625,13 +728,14 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// Every dtype pragma computes in: (dtype, tolerance of the row kernels relative to
-    /// |x| |w_row|). pragma's own Q4_1 / Q8_0 kernels use f32 activations (1e-5, float
+    /// |x| |w_row|). pragma's own Q4_1 / Q8_0 kernels (Q4_0 and Q5_0 held in their
+    /// layouts) use f32 activations (1e-5, float
     /// rounding); candle's quantize the activations to 8 bits (Q8_0 / Q8_K) or round them
     /// to f16 / bf16, as llama.cpp does: 1e-2.
     const DTYPES: &[(GgmlDType, f64)] = &[
-        (GgmlDType::Q4_0, 1e-2),
+        (GgmlDType::Q4_0, 1e-5),
         (GgmlDType::Q4_1, 1e-5),
-        (GgmlDType::Q5_0, 1e-2),
+        (GgmlDType::Q5_0, 1e-5),
         (GgmlDType::Q5_1, 1e-2),
         (GgmlDType::Q8_0, 1e-5),
         (GgmlDType::Q2K, 1e-2),
@@ -754,6 +858,11 @@ mod tests {
                 assert!(QuantWeight::stack_rows(&[&a, &c]).is_none());
             }
         }
+        // Q5_0 is held in Q8_0's layout, so the two stack.
+        let (a, da) = weight(GgmlDType::Q5_0, rows, cols);
+        let (c, dc) = weight(GgmlDType::Q8_0, 2, cols);
+        let s = QuantWeight::stack_rows(&[&a, &c]).expect("same layout");
+        assert_eq!(s.dequantize(), [da, dc].concat());
     }
 
     /// pragma's SIMD row kernels agree with the scalar ones.
