@@ -776,7 +776,7 @@ impl Transformer {
         let pre = site(HookPoint::MlpPre(i), gate_up.narrow(2, 0, f)?, cache)?; // [b, t, f]
         let pre_linear = site(HookPoint::MlpPreLinear(i), gate_up.narrow(2, f, f)?, cache)?;
         let act = if cfg.gelu_gate() {
-            pre.gelu()? // tanh approximation, Hugging Face's gelu_pytorch_tanh
+            gelu_tanh_tensor(&pre)? // Hugging Face's gelu_pytorch_tanh
         } else {
             candle_nn::ops::silu(&pre)?
         };
@@ -1093,10 +1093,25 @@ fn rope_rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// GELU, tanh approximation, as candle's `gelu` computes it in f32.
+/// GELU, tanh approximation (`gelu_pytorch_tanh`): `0.5 x (1 + tanh(u))` with
+/// `u = sqrt(2/pi) (x + 0.044715 x^3)`, computed as `x / (1 + exp(-2u))` (the same
+/// function: `(1 + tanh(u)) / 2 = sigmoid(2u)`), whose one `expf` costs a third of
+/// libm's `tanhf` (GELU was 14% of Gemma 3's prefill as candle's `gelu`). Agrees with
+/// the tanh form to f32 rounding; the parity tests check it against NumPy's float64.
 fn gelu_tanh(v: f32) -> f32 {
     const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
-    0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh())
+    let u = SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v);
+    v / (1.0 + (-2.0 * u).exp())
+}
+
+/// [`gelu_tanh`] over a tensor, in parallel.
+fn gelu_tanh_tensor(x: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let dims = x.dims().to_vec();
+    let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    v.par_chunks_mut(4096)
+        .for_each(|c| c.iter_mut().for_each(|a| *a = gelu_tanh(*a)));
+    Ok(Tensor::from_vec(v, dims, x.device())?)
 }
 
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
