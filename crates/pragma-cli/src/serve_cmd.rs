@@ -1,4 +1,5 @@
-//! `pragma serve`: parse, call `pragma_server::serve`.
+//! `pragma serve`: parse, call `pragma_server::serve`. One server: the transcript UI and,
+//! with a model, OpenAI's API under `/v1` with per-request steering.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,9 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Model to serve (a .gguf, an HF folder or a built-in name); the same as --model.
+    #[arg(value_name = "MODEL")]
+    model_pos: Option<String>,
     /// Transcript database (from `pragma transcripts import`).
     #[arg(long, default_value = crate::transcripts::DEFAULT_DB, env = "PRAGMA_TRANSCRIPTS_DB")]
     db: PathBuf,
@@ -21,17 +25,40 @@ pub struct ServeArgs {
     /// `none` shows token ids.
     #[arg(long, default_value = pragma_model::DEFAULT_MODEL)]
     model: String,
-    /// A steering vector for the playground (/steer): NAME=FILE from `pragma steer train`.
-    /// Repeatable.
+    /// A steering vector for the playground (/steer) and the API's `pragma.steer`:
+    /// NAME=FILE from `pragma steer train`. Repeatable.
     #[arg(long)]
     vector: Vec<String>,
+    /// A folder of steering vectors (`*.safetensors`), each registered under its file
+    /// stem, as --vector.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    /// Largest `max_tokens` an API request may ask for.
+    #[arg(long, default_value_t = 2048)]
+    max_tokens_limit: usize,
     /// An SAE, NAME=DIR, for the logit table of latent pages of the scorer `sae:NAME`
     /// (as `pragma transcripts score --sae NAME=DIR` named it). Repeatable.
     #[arg(long)]
     sae: Vec<String>,
 }
 
-pub fn cmd_serve(a: ServeArgs) -> Result<()> {
+pub fn cmd_serve(mut a: ServeArgs) -> Result<()> {
+    if let Some(m) = a.model_pos.take() {
+        a.model = m;
+    }
+    if let Some(dir) = &a.vectors {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("--vectors {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        for f in files {
+            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+            a.vector
+                .push(format!("{}={}", stem.unwrap_or_default(), f.display()));
+        }
+    }
     let model = if a.model == "none" {
         anyhow::ensure!(
             a.vector.is_empty(),
@@ -66,6 +93,14 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
         saes.is_empty() || model.is_some(),
         "--sae needs a model (not --model none)"
     );
+    let openai = model.as_ref().map(|m| {
+        let id = if pragma_model::fetch::find_known(&a.model).is_some() {
+            a.model.clone()
+        } else {
+            m.info.name.clone().unwrap_or_else(|| a.model.clone())
+        };
+        pragma_server::openai::OpenAi::new(m.clone(), id, vectors.clone(), a.max_tokens_limit)
+    });
     let playground = match (&model, vectors.is_empty() && saes.is_empty()) {
         (Some(m), false) => Some(pragma_server::Playground {
             model: m.clone(),
@@ -74,15 +109,24 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
         }),
         _ => None,
     };
+    let with_api = openai.is_some();
     let cfg = pragma_server::ServeConfig {
         db: a.db,
         addr: a.bind,
         api_key: a.api_key,
+        openai,
     };
     pragma_server::serve(cfg, tokenizer, playground, &mut |addr| {
         // The first line on stdout is the address (tests and scripts read it).
         println!("http://{addr}/");
-        eprintln!("serving the transcripts UI; Ctrl-C stops");
+        if with_api {
+            eprintln!(
+                "serving the transcripts UI and OpenAI's API at http://{addr}/v1 \
+                 (per-request steering: the body's \"pragma\" field); Ctrl-C stops"
+            );
+        } else {
+            eprintln!("serving the transcripts UI; Ctrl-C stops");
+        }
     })?;
     Ok(())
 }

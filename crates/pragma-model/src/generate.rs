@@ -118,6 +118,8 @@ pub enum StopReason {
     StopToken,
     MaxTokens,
     Context,
+    /// The caller's `on_token` asked to stop (a stop string, a client that went away).
+    Caller,
 }
 
 #[derive(Clone, Debug)]
@@ -236,4 +238,61 @@ pub fn generate_items(
             .collect(),
         cache,
     })
+}
+
+/// One sequence, token by token, for servers: after each sampled token,
+/// `on_token(token, logits)` sees it with the raw logits it was sampled from
+/// (`[vocab]`, for log-probabilities) and returns whether to go on. Returns the new
+/// tokens (a stop token included) and why generation ended. Samples as
+/// [`generate_items`] does for item `item`, so the tokens equal a batched run's.
+pub fn generate_one(
+    model: &Transformer,
+    prompt: &[u32],
+    item: u64,
+    opts: &GenerateOptions,
+    hooks: &Hooks,
+    mut on_token: impl FnMut(u32, &[f32]) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
+    opts.sampling.validate()?;
+    let batch = Batch::single(prompt, model.device())?;
+    let ctx = model.cfg.context_length;
+    if prompt.len() > ctx {
+        return Err(Error::ContextOverflow {
+            len: prompt.len(),
+            ctx,
+        });
+    }
+    let mut rng = item_rng(opts.sampling.seed, item);
+    let mut kv = KvCache::new(model.cfg.n_layers, batch.pad.clone());
+    let mut cache = Cache::new(batch.pad.clone());
+    let mut tokens = Vec::new();
+    if opts.max_tokens == 0 {
+        return Ok((tokens, StopReason::MaxTokens));
+    }
+    let mut logits = model
+        .forward_step(&batch.ids, &mut kv, hooks, Logits::Last, &mut cache)?
+        .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
+    loop {
+        let row: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let tok = sample(&row, &opts.sampling, &mut rng);
+        tokens.push(tok);
+        if !on_token(tok, &row) {
+            return Ok((tokens, StopReason::Caller));
+        }
+        if opts.stop_tokens.contains(&tok) {
+            return Ok((tokens, StopReason::StopToken));
+        }
+        if tokens.len() >= opts.max_tokens {
+            return Ok((tokens, StopReason::MaxTokens));
+        }
+        if kv.len + 1 > ctx {
+            return Ok((tokens, StopReason::Context));
+        }
+        let ids = Tensor::from_vec(vec![tok], (1, 1), model.device())?;
+        logits = model
+            .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)?
+            .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
+        // Captures are not returned here; keep the cache from growing.
+        cache = Cache::new(batch.pad.clone());
+    }
 }

@@ -15,7 +15,12 @@
 //! transcript (strongest activations in context, a histogram). JSON: `/api/collections`, `/api/c/{name}/search?q=`,
 //! `/api/c/{name}/outliers?scorer=`, `/api/c/{name}/clusters?k=&sae=`, `/api/t/{id}`,
 //! `/api/diff?a=&b=`, the same shapes as the CLI's `--json`.
+//!
+//! With a model, the same server answers OpenAI's API under `/v1` ([`openai`]):
+//! chat and text completions with per-request steering, for eval harnesses and the
+//! official clients.
 
+pub mod openai;
 mod pages;
 
 use std::net::SocketAddr;
@@ -37,6 +42,8 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// Required when `addr` is not a loopback address.
     pub api_key: Option<String>,
+    /// The OpenAI-compatible API (`/v1`), when a model is loaded.
+    pub openai: Option<openai::OpenAi>,
 }
 
 /// Errors of the server: bad configuration, or I/O at startup.
@@ -80,12 +87,27 @@ pub fn router_with(
     api_key: Option<String>,
     playground: Option<Playground>,
 ) -> Router {
+    router_full(db, tokenizer, api_key, playground, None)
+}
+
+/// The router with the OpenAI-compatible API under `/v1` when `openai` is given.
+pub fn router_full(
+    db: Db,
+    tokenizer: Option<Arc<Tokenizer>>,
+    api_key: Option<String>,
+    playground: Option<Playground>,
+    openai: Option<openai::OpenAi>,
+) -> Router {
     let state: Shared = Arc::new(AppState {
         db: Mutex::new(db),
         tokenizer,
         api_key,
         playground,
     });
+    let v1 = match openai {
+        Some(api) => openai::routes(api),
+        None => Router::new(),
+    };
     Router::new()
         .route("/", get(pages::index))
         .route("/c/{name}", get(pages::collection))
@@ -112,10 +134,17 @@ pub fn router_with(
             "/static/app.js",
             get(|| async { asset("text/javascript", include_str!("../static/app.js")) }),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
-        .with_state(state)
+        .fallback(|req: Request| async move {
+            if req.uri().path().starts_with("/v1/") {
+                openai::not_found()
+            } else {
+                (StatusCode::NOT_FOUND, "not found").into_response()
+            }
+        })
+        .with_state(state.clone())
+        .merge(v1)
+        .layer(middleware::from_fn_with_state(state, guard))
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -126,11 +155,19 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
     if let Some(key) = &s.api_key {
         let path = req.uri().path().to_string();
+        // x-api-key, OpenAI's `Authorization: Bearer KEY`, or the login cookie.
         let given = req
             .headers()
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
+            .or_else(|| {
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            })
             .or_else(|| {
                 req.headers()
                     .get(header::COOKIE)
@@ -142,7 +179,10 @@ async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
                             .map(|(_, v)| v.to_string())
                     })
             });
-        if path != "/login" && given.as_deref() != Some(key.as_str()) {
+        let ok = given
+            .as_deref()
+            .is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes()));
+        if path != "/login" && !ok {
             return (
                 StatusCode::UNAUTHORIZED,
                 "an API key is needed: send x-api-key, or open /login?key=KEY",
@@ -169,6 +209,15 @@ async fn guard(State(s): State<Shared>, req: Request, next: Next) -> Response {
     res
 }
 
+/// Byte equality whose time does not depend on where the inputs differ (only on their
+/// lengths), so a key cannot be guessed byte by byte from response times.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Serve until Ctrl-C. Errors: a non-loopback address without an API key; the database
 /// cannot be opened; the address is taken.
 pub fn serve(
@@ -185,7 +234,7 @@ pub fn serve(
         )));
     }
     let db = Db::open(&cfg.db)?;
-    let app = router_with(db, tokenizer, cfg.api_key.clone(), playground);
+    let app = router_full(db, tokenizer, cfg.api_key.clone(), playground, cfg.openai);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -197,6 +246,23 @@ pub fn serve(
         ready(listener.local_addr()?);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
+                // Ctrl-C or SIGTERM: stop accepting, let requests in flight finish.
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = tokio::signal::ctrl_c() => {}
+                                _ = term.recv() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                }
+                #[cfg(not(unix))]
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;

@@ -260,6 +260,7 @@ async fn http_bad_parameters_assets_and_keys() {
             db: db.clone(),
             addr: "0.0.0.0:0".parse().expect("addr"),
             api_key: None,
+            openai: None,
         },
         None,
         None,

@@ -1,0 +1,590 @@
+//! An OpenAI-compatible API over a loaded model, with per-request steering:
+//! `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI's
+//! request and response shapes, streaming as server-sent events ending in `[DONE]`),
+//! and the registry of named vectors, `GET /v1/pragma/vectors` and
+//! `DELETE /v1/pragma/vectors/{name}`.
+//!
+//! One extra field in a request body, `"pragma": {"steer": [{"vector": NAME, "scale": S,
+//! "layers": [...], "positions": "from:1", "op": "add"}]}`, applies registered vectors to
+//! that request only; the response echoes it. With the official `openai` client it goes
+//! in `extra_body`. Requests are decoded one at a time on the model's thread
+//! ([`engine`]); each carries its own hooks, so steering cannot leak between requests.
+//!
+//! Errors are OpenAI's error object with 400 (bad request, checked before any compute),
+//! 404 (unknown route or vector) or 500.
+
+mod engine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use pragma_methods::steering::{Operator, SteeringVector};
+use pragma_model::generate::{GenerateOptions, Sampling};
+use pragma_model::hooks::{Hooks, Positions};
+use pragma_model::input::{InputRule, Prompt};
+use pragma_model::tokenizer::ChatMessage;
+use pragma_model::Model;
+use serde_json::{json, Value};
+
+use engine::{Engine, Event, Job};
+use types::*;
+
+/// The API's state: the model, its thread, and the named vectors.
+#[derive(Clone)]
+pub struct OpenAi {
+    model: Arc<Model>,
+    /// The id `/v1/models` lists and responses carry.
+    model_id: String,
+    engine: Engine,
+    vectors: Arc<RwLock<BTreeMap<String, SteeringVector>>>,
+    /// Largest `max_tokens` a request may ask for.
+    max_tokens_limit: usize,
+}
+
+impl OpenAi {
+    /// Start the model thread. `vectors` are the registered steering vectors by name.
+    pub fn new(
+        model: Arc<Model>,
+        model_id: String,
+        vectors: Vec<(String, SteeringVector)>,
+        max_tokens_limit: usize,
+    ) -> Self {
+        OpenAi {
+            engine: Engine::start(model.clone()),
+            model,
+            model_id,
+            vectors: Arc::new(RwLock::new(vectors.into_iter().collect())),
+            max_tokens_limit,
+        }
+    }
+}
+
+/// The `/v1` routes.
+pub fn routes(api: OpenAi) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/pragma/vectors", get(list_vectors))
+        .route("/v1/pragma/vectors/{name}", delete(delete_vector))
+        .with_state(api)
+}
+
+/// An error as OpenAI sends it.
+pub struct ApiError(StatusCode, String, Option<&'static str>);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into(), None)
+    }
+    fn param(msg: impl Into<String>, param: &'static str) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into(), Some(param))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.0 {
+            StatusCode::NOT_FOUND => "not_found_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "server_error",
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.1,
+                kind,
+                param: self.2.map(str::to_string),
+                code: None,
+            },
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+/// OpenAI's error object for a route that does not exist under `/v1`.
+pub fn not_found() -> Response {
+    ApiError(StatusCode::NOT_FOUND, "no such route".into(), None).into_response()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn request_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{:x}{:04x}",
+        now(),
+        N.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+async fn models(State(api): State<OpenAi>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": api.model_id, "object": "model", "created": 0, "owned_by": "pragma"}],
+    }))
+}
+
+async fn list_vectors(State(api): State<OpenAi>) -> Json<Value> {
+    let v = api.vectors.read().map(|v| {
+        v.iter()
+            .map(|(name, vec)| {
+                json!({"name": name, "site": vec.meta.site, "layers": vec.meta.layers,
+                       "d_model": vec.meta.d_model, "model": vec.meta.model})
+            })
+            .collect::<Vec<_>>()
+    });
+    Json(json!({"object": "list", "data": v.unwrap_or_default()}))
+}
+
+async fn delete_vector(
+    State(api): State<OpenAi>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let removed = api
+        .vectors
+        .write()
+        .map(|mut v| v.remove(&name).is_some())
+        .unwrap_or(false);
+    if !removed {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no vector '{name}'"),
+            Some("name"),
+        ));
+    }
+    Ok(Json(json!({"name": name, "deleted": true})))
+}
+
+/// What both endpoints share once their body is read.
+struct Plan {
+    prompt: Vec<u32>,
+    opts: GenerateOptions,
+    hooks: Hooks,
+    stop: Vec<String>,
+    echo: PragmaExt,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
+}
+
+/// Check everything a request asks for before any compute; build its ids and hooks.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    api: &OpenAi,
+    prompt: Prompt,
+    max_tokens: Option<usize>,
+    default_max: usize,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    stop: Option<&Stop>,
+    n: Option<usize>,
+    ext: Option<&PragmaExt>,
+) -> Result<Plan, ApiError> {
+    if n.is_some_and(|n| n != 1) {
+        return Err(ApiError::param(
+            "n: pragma returns one choice per request",
+            "n",
+        ));
+    }
+    let temperature = temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::param(
+            format!("temperature {temperature}: expected 0 to 2"),
+            "temperature",
+        ));
+    }
+    let top_p = top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::param(
+            format!("top_p {top_p}: expected a number in (0, 1]"),
+            "top_p",
+        ));
+    }
+    let max_tokens = max_tokens.unwrap_or(default_max);
+    if max_tokens == 0 || max_tokens > api.max_tokens_limit {
+        return Err(ApiError::param(
+            format!(
+                "max_tokens {max_tokens}: expected 1 to {} (the server's --max-tokens-limit)",
+                api.max_tokens_limit
+            ),
+            "max_tokens",
+        ));
+    }
+    let stop: Vec<String> = stop.map(Stop::list).unwrap_or_default();
+    if stop.len() > 4 || stop.iter().any(String::is_empty) {
+        return Err(ApiError::param(
+            "stop: expected up to 4 non-empty strings",
+            "stop",
+        ));
+    }
+    let tk = &api.model.tokenizer;
+    let ids = tk
+        .build_input(&prompt, InputRule::default())
+        .map_err(|e| ApiError::bad(e.to_string()))?
+        .ids;
+    let ctx = api.model.cfg().context_length;
+    if ids.len() + max_tokens > ctx {
+        return Err(ApiError::param(
+            format!(
+                "the prompt is {} tokens and max_tokens {max_tokens}: together over the model's \
+                 context of {ctx}",
+                ids.len()
+            ),
+            "max_tokens",
+        ));
+    }
+    let echo = ext.cloned().unwrap_or_default();
+    let mut hooks = Hooks::new();
+    {
+        let vectors = api
+            .vectors
+            .read()
+            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "registry".into(), None))?;
+        for s in &echo.steer {
+            let v = vectors.get(&s.vector).ok_or_else(|| {
+                ApiError::param(
+                    format!(
+                        "pragma.steer: no vector '{}' (registered: {})",
+                        s.vector,
+                        vectors.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                    "pragma.steer.vector",
+                )
+            })?;
+            let op = Operator::parse(&s.op)
+                .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
+            let positions = Positions::parse(&s.positions).map_err(|e| {
+                ApiError::param(
+                    format!("pragma.steer.positions: {e}"),
+                    "pragma.steer.positions",
+                )
+            })?;
+            let h = v
+                .hooks(&api.model, op, s.scale, s.layers.as_deref(), positions)
+                .map_err(|e| ApiError::param(format!("pragma.steer: {e}"), "pragma.steer"))?;
+            hooks.extend(&h);
+        }
+    }
+    Ok(Plan {
+        prompt: ids,
+        opts: GenerateOptions {
+            max_tokens,
+            sampling: Sampling {
+                temperature,
+                top_p,
+                seed: seed.unwrap_or(0),
+                ..Sampling::default()
+            },
+            stop_tokens: tk.info.stop_tokens.clone(),
+        },
+        hooks,
+        stop,
+        echo,
+    })
+}
+
+/// Queue a plan; the receiver of its events.
+fn submit(
+    api: &OpenAi,
+    p: &Plan,
+    logprobs: Option<usize>,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>, ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = Job {
+        prompt: p.prompt.clone(),
+        opts: p.opts.clone(),
+        hooks: p.hooks.clone(),
+        stop: p.stop.clone(),
+        logprobs,
+        events: tx,
+    };
+    if !api.engine.submit(job) {
+        return Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the model thread stopped".into(),
+            None,
+        ));
+    }
+    Ok(rx)
+}
+
+/// Wait for a whole answer.
+async fn collect(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, Vec<TokenLogprob>, &'static str, usize), ApiError> {
+    let (mut text, mut lps) = (String::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Delta { text: t, logprobs } => {
+                text.push_str(&t);
+                lps.extend(logprobs);
+            }
+            Event::Done {
+                finish_reason,
+                completion_tokens,
+            } => return Ok((text, lps, finish_reason, completion_tokens)),
+            Event::Error(e) => {
+                return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e, None));
+            }
+        }
+    }
+    Err(ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the model thread ended the request without an answer".into(),
+        None,
+    ))
+}
+
+fn usage(prompt: usize, completion: usize) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+    }
+}
+
+async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(&body)?;
+    if req.messages.is_empty() {
+        return Err(ApiError::param(
+            "messages: expected at least one",
+            "messages",
+        ));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        if !matches!(
+            m.role.as_str(),
+            "system" | "developer" | "user" | "assistant"
+        ) {
+            return Err(ApiError::param(
+                format!(
+                    "messages: role '{}': expected system, developer, user or assistant",
+                    m.role
+                ),
+                "messages",
+            ));
+        }
+        let content = match &m.content {
+            Some(c) => c.text().map_err(|e| ApiError::param(e, "messages"))?,
+            None => String::new(),
+        };
+        let role = if m.role == "developer" {
+            "system"
+        } else {
+            &m.role
+        };
+        messages.push(ChatMessage::new(role, &content));
+    }
+    let top = if req.logprobs {
+        let k = req.top_logprobs.unwrap_or(0);
+        if k > 20 {
+            return Err(ApiError::param(
+                "top_logprobs: expected 0 to 20",
+                "top_logprobs",
+            ));
+        }
+        Some(k)
+    } else {
+        None
+    };
+    let p = plan(
+        &api,
+        Prompt::chat(&messages),
+        req.max_completion_tokens.or(req.max_tokens),
+        api.max_tokens_limit.min(512),
+        req.temperature,
+        req.top_p,
+        req.seed,
+        req.stop.as_ref(),
+        req.n,
+        req.pragma.as_ref(),
+    )?;
+    let rx = submit(&api, &p, top)?;
+    let (id, created, n_prompt) = (request_id("chatcmpl"), now(), p.prompt.len());
+    if req.stream {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(stream(rx, move |ev, first| {
+            let chunk = |delta: Value, finish: Value, lp: Value| {
+                json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                       "model": api.model_id, "choices": [{"index": 0, "delta": delta,
+                       "logprobs": lp, "finish_reason": finish}]})
+            };
+            match ev {
+                Event::Delta { text, logprobs } => {
+                    let mut delta = json!({"content": text});
+                    if first {
+                        delta["role"] = json!("assistant");
+                    }
+                    let lp = if top.is_some() {
+                        json!({"content": logprobs})
+                    } else {
+                        Value::Null
+                    };
+                    vec![chunk(delta, Value::Null, lp)]
+                }
+                Event::Done {
+                    finish_reason,
+                    completion_tokens,
+                } => {
+                    let mut out = vec![chunk(json!({}), json!(finish_reason), Value::Null)];
+                    if include_usage {
+                        out.push(json!({"id": id, "object": "chat.completion.chunk",
+                            "created": created, "model": api.model_id, "choices": [],
+                            "usage": usage(n_prompt, completion_tokens)}));
+                    }
+                    out
+                }
+                Event::Error(e) => vec![json!({"error": {"message": e, "type": "server_error"}})],
+            }
+        }));
+    }
+    let (text, lps, finish, n_completion) = collect(rx).await?;
+    Ok(Json(json!({
+        "id": id, "object": "chat.completion", "created": created, "model": api.model_id,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "logprobs": top.map(|_| json!({"content": lps})), "finish_reason": finish}],
+        "usage": usage(n_prompt, n_completion),
+        "pragma": p.echo,
+    }))
+    .into_response())
+}
+
+async fn completions(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(&body)?;
+    if req.logprobs.is_some_and(|k| k > 5) {
+        return Err(ApiError::param("logprobs: expected 0 to 5", "logprobs"));
+    }
+    let p = plan(
+        &api,
+        Prompt::Text(&req.prompt),
+        req.max_tokens,
+        16, // OpenAI's default for completions
+        req.temperature,
+        req.top_p,
+        req.seed,
+        req.stop.as_ref(),
+        req.n,
+        req.pragma.as_ref(),
+    )?;
+    let rx = submit(&api, &p, req.logprobs)?;
+    let (id, created, n_prompt) = (request_id("cmpl"), now(), p.prompt.len());
+    let want_lp = req.logprobs.is_some();
+    if req.stream {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(stream(rx, move |ev, _| {
+            let chunk = |text: String, finish: Value, lp: Value| {
+                json!({"id": id, "object": "text_completion", "created": created,
+                       "model": api.model_id, "choices": [{"index": 0, "text": text,
+                       "logprobs": lp, "finish_reason": finish}]})
+            };
+            match ev {
+                Event::Delta { text, logprobs } => {
+                    let lp = if want_lp {
+                        completion_logprobs(&logprobs)
+                    } else {
+                        Value::Null
+                    };
+                    vec![chunk(text, Value::Null, lp)]
+                }
+                Event::Done {
+                    finish_reason,
+                    completion_tokens,
+                } => {
+                    let mut out = vec![chunk(String::new(), json!(finish_reason), Value::Null)];
+                    if include_usage {
+                        out.push(json!({"id": id, "object": "text_completion",
+                            "created": created, "model": api.model_id, "choices": [],
+                            "usage": usage(n_prompt, completion_tokens)}));
+                    }
+                    out
+                }
+                Event::Error(e) => vec![json!({"error": {"message": e, "type": "server_error"}})],
+            }
+        }));
+    }
+    let (text, lps, finish, n_completion) = collect(rx).await?;
+    Ok(Json(json!({
+        "id": id, "object": "text_completion", "created": created, "model": api.model_id,
+        "choices": [{"index": 0, "text": text,
+                     "logprobs": if want_lp { completion_logprobs(&lps) } else { Value::Null },
+                     "finish_reason": finish}],
+        "usage": usage(n_prompt, n_completion),
+        "pragma": p.echo,
+    }))
+    .into_response())
+}
+
+/// The legacy Completions `logprobs` shape: parallel arrays and a token -> logprob map.
+fn completion_logprobs(lps: &[TokenLogprob]) -> Value {
+    let mut offset = 0usize;
+    let mut offsets = Vec::with_capacity(lps.len());
+    for l in lps {
+        offsets.push(offset);
+        offset += l.token.len();
+    }
+    json!({
+        "tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
+        "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
+        "top_logprobs": lps.iter().map(|l| {
+            l.top_logprobs.as_ref().map(|t| t.iter().map(|x| (x.token.clone(), json!(x.logprob)))
+                .collect::<serde_json::Map<_, _>>())
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
+/// Server-sent events: one `data:` line per chunk `render` makes of each event, then
+/// `data: [DONE]`. Dropping the response (a client that left) drops the receiver, and
+/// the model thread stops at its next token.
+fn stream(
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    render: impl FnMut(Event, bool) -> Vec<Value> + Send + 'static,
+) -> Response {
+    let s = futures_util::stream::unfold(
+        (rx, render, true, false),
+        |(mut rx, mut render, first, done)| async move {
+            if done {
+                return None;
+            }
+            match rx.recv().await {
+                Some(ev) => {
+                    let last = matches!(ev, Event::Done { .. } | Event::Error(_));
+                    let chunks = render(ev, first);
+                    let mut events: Vec<Result<SseEvent, Infallible>> = chunks
+                        .into_iter()
+                        .map(|c| Ok(SseEvent::default().data(c.to_string())))
+                        .collect();
+                    if last {
+                        events.push(Ok(SseEvent::default().data("[DONE]")));
+                    }
+                    Some((
+                        futures_util::stream::iter(events),
+                        (rx, render, false, last),
+                    ))
+                }
+                None => None,
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    Sse::new(s.flatten()).into_response()
+}

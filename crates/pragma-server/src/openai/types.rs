@@ -1,0 +1,212 @@
+//! OpenAI's request and response shapes (Chat Completions, Completions, Models; the
+//! fields pragma reads), and pragma's one namespaced extension field.
+//!
+//! Field names follow OpenAI's API reference. Fields pragma does not implement are
+//! accepted and ignored (clients such as Inspect AI send `frequency_penalty`, `user`, ...),
+//! except `n` > 1, which is refused. Inside `pragma`, unknown fields are an error.
+
+use serde::{Deserialize, Serialize};
+
+/// A chat message's `content`: a string, or an array of parts of which the text ones
+/// are joined (`[{"type": "text", "text": "..."}]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Content {
+    /// The text; an error names a non-text part.
+    pub fn text(&self) -> Result<String, String> {
+        match self {
+            Content::Text(s) => Ok(s.clone()),
+            Content::Parts(parts) => {
+                let mut out = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => out.push_str(t),
+                        (k, _) => {
+                            return Err(format!(
+                                "content part of type '{k}': pragma serves text models, expected \
+                                 type 'text'"
+                            ))
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+/// `stop`: one string or up to 4.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub logprobs: bool,
+    #[serde(default)]
+    pub top_logprobs: Option<usize>,
+    #[serde(default)]
+    pub n: Option<usize>,
+    #[serde(default)]
+    pub pragma: Option<PragmaExt>,
+}
+
+/// `POST /v1/completions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: String,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Completions' `logprobs`: how many top alternatives per token (0-5).
+    #[serde(default)]
+    pub logprobs: Option<usize>,
+    #[serde(default)]
+    pub n: Option<usize>,
+    #[serde(default)]
+    pub pragma: Option<PragmaExt>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// The `pragma` field of a request body: interventions for this request only.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PragmaExt {
+    #[serde(default)]
+    pub steer: Vec<SteerSpec>,
+}
+
+/// One steering vector applied to this request: a registered vector by name, `op` at
+/// each of its layers (or `layers`), scaled by `scale`, at `positions`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SteerSpec {
+    pub vector: String,
+    pub scale: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<usize>>,
+    /// `all`, `from:1` (the default, as `pragma generate --steer`), `last`, `generated`, ...
+    #[serde(default = "default_positions")]
+    pub positions: String,
+    /// `add` (the default), `ablate`, `ablate-then-add`.
+    #[serde(default = "default_op")]
+    pub op: String,
+}
+
+fn default_positions() -> String {
+    "from:1".into()
+}
+
+fn default_op() -> String {
+    "add".into()
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// One token's log-probability and its top alternatives (Chat Completions' shape).
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<Vec<TopLogprob>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}

@@ -1,0 +1,363 @@
+//! The OpenAI-compatible API on a tiny model, over real HTTP on loopback: response
+//! shapes, streaming, validation before compute, and the leak test (references computed
+//! one request at a time, then the same requests sent together, mixed with streaming,
+//! clients that leave mid-stream, malformed bodies and a vector deleted during the
+//! storm: every answer equals its reference, token for token).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
+use pragma_methods::steering::{train, Pair, Side, TrainConfig};
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::{Arch, Model};
+use pragma_server::openai::OpenAi;
+use pragma_transcripts::db::Db;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(dir: &Path) -> SocketAddr {
+    let cfg = tiny_config(Arch::Llama);
+    let gguf = dir.join("tiny.gguf");
+    write_gguf(
+        &gguf,
+        &cfg,
+        &tiny_weights(&cfg, 7).expect("w"),
+        GgmlDType::F32,
+    )
+    .expect("gguf");
+    let model = Arc::new(Model::load(gguf.to_str().expect("utf8"), &mut |_| {}).expect("model"));
+    let pairs: Vec<Pair> = ["red cat", "blue dog", "warm sun", "cold rain"]
+        .iter()
+        .map(|t| {
+            Pair::new(
+                Side::Text(format!("I love the {t}")),
+                Side::Text(format!("I hate the {t}")),
+            )
+        })
+        .collect();
+    let love = train(&model, &pairs, "test", &TrainConfig::new(&[0, 1])).expect("train");
+    let vectors = vec![
+        ("love".to_string(), love.clone()),
+        ("canary".to_string(), love.clone()),
+        ("scratch".to_string(), love),
+    ];
+    let api = OpenAi::new(model, "tiny".into(), vectors, 64);
+    let app = pragma_server::router_full(
+        Db::open(&dir.join("t.db")).expect("db"),
+        None,
+        None,
+        None,
+        Some(api),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(l, app).await.expect("serve");
+    });
+    addr
+}
+
+/// A raw HTTP/1.1 request; the status and body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (code, dechunk(body))
+}
+
+/// Undo `Transfer-Encoding: chunked` when the body uses it (SSE responses do).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 {
+            return out;
+        }
+        if after.len() < n {
+            return body.to_string();
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+}
+
+/// The text of a non-streaming or streaming answer.
+fn answer_text(body: &str, stream: bool, chat: bool) -> String {
+    if !stream {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        let c = &v["choices"][0];
+        return if chat {
+            c["message"]["content"].as_str().expect("content").into()
+        } else {
+            c["text"].as_str().expect("text").into()
+        };
+    }
+    let mut text = String::new();
+    let mut done = false;
+    for line in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if let Some(c) = v["choices"].get(0) {
+            let t = if chat {
+                c["delta"]["content"].as_str()
+            } else {
+                c["text"].as_str()
+            };
+            text.push_str(t.unwrap_or(""));
+        }
+    }
+    assert!(done, "stream without [DONE]: {body}");
+    text
+}
+
+fn chat_body(prompt: &str, steer: Option<(&str, f32)>, stream: bool) -> String {
+    let mut b = json!({
+        "model": "tiny", "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 12, "temperature": 0, "stream": stream,
+    });
+    if let Some((v, s)) = steer {
+        b["pragma"] = json!({"steer": [{"vector": v, "scale": s, "positions": "all"}]});
+    }
+    b.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shapes_streaming_and_errors() {
+    let d = tempfile::tempdir().expect("tmp");
+    let addr = start(d.path()).await;
+    let (c, body) = http(addr, "GET", "/v1/models", "").await;
+    assert_eq!(c, 200);
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["data"][0]["id"], "tiny");
+
+    let (c, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &chat_body("the cat", None, false),
+    )
+    .await;
+    assert_eq!(c, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let u = &v["usage"];
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().expect("p") + u["completion_tokens"].as_u64().expect("c"))
+    );
+    assert!(matches!(
+        v["choices"][0]["finish_reason"].as_str(),
+        Some("stop" | "length")
+    ));
+    // Streaming gives the same text, in chunks, ending with [DONE].
+    let (c, sbody) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &chat_body("the cat", None, true),
+    )
+    .await;
+    assert_eq!(c, 200);
+    assert_eq!(
+        answer_text(&sbody, true, true),
+        answer_text(&body, false, true)
+    );
+    assert!(sbody.contains("\"role\":\"assistant\""), "{sbody}");
+
+    // Completions with logprobs: one per token, log-probabilities <= 0.
+    let (c, body) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        &json!({"prompt": "the cat", "max_tokens": 5, "temperature": 0, "logprobs": 2}).to_string(),
+    )
+    .await;
+    assert_eq!(c, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    let lp = &v["choices"][0]["logprobs"];
+    let n = v["usage"]["completion_tokens"].as_u64().expect("n") as usize;
+    assert!(lp["token_logprobs"].as_array().expect("lp").len() <= n);
+    assert!(lp["token_logprobs"]
+        .as_array()
+        .expect("lp")
+        .iter()
+        .all(|x| x.as_f64().expect("f") <= 0.0));
+    assert_eq!(v["object"], "text_completion");
+
+    // Stop strings end the text before them.
+    let (_, full) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        &json!({"prompt": "the cat", "max_tokens": 12, "temperature": 0}).to_string(),
+    )
+    .await;
+    let full = answer_text(&full, false, false);
+    if let Some(cut) = full.char_indices().nth(3).map(|(i, _)| i) {
+        let stop = &full[cut..(cut + full[cut..].chars().next().map_or(0, char::len_utf8))];
+        let (_, b) = http(
+            addr,
+            "POST",
+            "/v1/completions",
+            &json!({"prompt": "the cat", "max_tokens": 12, "temperature": 0, "stop": stop})
+                .to_string(),
+        )
+        .await;
+        let got = answer_text(&b, false, false);
+        assert_eq!(got, full[..full.find(stop).expect("in")], "{b}");
+    }
+
+    // Bad requests: 400 with OpenAI's error object, before any compute.
+    let bad = [
+        "{not json",
+        r#"{"messages": []}"#,
+        r#"{"messages": [{"role": "robot", "content": "x"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "temperature": 3}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "n": 2}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "max_tokens": 100000}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "nope", "scale": 1}]}}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "love", "scale": 1, "layers": [9]}]}}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "love", "scale": 1e39}]}}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "love", "scale": "NaN"}]}}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steering": []}}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "love", "scale": 1, "positions": "sideways"}]}}"#,
+    ];
+    for b in bad {
+        let (c, body) = http(addr, "POST", "/v1/chat/completions", b).await;
+        assert_eq!(c, 400, "{b}: {body}");
+        let v: Value = serde_json::from_str(&body).expect("error json");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{body}");
+        assert!(!v["error"]["message"].as_str().expect("msg").is_empty());
+    }
+    let long = "the cat ".repeat(200);
+    let (c, body) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        &json!({"prompt": long, "max_tokens": 4}).to_string(),
+    )
+    .await;
+    assert_eq!(c, 400, "{body}");
+    assert!(body.contains("context"), "{body}");
+    let (c, _) = http(addr, "POST", "/v1/nothing", "{}").await;
+    assert_eq!(c, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_state_leaks_between_concurrent_requests() {
+    let d = tempfile::tempdir().expect("tmp");
+    let addr = start(d.path()).await;
+    let prompts = ["the cat", "a warm dog", "the sun and the rain", "blue"];
+    let steers: [Option<(&str, f32)>; 3] = [None, Some(("love", 8.0)), Some(("canary", 400.0))];
+    // References: one request at a time.
+    let mut cases = Vec::new();
+    for p in prompts {
+        for s in steers {
+            let (c, body) = http(
+                addr,
+                "POST",
+                "/v1/chat/completions",
+                &chat_body(p, s, false),
+            )
+            .await;
+            assert_eq!(c, 200, "{body}");
+            cases.push((p, s, answer_text(&body, false, true)));
+        }
+    }
+    // The canary's effect is real: it changes every answer it touches.
+    for chunk in cases.chunks(3) {
+        assert_ne!(
+            chunk[2].2, chunk[0].2,
+            "the canary vector changes {:?}",
+            chunk[0].0
+        );
+    }
+    // The storm: all together, twice each (streaming and not), with clients that leave
+    // mid-stream, malformed bodies, and a vector deleted meanwhile.
+    let mut tasks = Vec::new();
+    for (i, (p, s, want)) in cases.iter().cloned().enumerate() {
+        for stream in [false, true] {
+            let want = want.clone();
+            tasks.push(tokio::spawn(async move {
+                let (c, body) = http(
+                    addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &chat_body(p, s, stream),
+                )
+                .await;
+                assert_eq!(c, 200, "{body}");
+                let got = answer_text(&body, stream, true);
+                assert_eq!(got, want, "case {i} ({p:?}, {s:?}, stream {stream})");
+            }));
+        }
+        tasks.push(tokio::spawn(async move {
+            // A client that reads the headers and leaves.
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let body = chat_body("the cat", Some(("canary", 400.0)), true);
+            let req = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+        }));
+        tasks.push(tokio::spawn(async move {
+            let (c, _) = http(addr, "POST", "/v1/chat/completions", "{\"messages\": [").await;
+            assert_eq!(c, 400);
+        }));
+    }
+    tasks.push(tokio::spawn(async move {
+        let (c, _) = http(addr, "DELETE", "/v1/pragma/vectors/scratch", "").await;
+        assert_eq!(c, 200);
+    }));
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Afterwards an unsteered request equals the baseline exactly.
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &chat_body("the cat", None, false),
+    )
+    .await;
+    assert_eq!(answer_text(&body, false, true), cases[0].2);
+    let (c, body) = http(addr, "GET", "/v1/pragma/vectors", "").await;
+    assert_eq!(c, 200);
+    assert!(
+        !body.contains("scratch") && body.contains("canary"),
+        "{body}"
+    );
+    let (c, _) = http(addr, "DELETE", "/v1/pragma/vectors/scratch", "").await;
+    assert_eq!(c, 404);
+}
