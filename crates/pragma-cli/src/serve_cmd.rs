@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Largest `max_tokens` an API request may ask for.
     #[arg(long, default_value_t = 2048)]
     max_tokens_limit: usize,
+    /// Most API requests decoded together (requests with the same `pragma` field share
+    /// a batch).
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
     /// An SAE, NAME=DIR, for the logit table of latent pages of the scorer `sae:NAME`
     /// (as `pragma transcripts score --sae NAME=DIR` named it). Repeatable.
     #[arg(long)]
@@ -99,7 +103,13 @@ pub fn cmd_serve(mut a: ServeArgs) -> Result<()> {
         } else {
             m.info.name.clone().unwrap_or_else(|| a.model.clone())
         };
-        pragma_server::openai::OpenAi::new(m.clone(), id, vectors.clone(), a.max_tokens_limit)
+        pragma_server::openai::OpenAi::new(
+            m.clone(),
+            id,
+            vectors.clone(),
+            a.max_tokens_limit,
+            a.max_batch,
+        )
     });
     let playground = match (&model, vectors.is_empty() && saes.is_empty()) {
         (Some(m), false) => Some(pragma_server::Playground {

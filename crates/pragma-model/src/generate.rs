@@ -240,11 +240,102 @@ pub fn generate_items(
     })
 }
 
-/// One sequence, token by token, for servers: after each sampled token,
-/// `on_token(token, logits)` sees it with the raw logits it was sampled from
-/// (`[vocab]`, for log-probabilities) and returns whether to go on. Returns the new
-/// tokens (a stop token included) and why generation ended. Samples as
-/// [`generate_items`] does for item `item`, so the tokens equal a batched run's.
+/// One row's settings for [`generate_rows`].
+#[derive(Clone, Debug)]
+pub struct RowOptions {
+    pub max_tokens: usize,
+    pub sampling: Sampling,
+    /// The row's item index for [`item_rng`].
+    pub item: u64,
+}
+
+/// Rows with their own sampling and length, decoded together, token by token, for
+/// servers: after each sampled token `on_token(row, token, logits)` sees it with the
+/// raw logits it was sampled from (`[vocab]`, for log-probabilities) and returns whether
+/// that row goes on. Returns each row's new tokens (a stop token included) and why it
+/// ended. A row samples as [`generate_items`] does for its item, so its tokens do not
+/// depend on the other rows (tested).
+pub fn generate_rows(
+    model: &Transformer,
+    prompts: &[Vec<u32>],
+    rows: &[RowOptions],
+    stop_tokens: &[u32],
+    hooks: &Hooks,
+    mut on_token: impl FnMut(usize, u32, &[f32]) -> bool,
+) -> Result<Vec<(Vec<u32>, StopReason)>> {
+    if rows.len() != prompts.len() {
+        return Err(Error::InvalidInput(format!(
+            "expected one row's options per prompt, found {} for {} prompts",
+            rows.len(),
+            prompts.len()
+        )));
+    }
+    for r in rows {
+        r.sampling.validate()?;
+    }
+    let batch = Batch::new(prompts, model.device())?;
+    let (b, t) = batch.ids.dims2()?;
+    let ctx = model.cfg.context_length;
+    if t > ctx {
+        return Err(Error::ContextOverflow { len: t, ctx });
+    }
+    let mut rngs: Vec<StdRng> = rows
+        .iter()
+        .map(|r| item_rng(r.sampling.seed, r.item))
+        .collect();
+    let mut kv = KvCache::new(model.cfg.n_layers, batch.pad.clone());
+    let mut tokens = vec![Vec::new(); b];
+    let mut stop: Vec<Option<StopReason>> = rows
+        .iter()
+        .map(|r| (r.max_tokens == 0).then_some(StopReason::MaxTokens))
+        .collect();
+    if stop.iter().all(Option::is_some) {
+        return Ok(tokens.into_iter().zip(stop.into_iter().flatten()).collect());
+    }
+    let mut cache = Cache::new(batch.pad.clone());
+    let mut logits = model
+        .forward_step(&batch.ids, &mut kv, hooks, Logits::Last, &mut cache)?
+        .ok_or_else(|| Error::InvalidInput("no logits".into()))?; // [b, vocab]
+    let filler = stop_tokens.first().copied().unwrap_or(0);
+    loop {
+        let all: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+        let mut next = Vec::with_capacity(b);
+        for (r, row) in all.iter().enumerate() {
+            if stop[r].is_some() {
+                next.push(filler);
+                continue;
+            }
+            let tok = sample(row, &rows[r].sampling, &mut rngs[r]);
+            tokens[r].push(tok);
+            if !on_token(r, tok, row) {
+                stop[r] = Some(StopReason::Caller);
+            } else if stop_tokens.contains(&tok) {
+                stop[r] = Some(StopReason::StopToken);
+            } else if tokens[r].len() >= rows[r].max_tokens {
+                stop[r] = Some(StopReason::MaxTokens);
+            } else if kv.len + 1 > ctx {
+                stop[r] = Some(StopReason::Context);
+            }
+            next.push(tok);
+        }
+        if stop.iter().all(Option::is_some) {
+            break;
+        }
+        let ids = Tensor::from_vec(next, (b, 1), model.device())?;
+        // Captures are not returned here; keep the cache from growing.
+        cache = Cache::new(batch.pad.clone());
+        logits = model
+            .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)?
+            .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
+    }
+    Ok(tokens
+        .into_iter()
+        .zip(stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)))
+        .collect())
+}
+
+/// One sequence with [`generate_rows`]: `on_token(token, logits)` returns whether to go
+/// on.
 pub fn generate_one(
     model: &Transformer,
     prompt: &[u32],
@@ -253,46 +344,18 @@ pub fn generate_one(
     hooks: &Hooks,
     mut on_token: impl FnMut(u32, &[f32]) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
-    opts.sampling.validate()?;
-    let batch = Batch::single(prompt, model.device())?;
-    let ctx = model.cfg.context_length;
-    if prompt.len() > ctx {
-        return Err(Error::ContextOverflow {
-            len: prompt.len(),
-            ctx,
-        });
-    }
-    let mut rng = item_rng(opts.sampling.seed, item);
-    let mut kv = KvCache::new(model.cfg.n_layers, batch.pad.clone());
-    let mut cache = Cache::new(batch.pad.clone());
-    let mut tokens = Vec::new();
-    if opts.max_tokens == 0 {
-        return Ok((tokens, StopReason::MaxTokens));
-    }
-    let mut logits = model
-        .forward_step(&batch.ids, &mut kv, hooks, Logits::Last, &mut cache)?
-        .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
-    loop {
-        let row: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let tok = sample(&row, &opts.sampling, &mut rng);
-        tokens.push(tok);
-        if !on_token(tok, &row) {
-            return Ok((tokens, StopReason::Caller));
-        }
-        if opts.stop_tokens.contains(&tok) {
-            return Ok((tokens, StopReason::StopToken));
-        }
-        if tokens.len() >= opts.max_tokens {
-            return Ok((tokens, StopReason::MaxTokens));
-        }
-        if kv.len + 1 > ctx {
-            return Ok((tokens, StopReason::Context));
-        }
-        let ids = Tensor::from_vec(vec![tok], (1, 1), model.device())?;
-        logits = model
-            .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)?
-            .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
-        // Captures are not returned here; keep the cache from growing.
-        cache = Cache::new(batch.pad.clone());
-    }
+    let row = RowOptions {
+        max_tokens: opts.max_tokens,
+        sampling: opts.sampling.clone(),
+        item,
+    };
+    let mut out = generate_rows(
+        model,
+        &[prompt.to_vec()],
+        &[row],
+        &opts.stop_tokens,
+        hooks,
+        |_, t, l| on_token(t, l),
+    )?;
+    Ok(out.remove(0))
 }

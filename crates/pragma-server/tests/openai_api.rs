@@ -43,7 +43,7 @@ async fn start(dir: &Path) -> SocketAddr {
         ("canary".to_string(), love.clone()),
         ("scratch".to_string(), love),
     ];
-    let api = OpenAi::new(model, "tiny".into(), vectors, 64);
+    let api = OpenAi::new(model, "tiny".into(), vectors, 64, 8);
     let app = pragma_server::router_full(
         Db::open(&dir.join("t.db")).expect("db"),
         None,
@@ -360,4 +360,9 @@ async fn no_state_leaks_between_concurrent_requests() {
     );
     let (c, _) = http(addr, "DELETE", "/v1/pragma/vectors/scratch", "").await;
     assert_eq!(c, 404);
+    // The storm was decoded in shared batches (mixed prompt lengths, grouped by steering).
+    let (_, body) = http(addr, "GET", "/v1/pragma/stats", "").await;
+    let st: Value = serde_json::from_str(&body).expect("stats");
+    println!("engine: {st}");
+    assert!(st["max_batch_rows"].as_u64().expect("rows") > 1, "{st}");
 }

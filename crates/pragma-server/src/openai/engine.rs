@@ -1,12 +1,18 @@
-//! The model's thread: requests are queued and decoded one at a time, each with its own
-//! hooks, so nothing a request sets can reach another (hooks are values passed into one
-//! call; the model holds no state between calls). Tokens stream back over a channel as
-//! they are chosen; a request whose receiver is gone stops at the next token.
+//! The model's thread. Queued requests that carry the same interventions (the same
+//! `pragma` field, e.g. none) are decoded together, up to `max_batch` rows, in one
+//! batched forward per step; each batch's hooks are the ones its requests asked for, so
+//! nothing a request sets can reach a request that did not ask for the same (hooks are
+//! values passed into one call; the model holds no state between calls). Tokens stream
+//! back over a channel as they are chosen; a request whose receiver is gone stops at
+//! its next token. A new batch forms when the running one ends (no joining mid-decode
+//! yet).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use pragma_model::generate::{generate_one, GenerateOptions, StopReason};
+use pragma_model::generate::{generate_rows, GenerateOptions, RowOptions, StopReason};
 use pragma_model::hooks::Hooks;
 use pragma_model::Model;
 use tokio::sync::mpsc::UnboundedSender;
@@ -18,6 +24,8 @@ pub(crate) struct Job {
     pub prompt: Vec<u32>,
     pub opts: GenerateOptions,
     pub hooks: Hooks,
+    /// Requests with equal keys have equal hooks and may share a batch.
+    pub key: String,
     /// Stop strings: generation ends before the first of them, which is not returned.
     pub stop: Vec<String>,
     /// Log-probabilities: `Some(k)` with the top `k` alternatives per token.
@@ -42,29 +50,65 @@ pub(crate) enum Event {
     Error(String),
 }
 
+/// Counters of the model thread, for `/v1/pragma/stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub requests: AtomicUsize,
+    pub batches: AtomicUsize,
+    pub max_rows: AtomicUsize,
+}
+
 /// A handle on the model thread.
 #[derive(Clone)]
 pub(crate) struct Engine {
     tx: Arc<Mutex<mpsc::Sender<Job>>>,
+    pub stats: Arc<Stats>,
 }
 
 impl Engine {
-    /// Start the model thread.
-    pub fn start(model: Arc<Model>) -> Engine {
+    /// Start the model thread, batching up to `max_batch` requests.
+    pub fn start(model: Arc<Model>, max_batch: usize) -> Engine {
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(Stats::default());
+        let st = stats.clone();
         std::thread::Builder::new()
             .name("pragma-engine".into())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    if job.events.is_closed() {
-                        continue; // the client left while queued
+                let mut waiting: VecDeque<Job> = VecDeque::new();
+                loop {
+                    if waiting.is_empty() {
+                        match rx.recv() {
+                            Ok(j) => waiting.push_back(j),
+                            Err(_) => return,
+                        }
                     }
-                    run(&model, job);
+                    while let Ok(j) = rx.try_recv() {
+                        waiting.push_back(j);
+                    }
+                    waiting.retain(|j| !j.events.is_closed()); // clients that left
+                    let Some(first) = waiting.pop_front() else {
+                        continue;
+                    };
+                    let mut batch = vec![first];
+                    let mut rest = VecDeque::new();
+                    while let Some(j) = waiting.pop_front() {
+                        if batch.len() < max_batch.max(1) && j.key == batch[0].key {
+                            batch.push(j);
+                        } else {
+                            rest.push_back(j);
+                        }
+                    }
+                    waiting = rest;
+                    st.requests.fetch_add(batch.len(), Ordering::Relaxed);
+                    st.batches.fetch_add(1, Ordering::Relaxed);
+                    st.max_rows.fetch_max(batch.len(), Ordering::Relaxed);
+                    run(&model, batch);
                 }
             })
             .expect("spawn the model thread");
         Engine {
             tx: Arc::new(Mutex::new(tx)),
+            stats,
         }
     }
 
@@ -77,92 +121,126 @@ impl Engine {
     }
 }
 
-fn run(model: &Model, job: Job) {
-    let tk = &model.tokenizer;
-    let stop_ids = job.opts.stop_tokens.clone();
-    let mut kept: Vec<u32> = Vec::new(); // generated tokens, stop tokens excluded
-    let mut sent = 0usize; // bytes of the decoded text already sent
-    let mut pending_lp: Vec<TokenLogprob> = Vec::new();
-    let mut hit_stop_string = false;
-    let longest_stop = job.stop.iter().map(String::len).max().unwrap_or(0);
-    let events = job.events.clone();
-    let result = generate_one(
-        &model.transformer,
-        &job.prompt,
-        0,
-        &job.opts,
-        &job.hooks,
-        |tok, logits| {
-            if events.is_closed() {
-                return false;
-            }
-            if stop_ids.contains(&tok) {
-                return true; // generate_one ends on it
-            }
-            if let Some(k) = job.logprobs {
-                pending_lp.push(logprob_of(model, tok, logits, k));
-            }
-            kept.push(tok);
-            let text = tk.decode(&kept).unwrap_or_default();
-            if let Some(at) = job.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                if at > sent {
-                    let _ = events.send(Event::Delta {
-                        text: text[sent..at].to_string(),
-                        logprobs: std::mem::take(&mut pending_lp),
-                    });
-                }
-                hit_stop_string = true;
-                return false;
-            }
-            // Hold back a tail that could begin a stop string, and an incomplete
-            // character (decoded as U+FFFD).
-            let mut upto = text.len();
-            if text.ends_with('\u{FFFD}') {
-                upto = text.trim_end_matches('\u{FFFD}').len();
-            }
-            if longest_stop > 1 {
-                let floor = upto.saturating_sub(longest_stop - 1);
-                if let Some(start) = (floor..upto)
-                    .filter(|&i| text.is_char_boundary(i))
-                    .find(|&i| job.stop.iter().any(|s| s.starts_with(&text[i..upto])))
-                {
-                    upto = start;
-                }
-            }
-            if upto > sent && text.is_char_boundary(upto) {
-                let _ = events.send(Event::Delta {
-                    text: text[sent..upto].to_string(),
-                    logprobs: std::mem::take(&mut pending_lp),
+/// One request's decoding state: its text so far, what was sent, its stop strings.
+struct Row {
+    job: Job,
+    kept: Vec<u32>,
+    sent: usize,
+    pending_lp: Vec<TokenLogprob>,
+    hit_stop_string: bool,
+}
+
+impl Row {
+    /// A new token; whether to go on.
+    fn on_token(&mut self, model: &Model, tok: u32, logits: &[f32]) -> bool {
+        let job = &self.job;
+        if job.events.is_closed() {
+            return false;
+        }
+        if job.opts.stop_tokens.contains(&tok) {
+            return true; // the decoder ends the row on it
+        }
+        if let Some(k) = job.logprobs {
+            self.pending_lp.push(logprob_of(model, tok, logits, k));
+        }
+        self.kept.push(tok);
+        let text = model.tokenizer.decode(&self.kept).unwrap_or_default();
+        if let Some(at) = job.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if at > self.sent {
+                let _ = job.events.send(Event::Delta {
+                    text: text[self.sent..at].to_string(),
+                    logprobs: std::mem::take(&mut self.pending_lp),
                 });
-                sent = upto;
             }
-            true
-        },
+            self.hit_stop_string = true;
+            return false;
+        }
+        // Hold back a tail that could begin a stop string, and an incomplete character
+        // (decoded as U+FFFD).
+        let mut upto = text.trim_end_matches('\u{FFFD}').len();
+        let longest = job.stop.iter().map(String::len).max().unwrap_or(0);
+        if longest > 1 {
+            let floor = upto.saturating_sub(longest - 1);
+            if let Some(start) = (floor..upto)
+                .filter(|&i| text.is_char_boundary(i))
+                .find(|&i| job.stop.iter().any(|s| s.starts_with(&text[i..upto])))
+            {
+                upto = start;
+            }
+        }
+        if upto > self.sent {
+            let _ = job.events.send(Event::Delta {
+                text: text[self.sent..upto].to_string(),
+                logprobs: std::mem::take(&mut self.pending_lp),
+            });
+            self.sent = upto;
+        }
+        true
+    }
+
+    /// Flush what was held back and report the end.
+    fn finish(mut self, model: &Model, n_tokens: usize, why: StopReason) {
+        if !self.hit_stop_string {
+            let text = model.tokenizer.decode(&self.kept).unwrap_or_default();
+            if text.len() > self.sent || !self.pending_lp.is_empty() {
+                let _ = self.job.events.send(Event::Delta {
+                    text: text.get(self.sent..).unwrap_or_default().to_string(),
+                    logprobs: std::mem::take(&mut self.pending_lp),
+                });
+            }
+        }
+        let finish_reason = match why {
+            StopReason::StopToken | StopReason::Caller => "stop",
+            StopReason::MaxTokens | StopReason::Context => "length",
+        };
+        let _ = self.job.events.send(Event::Done {
+            finish_reason,
+            completion_tokens: n_tokens,
+        });
+    }
+}
+
+/// Decode a batch of jobs with equal hooks together.
+fn run(model: &Model, jobs: Vec<Job>) {
+    let prompts: Vec<Vec<u32>> = jobs.iter().map(|j| j.prompt.clone()).collect();
+    let opts: Vec<RowOptions> = jobs
+        .iter()
+        .map(|j| RowOptions {
+            max_tokens: j.opts.max_tokens,
+            sampling: j.opts.sampling.clone(),
+            item: 0,
+        })
+        .collect();
+    let hooks = jobs[0].hooks.clone();
+    let stop_tokens = jobs[0].opts.stop_tokens.clone();
+    let mut rows: Vec<Row> = jobs
+        .into_iter()
+        .map(|job| Row {
+            job,
+            kept: Vec::new(),
+            sent: 0,
+            pending_lp: Vec::new(),
+            hit_stop_string: false,
+        })
+        .collect();
+    let result = generate_rows(
+        &model.transformer,
+        &prompts,
+        &opts,
+        &stop_tokens,
+        &hooks,
+        |r, tok, logits| rows[r].on_token(model, tok, logits),
     );
     match result {
-        Ok((tokens, why)) => {
-            if !hit_stop_string {
-                // Flush what was held back.
-                let text = tk.decode(&kept).unwrap_or_default();
-                if text.len() > sent || !pending_lp.is_empty() {
-                    let _ = events.send(Event::Delta {
-                        text: text.get(sent..).unwrap_or_default().to_string(),
-                        logprobs: std::mem::take(&mut pending_lp),
-                    });
-                }
+        Ok(ends) => {
+            for (row, (tokens, why)) in rows.into_iter().zip(ends) {
+                row.finish(model, tokens.len(), why);
             }
-            let finish_reason = match why {
-                StopReason::StopToken => "stop",
-                StopReason::Caller => "stop",
-                StopReason::MaxTokens | StopReason::Context => "length",
-            };
-            let _ = events.send(Event::Done {
-                finish_reason,
-                completion_tokens: tokens.len(),
-            });
         }
         Err(e) => {
-            let _ = events.send(Event::Error(e.to_string()));
+            for row in rows {
+                let _ = row.job.events.send(Event::Error(e.to_string()));
+            }
         }
     }
 }

@@ -1,14 +1,16 @@
 //! An OpenAI-compatible API over a loaded model, with per-request steering:
 //! `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (OpenAI's
 //! request and response shapes, streaming as server-sent events ending in `[DONE]`),
-//! and the registry of named vectors, `GET /v1/pragma/vectors` and
-//! `DELETE /v1/pragma/vectors/{name}`.
+//! the registry of named vectors, `GET /v1/pragma/vectors` and
+//! `DELETE /v1/pragma/vectors/{name}`, and the model thread's counters,
+//! `GET /v1/pragma/stats`.
 //!
 //! One extra field in a request body, `"pragma": {"steer": [{"vector": NAME, "scale": S,
 //! "layers": [...], "positions": "from:1", "op": "add"}]}`, applies registered vectors to
 //! that request only; the response echoes it. With the official `openai` client it goes
-//! in `extra_body`. Requests are decoded one at a time on the model's thread
-//! ([`engine`]); each carries its own hooks, so steering cannot leak between requests.
+//! in `extra_body`. Requests are decoded on the model's thread ([`engine`]), batched with
+//! others that asked for the same interventions; each batch carries its own hooks, so
+//! steering cannot leak between requests.
 //!
 //! Errors are OpenAI's error object with 400 (bad request, checked before any compute),
 //! 404 (unknown route or vector) or 500.
@@ -47,23 +49,29 @@ pub struct OpenAi {
     model_id: String,
     engine: Engine,
     vectors: Arc<RwLock<BTreeMap<String, SteeringVector>>>,
+    /// Bumped on every registry change, part of a batch key: a name that meant another
+    /// vector when a request was planned never shares a batch with it.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// Largest `max_tokens` a request may ask for.
     max_tokens_limit: usize,
 }
 
 impl OpenAi {
-    /// Start the model thread. `vectors` are the registered steering vectors by name.
+    /// Start the model thread, which decodes up to `max_batch` requests with the same
+    /// interventions together. `vectors` are the registered steering vectors by name.
     pub fn new(
         model: Arc<Model>,
         model_id: String,
         vectors: Vec<(String, SteeringVector)>,
         max_tokens_limit: usize,
+        max_batch: usize,
     ) -> Self {
         OpenAi {
-            engine: Engine::start(model.clone()),
+            engine: Engine::start(model.clone(), max_batch),
             model,
             model_id,
             vectors: Arc::new(RwLock::new(vectors.into_iter().collect())),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             max_tokens_limit,
         }
     }
@@ -77,6 +85,7 @@ pub fn routes(api: OpenAi) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/pragma/vectors", get(list_vectors))
         .route("/v1/pragma/vectors/{name}", delete(delete_vector))
+        .route("/v1/pragma/stats", get(stats))
         .with_state(api)
 }
 
@@ -140,6 +149,17 @@ async fn models(State(api): State<OpenAi>) -> Json<Value> {
     }))
 }
 
+/// How many requests and batches the model thread has run, and the largest batch.
+async fn stats(State(api): State<OpenAi>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &api.engine.stats;
+    Json(json!({
+        "requests": s.requests.load(Relaxed),
+        "batches": s.batches.load(Relaxed),
+        "max_batch_rows": s.max_rows.load(Relaxed),
+    }))
+}
+
 async fn list_vectors(State(api): State<OpenAi>) -> Json<Value> {
     let v = api.vectors.read().map(|v| {
         v.iter()
@@ -161,6 +181,8 @@ async fn delete_vector(
         .write()
         .map(|mut v| v.remove(&name).is_some())
         .unwrap_or(false);
+    api.generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if !removed {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -178,6 +200,8 @@ struct Plan {
     hooks: Hooks,
     stop: Vec<String>,
     echo: PragmaExt,
+    /// The registry's generation the hooks were built from.
+    generation: u64,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -253,11 +277,14 @@ fn plan(
     }
     let echo = ext.cloned().unwrap_or_default();
     let mut hooks = Hooks::new();
+    let generation;
     {
         let vectors = api
             .vectors
             .read()
             .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "registry".into(), None))?;
+        // Read under the registry's lock, which deletions take to write.
+        generation = api.generation.load(std::sync::atomic::Ordering::SeqCst);
         for s in &echo.steer {
             let v = vectors.get(&s.vector).ok_or_else(|| {
                 ApiError::param(
@@ -298,6 +325,7 @@ fn plan(
         hooks,
         stop,
         echo,
+        generation,
     })
 }
 
@@ -312,6 +340,13 @@ fn submit(
         prompt: p.prompt.clone(),
         opts: p.opts.clone(),
         hooks: p.hooks.clone(),
+        // Equal steering specs build equal hooks (the registry is read when planning,
+        // and a vector deleted meanwhile only refuses later requests).
+        key: format!(
+            "{}@{}",
+            serde_json::to_string(&p.echo).unwrap_or_default(),
+            p.generation
+        ),
         stop: p.stop.clone(),
         logprobs,
         events: tx,
