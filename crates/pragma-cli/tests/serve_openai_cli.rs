@@ -1,7 +1,9 @@
-//! `pragma serve MODEL --vectors DIR` driven by the official `openai` Python client
-//! (`scripts/server/openai_client_check.py`), on a tiny model. The client must be
-//! importable by `$PRAGMA_OPENAI_PYTHON` (default `python3`); `.ci/run` installs it. In
-//! CI (`CI` set) a missing client fails the test instead of skipping it.
+//! `pragma serve MODEL --vectors DIR` driven by real clients on a tiny model: the
+//! official `openai` Python client (`scripts/server/openai_client_check.py`) and an
+//! Inspect AI evaluation whose logs import into the transcript explorer
+//! (`scripts/server/inspect_round_trip.py`). The packages must be importable by
+//! `$PRAGMA_OPENAI_PYTHON` (default `python3`); `.ci/run` installs them. In CI (`CI`
+//! set) a missing package fails the test instead of skipping it.
 
 mod common;
 
@@ -14,37 +16,40 @@ fn python() -> String {
     std::env::var("PRAGMA_OPENAI_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-#[test]
-fn the_official_openai_client_works_unchanged_with_steering() {
+/// Whether `python()` can import `module`; in CI it must.
+fn has(module: &str) -> bool {
     let py = python();
-    let has_client = Command::new(&py)
-        .args(["-c", "import openai"])
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {module}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_client {
+    if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
-            "{py} cannot import openai (pip install openai, or set PRAGMA_OPENAI_PYTHON)"
+            "{py} cannot import {module} (pip install it, or set PRAGMA_OPENAI_PYTHON)"
         );
-        eprintln!("skipped: {py} cannot import openai");
-        return;
+        eprintln!("skipped: {py} cannot import {module}");
     }
-    let d = tempfile::tempdir().expect("tmp");
-    let model = tiny_gguf(d.path(), 4);
-    let m = model.to_str().expect("utf8");
-    let pairs = d.path().join("pairs.jsonl");
+    ok
+}
+
+/// A tiny model and a folder with one vector, `warm`.
+fn model_and_vectors(d: &std::path::Path) -> (String, std::path::PathBuf) {
+    let model = tiny_gguf(d, 4);
+    let m = model.to_str().expect("utf8").to_string();
+    let pairs = d.join("pairs.jsonl");
     std::fs::write(
         &pairs,
         "{\"positive\": \"the sun is warm\", \"negative\": \"the snow is cold\"}\n\
          {\"positive\": \"we won\", \"negative\": \"we lost\"}\n",
     )
     .expect("w");
-    let vecs = d.path().join("vectors");
+    let vecs = d.join("vectors");
     std::fs::create_dir_all(&vecs).expect("mkdir");
     let (ok, _, err) = pragma(&[
         "steer",
         "train",
-        m,
+        &m,
         "--pairs",
         pairs.to_str().expect("p"),
         "--layers",
@@ -53,6 +58,68 @@ fn the_official_openai_client_works_unchanged_with_steering() {
         vecs.join("warm.safetensors").to_str().expect("v"),
     ]);
     assert!(ok, "{err}");
+    (m, vecs)
+}
+
+#[test]
+fn an_inspect_eval_runs_against_the_server_and_its_logs_import() {
+    if !has("inspect_ai") {
+        return;
+    }
+    let d = tempfile::tempdir().expect("tmp");
+    let (m, vecs) = model_and_vectors(d.path());
+    let out = d.path().join("inspect");
+    // Short questions: the tiny model's context is 64 tokens of its near-character vocabulary.
+    let data = d.path().join("task.jsonl");
+    let lines: String = (0..12)
+        .map(|i| format!("{{\"input\": \"the cat {i}\", \"target\": \"sat\"}}\n"))
+        .collect();
+    std::fs::write(&data, lines).expect("dataset");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/server/inspect_round_trip.py"
+    );
+    let r = Command::new(python())
+        .args([script, "--model", &m, "--vector", "warm", "--scale", "8"])
+        .args(["--max-tokens", "8"])
+        .arg("--dataset")
+        .arg(&data)
+        .arg("--vectors")
+        .arg(&vecs)
+        .arg("--out")
+        .arg(&out)
+        .args(["--pragma", env!("CARGO_BIN_EXE_pragma")])
+        .output()
+        .expect("run the round trip");
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    println!("{stdout}");
+    assert!(
+        r.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    for c in ["inspect-plain", "inspect-steered"] {
+        assert!(stdout.contains(&format!("{c}: accuracy")), "{stdout}");
+    }
+    // Both logs are now collections of 12 transcripts each.
+    let db = out.join("transcripts.db");
+    let (ok, list, err) = pragma(&["transcripts", "list", "--db", db.to_str().expect("db")]);
+    assert!(ok, "{err}");
+    assert!(
+        list.contains("inspect-plain: 12 runs") && list.contains("inspect-steered: 12 runs"),
+        "{list}"
+    );
+}
+
+#[test]
+fn the_official_openai_client_works_unchanged_with_steering() {
+    if !has("openai") {
+        return;
+    }
+    let py = python();
+    let d = tempfile::tempdir().expect("tmp");
+    let (m, vecs) = model_and_vectors(d.path());
+    let m = m.as_str();
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_pragma"))
         .args(["serve", m, "--bind", "127.0.0.1:0", "--vectors"])
