@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// stem, as --vector.
     #[arg(long)]
     vectors: Option<PathBuf>,
+    /// A probe for the API's `pragma.monitor`: NAME=FILE from `pragma probe train`.
+    /// Repeatable.
+    #[arg(long)]
+    probe: Vec<String>,
     /// Largest `max_tokens` an API request may ask for.
     #[arg(long, default_value_t = 2048)]
     max_tokens_limit: usize,
@@ -97,16 +101,30 @@ pub fn cmd_serve(mut a: ServeArgs) -> Result<()> {
         saes.is_empty() || model.is_some(),
         "--sae needs a model (not --model none)"
     );
+    let mut probes = Vec::new();
+    for p in &a.probe {
+        let (name, file) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--probe {p}: expected NAME=FILE"))?;
+        let probe = pragma_methods::probe::Probe::load(std::path::Path::new(file))
+            .map_err(|e| anyhow::anyhow!("--probe {file}: {e}"))?;
+        probes.push((name.to_string(), probe));
+    }
+    anyhow::ensure!(
+        probes.is_empty() || model.is_some(),
+        "--probe needs a model (not --model none)"
+    );
     let openai = model.as_ref().map(|m| {
         let id = if pragma_model::fetch::find_known(&a.model).is_some() {
             a.model.clone()
         } else {
             m.info.name.clone().unwrap_or_else(|| a.model.clone())
         };
-        pragma_server::openai::OpenAi::new(
+        pragma_server::openai::OpenAi::with_probes(
             m.clone(),
             id,
             vectors.clone(),
+            probes.clone(),
             a.max_tokens_limit,
             a.max_batch,
         )

@@ -38,12 +38,42 @@ async fn start(dir: &Path) -> SocketAddr {
         })
         .collect();
     let love = train(&model, &pairs, "test", &TrainConfig::new(&[0, 1])).expect("train");
+    // A logistic probe along the vector's layer-1 direction.
+    let probe = pragma_methods::probe::Probe {
+        meta: pragma_methods::probe::ProbeMeta {
+            model: "tiny".into(),
+            model_sha256: None,
+            d_model: model.cfg().d_model,
+            hook: "blocks.1.hook_resid_post".into(),
+            position: pragma_methods::steering::Position::Last,
+            method: "logistic".into(),
+            c: Some(1.0),
+            dataset: "t".into(),
+            dataset_sha256: "x".into(),
+            classes: ["hate".into(), "love".into()],
+            val_auroc: None,
+            test_auroc: 0.5,
+            test_auroc_ci: (0.5, 0.5),
+            test_accuracy: 0.5,
+            pragma_version: "0".into(),
+            input: pragma_model::InputRule::default(),
+        },
+        w: love.directions[1].to_vec1().expect("dir"),
+        b: 0.0,
+    };
     let vectors = vec![
         ("love".to_string(), love.clone()),
         ("canary".to_string(), love.clone()),
         ("scratch".to_string(), love),
     ];
-    let api = OpenAi::new(model, "tiny".into(), vectors, 64, 8);
+    let api = OpenAi::with_probes(
+        model,
+        "tiny".into(),
+        vectors,
+        vec![("dir".into(), probe)],
+        64,
+        8,
+    );
     let app = pragma_server::router_full(
         Db::open(&dir.join("t.db")).expect("db"),
         None,
@@ -365,4 +395,73 @@ async fn no_state_leaks_between_concurrent_requests() {
     let st: Value = serde_json::from_str(&body).expect("stats");
     println!("engine: {st}");
     assert!(st["max_batch_rows"].as_u64().expect("rows") > 1, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn monitors_score_every_generated_token_under_the_requests_steering() {
+    let d = tempfile::tempdir().expect("tmp");
+    let addr = start(d.path()).await;
+    let body = |steer: Option<f32>, stream: bool| {
+        let mut b = json!({"messages": [{"role": "user", "content": "the cat"}],
+                           "max_tokens": 10, "temperature": 0, "stream": stream,
+                           "pragma": {"monitor": ["dir"]}});
+        if let Some(s) = steer {
+            b["pragma"]["steer"] = json!([{"vector": "love", "scale": s, "positions": "all"}]);
+        }
+        b.to_string()
+    };
+    let scores = |v: &Value| -> Vec<f64> {
+        v["pragma"]["monitor_scores"]["dir"]
+            .as_array()
+            .expect("scores")
+            .iter()
+            .map(|t| t["score"].as_f64().expect("score"))
+            .collect()
+    };
+    let (c, plain) = http(addr, "POST", "/v1/chat/completions", &body(None, false)).await;
+    assert_eq!(c, 200, "{plain}");
+    let plain: Value = serde_json::from_str(&plain).expect("json");
+    let n = plain["usage"]["completion_tokens"].as_u64().expect("n") as usize;
+    let s0 = scores(&plain);
+    assert_eq!(s0.len(), n, "one score per generated token");
+    let p = plain["pragma"]["monitor_scores"]["dir"][0]["probability"]
+        .as_f64()
+        .expect("logistic probability");
+    assert!((p - 1.0 / (1.0 + (-s0[0]).exp())).abs() < 1e-9);
+    // Streaming: the last chunk carries the same scores.
+    let (_, streamed) = http(addr, "POST", "/v1/chat/completions", &body(None, true)).await;
+    let last = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str::<Value>(l).expect("chunk"))
+        .rfind(|v| v.get("pragma").is_some())
+        .expect("a chunk with the pragma field");
+    assert_eq!(scores(&last), s0);
+    // Adding the probe's own direction raises its scores.
+    let (_, steered) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &body(Some(8.0), false),
+    )
+    .await;
+    let s1 = scores(&serde_json::from_str(&steered).expect("json"));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "monitor mean score: unsteered {:.3}, steered {:.3}",
+        mean(&s0),
+        mean(&s1)
+    );
+    assert!(mean(&s1) > mean(&s0) + 1.0, "{s0:?} {s1:?}");
+    // An unknown probe is refused before any compute.
+    let (c, e) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"monitor": ["nope"]}}"#,
+    )
+    .await;
+    assert_eq!(c, 400, "{e}");
+    assert!(e.contains("no probe 'nope'"), "{e}");
 }

@@ -17,7 +17,14 @@ use pragma_model::hooks::Hooks;
 use pragma_model::Model;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::types::{TokenLogprob, TopLogprob};
+use pragma_methods::probe::Probe;
+use pragma_model::hooks::HookPoint;
+use pragma_model::llama::{Batch, Logits};
+
+use super::types::{MonitorScore, TokenLogprob, TopLogprob};
+
+/// Probes to score a request's generated tokens with, by name.
+pub(crate) type Monitors = Vec<(String, Arc<Probe>, HookPoint)>;
 
 /// One request for the model thread.
 pub(crate) struct Job {
@@ -30,6 +37,7 @@ pub(crate) struct Job {
     pub stop: Vec<String>,
     /// Log-probabilities: `Some(k)` with the top `k` alternatives per token.
     pub logprobs: Option<usize>,
+    pub monitors: Monitors,
     pub events: UnboundedSender<Event>,
 }
 
@@ -46,6 +54,8 @@ pub(crate) enum Event {
     Done {
         finish_reason: &'static str,
         completion_tokens: usize,
+        /// Per-token probe scores, by probe name, when the request asked.
+        monitor: Vec<(String, Vec<MonitorScore>)>,
     },
     Error(String),
 }
@@ -178,8 +188,16 @@ impl Row {
         true
     }
 
-    /// Flush what was held back and report the end.
-    fn finish(mut self, model: &Model, n_tokens: usize, why: StopReason) {
+    /// Flush what was held back and report the end, with the monitors' scores.
+    fn finish(mut self, model: &Model, hooks: &Hooks, tokens: &[u32], why: StopReason) {
+        let n_tokens = tokens.len();
+        let monitor = match score_monitors(model, hooks, &self.job, tokens) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.job.events.send(Event::Error(e));
+                return;
+            }
+        };
         if !self.hit_stop_string {
             let text = model.tokenizer.decode(&self.kept).unwrap_or_default();
             if text.len() > self.sent || !self.pending_lp.is_empty() {
@@ -196,8 +214,60 @@ impl Row {
         let _ = self.job.events.send(Event::Done {
             finish_reason,
             completion_tokens: n_tokens,
+            monitor,
         });
     }
+}
+
+/// Score every generated token with the job's probes: one forward over the prompt and
+/// the completion under the request's hooks, capturing each probe's hook. Scores run
+/// from position 1 when it is a BOS (the probe never saw the sink), as in
+/// `pragma generate --monitor`; the generated positions are returned.
+fn score_monitors(
+    model: &Model,
+    hooks: &Hooks,
+    job: &Job,
+    tokens: &[u32],
+) -> Result<Vec<(String, Vec<MonitorScore>)>, String> {
+    if job.monitors.is_empty() || tokens.is_empty() {
+        return Ok(job
+            .monitors
+            .iter()
+            .map(|(n, _, _)| (n.clone(), Vec::new()))
+            .collect());
+    }
+    let mut ids = job.prompt.clone();
+    ids.extend(tokens);
+    let mut h = hooks.clone();
+    for (_, _, p) in &job.monitors {
+        h.capture(*p);
+    }
+    let batch = Batch::single(&ids, model.device()).map_err(|e| e.to_string())?;
+    let (_, cache) = model
+        .transformer
+        .forward(&batch, &h, Logits::None)
+        .map_err(|e| e.to_string())?;
+    let skip = pragma_methods::steering::sink_len(model, &ids);
+    let n_prompt = job.prompt.len();
+    let mut out = Vec::new();
+    for (name, probe, point) in &job.monitors {
+        let acts = cache.get_row(*point, 0).map_err(|e| e.to_string())?; // [t, d]
+        let t = acts.dim(0).map_err(|e| e.to_string())?;
+        let rows = acts.narrow(0, skip, t - skip).map_err(|e| e.to_string())?;
+        let scores = probe.score_rows(&rows).map_err(|e| e.to_string())?;
+        let per_token = scores
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k + skip >= n_prompt)
+            .map(|(k, &score)| MonitorScore {
+                token: model.tokenizer.token_str(ids[k + skip]),
+                score,
+                probability: probe.probability(score),
+            })
+            .collect();
+        out.push((name.clone(), per_token));
+    }
+    Ok(out)
 }
 
 /// Decode a batch of jobs with equal hooks together.
@@ -234,7 +304,7 @@ fn run(model: &Model, jobs: Vec<Job>) {
     match result {
         Ok(ends) => {
             for (row, (tokens, why)) in rows.into_iter().zip(ends) {
-                row.finish(model, tokens.len(), why);
+                row.finish(model, &hooks, &tokens, why);
             }
         }
         Err(e) => {

@@ -6,8 +6,11 @@
 //! `GET /v1/pragma/stats`.
 //!
 //! One extra field in a request body, `"pragma": {"steer": [{"vector": NAME, "scale": S,
-//! "layers": [...], "positions": "from:1", "op": "add"}]}`, applies registered vectors to
-//! that request only; the response echoes it. With the official `openai` client it goes
+//! "layers": [...], "positions": "from:1", "op": "add"}], "monitor": [PROBE, ...]}`,
+//! applies registered vectors to that request only and scores each generated token with
+//! registered probes; the response's `pragma` field echoes it, with `monitor_scores`
+//! (the last streamed chunk carries it when streaming). `GET /v1/pragma/probes` lists
+//! the probes. With the official `openai` client it goes
 //! in `extra_body`. Requests are decoded on the model's thread ([`engine`]), batched with
 //! others that asked for the same interventions; each batch carries its own hooks, so
 //! steering cannot leak between requests.
@@ -49,6 +52,8 @@ pub struct OpenAi {
     model_id: String,
     engine: Engine,
     vectors: Arc<RwLock<BTreeMap<String, SteeringVector>>>,
+    /// Probes a request may ask to monitor its tokens with, by name.
+    probes: Arc<BTreeMap<String, Arc<pragma_methods::probe::Probe>>>,
     /// Bumped on every registry change, part of a batch key: a name that meant another
     /// vector when a request was planned never shares a batch with it.
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -66,7 +71,27 @@ impl OpenAi {
         max_tokens_limit: usize,
         max_batch: usize,
     ) -> Self {
+        Self::with_probes(
+            model,
+            model_id,
+            vectors,
+            Vec::new(),
+            max_tokens_limit,
+            max_batch,
+        )
+    }
+
+    /// As [`Self::new`], with probes for the body's `pragma.monitor`.
+    pub fn with_probes(
+        model: Arc<Model>,
+        model_id: String,
+        vectors: Vec<(String, SteeringVector)>,
+        probes: Vec<(String, pragma_methods::probe::Probe)>,
+        max_tokens_limit: usize,
+        max_batch: usize,
+    ) -> Self {
         OpenAi {
+            probes: Arc::new(probes.into_iter().map(|(n, p)| (n, Arc::new(p))).collect()),
             engine: Engine::start(model.clone(), max_batch),
             model,
             model_id,
@@ -86,6 +111,7 @@ pub fn routes(api: OpenAi) -> Router {
         .route("/v1/pragma/vectors", get(list_vectors))
         .route("/v1/pragma/vectors/{name}", delete(delete_vector))
         .route("/v1/pragma/stats", get(stats))
+        .route("/v1/pragma/probes", get(list_probes))
         .with_state(api)
 }
 
@@ -160,6 +186,18 @@ async fn stats(State(api): State<OpenAi>) -> Json<Value> {
     }))
 }
 
+async fn list_probes(State(api): State<OpenAi>) -> Json<Value> {
+    let v: Vec<Value> = api
+        .probes
+        .iter()
+        .map(|(name, p)| {
+            json!({"name": name, "hook": p.meta.hook, "method": p.meta.method,
+                                "classes": p.meta.classes, "model": p.meta.model})
+        })
+        .collect();
+    Json(json!({"object": "list", "data": v}))
+}
+
 async fn list_vectors(State(api): State<OpenAi>) -> Json<Value> {
     let v = api.vectors.read().map(|v| {
         v.iter()
@@ -202,6 +240,7 @@ struct Plan {
     echo: PragmaExt,
     /// The registry's generation the hooks were built from.
     generation: u64,
+    monitors: engine::Monitors,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -242,16 +281,6 @@ fn plan(
             "top_p",
         ));
     }
-    let max_tokens = max_tokens.unwrap_or(default_max);
-    if max_tokens == 0 || max_tokens > api.max_tokens_limit {
-        return Err(ApiError::param(
-            format!(
-                "max_tokens {max_tokens}: expected 1 to {} (the server's --max-tokens-limit)",
-                api.max_tokens_limit
-            ),
-            "max_tokens",
-        ));
-    }
     let stop: Vec<String> = stop.map(Stop::list).unwrap_or_default();
     if stop.len() > 4 || stop.iter().any(String::is_empty) {
         return Err(ApiError::param(
@@ -265,6 +294,18 @@ fn plan(
         .map_err(|e| ApiError::bad(e.to_string()))?
         .ids;
     let ctx = api.model.cfg().context_length;
+    // Unset, max_tokens is the endpoint's default, cut to what fits in the context.
+    let max_tokens =
+        max_tokens.unwrap_or_else(|| default_max.min(ctx.saturating_sub(ids.len())).max(1));
+    if max_tokens == 0 || max_tokens > api.max_tokens_limit {
+        return Err(ApiError::param(
+            format!(
+                "max_tokens {max_tokens}: expected 1 to {} (the server's --max-tokens-limit)",
+                api.max_tokens_limit
+            ),
+            "max_tokens",
+        ));
+    }
     if ids.len() + max_tokens > ctx {
         return Err(ApiError::param(
             format!(
@@ -310,7 +351,24 @@ fn plan(
             hooks.extend(&h);
         }
     }
+    let mut monitors = Vec::new();
+    for name in &echo.monitor {
+        let probe = api.probes.get(name).ok_or_else(|| {
+            ApiError::param(
+                format!(
+                    "pragma.monitor: no probe '{name}' (registered: {})",
+                    api.probes.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                "pragma.monitor",
+            )
+        })?;
+        let point = probe
+            .hook_point(&api.model)
+            .map_err(|e| ApiError::param(format!("pragma.monitor: {e}"), "pragma.monitor"))?;
+        monitors.push((name.clone(), probe.clone(), point));
+    }
     Ok(Plan {
+        monitors,
         prompt: ids,
         opts: GenerateOptions {
             max_tokens,
@@ -349,6 +407,7 @@ fn submit(
         ),
         stop: p.stop.clone(),
         logprobs,
+        monitors: p.monitors.clone(),
         events: tx,
     };
     if !api.engine.submit(job) {
@@ -362,9 +421,16 @@ fn submit(
 }
 
 /// Wait for a whole answer.
-async fn collect(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-) -> Result<(String, Vec<TokenLogprob>, &'static str, usize), ApiError> {
+/// A whole answer: text, log-probabilities, finish reason, tokens, monitor scores.
+type Answer = (
+    String,
+    Vec<TokenLogprob>,
+    &'static str,
+    usize,
+    Vec<(String, Vec<MonitorScore>)>,
+);
+
+async fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Result<Answer, ApiError> {
     let (mut text, mut lps) = (String::new(), Vec::new());
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -375,7 +441,8 @@ async fn collect(
             Event::Done {
                 finish_reason,
                 completion_tokens,
-            } => return Ok((text, lps, finish_reason, completion_tokens)),
+                monitor,
+            } => return Ok((text, lps, finish_reason, completion_tokens, monitor)),
             Event::Error(e) => {
                 return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e, None));
             }
@@ -386,6 +453,19 @@ async fn collect(
         "the model thread ended the request without an answer".into(),
         None,
     ))
+}
+
+/// The response's `pragma` field: what was applied, and the monitors' scores.
+fn pragma_echo(echo: &PragmaExt, monitor: &[(String, Vec<MonitorScore>)]) -> Value {
+    let mut v = serde_json::to_value(echo).unwrap_or(Value::Null);
+    if !monitor.is_empty() {
+        v["monitor_scores"] = monitor
+            .iter()
+            .map(|(n, s)| (n.clone(), json!(s)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    v
 }
 
 fn usage(prompt: usize, completion: usize) -> Usage {
@@ -455,6 +535,7 @@ async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiErr
     )?;
     let rx = submit(&api, &p, top)?;
     let (id, created, n_prompt) = (request_id("chatcmpl"), now(), p.prompt.len());
+    let echo = p.echo.clone();
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         return Ok(stream(rx, move |ev, first| {
@@ -479,8 +560,11 @@ async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiErr
                 Event::Done {
                     finish_reason,
                     completion_tokens,
+                    monitor,
                 } => {
-                    let mut out = vec![chunk(json!({}), json!(finish_reason), Value::Null)];
+                    let mut last = chunk(json!({}), json!(finish_reason), Value::Null);
+                    last["pragma"] = pragma_echo(&echo, &monitor);
+                    let mut out = vec![last];
                     if include_usage {
                         out.push(json!({"id": id, "object": "chat.completion.chunk",
                             "created": created, "model": api.model_id, "choices": [],
@@ -492,13 +576,13 @@ async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiErr
             }
         }));
     }
-    let (text, lps, finish, n_completion) = collect(rx).await?;
+    let (text, lps, finish, n_completion, monitor) = collect(rx).await?;
     Ok(Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": api.model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "logprobs": top.map(|_| json!({"content": lps})), "finish_reason": finish}],
         "usage": usage(n_prompt, n_completion),
-        "pragma": p.echo,
+        "pragma": pragma_echo(&p.echo, &monitor),
     }))
     .into_response())
 }
@@ -522,6 +606,7 @@ async fn completions(State(api): State<OpenAi>, body: Bytes) -> Result<Response,
     )?;
     let rx = submit(&api, &p, req.logprobs)?;
     let (id, created, n_prompt) = (request_id("cmpl"), now(), p.prompt.len());
+    let echo = p.echo.clone();
     let want_lp = req.logprobs.is_some();
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
@@ -543,8 +628,11 @@ async fn completions(State(api): State<OpenAi>, body: Bytes) -> Result<Response,
                 Event::Done {
                     finish_reason,
                     completion_tokens,
+                    monitor,
                 } => {
-                    let mut out = vec![chunk(String::new(), json!(finish_reason), Value::Null)];
+                    let mut last = chunk(String::new(), json!(finish_reason), Value::Null);
+                    last["pragma"] = pragma_echo(&echo, &monitor);
+                    let mut out = vec![last];
                     if include_usage {
                         out.push(json!({"id": id, "object": "text_completion",
                             "created": created, "model": api.model_id, "choices": [],
@@ -556,14 +644,14 @@ async fn completions(State(api): State<OpenAi>, body: Bytes) -> Result<Response,
             }
         }));
     }
-    let (text, lps, finish, n_completion) = collect(rx).await?;
+    let (text, lps, finish, n_completion, monitor) = collect(rx).await?;
     Ok(Json(json!({
         "id": id, "object": "text_completion", "created": created, "model": api.model_id,
         "choices": [{"index": 0, "text": text,
                      "logprobs": if want_lp { completion_logprobs(&lps) } else { Value::Null },
                      "finish_reason": finish}],
         "usage": usage(n_prompt, n_completion),
-        "pragma": p.echo,
+        "pragma": pragma_echo(&p.echo, &monitor),
     }))
     .into_response())
 }

@@ -145,6 +145,20 @@ pub struct StreamOptions {
 pub struct PragmaExt {
     #[serde(default)]
     pub steer: Vec<SteerSpec>,
+    /// Registered probes to score every generated token with (`--probe NAME=FILE`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitor: Vec<String>,
+}
+
+/// A monitor's score of one generated token: the probe at its hook, on the residual where
+/// the token is the input (after the request's steering), as `pragma generate --monitor`.
+#[derive(Clone, Debug, Serialize)]
+pub struct MonitorScore {
+    pub token: String,
+    pub score: f64,
+    /// For a logistic probe, the positive class's probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
 }
 
 /// One steering vector applied to this request: a registered vector by name, `op` at
