@@ -371,14 +371,21 @@ impl QuantWeight {
     }
 
     /// Whether [`Self::matmul`] uses the row kernels for `n` rows of this weight: up to
-    /// 4 rows for block types; never for F16 / BF16 / F32 rows, whose candle dot products
-    /// are scalar (200x slower than the tiles in `examples/matmul_kernels.rs`).
+    /// 4 rows for block types, up to 8 for pragma's split layouts where the four-row
+    /// AVX-512 kernels run (`examples/matmul_kernels.rs`, Q4_1 1536x576: 8 rows in 221 us
+    /// against 413 us for the tiles; at 16 rows the two tie); never for F16 / BF16 / F32
+    /// rows, whose candle dot products are scalar (200x slower than the tiles).
     pub fn uses_rows(&self, n: usize) -> bool {
-        Self::worth_it(n)
-            && !matches!(
-                self.dtype,
-                GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32
-            )
+        match &self.repr {
+            Repr::Split { kind, .. } if kernel4(*kind).is_some() => n <= 8,
+            _ => {
+                Self::worth_it(n)
+                    && !matches!(
+                        self.dtype,
+                        GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32
+                    )
+            }
+        }
     }
 
     /// `y[n, rows] = x[n, cols] . W^T`: the row kernels for `n <=` [`Self::worth_it`]'s
@@ -416,8 +423,10 @@ impl QuantWeight {
         let mut y = vec![0f32; n * self.rows];
         let (qb, sb) = (nb * kind.qs_bytes(), nb * kind.n_scales());
         let dot = kernel(kind);
+        let dot4 = kernel4(kind);
         // Output rows in parallel chunks; each chunk computes all n activation rows so
-        // a weight row is read from memory once.
+        // a weight row is read from memory once (and, four rows at a time, converted
+        // once).
         const CHUNK: usize = 64;
         let mut yt = vec![0f32; self.rows * n]; // [rows, n]
         yt.par_chunks_mut(CHUNK * n)
@@ -428,10 +437,23 @@ impl QuantWeight {
                     let r = r0 + ri;
                     let w = &qs[r * qb..(r + 1) * qb];
                     let sc = &scales[r * sb..(r + 1) * sb];
-                    for (j, oj) in o.iter_mut().enumerate() {
-                        let xs = &x[j * self.cols..(j + 1) * self.cols];
-                        let ss = &sums[j * nb..(j + 1) * nb];
-                        *oj = dot(w, sc, xs, ss);
+                    let xs = |j: usize| &x[j * self.cols..(j + 1) * self.cols];
+                    let ss = |j: usize| &sums[j * nb..(j + 1) * nb];
+                    let mut j = 0;
+                    if let Some(d4) = dot4 {
+                        while j + 4 <= n {
+                            let v = d4(
+                                w,
+                                sc,
+                                [xs(j), xs(j + 1), xs(j + 2), xs(j + 3)],
+                                [ss(j), ss(j + 1), ss(j + 2), ss(j + 3)],
+                            );
+                            o[j..j + 4].copy_from_slice(&v);
+                            j += 4;
+                        }
+                    }
+                    for (jj, oj) in o.iter_mut().enumerate().skip(j) {
+                        *oj = dot(w, sc, xs(jj), ss(jj));
                     }
                 }
             });
@@ -644,6 +666,39 @@ unsafe impl Sync for SendPtr {}
 /// A row kernel: `w` holds a row's quant bytes, `sc` its scales, `x` the activations,
 /// `sums` the per-block sums of `x` (for Q4_1's offset term).
 type DotFn = fn(&[u8], &[f32], &[f32], &[f32]) -> f32;
+
+/// One weight row against four activation rows (and their block sums).
+type Dot4Fn = fn(&[u8], &[f32], [&[f32]; 4], [&[f32]; 4]) -> [f32; 4];
+
+/// The four-row kernel for `kind` where this CPU has one (AVX-512).
+fn kernel4(kind: QuantKind) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("fma") {
+            return Some(match kind {
+                QuantKind::Q4_1 => |w, sc, x, s| {
+                    // SAFETY: AVX-512F and FMA are present (checked when chosen); callers
+                    // pass whole rows (w: cols/32 blocks, each x: cols values, each s:
+                    // cols/32 sums).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::dot4_q4_1(w, sc, x, s)
+                    }
+                },
+                QuantKind::Q8_0 => |w, sc, x, _| {
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        avx512::dot4_q8_0(w, sc, x)
+                    }
+                },
+            });
+        }
+    }
+    let _ = kind;
+    None
+}
 
 /// The fastest kernel this CPU runs for `kind`, chosen once per matmul.
 fn kernel(kind: QuantKind) -> DotFn {
