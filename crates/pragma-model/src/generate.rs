@@ -249,19 +249,29 @@ pub struct RowOptions {
     pub item: u64,
 }
 
+/// What [`generate_rows`] reports about a row.
+#[derive(Debug)]
+pub enum RowEvent<'a> {
+    /// A sampled token with the raw logits it was sampled from (`[vocab]`); the
+    /// callback's answer says whether the row goes on.
+    Token(u32, &'a [f32]),
+    /// The row ended (as soon as it does, not when the batch does), with all its new
+    /// tokens (a stop token included).
+    End(StopReason, &'a [u32]),
+}
+
 /// Rows with their own sampling and length, decoded together, token by token, for
-/// servers: after each sampled token `on_token(row, token, logits)` sees it with the
-/// raw logits it was sampled from (`[vocab]`, for log-probabilities) and returns whether
-/// that row goes on. Returns each row's new tokens (a stop token included) and why it
-/// ended. A row samples as [`generate_items`] does for its item, so its tokens do not
-/// depend on the other rows (tested).
+/// servers: `on_event(row, event)` sees each sampled token (and returns whether that row
+/// goes on) and each row's end. Returns each row's new tokens and why it ended. A row
+/// samples as [`generate_items`] does for its item, so its tokens do not depend on the
+/// other rows (tested).
 pub fn generate_rows(
     model: &Transformer,
     prompts: &[Vec<u32>],
     rows: &[RowOptions],
     stop_tokens: &[u32],
     hooks: &Hooks,
-    mut on_token: impl FnMut(usize, u32, &[f32]) -> bool,
+    mut on_event: impl FnMut(usize, RowEvent) -> bool,
 ) -> Result<Vec<(Vec<u32>, StopReason)>> {
     if rows.len() != prompts.len() {
         return Err(Error::InvalidInput(format!(
@@ -289,6 +299,11 @@ pub fn generate_rows(
         .iter()
         .map(|r| (r.max_tokens == 0).then_some(StopReason::MaxTokens))
         .collect();
+    for (r, s) in stop.iter().enumerate() {
+        if let Some(why) = s {
+            on_event(r, RowEvent::End(*why, &[]));
+        }
+    }
     if stop.iter().all(Option::is_some) {
         return Ok(tokens.into_iter().zip(stop.into_iter().flatten()).collect());
     }
@@ -307,7 +322,7 @@ pub fn generate_rows(
             }
             let tok = sample(row, &rows[r].sampling, &mut rngs[r]);
             tokens[r].push(tok);
-            if !on_token(r, tok, row) {
+            if !on_event(r, RowEvent::Token(tok, row)) {
                 stop[r] = Some(StopReason::Caller);
             } else if stop_tokens.contains(&tok) {
                 stop[r] = Some(StopReason::StopToken);
@@ -315,6 +330,9 @@ pub fn generate_rows(
                 stop[r] = Some(StopReason::MaxTokens);
             } else if kv.len + 1 > ctx {
                 stop[r] = Some(StopReason::Context);
+            }
+            if let Some(why) = stop[r] {
+                on_event(r, RowEvent::End(why, &tokens[r]));
             }
             next.push(tok);
         }
@@ -355,7 +373,10 @@ pub fn generate_one(
         &[row],
         &opts.stop_tokens,
         hooks,
-        |_, t, l| on_token(t, l),
+        |_, e| match e {
+            RowEvent::Token(t, l) => on_token(t, l),
+            RowEvent::End(..) => true,
+        },
     )?;
     Ok(out.remove(0))
 }

@@ -298,6 +298,43 @@ async fn shapes_streaming_and_errors() {
     assert!(body.contains("context"), "{body}");
     let (c, _) = http(addr, "POST", "/v1/nothing", "{}").await;
     assert_eq!(c, 404);
+
+    // A body not sent as JSON (a cross-site "simple" request) is refused.
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let b = chat_body("the cat", None, false);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{b}",
+        b.len()
+    );
+    sock.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 415"));
+
+    // `"stream": null` is absent; without a seed every request samples afresh, with one
+    // it repeats.
+    let sampled = |seed: Option<u64>| {
+        let mut b = json!({"messages": [{"role": "user", "content": "the cat"}],
+                           "max_tokens": 16, "temperature": 1.0, "stream": null});
+        if let Some(s) = seed {
+            b["seed"] = json!(s);
+        }
+        b.to_string()
+    };
+    let mut unseeded = Vec::new();
+    for _ in 0..3 {
+        let (c, body) = http(addr, "POST", "/v1/chat/completions", &sampled(None)).await;
+        assert_eq!(c, 200, "{body}");
+        unseeded.push(answer_text(&body, false, true));
+    }
+    assert!(
+        unseeded[0] != unseeded[1] || unseeded[1] != unseeded[2],
+        "three unseeded samples were identical: {unseeded:?}"
+    );
+    let (_, a) = http(addr, "POST", "/v1/chat/completions", &sampled(Some(7))).await;
+    let (_, b) = http(addr, "POST", "/v1/chat/completions", &sampled(Some(7))).await;
+    assert_eq!(answer_text(&a, false, true), answer_text(&b, false, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -134,10 +134,10 @@ pub mod avx512 {
                     q.add(16) as *const __m128i
                 ))),
             );
-            for r in 0..4 {
-                let xp = x.get_unchecked(r).as_ptr().add(b * 32);
-                acc[r] = _mm512_fmadd_ps(a, _mm512_loadu_ps(xp), acc[r]);
-                acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(xp.add(16)), acc[r]);
+            for (acc_r, xr) in acc.iter_mut().zip(x.iter()) {
+                let xp = xr.as_ptr().add(b * 32);
+                *acc_r = _mm512_fmadd_ps(a, _mm512_loadu_ps(xp), *acc_r);
+                *acc_r = _mm512_fmadd_ps(c, _mm512_loadu_ps(xp.add(16)), *acc_r);
             }
         }
         [
@@ -151,12 +151,7 @@ pub mod avx512 {
     /// Four activation rows against one weight row of Q4_1 (`d * nibble` exact in f32),
     /// as [`dot4_q8_0`]; the `m * sum(x)` offsets per row as in [`dot_q4_1`].
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn dot4_q4_1(
-        w: &[u8],
-        sc: &[f32],
-        x: [&[f32]; 4],
-        sums: [&[f32]; 4],
-    ) -> [f32; 4] {
+    pub unsafe fn dot4_q4_1(w: &[u8], sc: &[f32], x: [&[f32]; 4], sums: [&[f32]; 4]) -> [f32; 4] {
         let nb = x[0].len() / 32;
         let mask = _mm_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); 4];

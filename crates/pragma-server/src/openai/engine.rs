@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use pragma_model::generate::{generate_rows, GenerateOptions, RowOptions, StopReason};
+use pragma_model::generate::{generate_rows, GenerateOptions, RowEvent, RowOptions, StopReason};
 use pragma_model::hooks::Hooks;
 use pragma_model::Model;
 use tokio::sync::mpsc::UnboundedSender;
 
 use pragma_methods::probe::Probe;
 use pragma_model::hooks::HookPoint;
-use pragma_model::llama::{Batch, Logits};
+use pragma_model::llama::Logits;
 
 use super::types::{MonitorScore, TokenLogprob, TopLogprob};
 
@@ -99,10 +99,21 @@ impl Engine {
                     let Some(first) = waiting.pop_front() else {
                         continue;
                     };
+                    let ctx = model.cfg().context_length;
+                    // Rows are left-padded to the longest prompt: a job joins only if
+                    // every row still has room for its max_tokens.
+                    let fits = |b: &[Job], j: &Job| {
+                        let longest = b.iter().chain([j]).map(|x| x.prompt.len()).max();
+                        let most = b.iter().chain([j]).map(|x| x.opts.max_tokens).max();
+                        longest.unwrap_or(0) + most.unwrap_or(0) <= ctx
+                    };
                     let mut batch = vec![first];
                     let mut rest = VecDeque::new();
                     while let Some(j) = waiting.pop_front() {
-                        if batch.len() < max_batch.max(1) && j.key == batch[0].key {
+                        if batch.len() < max_batch.max(1)
+                            && j.key == batch[0].key
+                            && fits(&batch, &j)
+                        {
                             batch.push(j);
                         } else {
                             rest.push_back(j);
@@ -138,6 +149,8 @@ struct Row {
     sent: usize,
     pending_lp: Vec<TokenLogprob>,
     hit_stop_string: bool,
+    /// Its end was reported.
+    done: bool,
 }
 
 impl Row {
@@ -189,7 +202,11 @@ impl Row {
     }
 
     /// Flush what was held back and report the end, with the monitors' scores.
-    fn finish(mut self, model: &Model, hooks: &Hooks, tokens: &[u32], why: StopReason) {
+    fn finish(&mut self, model: &Model, hooks: &Hooks, tokens: &[u32], why: StopReason) {
+        if self.done {
+            return;
+        }
+        self.done = true;
         let n_tokens = tokens.len();
         let monitor = match score_monitors(model, hooks, &self.job, tokens) {
             Ok(m) => m,
@@ -229,7 +246,7 @@ fn score_monitors(
     job: &Job,
     tokens: &[u32],
 ) -> Result<Vec<(String, Vec<MonitorScore>)>, String> {
-    if job.monitors.is_empty() || tokens.is_empty() {
+    if job.monitors.is_empty() || tokens.is_empty() || job.events.is_closed() {
         return Ok(job
             .monitors
             .iter()
@@ -242,11 +259,20 @@ fn score_monitors(
     for (_, _, p) in &job.monitors {
         h.capture(*p);
     }
-    let batch = Batch::single(&ids, model.device()).map_err(|e| e.to_string())?;
-    let (_, cache) = model
-        .transformer
-        .forward(&batch, &h, Logits::None)
-        .map_err(|e| e.to_string())?;
+    // The prompt, then the completion, as decoding saw them: positions such as
+    // `generated` count from the prompt's end.
+    let dev = model.device();
+    let mut kv = pragma_model::llama::KvCache::new(model.cfg().n_layers, vec![0]);
+    let mut cache = pragma_model::hooks::Cache::new(vec![0]);
+    for part in [&job.prompt[..], tokens] {
+        let t = candle_core::Tensor::new(part, dev)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(|e| e.to_string())?;
+        model
+            .transformer
+            .forward_step(&t, &mut kv, &h, Logits::None, &mut cache)
+            .map_err(|e| e.to_string())?;
+    }
     let skip = pragma_methods::steering::sink_len(model, &ids);
     let n_prompt = job.prompt.len();
     let mut out = Vec::new();
@@ -270,8 +296,19 @@ fn score_monitors(
     Ok(out)
 }
 
-/// Decode a batch of jobs with equal hooks together.
+/// Decode a batch of jobs with equal hooks together; a panic becomes an error for the
+/// batch, and the model thread goes on.
 fn run(model: &Model, jobs: Vec<Job>) {
+    let senders: Vec<UnboundedSender<Event>> = jobs.iter().map(|j| j.events.clone()).collect();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(model, jobs)));
+    if r.is_err() {
+        for s in senders {
+            let _ = s.send(Event::Error("internal error while decoding".into()));
+        }
+    }
+}
+
+fn run_batch(model: &Model, jobs: Vec<Job>) {
     let prompts: Vec<Vec<u32>> = jobs.iter().map(|j| j.prompt.clone()).collect();
     let opts: Vec<RowOptions> = jobs
         .iter()
@@ -291,6 +328,7 @@ fn run(model: &Model, jobs: Vec<Job>) {
             sent: 0,
             pending_lp: Vec::new(),
             hit_stop_string: false,
+            done: false,
         })
         .collect();
     let result = generate_rows(
@@ -299,11 +337,18 @@ fn run(model: &Model, jobs: Vec<Job>) {
         &opts,
         &stop_tokens,
         &hooks,
-        |r, tok, logits| rows[r].on_token(model, tok, logits),
+        |r, e| match e {
+            RowEvent::Token(tok, logits) => rows[r].on_token(model, tok, logits),
+            RowEvent::End(why, tokens) => {
+                // Each row's answer ends as soon as the row does.
+                rows[r].finish(model, &hooks, tokens, why);
+                true
+            }
+        },
     );
     match result {
         Ok(ends) => {
-            for (row, (tokens, why)) in rows.into_iter().zip(ends) {
+            for (row, (tokens, why)) in rows.iter_mut().zip(ends) {
                 row.finish(model, &hooks, &tokens, why);
             }
         }
@@ -330,7 +375,8 @@ fn logprob_of(model: &Model, tok: u32, logits: &[f32], k: usize) -> TokenLogprob
         (s.clone(), logits[id as usize] - lse, s.into_bytes())
     };
     let (token, logprob, bytes) = entry(tok);
-    let top = (k > 0).then(|| {
+    // Chat asks for `top_logprobs: []` when it wants none.
+    let top = Some({
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         let k = k.min(idx.len());
         idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {

@@ -151,6 +151,19 @@ pub fn not_found() -> Response {
     ApiError(StatusCode::NOT_FOUND, "no such route".into(), None).into_response()
 }
 
+/// A seed for a request that gave none: the clock and a counter, mixed.
+fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = t ^ N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^ (z >> 31)
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -217,10 +230,13 @@ async fn delete_vector(
     let removed = api
         .vectors
         .write()
-        .map(|mut v| v.remove(&name).is_some())
+        .map(|mut v| {
+            // Bumped under the write lock, which planning reads under.
+            api.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            v.remove(&name).is_some()
+        })
         .unwrap_or(false);
-    api.generation
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if !removed {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -293,6 +309,12 @@ fn plan(
         .build_input(&prompt, InputRule::default())
         .map_err(|e| ApiError::bad(e.to_string()))?
         .ids;
+    if ids.is_empty() {
+        return Err(ApiError::param(
+            "the prompt is empty (no tokens, and this model adds no BOS)",
+            "prompt",
+        ));
+    }
     let ctx = api.model.cfg().context_length;
     // Unset, max_tokens is the endpoint's default, cut to what fits in the context.
     let max_tokens =
@@ -375,7 +397,8 @@ fn plan(
             sampling: Sampling {
                 temperature,
                 top_p,
-                seed: seed.unwrap_or(0),
+                // OpenAI's semantics: without a seed, every request samples afresh.
+                seed: seed.unwrap_or_else(fresh_seed),
                 ..Sampling::default()
             },
             stop_tokens: tk.info.stop_tokens.clone(),
@@ -476,7 +499,33 @@ fn usage(prompt: usize, completion: usize) -> Usage {
     }
 }
 
-async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiError> {
+/// POST bodies must say they are JSON: a web page cannot then start generation with a
+/// "simple" cross-site `text/plain` request, which browsers send without asking.
+fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type '{ct}': expected application/json"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+async fn chat(
+    State(api): State<OpenAi>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     let req: ChatRequest = parse(&body)?;
     if req.messages.is_empty() {
         return Err(ApiError::param(
@@ -509,7 +558,7 @@ async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiErr
         };
         messages.push(ChatMessage::new(role, &content));
     }
-    let top = if req.logprobs {
+    let top = if req.logprobs.unwrap_or(false) {
         let k = req.top_logprobs.unwrap_or(0);
         if k > 20 {
             return Err(ApiError::param(
@@ -536,7 +585,7 @@ async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiErr
     let rx = submit(&api, &p, top)?;
     let (id, created, n_prompt) = (request_id("chatcmpl"), now(), p.prompt.len());
     let echo = p.echo.clone();
-    if req.stream {
+    if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         return Ok(stream(rx, move |ev, first| {
             let chunk = |delta: Value, finish: Value, lp: Value| {
@@ -587,7 +636,12 @@ async fn chat(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiErr
     .into_response())
 }
 
-async fn completions(State(api): State<OpenAi>, body: Bytes) -> Result<Response, ApiError> {
+async fn completions(
+    State(api): State<OpenAi>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
     let req: CompletionRequest = parse(&body)?;
     if req.logprobs.is_some_and(|k| k > 5) {
         return Err(ApiError::param("logprobs: expected 0 to 5", "logprobs"));
@@ -608,7 +662,7 @@ async fn completions(State(api): State<OpenAi>, body: Bytes) -> Result<Response,
     let (id, created, n_prompt) = (request_id("cmpl"), now(), p.prompt.len());
     let echo = p.echo.clone();
     let want_lp = req.logprobs.is_some();
-    if req.stream {
+    if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         return Ok(stream(rx, move |ev, _| {
             let chunk = |text: String, finish: Value, lp: Value| {
@@ -709,5 +763,8 @@ fn stream(
         },
     );
     use futures_util::StreamExt;
-    Sse::new(s.flatten()).into_response()
+    // Comments every 15 s keep a request queued behind a long batch from timing out.
+    Sse::new(s.flatten())
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
 }

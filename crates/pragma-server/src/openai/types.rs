@@ -90,12 +90,13 @@ pub struct ChatRequest {
     pub stop: Option<Stop>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `null` as absent (some clients send it).
     #[serde(default)]
-    pub stream: bool,
+    pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
-    pub logprobs: bool,
+    pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<usize>,
     #[serde(default)]
@@ -121,7 +122,7 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub seed: Option<u64>,
     #[serde(default)]
-    pub stream: bool,
+    pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     /// Completions' `logprobs`: how many top alternatives per token (0-5).
