@@ -278,6 +278,7 @@ async fn shapes_streaming_and_errors() {
         r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "love", "scale": "NaN"}]}}"#,
         r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steering": []}}"#,
         r#"{"messages": [{"role": "user", "content": "x"}], "pragma": {"steer": [{"vector": "love", "scale": 1, "positions": "sideways"}]}}"#,
+        r#"{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]}"#,
     ];
     for b in bad {
         let (c, body) = http(addr, "POST", "/v1/chat/completions", b).await;
@@ -501,4 +502,56 @@ async fn monitors_score_every_generated_token_under_the_requests_steering() {
     .await;
     assert_eq!(c, 400, "{e}");
     assert!(e.contains("no probe 'nope'"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_input_in_a_loop_never_brings_the_server_down() {
+    let d = tempfile::tempdir().expect("tmp");
+    let addr = start(d.path()).await;
+    // Truncations and byte flips of a valid body, wrong types in every field.
+    let good = chat_body("the cat", Some(("love", 2.0)), false);
+    let mut bodies: Vec<String> = (0..good.len())
+        .step_by(3)
+        .map(|i| good[..i].to_string())
+        .collect();
+    for (i, b) in good.bytes().enumerate().step_by(5) {
+        let mut v = good.clone().into_bytes();
+        v[i] = b.wrapping_add(1 + (i % 7) as u8);
+        bodies.push(String::from_utf8_lossy(&v).into_owned());
+    }
+    for field in [
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "pragma",
+        "stream",
+    ] {
+        for bad in ["null", "[]", "{}", "-1", "1e400", "\"x\"", "[[[]]]"] {
+            bodies.push(format!(
+                r#"{{"messages": [{{"role": "user", "content": "hi"}}], "{field}": {bad}}}"#
+            ));
+        }
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    for b in &bodies {
+        for path in ["/v1/chat/completions", "/v1/completions"] {
+            let (c, _) = http(addr, "POST", path, b).await;
+            assert!(c == 200 || c == 400 || c == 404, "{path} {b:?}: {c}");
+            *codes.entry(c).or_insert(0) += 1;
+        }
+    }
+    println!("{} malformed requests: {codes:?}", 2 * bodies.len());
+    assert!(codes.get(&400).copied().unwrap_or(0) > bodies.len());
+    // Still serving, and still exact.
+    let (c, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &chat_body("the cat", None, false),
+    )
+    .await;
+    assert_eq!(c, 200, "{body}");
 }

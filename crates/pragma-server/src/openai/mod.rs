@@ -527,6 +527,12 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let req: ChatRequest = parse(&body)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::param(
+            "tools: pragma serves no tool calls yet; send the request without tools",
+            "tools",
+        ));
+    }
     if req.messages.is_empty() {
         return Err(ApiError::param(
             "messages: expected at least one",

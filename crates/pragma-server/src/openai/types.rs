@@ -103,6 +103,9 @@ pub struct ChatRequest {
     pub n: Option<usize>,
     #[serde(default)]
     pub pragma: Option<PragmaExt>,
+    /// Tool definitions: refused (pragma serves no tool calls yet) rather than ignored.
+    #[serde(default)]
+    pub tools: Option<Vec<serde_json::Value>>,
 }
 
 /// `POST /v1/completions`.
