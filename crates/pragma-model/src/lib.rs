@@ -17,6 +17,7 @@
 //! # Ok::<(), pragma_model::Error>(())
 //! ```
 
+mod batch;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -29,6 +30,7 @@ pub mod io;
 mod linear;
 pub mod llama;
 pub mod quant;
+mod rowops;
 pub mod spm;
 pub mod testing;
 pub mod tokenizer;

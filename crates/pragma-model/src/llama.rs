@@ -9,12 +9,15 @@ use candle_core::{DType, Device, Tensor, D};
 
 use std::sync::Arc;
 
+use crate::batch::LayerKv;
+pub use crate::batch::{Batch, KvCache, Logits};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hooks::{run_site, Cache, HookPoint, Hooks, SiteInfo};
 pub use crate::linear::WeightMode;
 use crate::linear::{Embedding, Linear};
 use crate::quant::QuantWeight;
+use crate::rowops::{dot_f32, gelu_tanh, gelu_tanh_tensor, rms_norm, rope_rotate_half};
 
 /// The weight tensors of one block, named after the HF checkpoint's modules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,117 +137,6 @@ fn rms_norm_hooked(
 
 fn host_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-}
-
-/// One layer's keys and values `[b, hk, capacity, dh]`, filled up to `len`.
-/// Growing by doubling keeps appends amortised O(new tokens): a decode step writes
-/// one column in place instead of copying the whole cache.
-#[derive(Clone, Debug)]
-struct LayerKv {
-    k: Tensor,
-    v: Tensor,
-    len: usize,
-}
-
-impl LayerKv {
-    /// Append `k, v: [b, hk, t, dh]` (contiguous) and return views of everything so far.
-    fn append(slot: &mut Option<LayerKv>, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let t = k.dim(2)?;
-        let Some(kv) = slot else {
-            // First call (prefill): keep the tensors as they are; no copy.
-            *slot = Some(LayerKv {
-                k: k.clone(),
-                v: v.clone(),
-                len: t,
-            });
-            return Ok((k, v));
-        };
-        let cap = kv.k.dim(2)?;
-        if kv.len + t > cap {
-            let new_cap = (kv.len + t).max(2 * cap).max(16);
-            let grow = |old: &Tensor| -> candle_core::Result<Tensor> {
-                let (b, h, _, d) = old.dims4()?;
-                let fresh = Tensor::zeros((b, h, new_cap, d), old.dtype(), old.device())?;
-                fresh.slice_set(&old.narrow(2, 0, kv.len)?.contiguous()?, 2, 0)?;
-                Ok(fresh)
-            };
-            kv.k = grow(&kv.k)?;
-            kv.v = grow(&kv.v)?;
-        }
-        kv.k.slice_set(&k, 2, kv.len)?;
-        kv.v.slice_set(&v, 2, kv.len)?;
-        kv.len += t;
-        Ok((kv.k.narrow(2, 0, kv.len)?, kv.v.narrow(2, 0, kv.len)?))
-    }
-}
-
-/// Key/value cache for incremental decoding, plus the batch's padding.
-#[derive(Clone, Debug)]
-pub struct KvCache {
-    layers: Vec<Option<LayerKv>>, // keys after RoPE
-    pad: Vec<usize>,
-    /// Columns processed so far.
-    pub len: usize,
-    /// Padded prompt length (set by the first call).
-    pub prompt_cols: usize,
-}
-
-impl KvCache {
-    pub fn new(n_layers: usize, pad: Vec<usize>) -> Self {
-        Self {
-            layers: vec![None; n_layers],
-            pad,
-            len: 0,
-            prompt_cols: 0,
-        }
-    }
-    pub fn pad(&self) -> &[usize] {
-        &self.pad
-    }
-}
-
-/// Which logits a forward returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// `[b, t, vocab]`
-    All,
-    /// `[b, vocab]` for the final column only.
-    Last,
-    /// No unembedding (e.g. caching activations).
-    None,
-}
-
-/// A batch of token sequences, left-padded to a common length.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    pub ids: Tensor, // [b, t] u32
-    pub pad: Vec<usize>,
-}
-
-impl Batch {
-    pub fn new(seqs: &[Vec<u32>], device: &Device) -> Result<Batch> {
-        if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
-            return Err(Error::InvalidInput(
-                "expected at least one non-empty token sequence, found an empty one".into(),
-            ));
-        }
-        let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
-        let mut flat = Vec::with_capacity(seqs.len() * t);
-        let mut pad = Vec::with_capacity(seqs.len());
-        for s in seqs {
-            pad.push(t - s.len());
-            flat.extend(std::iter::repeat_n(0u32, t - s.len()));
-            flat.extend_from_slice(s);
-        }
-        Ok(Batch {
-            ids: Tensor::from_vec(flat, (seqs.len(), t), device)?,
-            pad,
-        })
-    }
-
-    pub fn single(ids: &[u32], device: &Device) -> Result<Batch> {
-        Self::new(&[ids.to_vec()], device)
-    }
 }
 
 /// A llama-family transformer with hook points.
@@ -1074,60 +966,6 @@ impl Transformer {
             .reshape(out_dims)?;
         self.final_softcap(logits)
     }
-}
-
-/// RMS norm of one row, as candle's `rms_norm` computes it in f32.
-fn rms_norm(x: &[f32], alpha: &[f32], eps: f32) -> Vec<f32> {
-    let sum2: f32 = x.iter().map(|v| v * v).sum();
-    let m = (sum2 / x.len() as f32 + eps).sqrt();
-    x.iter().zip(alpha).map(|(v, a)| v / m * a).collect()
-}
-
-/// Rotate-half RoPE of one head in place (candle's `rope`, non-interleaved).
-fn rope_rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = x.len() / 2;
-    for j in 0..half {
-        let (a, b) = (x[j], x[j + half]);
-        x[j] = a * cos[j] - b * sin[j];
-        x[j + half] = b * cos[j] + a * sin[j];
-    }
-}
-
-/// GELU, tanh approximation (`gelu_pytorch_tanh`): `0.5 x (1 + tanh(u))` with
-/// `u = sqrt(2/pi) (x + 0.044715 x^3)`, computed as `x / (1 + exp(-2u))` (the same
-/// function: `(1 + tanh(u)) / 2 = sigmoid(2u)`), whose one `expf` costs a third of
-/// libm's `tanhf` (GELU was 14% of Gemma 3's prefill as candle's `gelu`). Agrees with
-/// the tanh form to f32 rounding; the parity tests check it against NumPy's float64.
-fn gelu_tanh(v: f32) -> f32 {
-    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
-    let u = SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v);
-    v / (1.0 + (-2.0 * u).exp())
-}
-
-/// [`gelu_tanh`] over a tensor, in parallel.
-fn gelu_tanh_tensor(x: &Tensor) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let dims = x.dims().to_vec();
-    let mut v: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    v.par_chunks_mut(4096)
-        .for_each(|c| c.iter_mut().for_each(|a| *a = gelu_tanh(*a)));
-    Ok(Tensor::from_vec(v, dims, x.device())?)
-}
-
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 /// Log-softmax over the last dim, in f32.

