@@ -220,6 +220,20 @@ async fn shapes_streaming_and_errors() {
         answer_text(&body, false, true)
     );
     assert!(sbody.contains("\"role\":\"assistant\""), "{sbody}");
+    // With include_usage, a last chunk without choices carries the usage.
+    let mut b: Value = serde_json::from_str(&chat_body("the cat", None, true)).expect("b");
+    b["stream_options"] = json!({"include_usage": true});
+    let (_, ubody) = http(addr, "POST", "/v1/chat/completions", &b.to_string()).await;
+    let usage_chunk: Value = ubody
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| serde_json::from_str::<Value>(l).expect("chunk"))
+        .find(|c| c.get("usage").is_some())
+        .expect("a usage chunk");
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["object"], "chat.completion.chunk");
+    assert_eq!(usage_chunk["usage"], v["usage"], "{ubody}");
 
     // Completions with logprobs: one per token, log-probabilities <= 0.
     let (c, body) = http(

@@ -491,6 +491,30 @@ fn pragma_echo(echo: &PragmaExt, monitor: &[(String, Vec<MonitorScore>)]) -> Val
     v
 }
 
+/// The chunks that end a stream: the last choice chunk, carrying the `pragma` echo and
+/// the monitors' scores, and with `stream_options.include_usage` a chunk like it with no
+/// choices and the usage.
+fn closing(
+    mut last: Value,
+    echo: &PragmaExt,
+    monitor: &[(String, Vec<MonitorScore>)],
+    usage: Option<Usage>,
+) -> Vec<Value> {
+    let usage_chunk = usage.map(|u| {
+        let mut c = last.clone();
+        c["choices"] = json!([]);
+        c["usage"] = json!(u);
+        c
+    });
+    last["pragma"] = pragma_echo(echo, monitor);
+    std::iter::once(last).chain(usage_chunk).collect()
+}
+
+/// An error after the stream began (its status line is already sent).
+fn stream_error(message: &str) -> Value {
+    json!({"error": {"message": message, "type": "server_error"}})
+}
+
 fn usage(prompt: usize, completion: usize) -> Usage {
     Usage {
         prompt_tokens: prompt,
@@ -617,17 +641,11 @@ async fn chat(
                     completion_tokens,
                     monitor,
                 } => {
-                    let mut last = chunk(json!({}), json!(finish_reason), Value::Null);
-                    last["pragma"] = pragma_echo(&echo, &monitor);
-                    let mut out = vec![last];
-                    if include_usage {
-                        out.push(json!({"id": id, "object": "chat.completion.chunk",
-                            "created": created, "model": api.model_id, "choices": [],
-                            "usage": usage(n_prompt, completion_tokens)}));
-                    }
-                    out
+                    let last = chunk(json!({}), json!(finish_reason), Value::Null);
+                    let usage = include_usage.then(|| usage(n_prompt, completion_tokens));
+                    closing(last, &echo, &monitor, usage)
                 }
-                Event::Error(e) => vec![json!({"error": {"message": e, "type": "server_error"}})],
+                Event::Error(e) => vec![stream_error(&e)],
             }
         }));
     }
@@ -690,17 +708,11 @@ async fn completions(
                     completion_tokens,
                     monitor,
                 } => {
-                    let mut last = chunk(String::new(), json!(finish_reason), Value::Null);
-                    last["pragma"] = pragma_echo(&echo, &monitor);
-                    let mut out = vec![last];
-                    if include_usage {
-                        out.push(json!({"id": id, "object": "text_completion",
-                            "created": created, "model": api.model_id, "choices": [],
-                            "usage": usage(n_prompt, completion_tokens)}));
-                    }
-                    out
+                    let last = chunk(String::new(), json!(finish_reason), Value::Null);
+                    let usage = include_usage.then(|| usage(n_prompt, completion_tokens));
+                    closing(last, &echo, &monitor, usage)
                 }
-                Event::Error(e) => vec![json!({"error": {"message": e, "type": "server_error"}})],
+                Event::Error(e) => vec![stream_error(&e)],
             }
         }));
     }
