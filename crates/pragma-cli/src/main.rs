@@ -96,9 +96,10 @@ enum Command {
     /// Browse them with `pragma serve`.
     #[command(subcommand)]
     Transcripts(transcripts::TranscriptsCommand),
-    /// The web UI over a transcript database: collections, search, transcripts with
+    /// The web UI over a transcript database (collections, search, transcripts with
     /// per-token overlays of probes, vectors and SAE latents, diff; a JSON API behind each
-    /// page. Binds 127.0.0.1:8040.
+    /// page) and, for the model loaded, OpenAI's API under /v1 with per-request steering
+    /// and probe monitors (the body's "pragma" field). Binds 127.0.0.1:8040.
     Serve(serve_cmd::ServeArgs),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),

@@ -18,7 +18,8 @@ pub struct ServeArgs {
     /// Address to listen on. Anything but a loopback address needs --api-key.
     #[arg(long, default_value = "127.0.0.1:8040")]
     bind: std::net::SocketAddr,
-    /// Key clients must send (x-api-key header; browsers open /login?key=KEY once).
+    /// Key clients must send (`x-api-key` or `Authorization: Bearer KEY`, as OpenAI
+    /// clients do; browsers open /login?key=KEY once).
     #[arg(long, env = "PRAGMA_API_KEY")]
     api_key: Option<String>,
     /// Model whose tokenizer shows the scored tokens (the one `transcripts score` used);

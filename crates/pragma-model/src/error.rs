@@ -11,6 +11,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     #[error("{path} is not a GGUF file: expected magic bytes \"GGUF\", found {found:?}")]
     NotGguf { path: PathBuf, found: String },
 

@@ -80,7 +80,8 @@ pub fn tensor_le_bytes(t: &Tensor) -> Result<Vec<u8>> {
     })
 }
 
-/// Write bytes to `path` via a temporary file in the same folder and a rename.
+/// Write bytes to `path` via a temporary file in the same folder and a rename, making
+/// the folder if it is missing. Errors (`Error::Write`) name `path`.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -90,11 +91,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A new output folder is made, as `--out runs/vectors/v.safetensors` expects.
+    std::fs::create_dir_all(dir).map_err(write_err)?;
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(&tmp, data).map_err(write_err)?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
+        write_err(e)
     })
 }
 
@@ -260,4 +267,22 @@ pub fn ensure_finite(t: &Tensor, name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_make_their_folder_and_name_the_target_on_failure() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("new/sub/v.bin");
+        write_atomic(&p, b"abc").expect("write");
+        assert_eq!(std::fs::read(&p).expect("read"), b"abc");
+        // A folder where the file should go: the error names the target, not a temp file.
+        let e = write_atomic(d.path(), b"x").expect_err("a folder");
+        let msg = e.to_string();
+        assert!(msg.starts_with("cannot write"), "{msg}");
+        assert!(!msg.contains(".tmp-"), "{msg}");
+    }
 }
