@@ -51,15 +51,40 @@ impl LayerKv {
     }
 }
 
+impl LayerKv {
+    /// Keys and values of the filled columns, `[b, hk, len, dh]` views.
+    fn filled(&self) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
+
+    fn from_filled(k: Tensor, v: Tensor) -> Result<LayerKv> {
+        let len = k.dim(2)?;
+        Ok(LayerKv {
+            k: k.contiguous()?,
+            v: v.contiguous()?,
+            len,
+        })
+    }
+}
+
 /// Key/value cache for incremental decoding, plus the batch's padding.
+///
+/// Rows are left-padded to a common length: row `r`'s token `i` sits at column
+/// `pad[r] + i`. For continuous batching a cache can take in another's rows
+/// ([`KvCache::join`]) and drop finished ones ([`KvCache::keep_rows`]); both keep every
+/// row's keys (stored after RoPE) and positions as they were.
 #[derive(Clone, Debug)]
 pub struct KvCache {
     pub(crate) layers: Vec<Option<LayerKv>>, // keys after RoPE
     pub(crate) pad: Vec<usize>,
     /// Columns processed so far.
     pub len: usize,
-    /// Padded prompt length (set by the first call).
-    pub prompt_cols: usize,
+    /// Per row, the column where its prompt ends (set by the first call: the padded
+    /// prompt length; rows that joined later keep their own).
+    pub prompt_cols: Vec<usize>,
 }
 
 impl KvCache {
@@ -68,11 +93,132 @@ impl KvCache {
             layers: vec![None; n_layers],
             pad,
             len: 0,
-            prompt_cols: 0,
+            prompt_cols: Vec::new(),
         }
     }
     pub fn pad(&self) -> &[usize] {
         &self.pad
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.pad.len()
+    }
+
+    fn filled_layers(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        self.layers
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .ok_or_else(|| {
+                        Error::InvalidInput(
+                            "the KV cache has a layer no forward filled (a forward that stopped early)"
+                                .into(),
+                        )
+                    })?
+                    .filled()
+            })
+            .collect()
+    }
+
+    /// Keep rows `keep` (in that order) and drop the rest, then drop the left columns
+    /// that are padding in every remaining row. Errors on an out-of-range row.
+    pub fn keep_rows(&mut self, keep: &[usize]) -> Result<()> {
+        if let Some(&r) = keep.iter().find(|&&r| r >= self.rows()) {
+            return Err(Error::InvalidInput(format!(
+                "row {r} out of range: the KV cache has {} rows",
+                self.rows()
+            )));
+        }
+        if keep.is_empty() {
+            *self = KvCache::new(self.layers.len(), Vec::new());
+            return Ok(());
+        }
+        let drop_cols = keep.iter().map(|&r| self.pad[r]).min().unwrap_or(0);
+        if keep.len() == self.rows()
+            && keep.iter().enumerate().all(|(i, &r)| i == r)
+            && drop_cols == 0
+        {
+            return Ok(());
+        }
+        if self.len > 0 {
+            let len = self.len - drop_cols;
+            let filled = self.filled_layers()?;
+            for (slot, (k, v)) in self.layers.iter_mut().zip(filled) {
+                // One copy: the kept rows' kept columns, stacked.
+                let pick = |x: &Tensor| -> Result<Tensor> {
+                    let rows = keep
+                        .iter()
+                        .map(|&r| x.narrow(0, r, 1)?.narrow(2, drop_cols, len))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    Ok(Tensor::cat(&rows, 0)?)
+                };
+                *slot = Some(LayerKv::from_filled(pick(&k)?, pick(&v)?)?);
+            }
+            self.len = len;
+        }
+        self.pad = keep.iter().map(|&r| self.pad[r] - drop_cols).collect();
+        self.prompt_cols = keep
+            .iter()
+            .map(|&r| {
+                self.prompt_cols
+                    .get(r)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(drop_cols)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Append `other`'s rows after this cache's. The shorter side is left-padded with
+    /// zero columns (hidden by the attention mask), so every row keeps its tokens'
+    /// positions. An empty cache (no rows) becomes `other`.
+    pub fn join(&mut self, other: KvCache) -> Result<()> {
+        if self.rows() == 0 {
+            *self = other;
+            return Ok(());
+        }
+        if other.rows() == 0 {
+            return Ok(());
+        }
+        if self.layers.len() != other.layers.len() {
+            return Err(Error::InvalidInput(format!(
+                "cannot join KV caches of {} and {} layers",
+                self.layers.len(),
+                other.layers.len()
+            )));
+        }
+        let len = self.len.max(other.len);
+        let (grow_a, grow_b) = (len - self.len, len - other.len);
+        let a = self.filled_layers()?;
+        let b = other.filled_layers()?;
+        for (slot, ((ka, va), (kb, vb))) in self.layers.iter_mut().zip(a.into_iter().zip(b)) {
+            let k = Tensor::cat(
+                &[
+                    ka.pad_with_zeros(2, grow_a, 0)?,
+                    kb.pad_with_zeros(2, grow_b, 0)?,
+                ],
+                0,
+            )?;
+            let v = Tensor::cat(
+                &[
+                    va.pad_with_zeros(2, grow_a, 0)?,
+                    vb.pad_with_zeros(2, grow_b, 0)?,
+                ],
+                0,
+            )?;
+            *slot = Some(LayerKv::from_filled(k, v)?);
+        }
+        let shift = |xs: &[usize], by: usize| xs.iter().map(|x| x + by).collect::<Vec<_>>();
+        let mut pad = shift(&self.pad, grow_a);
+        pad.extend(shift(&other.pad, grow_b));
+        let mut prompt_cols = shift(&self.prompt_cols, grow_a);
+        prompt_cols.extend(shift(&other.prompt_cols, grow_b));
+        self.pad = pad;
+        self.prompt_cols = prompt_cols;
+        self.len = len;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::hooks::{Cache, Hooks};
 use crate::llama::{Batch, KvCache, Logits, Transformer};
@@ -280,75 +281,18 @@ pub fn generate_rows(
             prompts.len()
         )));
     }
-    for r in rows {
-        r.sampling.validate()?;
-    }
-    let batch = Batch::new(prompts, model.device())?;
-    let (b, t) = batch.ids.dims2()?;
-    let ctx = model.cfg.context_length;
-    if t > ctx {
-        return Err(Error::ContextOverflow { len: t, ctx });
-    }
-    let mut rngs: Vec<StdRng> = rows
-        .iter()
-        .map(|r| item_rng(r.sampling.seed, r.item))
-        .collect();
-    let mut kv = KvCache::new(model.cfg.n_layers, batch.pad.clone());
-    let mut tokens = vec![Vec::new(); b];
-    let mut stop: Vec<Option<StopReason>> = rows
-        .iter()
-        .map(|r| (r.max_tokens == 0).then_some(StopReason::MaxTokens))
-        .collect();
-    for (r, s) in stop.iter().enumerate() {
-        if let Some(why) = s {
-            on_event(r, RowEvent::End(*why, &[]));
+    let mut dec = Decoder::new(model, stop_tokens.to_vec());
+    let ids: Vec<u64> = (0..prompts.len() as u64).collect();
+    dec.join("", hooks, &ids, prompts, rows)?;
+    let mut out: Vec<Option<(Vec<u32>, StopReason)>> = vec![None; prompts.len()];
+    while !dec.is_empty() {
+        for (id, tokens, why) in dec.step(|id, e| on_event(id as usize, e))? {
+            out[id as usize] = Some((tokens, why));
         }
     }
-    if stop.iter().all(Option::is_some) {
-        return Ok(tokens.into_iter().zip(stop.into_iter().flatten()).collect());
-    }
-    let mut cache = Cache::new(batch.pad.clone());
-    let mut logits = model
-        .forward_step(&batch.ids, &mut kv, hooks, Logits::Last, &mut cache)?
-        .ok_or_else(|| Error::InvalidInput("no logits".into()))?; // [b, vocab]
-    let filler = stop_tokens.first().copied().unwrap_or(0);
-    loop {
-        let all: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
-        let mut next = Vec::with_capacity(b);
-        for (r, row) in all.iter().enumerate() {
-            if stop[r].is_some() {
-                next.push(filler);
-                continue;
-            }
-            let tok = sample(row, &rows[r].sampling, &mut rngs[r]);
-            tokens[r].push(tok);
-            if !on_event(r, RowEvent::Token(tok, row)) {
-                stop[r] = Some(StopReason::Caller);
-            } else if stop_tokens.contains(&tok) {
-                stop[r] = Some(StopReason::StopToken);
-            } else if tokens[r].len() >= rows[r].max_tokens {
-                stop[r] = Some(StopReason::MaxTokens);
-            } else if kv.len + 1 > ctx {
-                stop[r] = Some(StopReason::Context);
-            }
-            if let Some(why) = stop[r] {
-                on_event(r, RowEvent::End(why, &tokens[r]));
-            }
-            next.push(tok);
-        }
-        if stop.iter().all(Option::is_some) {
-            break;
-        }
-        let ids = Tensor::from_vec(next, (b, 1), model.device())?;
-        // Captures are not returned here; keep the cache from growing.
-        cache = Cache::new(batch.pad.clone());
-        logits = model
-            .forward_step(&ids, &mut kv, hooks, Logits::Last, &mut cache)?
-            .ok_or_else(|| Error::InvalidInput("no logits".into()))?;
-    }
-    Ok(tokens
+    Ok(out
         .into_iter()
-        .zip(stop.into_iter().map(|s| s.unwrap_or(StopReason::MaxTokens)))
+        .map(|o| o.unwrap_or((Vec::new(), StopReason::MaxTokens)))
         .collect())
 }
 

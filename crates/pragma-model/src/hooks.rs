@@ -559,6 +559,9 @@ pub struct Hook {
     pub point: HookPoint,
     pub action: Action,
     pub positions: Positions,
+    /// The batch rows it acts on (`None`: every row). Rows restrict interventions only;
+    /// a capture always records the whole batch. See [`Hooks::for_rows`].
+    pub rows: Option<Vec<usize>>,
 }
 
 /// An ordered list of hooks for one call. Hooks at the same site run in the
@@ -578,8 +581,31 @@ impl Hooks {
             point,
             action,
             positions,
+            rows: None,
         });
         self
+    }
+
+    /// These hooks acting on batch rows `rows` only (intersected with any rows a hook
+    /// already had), so requests with different interventions can share one batched
+    /// forward: each row carries its own hooks (continuous batching in `pragma serve`).
+    /// Captures are kept as they are and still record every row.
+    pub fn for_rows(&self, rows: &[usize]) -> Hooks {
+        let hooks = self
+            .hooks
+            .iter()
+            .map(|h| {
+                let mut h = h.clone();
+                if !matches!(h.action, Action::Capture) {
+                    h.rows = Some(match &h.rows {
+                        None => rows.to_vec(),
+                        Some(had) => rows.iter().copied().filter(|r| had.contains(r)).collect(),
+                    });
+                }
+                h
+            })
+            .collect();
+        Hooks { hooks }
     }
 
     /// Capture `point` into the returned [`Cache`]. Capturing a point again with nothing
@@ -673,15 +699,17 @@ pub struct SiteInfo {
     pub len: usize,
     /// Left-padding per batch row.
     pub pad: Vec<usize>,
-    /// Padded prompt length: columns at or after it hold generated tokens.
-    pub prompt_cols: usize,
+    /// Per row, the column where its prompt ends: columns at or after it hold generated
+    /// tokens (rows that joined a running batch end their prompts at other columns).
+    pub prompt_cols: Vec<usize>,
 }
 
 impl SiteInfo {
     /// A `[b, len]` 0/1 mask of the positions selected by `positions`.
     fn mask_values(&self, positions: &Positions) -> Vec<f32> {
         let mut m = Vec::with_capacity(self.pad.len() * self.len);
-        for &pad in &self.pad {
+        for (r, &pad) in self.pad.iter().enumerate() {
+            let prompt_cols = self.prompt_cols.get(r).copied().unwrap_or(0);
             for i in 0..self.len {
                 let col = self.offset + i;
                 let on = if col < pad {
@@ -693,8 +721,8 @@ impl SiteInfo {
                         Positions::Last => i + 1 == self.len,
                         Positions::Range(a, b) => (a..b).contains(&tok),
                         Positions::From(n) => tok >= n,
-                        Positions::Generated => col >= self.prompt_cols,
-                        Positions::LastPromptAndGenerated => col + 1 >= self.prompt_cols,
+                        Positions::Generated => col >= prompt_cols,
+                        Positions::LastPromptAndGenerated => col + 1 >= prompt_cols,
                     }
                 };
                 m.push(if on { 1.0 } else { 0.0 });
@@ -704,11 +732,27 @@ impl SiteInfo {
     }
 
     /// The mask shaped to broadcast against an activation at `point`.
-    fn mask(&self, positions: &Positions, point: HookPoint, x: &Tensor) -> Result<Option<Tensor>> {
-        if *positions == Positions::All && self.pad.iter().all(|&p| p <= self.offset) {
+    fn mask(
+        &self,
+        positions: &Positions,
+        rows: Option<&[usize]>,
+        point: HookPoint,
+        x: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        if rows.is_none()
+            && *positions == Positions::All
+            && self.pad.iter().all(|&p| p <= self.offset)
+        {
             return Ok(None);
         }
-        let vals = self.mask_values(positions);
+        let mut vals = self.mask_values(positions);
+        if let Some(rows) = rows {
+            for (r, chunk) in vals.chunks_mut(self.len.max(1)).enumerate() {
+                if !rows.contains(&r) {
+                    chunk.fill(0.0);
+                }
+            }
+        }
         let mut shape = vec![1usize; x.rank()];
         shape[0] = self.pad.len();
         shape[point.pos_axis()] = self.len;
@@ -824,7 +868,7 @@ pub(crate) fn run_site(
 
 impl Hook {
     fn mask(&self, info: &SiteInfo, x: &Tensor) -> Result<Option<Tensor>> {
-        info.mask(&self.positions, self.point, x)
+        info.mask(&self.positions, self.rows.as_deref(), self.point, x)
     }
 }
 

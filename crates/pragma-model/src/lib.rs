@@ -19,6 +19,7 @@
 
 mod batch;
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod fetch;
 pub mod generate;

@@ -462,13 +462,13 @@ impl Transformer {
             });
         }
         if kv.len == 0 {
-            kv.prompt_cols = t;
+            kv.prompt_cols = vec![t; b];
         }
         let info = SiteInfo {
             offset,
             len: t,
             pad: kv.pad.clone(),
-            prompt_cols: kv.prompt_cols,
+            prompt_cols: kv.prompt_cols.clone(),
         };
         if self.cfg.gemma.is_none() {
             if let Some(h) = hooks.iter().find(|h| h.point.is_post_norm()) {
@@ -568,7 +568,7 @@ impl Transformer {
         let uq = self.use_quant_kernels;
         let eps = cfg.rms_norm_eps as f32;
         let (b, t, _) = x.dims3()?;
-        if b == 1 && t == 1 && uq && Self::can_fuse(i, blk, hooks) {
+        if b == 1 && t == 1 && info.pad[0] == 0 && uq && Self::can_fuse(i, blk, hooks) {
             if let Some((c, s)) = &tables.host {
                 return self.block_decode(i, blk, x, info, (c, s), kv, hooks, cache);
             }
