@@ -5,7 +5,8 @@ Runs each server in turn on 127.0.0.1 (2 threads each), sends the same chat requ
 (greedy, `max_tokens` tokens, streamed so time to first token is seen) at concurrency 1,
 4 and 8, and reports per setting: total generated tokens/s, mean tokens/s per request,
 median time to first token. pragma also runs each setting steered (a registered vector
-in the body's `pragma` field). Needs the `openai` client in this interpreter, and
+in the body's `pragma` field) and mixed (every other request steered, sharing decode
+steps with the unsteered ones). Needs the `openai` client in this interpreter, and
 `llama-cpp-python[server]` in `--llama-python`.
 
 Usage:
@@ -84,10 +85,12 @@ def one(base: str, model: str, prompt: str, max_tokens: int, extra: dict | None)
 
 
 def run_setting(base, model, conc, requests, max_tokens, extra):
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
+    """`extra`: one body extension for every request, or a list cycled over them."""
+    extras = extra if isinstance(extra, list) else [extra]
+    jobs = [(PROMPTS[i % len(PROMPTS)], extras[i % len(extras)]) for i in range(requests)]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(conc) as ex:
-        res = list(ex.map(lambda p: one(base, model, p, max_tokens, extra), prompts))
+        res = list(ex.map(lambda j: one(base, model, j[0], max_tokens, j[1]), jobs))
     wall = time.perf_counter() - t0
     toks = sum(r["tokens"] for r in res)
     return {
@@ -129,7 +132,8 @@ def main() -> int:
         one(base, model, PROMPTS[0], 8, None)  # warm-up
         steer = {"pragma": {"steer": [{"vector": a.vector, "scale": a.scale}]}}
         for c in concs:
-            for label, extra in [("pragma", None), ("pragma steered", steer)]:
+            # "mixed": every other request steered; they share decode steps.
+            for label, extra in [("pragma", None), ("pragma steered", steer), ("pragma mixed", [None, steer])]:
                 r = run_setting(base, model, c, a.requests, a.max_tokens, extra)
                 r["server"] = label
                 rows.append(r)

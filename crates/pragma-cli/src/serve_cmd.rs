@@ -45,8 +45,10 @@ pub struct ServeArgs {
     /// a batch).
     #[arg(long, default_value_t = 8)]
     max_batch: usize,
-    /// An SAE, NAME=DIR, for the logit table of latent pages of the scorer `sae:NAME`
-    /// (as `pragma transcripts score --sae NAME=DIR` named it). Repeatable.
+    /// An SAE, NAME=DIR: the API's `pragma.sae_latents` (a request's strongest latents
+    /// per token) and `"vector": "sae:NAME:LATENT"` steering, and the logit table of
+    /// latent pages of the scorer `sae:NAME` (as `pragma transcripts score --sae
+    /// NAME=DIR` named it). Repeatable.
     #[arg(long)]
     sae: Vec<String>,
 }
@@ -128,6 +130,11 @@ pub fn cmd_serve(mut a: ServeArgs) -> Result<()> {
             probes.clone(),
             a.max_tokens_limit,
             a.max_batch,
+        )
+        .with_saes(
+            saes.iter()
+                .map(|(n, s)| (n.trim_start_matches("sae:").to_string(), s.clone()))
+                .collect(),
         )
     });
     let playground = match (&model, vectors.is_empty() && saes.is_empty()) {

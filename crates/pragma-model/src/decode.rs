@@ -56,6 +56,11 @@ impl<'m> Decoder<'m> {
         self.rows.len()
     }
 
+    /// Distinct hook groups among the live rows.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

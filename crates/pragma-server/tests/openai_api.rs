@@ -73,7 +73,8 @@ async fn start(dir: &Path) -> SocketAddr {
         vec![("dir".into(), probe)],
         64,
         8,
-    );
+    )
+    .with_saes(vec![("toy".into(), toy_sae(cfg.d_model))]);
     let app = pragma_server::router_full(
         Db::open(&dir.join("t.db")).expect("db"),
         None,
@@ -89,6 +90,38 @@ async fn start(dir: &Path) -> SocketAddr {
         axum::serve(l, app).await.expect("serve");
     });
     addr
+}
+
+/// A small ReLU SAE on `blocks.1.hook_resid_post` with fixed pseudo-random weights.
+fn toy_sae(d: usize) -> pragma_methods::sae::Sae {
+    use pragma_methods::sae::{Arch as SaeArch, Normalize, Sae, SaeConfig};
+    let n = 16;
+    let val =
+        |i: usize, j: usize, k: usize| (((i * 31 + j * 17 + k * 7) % 23) as f32 - 11.0) / 11.0;
+    let enc: Vec<f32> = (0..d * n).map(|x| val(x / n, x % n, 1)).collect();
+    let dec: Vec<f32> = (0..n * d).map(|x| val(x / d, x % d, 2)).collect();
+    let t = |v: Vec<f32>, shape: &[usize]| {
+        candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).expect("t")
+    };
+    Sae {
+        cfg: SaeConfig {
+            arch: SaeArch::Relu,
+            d_in: d,
+            d_sae: n,
+            hook_name: "blocks.1.hook_resid_post".into(),
+            apply_b_dec_to_input: false,
+            normalize: Normalize::None,
+            rescale_acts_by_decoder_norm: false,
+            reshape_hook_z: false,
+            model_name: None,
+            metadata: json!({}),
+        },
+        w_enc: t(enc, &[d, n]),
+        b_enc: t(vec![0.1; n], &[n]),
+        w_dec: t(dec, &[n, d]),
+        b_dec: t(vec![0.0; d], &[d]),
+        threshold: None,
+    }
 }
 
 /// A raw HTTP/1.1 request; the status and body.
@@ -447,6 +480,13 @@ async fn no_state_leaks_between_concurrent_requests() {
     let st: Value = serde_json::from_str(&body).expect("stats");
     println!("engine: {st}");
     assert!(st["max_batch_rows"].as_u64().expect("rows") > 1, "{st}");
+    // Steered and unsteered rows shared decode steps.
+    assert!(st["max_batch_groups"].as_u64().expect("groups") > 1, "{st}");
+    // Requests queued behind a full batch joined it between decode steps.
+    assert!(
+        st["joined_mid_decode"].as_u64().expect("joined") > 0,
+        "{st}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -568,4 +608,179 @@ async fn malformed_input_in_a_loop_never_brings_the_server_down() {
     )
     .await;
     assert_eq!(c, 200, "{body}");
+}
+
+/// `pragma.capture`, `pragma.sae_latents`, SAE-latent steering and `POST
+/// /v1/pragma/vectors`, checked against the library: the captured activations equal a
+/// plain forward over the same tokens, the latents are that SAE's encoding of them, and
+/// steering along latent 3 equals steering with its decoder row posted as a vector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readouts_sae_steering_and_posted_vectors() {
+    use pragma_model::hooks::{HookPoint, Hooks};
+    let d = tempfile::tempdir().expect("tmp");
+    let addr = start(d.path()).await;
+    let model = Model::load(
+        d.path().join("tiny.gguf").to_str().expect("utf8"),
+        &mut |_| {},
+    )
+    .expect("model");
+    let body = |pragma: Value| {
+        json!({"prompt": "the cat", "max_tokens": 6, "temperature": 0, "pragma": pragma})
+            .to_string()
+    };
+    let (c, out) = http(addr, "POST", "/v1/completions",
+        &body(json!({"capture": ["blocks.1.hook_resid_post"], "sae_latents": [{"sae": "toy", "top_k": 3}],
+                     "monitor": ["dir"]}))).await;
+    assert_eq!(c, 200, "{out}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let cap = &v["pragma"]["captures"]["blocks.1.hook_resid_post"];
+    let got: Vec<Vec<f32>> = serde_json::from_value(cap["values"].clone()).expect("values");
+    let n_gen = v["usage"]["completion_tokens"].as_u64().expect("n") as usize;
+    assert_eq!(got.len(), n_gen);
+    assert_eq!(cap["tokens"].as_array().expect("tokens").len(), n_gen);
+    // The reference: the same prompt, greedy, then one plain forward capturing the hook.
+    let ids = model
+        .tokenizer
+        .build_input(
+            &pragma_model::input::Prompt::Text("the cat"),
+            Default::default(),
+        )
+        .expect("ids")
+        .ids;
+    let opts = pragma_model::generate::GenerateOptions {
+        max_tokens: 6,
+        stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+        sampling: Default::default(),
+    };
+    let (gen, _) = pragma_model::generate::generate_one(
+        &model.transformer,
+        &ids,
+        0,
+        &opts,
+        &Hooks::new(),
+        |_, _| true,
+    )
+    .expect("gen");
+    assert_eq!(gen.len(), n_gen);
+    let mut all = ids.clone();
+    all.extend(&gen);
+    let acts =
+        pragma_model::testing::capture_one(&model, &all, HookPoint::ResidPost(1)).expect("capture"); // [t, d]
+    let want = acts.narrow(0, ids.len(), n_gen).expect("narrow");
+    let want: Vec<Vec<f32>> = want.to_vec2().expect("vec");
+    let diff = got
+        .iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "captured activations differ from a plain forward by {diff}"
+    );
+    // The monitor's scores are the probe (w = love's layer-1 direction, b = 0) on them.
+    let scores: Vec<f64> = v["pragma"]["monitor_scores"]["dir"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .map(|s| s["score"].as_f64().expect("s"))
+        .collect();
+    assert_eq!(scores.len(), n_gen);
+    // SAE latents: the SAE's own encoding of those activations, top 3, most active first.
+    let sae = toy_sae(model.cfg().d_model);
+    let z: Vec<Vec<f32>> = sae
+        .encode(&candle_core::Tensor::new(want.clone(), &candle_core::Device::Cpu).expect("t"))
+        .expect("encode")
+        .to_vec2()
+        .expect("z");
+    let lat = v["pragma"]["sae_latents"]["toy"]
+        .as_array()
+        .expect("latents");
+    assert_eq!(lat.len(), n_gen);
+    for (row, got) in z.iter().zip(lat) {
+        let mut idx: Vec<usize> = (0..row.len()).filter(|&i| row[i] > 0.0).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        idx.truncate(3);
+        let got_idx: Vec<usize> = got["latents"]
+            .as_array()
+            .expect("l")
+            .iter()
+            .map(|l| l["index"].as_u64().expect("i") as usize)
+            .collect();
+        assert_eq!(got_idx, idx);
+    }
+    // Steering along latent 3 = steering with its decoder row, posted as a vector.
+    let row3: Vec<f32> = sae.w_dec.get(3).expect("row").to_vec1().expect("v");
+    let post = json!({"name": "latent3", "directions": {"1": row3}}).to_string();
+    let (c, out) = http(addr, "POST", "/v1/pragma/vectors", &post).await;
+    assert_eq!(c, 201, "{out}");
+    let (c, out) = http(addr, "POST", "/v1/pragma/vectors", &post).await;
+    assert_eq!(c, 409, "a taken name: {out}");
+    let steer = |vector: &str| {
+        body(json!({"steer": [{"vector": vector, "scale": 6.0, "positions": "all"}]}))
+    };
+    let (_, by_latent) = http(addr, "POST", "/v1/completions", &steer("sae:toy:3")).await;
+    let (_, by_post) = http(addr, "POST", "/v1/completions", &steer("latent3")).await;
+    let (_, plain) = http(addr, "POST", "/v1/completions", &body(json!({}))).await;
+    let (a, b, p) = (
+        answer_text(&by_latent, false, false),
+        answer_text(&by_post, false, false),
+        answer_text(&plain, false, false),
+    );
+    assert_eq!(a, b);
+    assert_ne!(a, p, "steering along the latent changed nothing");
+    // Listed, and bad input is a 400 naming the problem, before any compute.
+    let (_, list) = http(addr, "GET", "/v1/pragma/vectors", "").await;
+    assert!(list.contains("latent3"), "{list}");
+    let (_, saes) = http(addr, "GET", "/v1/pragma/saes", "").await;
+    assert!(
+        saes.contains("\"toy\"") && saes.contains("blocks.1.hook_resid_post"),
+        "{saes}"
+    );
+    for (path, bad, needle) in [
+        (
+            "/v1/pragma/vectors",
+            json!({"name": "x", "directions": {"9": [0.0]}}),
+            "layer '9'",
+        ),
+        (
+            "/v1/pragma/vectors",
+            json!({"name": "x", "directions": {"1": [0.0, 1.0]}}),
+            "expected 32 finite numbers",
+        ),
+        (
+            "/v1/pragma/vectors",
+            json!({"name": "a b", "directions": {"1": [0.0]}}),
+            "name 'a b'",
+        ),
+        (
+            "/v1/pragma/vectors",
+            json!({"name": "x", "directions": {"1": [0.0]}, "extra": 1}),
+            "unknown field",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "pragma": {"capture": ["blocks.0.attn.hook_pattern"]}}),
+            "not a d_model-wide",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "pragma": {"sae_latents": [{"sae": "nope"}]}}),
+            "no SAE 'nope'",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "pragma": {"steer": [{"vector": "sae:toy:99", "scale": 1}]}}),
+            "expected 0 to 15",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "pragma": {"steer": [{"vector": "sae:toy:1", "scale": 1, "layers": [1]}]}}),
+            "layers does not apply",
+        ),
+    ] {
+        let (c, out) = http(addr, "POST", path, &bad.to_string()).await;
+        assert_eq!(c, 400, "{bad}: {out}");
+        assert!(out.contains(needle), "{bad}: expected '{needle}' in {out}");
+    }
 }

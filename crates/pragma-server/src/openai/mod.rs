@@ -33,9 +33,10 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use pragma_methods::sae::Sae;
 use pragma_methods::steering::{Operator, SteeringVector};
 use pragma_model::generate::{GenerateOptions, Sampling};
-use pragma_model::hooks::{Hooks, Positions};
+use pragma_model::hooks::{HookPoint, Hooks, Positions};
 use pragma_model::input::{InputRule, Prompt};
 use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Model;
@@ -54,6 +55,9 @@ pub struct OpenAi {
     vectors: Arc<RwLock<BTreeMap<String, SteeringVector>>>,
     /// Probes a request may ask to monitor its tokens with, by name.
     probes: Arc<BTreeMap<String, Arc<pragma_methods::probe::Probe>>>,
+    /// SAEs a request may read latents from (`pragma.sae_latents`) or steer along
+    /// (`"vector": "sae:NAME:LATENT"`), by name.
+    saes: Arc<BTreeMap<String, Arc<Sae>>>,
     /// Bumped on every registry change, part of a batch key: a name that meant another
     /// vector when a request was planned never shares a batch with it.
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -92,6 +96,7 @@ impl OpenAi {
     ) -> Self {
         OpenAi {
             probes: Arc::new(probes.into_iter().map(|(n, p)| (n, Arc::new(p))).collect()),
+            saes: Arc::new(BTreeMap::new()),
             engine: Engine::start(model.clone(), max_batch),
             model,
             model_id,
@@ -102,13 +107,22 @@ impl OpenAi {
     }
 }
 
+impl OpenAi {
+    /// Register SAEs by name (`--sae NAME=DIR`).
+    pub fn with_saes(mut self, saes: Vec<(String, Sae)>) -> Self {
+        self.saes = Arc::new(saes.into_iter().map(|(n, s)| (n, Arc::new(s))).collect());
+        self
+    }
+}
+
 /// The `/v1` routes.
 pub fn routes(api: OpenAi) -> Router {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
-        .route("/v1/pragma/vectors", get(list_vectors))
+        .route("/v1/pragma/vectors", get(list_vectors).post(add_vector))
+        .route("/v1/pragma/saes", get(list_saes))
         .route("/v1/pragma/vectors/{name}", delete(delete_vector))
         .route("/v1/pragma/stats", get(stats))
         .route("/v1/pragma/probes", get(list_probes))
@@ -195,6 +209,9 @@ async fn stats(State(api): State<OpenAi>) -> Json<Value> {
     Json(json!({
         "requests": s.requests.load(Relaxed),
         "batches": s.batches.load(Relaxed),
+        "steps": s.steps.load(Relaxed),
+        "joined_mid_decode": s.joined_mid_decode.load(Relaxed),
+        "max_batch_groups": s.max_groups.load(Relaxed),
         "max_batch_rows": s.max_rows.load(Relaxed),
     }))
 }
@@ -221,6 +238,147 @@ async fn list_vectors(State(api): State<OpenAi>) -> Json<Value> {
             .collect::<Vec<_>>()
     });
     Json(json!({"object": "list", "data": v.unwrap_or_default()}))
+}
+
+async fn list_saes(State(api): State<OpenAi>) -> Json<Value> {
+    let v: Vec<Value> = api
+        .saes
+        .iter()
+        .map(|(name, s)| {
+            json!({"name": name, "hook_name": s.cfg.hook_name, "d_in": s.cfg.d_in,
+                   "d_sae": s.cfg.d_sae, "architecture": s.cfg.arch})
+        })
+        .collect();
+    Json(json!({"object": "list", "data": v}))
+}
+
+/// `POST /v1/pragma/vectors`: register a vector from its directions (201). 400 on a bad
+/// name, layer, width or number; 409 when the name is taken (delete it first).
+async fn add_vector(
+    State(api): State<OpenAi>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers)?;
+    let req: NewVector = parse(&body)?;
+    let name_ok = !req.name.is_empty()
+        && req.name.len() <= 64
+        && !req.name.starts_with("sae:")
+        && req
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !name_ok {
+        return Err(ApiError::param(
+            format!(
+                "name '{}': expected 1 to 64 letters, digits, '.', '_' or '-' (not starting with sae:)",
+                req.name
+            ),
+            "name",
+        ));
+    }
+    let cfg = api.model.cfg();
+    HookPoint::parse(&format!("blocks.0.{}", req.site), cfg.n_layers)
+        .ok()
+        .filter(HookPoint::is_model_width)
+        .ok_or_else(|| {
+            ApiError::param(
+                format!(
+                    "site '{}': expected a d_model-wide block site such as hook_resid_post",
+                    req.site
+                ),
+                "site",
+            )
+        })?;
+    if req.directions.is_empty() {
+        return Err(ApiError::param(
+            "directions: expected at least one layer",
+            "directions",
+        ));
+    }
+    let mut layers = Vec::new();
+    let mut directions = Vec::new();
+    let mut by_layer: Vec<(usize, &Vec<f32>)> = Vec::new();
+    for (l, d) in &req.directions {
+        let layer: usize = l
+            .parse()
+            .ok()
+            .filter(|&x| x < cfg.n_layers)
+            .ok_or_else(|| {
+                ApiError::param(
+                    format!(
+                        "directions: layer '{l}': expected 0 to {}",
+                        cfg.n_layers - 1
+                    ),
+                    "directions",
+                )
+            })?;
+        if d.len() != cfg.d_model || d.iter().any(|x| !x.is_finite()) {
+            return Err(ApiError::param(
+                format!(
+                    "directions[{l}]: expected {} finite numbers (d_model), found {} numbers{}",
+                    cfg.d_model,
+                    d.len(),
+                    if d.iter().any(|x| !x.is_finite()) {
+                        " with a non-finite one"
+                    } else {
+                        ""
+                    }
+                ),
+                "directions",
+            ));
+        }
+        by_layer.push((layer, d));
+    }
+    by_layer.sort_by_key(|x| x.0);
+    let mut norms = Vec::new();
+    for (l, d) in by_layer {
+        layers.push(l);
+        norms.push(d.iter().map(|x| x * x).sum::<f32>().sqrt());
+        directions.push(
+            candle_core::Tensor::new(d.as_slice(), &candle_core::Device::Cpu)
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?,
+        );
+    }
+    let vector = SteeringVector {
+        meta: pragma_methods::steering::VectorMeta {
+            model: format!("{} (posted to pragma serve)", api.model_id),
+            model_sha256: None,
+            d_model: cfg.d_model,
+            site: req.site.clone(),
+            layers: layers.clone(),
+            method: pragma_methods::steering::Method::Imported,
+            position: pragma_methods::steering::Position::Last,
+            pairs_sha256: String::new(),
+            n_pairs: 0,
+            norms: norms.clone(),
+            pragma_version: env!("CARGO_PKG_VERSION").into(),
+            input: Default::default(),
+        },
+        directions,
+    };
+    let mut vectors = api
+        .vectors
+        .write()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "registry".into(), None))?;
+    if vectors.contains_key(&req.name) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "a vector '{}' is registered: DELETE /v1/pragma/vectors/{} first",
+                req.name, req.name
+            ),
+            Some("name"),
+        ));
+    }
+    api.generation
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    vectors.insert(req.name.clone(), vector);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": req.name, "site": req.site, "layers": layers, "norms": norms})),
+    )
+        .into_response())
 }
 
 async fn delete_vector(
@@ -256,7 +414,7 @@ struct Plan {
     echo: PragmaExt,
     /// The registry's generation the hooks were built from.
     generation: u64,
-    monitors: engine::Monitors,
+    reads: engine::Reads,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -349,6 +507,10 @@ fn plan(
         // Read under the registry's lock, which deletions take to write.
         generation = api.generation.load(std::sync::atomic::Ordering::SeqCst);
         for s in &echo.steer {
+            if let Some(rest) = s.vector.strip_prefix("sae:") {
+                hooks.extend(&sae_steer(api, rest, s)?);
+                continue;
+            }
             let v = vectors.get(&s.vector).ok_or_else(|| {
                 ApiError::param(
                     format!(
@@ -389,8 +551,54 @@ fn plan(
             .map_err(|e| ApiError::param(format!("pragma.monitor: {e}"), "pragma.monitor"))?;
         monitors.push((name.clone(), probe.clone(), point));
     }
+    let n_layers = api.model.cfg().n_layers;
+    let mut captures = Vec::new();
+    for name in &echo.capture {
+        let point = HookPoint::parse(name, n_layers)
+            .map_err(|e| ApiError::param(format!("pragma.capture: {e}"), "pragma.capture"))?;
+        if !point.is_model_width() || (point.is_post_norm() && api.model.cfg().gemma.is_none()) {
+            return Err(ApiError::param(
+                format!(
+                    "pragma.capture: {name} is not a d_model-wide site of this model (expected \
+                     e.g. blocks.{}.hook_resid_post, hook_attn_out, hook_mlp_out)",
+                    n_layers / 2
+                ),
+                "pragma.capture",
+            ));
+        }
+        captures.push(point);
+    }
+    // Captured values come back as JSON numbers: bound them before any compute.
+    let floats = captures.len() * max_tokens * api.model.cfg().d_model;
+    if floats > MAX_CAPTURE_FLOATS {
+        return Err(ApiError::param(
+            format!(
+                "pragma.capture: {} hooks x max_tokens {max_tokens} x d_model {} = {floats} \
+                 numbers, over the limit of {MAX_CAPTURE_FLOATS}: capture fewer hooks or tokens",
+                captures.len(),
+                api.model.cfg().d_model
+            ),
+            "pragma.capture",
+        ));
+    }
+    let mut saes = Vec::new();
+    for spec in &echo.sae_latents {
+        let (name, sae) = find_sae(api, &spec.sae, "pragma.sae_latents")?;
+        if spec.top_k == 0 || spec.top_k > 256 {
+            return Err(ApiError::param(
+                format!("pragma.sae_latents.top_k {}: expected 1 to 256", spec.top_k),
+                "pragma.sae_latents.top_k",
+            ));
+        }
+        let point = sae_point(api, &name, &sae, "pragma.sae_latents")?;
+        saes.push((name, sae, point, spec.top_k));
+    }
     Ok(Plan {
-        monitors,
+        reads: engine::Reads {
+            monitors,
+            captures,
+            saes,
+        },
         prompt: ids,
         opts: GenerateOptions {
             max_tokens,
@@ -408,6 +616,116 @@ fn plan(
         echo,
         generation,
     })
+}
+
+/// Most numbers a request's `pragma.capture` may return (hooks x tokens x d_model).
+const MAX_CAPTURE_FLOATS: usize = 1 << 20;
+
+/// A registered SAE by name (`NAME` or `sae:NAME`); 400 naming the registered ones.
+fn find_sae(api: &OpenAi, name: &str, field: &'static str) -> Result<(String, Arc<Sae>), ApiError> {
+    let bare = name.strip_prefix("sae:").unwrap_or(name);
+    api.saes
+        .get(bare)
+        .map(|s| (bare.to_string(), s.clone()))
+        .ok_or_else(|| {
+            ApiError::param(
+                format!(
+                    "{field}: no SAE '{bare}' (registered with --sae NAME=DIR: {})",
+                    if api.saes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        api.saes.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+                field,
+            )
+        })
+}
+
+/// An SAE's hook on this model, checked against its width.
+fn sae_point(
+    api: &OpenAi,
+    name: &str,
+    sae: &Sae,
+    field: &'static str,
+) -> Result<HookPoint, ApiError> {
+    let cfg = api.model.cfg();
+    let point = sae
+        .hook_point(cfg.n_layers)
+        .map_err(|e| ApiError::param(format!("{field}: SAE '{name}': {e}"), field))?;
+    if sae.cfg.d_in != cfg.d_model || !point.is_model_width() {
+        return Err(ApiError::param(
+            format!(
+                "{field}: SAE '{name}' reads {} (d_in {}), not a d_model-wide ({}) site of this model",
+                sae.cfg.hook_name, sae.cfg.d_in, cfg.d_model
+            ),
+            field,
+        ));
+    }
+    Ok(point)
+}
+
+/// `"vector": "sae:NAME:LATENT"`: steer along latent `LATENT`'s decoder direction (a row
+/// of `W_dec`, as SAELens' steering) at the SAE's hook; `layers` does not apply.
+fn sae_steer(api: &OpenAi, spec: &str, s: &SteerSpec) -> Result<Hooks, ApiError> {
+    let field = "pragma.steer.vector";
+    let (name, latent) = spec.rsplit_once(':').ok_or_else(|| {
+        ApiError::param(
+            format!("pragma.steer: vector 'sae:{spec}': expected sae:NAME:LATENT"),
+            field,
+        )
+    })?;
+    let (name, sae) = find_sae(api, name, field)?;
+    let latent: usize = latent
+        .parse()
+        .ok()
+        .filter(|&l| l < sae.cfg.d_sae)
+        .ok_or_else(|| {
+            ApiError::param(
+                format!(
+                    "pragma.steer: latent '{latent}' of SAE '{name}': expected 0 to {}",
+                    sae.cfg.d_sae - 1
+                ),
+                field,
+            )
+        })?;
+    if s.layers.is_some() {
+        return Err(ApiError::param(
+            "pragma.steer: layers does not apply to an SAE latent (it steers at the SAE's hook)",
+            "pragma.steer.layers",
+        ));
+    }
+    if !s.scale.is_finite() {
+        return Err(ApiError::param(
+            format!(
+                "pragma.steer: scale must be a finite number, found {}",
+                s.scale
+            ),
+            "pragma.steer.scale",
+        ));
+    }
+    let point = sae_point(api, &name, &sae, field)?;
+    let op = Operator::parse(&s.op)
+        .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
+    let positions = Positions::parse(&s.positions).map_err(|e| {
+        ApiError::param(
+            format!("pragma.steer.positions: {e}"),
+            "pragma.steer.positions",
+        )
+    })?;
+    let dir = sae
+        .w_dec
+        .get(latent)
+        .and_then(|d| d.to_dtype(candle_core::DType::F32))
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    let mut h = Hooks::new();
+    if matches!(op, Operator::Ablate | Operator::AblateThenAdd) {
+        h.project_out(point, dir.clone(), positions.clone());
+    }
+    if matches!(op, Operator::Add | Operator::AblateThenAdd) {
+        h.add(point, dir, s.scale, positions);
+    }
+    Ok(h)
 }
 
 /// Queue a plan; the receiver of its events.
@@ -430,7 +748,7 @@ fn submit(
         ),
         stop: p.stop.clone(),
         logprobs,
-        monitors: p.monitors.clone(),
+        reads: p.reads.clone(),
         events: tx,
     };
     if !api.engine.submit(job) {
@@ -444,14 +762,8 @@ fn submit(
 }
 
 /// Wait for a whole answer.
-/// A whole answer: text, log-probabilities, finish reason, tokens, monitor scores.
-type Answer = (
-    String,
-    Vec<TokenLogprob>,
-    &'static str,
-    usize,
-    Vec<(String, Vec<MonitorScore>)>,
-);
+/// A whole answer: text, log-probabilities, finish reason, tokens, readouts.
+type Answer = (String, Vec<TokenLogprob>, &'static str, usize, Readouts);
 
 async fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Result<Answer, ApiError> {
     let (mut text, mut lps) = (String::new(), Vec::new());
@@ -464,8 +776,8 @@ async fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Result<
             Event::Done {
                 finish_reason,
                 completion_tokens,
-                monitor,
-            } => return Ok((text, lps, finish_reason, completion_tokens, monitor)),
+                readouts,
+            } => return Ok((text, lps, finish_reason, completion_tokens, readouts)),
             Event::Error(e) => {
                 return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e, None));
             }
@@ -478,15 +790,12 @@ async fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Result<
     ))
 }
 
-/// The response's `pragma` field: what was applied, and the monitors' scores.
-fn pragma_echo(echo: &PragmaExt, monitor: &[(String, Vec<MonitorScore>)]) -> Value {
+/// The response's `pragma` field: what was applied, and what was read (the monitors'
+/// scores, captures, SAE latents).
+fn pragma_echo(echo: &PragmaExt, readouts: &Readouts) -> Value {
     let mut v = serde_json::to_value(echo).unwrap_or(Value::Null);
-    if !monitor.is_empty() {
-        v["monitor_scores"] = monitor
-            .iter()
-            .map(|(n, s)| (n.clone(), json!(s)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+    if let (Some(obj), Ok(Value::Object(r))) = (v.as_object_mut(), serde_json::to_value(readouts)) {
+        obj.extend(r);
     }
     v
 }
@@ -497,7 +806,7 @@ fn pragma_echo(echo: &PragmaExt, monitor: &[(String, Vec<MonitorScore>)]) -> Val
 fn closing(
     mut last: Value,
     echo: &PragmaExt,
-    monitor: &[(String, Vec<MonitorScore>)],
+    readouts: &Readouts,
     usage: Option<Usage>,
 ) -> Vec<Value> {
     let usage_chunk = usage.map(|u| {
@@ -506,7 +815,7 @@ fn closing(
         c["usage"] = json!(u);
         c
     });
-    last["pragma"] = pragma_echo(echo, monitor);
+    last["pragma"] = pragma_echo(echo, readouts);
     std::iter::once(last).chain(usage_chunk).collect()
 }
 
@@ -639,23 +948,23 @@ async fn chat(
                 Event::Done {
                     finish_reason,
                     completion_tokens,
-                    monitor,
+                    readouts,
                 } => {
                     let last = chunk(json!({}), json!(finish_reason), Value::Null);
                     let usage = include_usage.then(|| usage(n_prompt, completion_tokens));
-                    closing(last, &echo, &monitor, usage)
+                    closing(last, &echo, &readouts, usage)
                 }
                 Event::Error(e) => vec![stream_error(&e)],
             }
         }));
     }
-    let (text, lps, finish, n_completion, monitor) = collect(rx).await?;
+    let (text, lps, finish, n_completion, readouts) = collect(rx).await?;
     Ok(Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": api.model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "logprobs": top.map(|_| json!({"content": lps})), "finish_reason": finish}],
         "usage": usage(n_prompt, n_completion),
-        "pragma": pragma_echo(&p.echo, &monitor),
+        "pragma": pragma_echo(&p.echo, &readouts),
     }))
     .into_response())
 }
@@ -706,24 +1015,24 @@ async fn completions(
                 Event::Done {
                     finish_reason,
                     completion_tokens,
-                    monitor,
+                    readouts,
                 } => {
                     let last = chunk(String::new(), json!(finish_reason), Value::Null);
                     let usage = include_usage.then(|| usage(n_prompt, completion_tokens));
-                    closing(last, &echo, &monitor, usage)
+                    closing(last, &echo, &readouts, usage)
                 }
                 Event::Error(e) => vec![stream_error(&e)],
             }
         }));
     }
-    let (text, lps, finish, n_completion, monitor) = collect(rx).await?;
+    let (text, lps, finish, n_completion, readouts) = collect(rx).await?;
     Ok(Json(json!({
         "id": id, "object": "text_completion", "created": created, "model": api.model_id,
         "choices": [{"index": 0, "text": text,
                      "logprobs": if want_lp { completion_logprobs(&lps) } else { Value::Null },
                      "finish_reason": finish}],
         "usage": usage(n_prompt, n_completion),
-        "pragma": pragma_echo(&p.echo, &monitor),
+        "pragma": pragma_echo(&p.echo, &readouts),
     }))
     .into_response())
 }

@@ -6,6 +6,7 @@
 //! except `n` > 1, which is refused. Inside `pragma`, unknown fields are an error.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A chat message's `content`: a string, or an array of parts of which the text ones
 /// are joined (`[{"type": "text", "text": "..."}]`).
@@ -152,6 +153,77 @@ pub struct PragmaExt {
     /// Registered probes to score every generated token with (`--probe NAME=FILE`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub monitor: Vec<String>,
+    /// Hooks (TransformerLens names, model-width sites such as
+    /// `blocks.9.hook_resid_post`) whose activations at every generated token to return.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capture: Vec<String>,
+    /// Registered SAEs (`--sae NAME=DIR`) whose strongest latents at every generated
+    /// token to return.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sae_latents: Vec<SaeLatentsSpec>,
+}
+
+/// `{"sae": NAME, "top_k": 8}`: the `top_k` most active latents of a registered SAE.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaeLatentsSpec {
+    pub sae: String,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    8
+}
+
+/// What a request asked to read from its own forward passes, per generated token (the
+/// position where the token is the input, after the request's steering): probe scores,
+/// captured activations (`[n_tokens][d]`) and SAE latents.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Readouts {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub monitor_scores: BTreeMap<String, Vec<MonitorScore>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub captures: BTreeMap<String, Capture>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sae_latents: BTreeMap<String, Vec<TokenLatents>>,
+}
+
+/// One hook's activations at the generated tokens.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capture {
+    pub tokens: Vec<String>,
+    /// `[n_tokens][d]`
+    pub values: Vec<Vec<f32>>,
+}
+
+/// A generated token's strongest SAE latents, most active first (active ones only).
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenLatents {
+    pub token: String,
+    pub latents: Vec<LatentActivation>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LatentActivation {
+    pub index: usize,
+    pub activation: f32,
+}
+
+/// `POST /v1/pragma/vectors`: register a steering vector, one direction per layer.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVector {
+    pub name: String,
+    /// Layer (as a string, JSON keys) -> direction of `d_model` numbers.
+    pub directions: BTreeMap<String, Vec<f32>>,
+    /// Site within each block; `hook_resid_post` by default.
+    #[serde(default = "default_site")]
+    pub site: String,
+}
+
+fn default_site() -> String {
+    "hook_resid_post".into()
 }
 
 /// A monitor's score of one generated token: the probe at its hook, on the residual where
