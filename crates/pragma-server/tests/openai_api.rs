@@ -729,6 +729,18 @@ async fn readouts_sae_steering_and_posted_vectors() {
     );
     assert_eq!(a, b);
     assert_ne!(a, p, "steering along the latent changed nothing");
+    // A prompt of token ids, or a one-element array, answers as the text does.
+    for prompt in [json!(ids), json!([ids]), json!(["the cat"])] {
+        let (c, out) = http(
+            addr,
+            "POST",
+            "/v1/completions",
+            &json!({"prompt": prompt, "max_tokens": 6, "temperature": 0}).to_string(),
+        )
+        .await;
+        assert_eq!(c, 200, "{out}");
+        assert_eq!(answer_text(&out, false, false), p, "prompt {prompt}");
+    }
     // Listed, and bad input is a 400 naming the problem, before any compute.
     let (_, list) = http(addr, "GET", "/v1/pragma/vectors", "").await;
     assert!(list.contains("latent3"), "{list}");

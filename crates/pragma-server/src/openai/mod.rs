@@ -37,7 +37,8 @@ use pragma_methods::sae::Sae;
 use pragma_methods::steering::{Operator, SteeringVector};
 use pragma_model::generate::{GenerateOptions, Sampling};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
-use pragma_model::input::{InputRule, Prompt};
+use pragma_model::input::InputRule;
+pub use pragma_model::input::Prompt;
 use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Model;
 use serde_json::{json, Value};
@@ -425,7 +426,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 #[allow(clippy::too_many_arguments)]
 fn plan(
     api: &OpenAi,
-    prompt: Prompt,
+    prompt: Result<Prompt, Vec<u32>>,
     max_tokens: Option<usize>,
     default_max: usize,
     temperature: Option<f64>,
@@ -463,10 +464,26 @@ fn plan(
         ));
     }
     let tk = &api.model.tokenizer;
-    let ids = tk
-        .build_input(&prompt, InputRule::default())
-        .map_err(|e| ApiError::bad(e.to_string()))?
-        .ids;
+    // A prompt of token ids is taken as it is (no BOS added).
+    let ids = match prompt {
+        Ok(prompt) => {
+            tk.build_input(&prompt, InputRule::default())
+                .map_err(|e| ApiError::bad(e.to_string()))?
+                .ids
+        }
+        Err(ids) => {
+            let vocab = api.model.cfg().vocab_size;
+            if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ApiError::param(
+                    format!(
+                        "prompt: token id {bad} is out of range: the vocabulary has {vocab} tokens"
+                    ),
+                    "prompt",
+                ));
+            }
+            ids
+        }
+    };
     if ids.is_empty() {
         return Err(ApiError::param(
             "the prompt is empty (no tokens, and this model adds no BOS)",
@@ -911,7 +928,7 @@ async fn chat(
     };
     let p = plan(
         &api,
-        Prompt::chat(&messages),
+        Ok(Prompt::chat(&messages)),
         req.max_completion_tokens.or(req.max_tokens),
         api.max_tokens_limit.min(512),
         req.temperature,
@@ -976,12 +993,22 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
     let req: CompletionRequest = parse(&body)?;
+    if req.prompt.count() != 1 {
+        return Err(ApiError::param(
+            format!(
+                "prompt: an array of {} prompts; pragma answers one prompt per request (send them \
+                 as separate requests: they are batched together)",
+                req.prompt.count()
+            ),
+            "prompt",
+        ));
+    }
     if req.logprobs.is_some_and(|k| k > 5) {
         return Err(ApiError::param("logprobs: expected 0 to 5", "logprobs"));
     }
     let p = plan(
         &api,
-        Prompt::Text(&req.prompt),
+        req.prompt.one(),
         req.max_tokens,
         16, // OpenAI's default for completions
         req.temperature,

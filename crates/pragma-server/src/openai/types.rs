@@ -114,7 +114,7 @@ pub struct ChatRequest {
 pub struct CompletionRequest {
     #[serde(default)]
     pub model: Option<String>,
-    pub prompt: String,
+    pub prompt: CompletionPrompt,
     #[serde(default)]
     pub max_tokens: Option<usize>,
     #[serde(default)]
@@ -161,6 +161,40 @@ pub struct PragmaExt {
     /// token to return.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sae_latents: Vec<SaeLatentsSpec>,
+}
+
+/// A Completions `prompt`: a string, token ids, or a one-element array of either
+/// (OpenAI's batch form; pragma answers one prompt per request).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CompletionPrompt {
+    Text(String),
+    Ids(Vec<u32>),
+    Texts(Vec<String>),
+    IdLists(Vec<Vec<u32>>),
+}
+
+impl CompletionPrompt {
+    /// The one prompt: text to tokenize (`Ok`) or ids taken as they are (`Err`).
+    pub fn one(&self) -> Result<crate::openai::Prompt<'_>, Vec<u32>> {
+        match self {
+            CompletionPrompt::Text(t) => Ok(crate::openai::Prompt::Text(t)),
+            CompletionPrompt::Texts(v) if v.len() == 1 => Ok(crate::openai::Prompt::Text(&v[0])),
+            CompletionPrompt::Ids(ids) => Err(ids.clone()),
+            CompletionPrompt::IdLists(v) if v.len() == 1 => Err(v[0].clone()),
+            // Refused by `check`.
+            _ => Ok(crate::openai::Prompt::Text("")),
+        }
+    }
+
+    /// More than one prompt in the array: refused.
+    pub fn count(&self) -> usize {
+        match self {
+            CompletionPrompt::Text(_) | CompletionPrompt::Ids(_) => 1,
+            CompletionPrompt::Texts(v) => v.len(),
+            CompletionPrompt::IdLists(v) => v.len(),
+        }
+    }
 }
 
 /// `{"sae": NAME, "top_k": 8}`: the `top_k` most active latents of a registered SAE.
