@@ -12,6 +12,7 @@ mod bench;
 mod eval_cmd;
 mod info_cmd;
 mod input_args;
+mod investigate_cmd;
 mod probe_cmd;
 mod sae_cmd;
 mod serve_cmd;
@@ -103,6 +104,13 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Measure prefill and decode throughput (JSON); see scripts/bench/run.sh.
     Bench(bench::BenchArgs),
+    /// Activation patching: run the corrupt prompt with one activation from the clean
+    /// run (or the reverse), for every layer x position (resid, attn, mlp) or layer x
+    /// head (heads), and see how much of a logit difference comes back. Heatmaps, JSON.
+    Patch(investigate_cmd::PatchArgs),
+    /// The logit lens (each layer's residual decoded at the last position) and, with
+    /// --metric, direct logit attribution of a logit difference to every block and head.
+    Lens(investigate_cmd::LensArgs),
 }
 
 #[derive(Args, Clone)]
@@ -258,6 +266,8 @@ fn main() -> ExitCode {
         Command::Transcripts(c) => transcripts::cmd_transcripts(c),
         Command::Serve(a) => serve_cmd::cmd_serve(a),
         Command::Bench(a) => bench::run(a),
+        Command::Patch(a) => investigate_cmd::cmd_patch(a),
+        Command::Lens(a) => investigate_cmd::cmd_lens(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod error;
+pub mod investigate;
 pub mod linear;
 pub mod probe;
 pub mod sae;

@@ -402,6 +402,19 @@ impl Transformer {
             + 4 * self.final_norm.elem_count()
     }
 
+    /// Layer `layer`'s attention output projection `[d_model, n_heads * d_head]` (HF's
+    /// `o_proj.weight`; TransformerLens' `W_O` is its per-head transpose), f32,
+    /// dequantized when the weights are quantized. Errors on a layer out of range.
+    pub fn attn_out_weight(&self, layer: usize) -> Result<Tensor> {
+        let blk = self.blocks.get(layer).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "layer {layer} out of range: the model has {} layers",
+                self.blocks.len()
+            ))
+        })?;
+        Ok(blk.o.dense()?.to_dtype(candle_core::DType::F32)?)
+    }
+
     /// The final RMSNorm's gain `[d_model]` (TransformerLens' `ln_final.w`).
     pub fn final_norm_weight(&self) -> &Tensor {
         &self.final_norm

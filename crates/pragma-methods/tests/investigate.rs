@@ -1,0 +1,205 @@
+//! Investigation tools on a tiny model with a known circuit: every attention head's
+//! output projection is zeroed except layer 1 head 2's, so the only way information
+//! moves between positions is that head. Patching must find exactly it; direct logit
+//! attribution must sum to the logit difference; bad input gets clear errors.
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+use pragma_methods::investigate::{
+    direct_logit_attribution, logit_lens, patch, LogitDiff, PatchConfig, PatchDirection, PatchSite,
+};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::testing::{tiny_config, tiny_weights, write_gguf};
+use pragma_model::{Arch, Model};
+
+/// Layer 1 head 2 is the only head whose output reaches the residual stream.
+fn one_head_model(dir: &std::path::Path) -> Model {
+    let cfg = tiny_config(Arch::Llama);
+    let mut w = tiny_weights(&cfg, 21).expect("weights");
+    let dh = cfg.d_head;
+    for (name, t) in w.iter_mut() {
+        if let Some(rest) = name.strip_prefix("model.layers.") {
+            if rest.ends_with("self_attn.o_proj.weight") {
+                let layer: usize = rest.split('.').next().unwrap().parse().unwrap();
+                let (d, qd) = t.dims2().unwrap();
+                let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                for r in 0..d {
+                    for c in 0..qd {
+                        if !(layer == 1 && c / dh == 2) {
+                            v[r * qd + c] = 0.0;
+                        }
+                    }
+                }
+                *t = Tensor::from_vec(v, (d, qd), &Device::Cpu).unwrap();
+            }
+        }
+    }
+    let p = dir.join("one-head.gguf");
+    write_gguf(&p, &cfg, &w, GgmlDType::F32).expect("gguf");
+    Model::load(p.to_str().unwrap(), &mut |_| {}).expect("load")
+}
+
+const CLEAN: [u32; 7] = [5, 80, 101, 17, 260, 33, 99];
+const CORRUPT: [u32; 7] = [5, 80, 120, 17, 260, 33, 99]; // position 2 differs
+
+fn last_logits(m: &Model, ids: &[u32]) -> Vec<f32> {
+    let (l, _) = m
+        .transformer
+        .forward(
+            &Batch::single(ids, m.device()).unwrap(),
+            &Default::default(),
+            Logits::Last,
+        )
+        .unwrap();
+    l.unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+}
+
+/// The two answers whose logit difference the corruption moves most.
+fn metric(m: &Model) -> LogitDiff {
+    let (a, b) = (last_logits(m, &CLEAN), last_logits(m, &CORRUPT));
+    let delta: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+    let argmax = |v: &[f32], s: f32| {
+        (0..v.len())
+            .max_by(|&i, &j| (s * v[i]).total_cmp(&(s * v[j])))
+            .unwrap() as u32
+    };
+    LogitDiff {
+        good: argmax(&delta, 1.0),
+        bad: argmax(&delta, -1.0),
+        good_text: "good".into(),
+        bad_text: "bad".into(),
+    }
+}
+
+#[test]
+fn patching_finds_the_only_head_that_moves_information() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = one_head_model(dir.path());
+    let metric = metric(&m);
+    for direction in [PatchDirection::Denoise, PatchDirection::Noise] {
+        let cfg = PatchConfig {
+            clean: CLEAN.to_vec(),
+            corrupt: CORRUPT.to_vec(),
+            metric: metric.clone(),
+            sites: vec![PatchSite::ResidPre, PatchSite::AttnOut, PatchSite::Heads],
+            direction,
+            batch: 7,
+        };
+        let r = patch(&m, &cfg, &mut |_, _| {}).expect("patch");
+        assert!(r.clean_metric - r.corrupt_metric > 0.1, "{r:?}");
+        let (resid, attn, heads) = (
+            &r.grids[0].normalized,
+            &r.grids[1].normalized,
+            &r.grids[2].normalized,
+        );
+        // Denoising restores the clean metric (1) where the information is; noising
+        // drops it to the corrupt one (0) there and leaves 1 everywhere else.
+        let near = |x: f64, want: f64| {
+            let want = if direction == PatchDirection::Noise {
+                1.0 - want
+            } else {
+                want
+            };
+            (x - want).abs() < 1e-4
+        };
+        let last = CLEAN.len() - 1;
+        // Heads: all of it is layer 1 head 2; nothing else does anything.
+        for (l, row) in heads.iter().enumerate() {
+            for (h, &v) in row.iter().enumerate() {
+                let want = if (l, h) == (1, 2) { 1.0 } else { 0.0 };
+                assert!(
+                    near(v, want),
+                    "{direction:?} heads L{l}H{h} = {v}, want {want}"
+                );
+            }
+        }
+        // The residual: at the changed position until layer 1 reads it, then at the last.
+        for (l, row) in resid.iter().enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                let want = match (l, p) {
+                    (0 | 1, 2) => 1.0,
+                    (2, p) if p == last => 1.0,
+                    _ => 0.0,
+                };
+                assert!(
+                    near(v, want),
+                    "{direction:?} resid_pre L{l} pos {p} = {v}, want {want}"
+                );
+            }
+        }
+        // Attention output: layer 1 at the last position carries it all.
+        for (l, row) in attn.iter().enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                let want = if (l, p) == (1, last) { 1.0 } else { 0.0 };
+                assert!(
+                    near(v, want),
+                    "{direction:?} attn_out L{l} pos {p} = {v}, want {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn direct_logit_attribution_sums_to_the_logit_difference_and_heads_to_their_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = one_head_model(dir.path());
+    let metric = metric(&m);
+    let d = direct_logit_attribution(&m, &CLEAN, &metric).expect("dla");
+    assert!((d.logit_diff - d.sum_of_components).abs() < 1e-4, "{d:?}");
+    let heads = d.heads.as_ref().expect("heads");
+    for (l, row) in heads.iter().enumerate() {
+        let attn = d.components[1 + 2 * l].1;
+        let sum: f64 = row.iter().sum();
+        assert!(
+            (attn - sum).abs() < 1e-4,
+            "layer {l}: heads sum {sum}, attn_out {attn}"
+        );
+        for (h, &v) in row.iter().enumerate() {
+            if (l, h) != (1, 2) {
+                assert!(v.abs() < 1e-6, "L{l}H{h} has no output but contributes {v}");
+            }
+        }
+    }
+    // The lens' last row is the model's own output.
+    let lens = logit_lens(&m, &CLEAN, Some(&metric), 3).expect("lens");
+    assert_eq!(lens.layers.len(), m.cfg().n_layers + 1);
+    let final_diff = lens.layers.last().unwrap().logit_diff.unwrap();
+    assert!(
+        (final_diff - d.logit_diff).abs() < 1e-4,
+        "{final_diff} vs {}",
+        d.logit_diff
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_what_was_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = one_head_model(dir.path());
+    let metric = metric(&m);
+    let cfg = |clean: &[u32], corrupt: &[u32]| PatchConfig {
+        clean: clean.to_vec(),
+        corrupt: corrupt.to_vec(),
+        metric: metric.clone(),
+        sites: vec![PatchSite::ResidPre],
+        direction: PatchDirection::Denoise,
+        batch: 8,
+    };
+    let e = patch(&m, &cfg(&CLEAN, &CLEAN[..5]), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("7 tokens and the corrupt one 5"), "{e}");
+    let e = patch(&m, &cfg(&CLEAN, &CLEAN), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("divides by zero"), "{e}");
+    // An answer of several tokens says how it tokenises.
+    let e = LogitDiff::new(&m, "the cat sat", "a")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tokenises as") && e.contains("expected exactly one"),
+        "{e}"
+    );
+    assert!(PatchSite::parse("neurons").is_err());
+}
