@@ -78,6 +78,11 @@ pub struct PatchArgs {
     /// Patched runs per batched forward.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// patching (one forward per patch), attribution (attribution patching: the
+    /// first-order estimate of every patch from one forward and backward per prompt), or
+    /// both (and the correlation between them per site).
+    #[arg(long, default_value = "patching", value_parser = ["patching", "attribution", "both"])]
+    method: String,
     /// Write the heatmaps here (SVG).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -115,11 +120,31 @@ pub fn cmd_patch(a: PatchArgs) -> Result<()> {
         ProgressStyle::with_template("patching {bar:30} {pos}/{len} runs  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let r = investigate::patch(&model, &cfg, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let atp = if a.method != "patching" {
+        Some(investigate::attribution::attribution_patch(&model, &cfg)?)
+    } else {
+        None
+    };
+    let r = match (a.method.as_str(), atp.clone()) {
+        ("attribution", Some(atp)) => atp,
+        _ => investigate::patch(&model, &cfg, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?,
+    };
     bar.finish_and_clear();
+    if let (Some(atp), "both") = (&atp, a.method.as_str()) {
+        for (exact, est) in r.grids.iter().zip(&atp.grids) {
+            eprintln!(
+                "{}: attribution vs patching r = {:.3} ({} cells; attribution took {:.2} s, patching {:.1} s)",
+                exact.hook,
+                investigate::attribution::grid_correlation(exact, est),
+                exact.normalized.iter().map(Vec::len).sum::<usize>(),
+                atp.seconds,
+                r.seconds
+            );
+        }
+    }
     if let Some(p) = &a.plot {
         investigate::plot::patch_svg(&r, p)?;
         eprintln!("wrote {}", p.display());
@@ -228,6 +253,156 @@ pub fn cmd_lens(a: LensArgs) -> Result<()> {
                 println!("    L{l}H{h:<3} {v:+.3}");
             }
         }
+    }
+    Ok(())
+}
+
+/// The behaviour flags shared by `counterfactual` and `resample`.
+#[derive(Args)]
+pub struct BehaviourArgs {
+    /// An exact behaviour: logit-diff:GOOD,BAD of the next token.
+    #[arg(long, conflicts_with = "regex")]
+    metric: Option<String>,
+    /// A sampled behaviour: the rate at which continuations match this regex.
+    #[arg(long)]
+    regex: Option<String>,
+    /// Continuations per variant for --regex.
+    #[arg(long, default_value_t = 32)]
+    samples: usize,
+    /// Tokens per continuation for --regex.
+    #[arg(long, default_value_t = 24)]
+    max_tokens: usize,
+    /// Sampling temperature for --regex.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Seed of the samples and of the bootstrap / permutation resamples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Bootstrap and permutation resamples.
+    #[arg(long, default_value_t = 2000)]
+    resamples: usize,
+}
+
+impl BehaviourArgs {
+    fn behaviour(&self, model: &Model) -> Result<counterfactual::Behaviour> {
+        match (&self.metric, &self.regex) {
+            (Some(m), None) => Ok(counterfactual::Behaviour::LogitDiff(parse_metric(model, m)?)),
+            (None, Some(r)) => Ok(counterfactual::Behaviour::Regex {
+                pattern: regex::Regex::new(r).with_context(|| format!("--regex {r}"))?,
+                samples: self.samples,
+                max_tokens: self.max_tokens,
+                temperature: self.temperature,
+            }),
+            _ => anyhow::bail!(
+                "expected a behaviour: --metric logit-diff:GOOD,BAD (exact) or --regex PATTERN (sampled)"
+            ),
+        }
+    }
+}
+
+use pragma_methods::investigate::counterfactual;
+
+#[derive(Args)]
+pub struct CounterfactualArgs {
+    /// The prompt.
+    #[arg(long, short)]
+    prompt: String,
+    /// A span of the prompt to test (repeatable); default: each sentence.
+    #[arg(long)]
+    segment: Vec<String>,
+    /// Replace each segment with this text instead of deleting it.
+    #[arg(long)]
+    filler: Option<String>,
+    #[command(flatten)]
+    behaviour: BehaviourArgs,
+    /// Render each variant as a user message in the chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+pub fn cmd_counterfactual(a: CounterfactualArgs) -> Result<()> {
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let cfg = counterfactual::SegmentsConfig {
+        prompt: a.prompt.clone(),
+        segments: a.segment.clone(),
+        replacement: match &a.filler {
+            Some(f) => counterfactual::Replacement::Filler(f.clone()),
+            None => counterfactual::Replacement::Remove,
+        },
+        behaviour: a.behaviour.behaviour(&model)?,
+        chat: a.chat,
+        rule: a.input.rule(&model, &[])?,
+        seed: a.behaviour.seed,
+        resamples: a.behaviour.resamples,
+    };
+    let r = counterfactual::segments(&model, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("{}: {:.3} on the whole prompt", r.behaviour, r.original);
+    println!("segments by effect (removing it changes the behaviour by):");
+    for s in &r.segments {
+        let stats = match (s.ci, s.p_value) {
+            (Some((lo, hi)), Some(p)) => {
+                let verdict = if p < 0.05 { "" } else { "  (within noise)" };
+                format!("  95% CI [{lo:+.3}, {hi:+.3}], permutation p = {p:.3}{verdict}")
+            }
+            _ => "  (exact)".to_string(),
+        };
+        println!("  {:+.3}{stats}  {:?}", s.effect, s.segment);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ResampleArgs {
+    /// The user message.
+    #[arg(long, short)]
+    prompt: String,
+    /// The model's answer to resample from (each sentence boundary).
+    #[arg(long)]
+    answer: String,
+    #[command(flatten)]
+    behaviour: BehaviourArgs,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+pub fn cmd_resample(a: ResampleArgs) -> Result<()> {
+    let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let r = counterfactual::resample(
+        &model,
+        &a.prompt,
+        &a.answer,
+        &a.behaviour.behaviour(&model)?,
+        a.input.rule(&model, &[])?,
+        a.behaviour.seed,
+        a.behaviour.resamples,
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("{} after each sentence of the answer:", r.behaviour);
+    for b in &r.boundaries {
+        println!(
+            "  {:>2} sentences  {:.3}  95% CI [{:.3}, {:.3}]  {:?}",
+            b.sentences, b.rate, b.ci.0, b.ci.1, b.last_sentence
+        );
+    }
+    if let Some((k, jump)) = r.commits_at {
+        println!("largest rise: {jump:+.3} after sentence {k}");
     }
     Ok(())
 }

@@ -111,6 +111,13 @@ enum Command {
     /// The logit lens (each layer's residual decoded at the last position) and, with
     /// --metric, direct logit attribution of a logit difference to every block and head.
     Lens(investigate_cmd::LensArgs),
+    /// Counterfactual prompts: remove or replace each sentence (or marked span) and
+    /// measure the change in a behaviour (a logit difference, or the rate of a regex over
+    /// sampled continuations with bootstrap CIs and a permutation test), ranked by effect.
+    Counterfactual(investigate_cmd::CounterfactualArgs),
+    /// From each sentence boundary of a model's answer, resample continuations and
+    /// report how the behaviour's rate changes: where the model commits.
+    Resample(investigate_cmd::ResampleArgs),
 }
 
 #[derive(Args, Clone)]
@@ -268,6 +275,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Patch(a) => investigate_cmd::cmd_patch(a),
         Command::Lens(a) => investigate_cmd::cmd_lens(a),
+        Command::Counterfactual(a) => investigate_cmd::cmd_counterfactual(a),
+        Command::Resample(a) => investigate_cmd::cmd_resample(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -203,3 +203,199 @@ fn bad_input_is_refused_with_what_was_expected() {
     );
     assert!(PatchSite::parse("neurons").is_err());
 }
+
+mod counterfactuals {
+    use super::*;
+    use pragma_methods::investigate::counterfactual::{
+        diff_ci, permutation_p, segments, sentences, Behaviour, Replacement, SegmentsConfig,
+    };
+    use pragma_methods::stats::XorShift;
+
+    #[test]
+    fn sentences_split_at_terminal_punctuation() {
+        assert_eq!(
+            sentences("Is this a test? I think so. It costs 3.5 dollars!\nDone"),
+            [
+                "Is this a test?",
+                "I think so.",
+                "It costs 3.5 dollars!",
+                "Done"
+            ]
+        );
+    }
+
+    /// The permutation test's false-positive rate under no effect is about its level,
+    /// and it finds a real difference; the bootstrap CI covers the true difference.
+    #[test]
+    fn the_shuffled_label_null_rejects_at_its_stated_rate() {
+        let mut rng = XorShift::mixed(3, 9);
+        let draw = |rng: &mut XorShift, p: f64, n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| if rng.next_f64() < p { 1.0 } else { 0.0 })
+                .collect()
+        };
+        let trials = 300;
+        let mut false_pos = 0;
+        let mut covered = 0;
+        for t in 0..trials {
+            let (a, b) = (draw(&mut rng, 0.3, 40), draw(&mut rng, 0.3, 40));
+            if permutation_p(&a, &b, 400, t) < 0.05 {
+                false_pos += 1;
+            }
+            let (lo, hi) = diff_ci(&a, &b, 400, t);
+            if lo <= 0.0 && 0.0 <= hi {
+                covered += 1;
+            }
+        }
+        let rate = false_pos as f64 / trials as f64;
+        // 5% nominal; the binomial sd over 300 trials is 1.3%, and discreteness makes
+        // the test conservative.
+        assert!(rate <= 0.09, "false-positive rate {rate}");
+        assert!(
+            covered as f64 / trials as f64 >= 0.9,
+            "CI covered 0 in {covered}/{trials}"
+        );
+        let mut found = 0;
+        for t in 0..50 {
+            let (a, b) = (draw(&mut rng, 0.2, 40), draw(&mut rng, 0.8, 40));
+            if permutation_p(&a, &b, 400, t) < 0.05 {
+                found += 1;
+            }
+        }
+        assert!(found >= 48, "a 0.2 vs 0.8 difference found in {found}/50");
+    }
+
+    #[test]
+    fn segments_rank_exact_and_sampled_behaviours_and_refuse_missing_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = one_head_model(dir.path());
+        let cfg = SegmentsConfig {
+            prompt: "the cat sat. a dog ran. the sun set.".into(),
+            segments: vec![],
+            replacement: Replacement::Remove,
+            behaviour: Behaviour::LogitDiff(metric(&m)),
+            chat: false,
+            rule: Default::default(),
+            seed: 1,
+            resamples: 200,
+        };
+        let r = segments(&m, &cfg).expect("segments");
+        assert_eq!(r.segments.len(), 3);
+        assert!(r
+            .segments
+            .windows(2)
+            .all(|w| w[0].effect.abs() >= w[1].effect.abs()));
+        assert!(r
+            .segments
+            .iter()
+            .all(|s| s.ci.is_none() && s.p_value.is_none()));
+        assert!(
+            r.segments
+                .iter()
+                .any(|s| s.variant == "the cat sat. the sun set."),
+            "{r:?}"
+        );
+        // A regex every continuation matches: no effect, and no false alarm.
+        let always = SegmentsConfig {
+            behaviour: Behaviour::Regex {
+                pattern: regex::Regex::new("").unwrap(),
+                samples: 8,
+                max_tokens: 3,
+                temperature: 1.0,
+            },
+            ..cfg.clone()
+        };
+        let r = segments(&m, &always).expect("regex");
+        assert_eq!(r.original, 1.0);
+        for s in &r.segments {
+            assert_eq!(s.effect, 0.0);
+            assert!(s.p_value.unwrap() > 0.5, "{s:?}");
+        }
+        let missing = SegmentsConfig {
+            segments: vec!["a bird flew.".into()],
+            ..cfg
+        };
+        let e = segments(&m, &missing).unwrap_err().to_string();
+        assert!(
+            e.contains("\"a bird flew.\" does not occur in the prompt"),
+            "{e}"
+        );
+    }
+}
+
+/// Attribution patching's gradients equal central finite differences of the hooked
+/// forward (an `Add` of +-eps at one coordinate of one site), at every kind of site.
+#[test]
+fn attribution_gradients_match_finite_differences() {
+    use pragma_methods::investigate::attribution::gradients;
+    use pragma_model::hooks::{HookPoint, Hooks, Positions};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(Arch::Llama);
+    let p = dir.path().join("tiny.gguf");
+    write_gguf(&p, &cfg, &tiny_weights(&cfg, 5).unwrap(), GgmlDType::F32).unwrap();
+    let m = Model::load(p.to_str().unwrap(), &mut |_| {}).unwrap();
+    let metric = LogitDiff {
+        good: 7,
+        bad: 40,
+        good_text: "a".into(),
+        bad_text: "b".into(),
+    };
+    let (value, grads) = gradients(&m, &CLEAN, &metric).expect("gradients");
+    let at = |hooks: &Hooks| -> f64 {
+        let (l, _) = m
+            .transformer
+            .forward(
+                &Batch::single(&CLEAN, m.device()).unwrap(),
+                hooks,
+                Logits::Last,
+            )
+            .unwrap();
+        metric.of_rows(&l.unwrap()).unwrap()[0]
+    };
+    let plain = at(&Hooks::new());
+    assert!(
+        (value - plain).abs() < 1e-4,
+        "differentiable forward {value} vs hooked {plain}"
+    );
+    let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.d_head);
+    let eps = 1e-2f32;
+    let mut worst = 0f64;
+    for (layer, pos, k) in [(0usize, 2usize, 3usize), (1, 6, 17), (2, 4, 30), (1, 0, 9)] {
+        for site in 0..4 {
+            let (point, vector) = match site {
+                0 => (HookPoint::ResidPre(layer), one_hot(&[d], k)),
+                1 => (HookPoint::AttnOut(layer), one_hot(&[d], k)),
+                2 => (HookPoint::MlpOut(layer), one_hot(&[d], k)),
+                _ => (HookPoint::AttnZ(layer), one_hot(&[h, dh], k % (h * dh))),
+            };
+            let bump = |s: f32| {
+                let mut hk = Hooks::new();
+                hk.add(point, vector.clone(), s, Positions::Range(pos, pos + 1));
+                at(&hk)
+            };
+            let fd = (bump(eps) - bump(-eps)) / (2.0 * eps as f64);
+            let g = grads[layer][site]
+                .get(pos)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let g = g[if site == 3 { k % (h * dh) } else { k }] as f64;
+            let err = (fd - g).abs() / (fd.abs().max(g.abs()).max(1e-2));
+            worst = worst.max(err);
+            assert!(
+                err < 2e-2,
+                "{point} pos {pos} coord {k}: gradient {g} vs finite difference {fd}"
+            );
+        }
+    }
+    eprintln!("worst relative gradient error {worst:.2e}");
+}
+
+fn one_hot(shape: &[usize], k: usize) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v = vec![0f32; n];
+    v[k] = 1.0;
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}

@@ -90,6 +90,26 @@ struct Block {
     host: BlockHost,
 }
 
+/// One block's weights, dense f32, HF layout (`[out, in]`); see
+/// [`Transformer::dense_block`].
+#[derive(Clone, Debug)]
+pub struct DenseBlock {
+    pub attn_norm: Tensor,
+    /// q, k, v stacked: `[(n_heads + 2 n_kv_heads) d_head, d_model]`.
+    pub w_qkv: Tensor,
+    pub qkv_bias: Option<Tensor>,
+    /// Qwen3's per-head RMSNorm gains `[d_head]`.
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// `[d_model, n_heads d_head]`
+    pub w_o: Tensor,
+    pub mlp_norm: Tensor,
+    /// gate and up stacked: `[2 d_mlp, d_model]`.
+    pub w_gate_up: Tensor,
+    /// `[d_model, d_mlp]`
+    pub w_down: Tensor,
+}
+
 /// Host copies of a block's norms and biases (a few KB) for [`Transformer::block_decode`].
 #[derive(Clone, Debug)]
 struct BlockHost {
@@ -402,6 +422,52 @@ impl Transformer {
             + 4 * self.final_norm.elem_count()
     }
 
+    /// Layer `layer`'s weights as dense f32 tensors (dequantized when quantized), for
+    /// methods that need their own differentiable forward (attribution patching).
+    pub fn dense_block(&self, layer: usize) -> Result<DenseBlock> {
+        let blk = self.blocks.get(layer).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "layer {layer} out of range: the model has {} layers",
+                self.blocks.len()
+            ))
+        })?;
+        let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
+        let opt = |t: &Option<Tensor>| t.as_ref().map(f32).transpose();
+        let bias = |l: &Linear| -> Result<Option<Tensor>> {
+            if let Some(b) = &l.b {
+                return Ok(Some(f32(b)?));
+            }
+            let parts: Vec<Tensor> = l.parts.iter().filter_map(|p| p.b.clone()).collect();
+            if parts.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(f32(&Tensor::cat(&parts, 0)?)?))
+            }
+        };
+        Ok(DenseBlock {
+            attn_norm: f32(&blk.attn_norm)?,
+            w_qkv: f32(&blk.qkv.dense()?)?,
+            qkv_bias: bias(&blk.qkv)?,
+            q_norm: opt(&blk.q_norm)?,
+            k_norm: opt(&blk.k_norm)?,
+            w_o: f32(&blk.o.dense()?)?,
+            mlp_norm: f32(&blk.mlp_norm)?,
+            w_gate_up: f32(&blk.gate_up.dense()?)?,
+            w_down: f32(&blk.down.dense()?)?,
+        })
+    }
+
+    /// RoPE's inverse frequencies `[d_head / 2]` (global layers; any rope scaling
+    /// applied): position `p` rotates pair `i` by `p * inv_freq[i]`, rotate-half layout.
+    pub fn rope_inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
+    /// The factor attention scores are multiplied by (`1 / sqrt(d_head)`, or Gemma's).
+    pub fn attn_scale(&self) -> f64 {
+        self.query_scale()
+    }
+
     /// Layer `layer`'s attention output projection `[d_model, n_heads * d_head]` (HF's
     /// `o_proj.weight`; TransformerLens' `W_O` is its per-head transpose), f32,
     /// dequantized when the weights are quantized. Errors on a layer out of range.
@@ -448,7 +514,49 @@ impl Transformer {
         // Run the whole step on a thread of the rayon pool that the matmuls use: the
         // caller's thread then sleeps instead of competing with the pool's spinning
         // workers for the CPUs (measured: decode ~18% faster on 2 vCPUs).
-        rayon::scope(|_| self.forward_step_in_pool(ids, kv, hooks, logits, cache))
+        rayon::scope(|_| self.forward_step_in_pool(ids, kv, hooks, logits, cache, None))
+    }
+
+    /// A fresh forward that starts at block `layer` from a given residual `resid_pre:
+    /// [b, t, d]` (what would enter `blocks.{layer}` for `batch`), skipping the
+    /// embedding and the blocks before: for interventions at or after `layer` (e.g. a
+    /// patching sweep), the same result as [`Self::forward`] for less work. Hooks before
+    /// `layer` do not run. Errors: `layer` out of range, a residual of the wrong shape.
+    pub fn forward_from(
+        &self,
+        batch: &Batch,
+        layer: usize,
+        resid_pre: &Tensor,
+        hooks: &Hooks,
+        logits: Logits,
+    ) -> Result<(Option<Tensor>, Cache)> {
+        let (b, t) = batch.ids.dims2()?;
+        if layer >= self.cfg.n_layers {
+            return Err(Error::InvalidInput(format!(
+                "layer {layer} out of range: the model has {} layers",
+                self.cfg.n_layers
+            )));
+        }
+        if resid_pre.dims() != [b, t, self.cfg.d_model] {
+            return Err(Error::InvalidInput(format!(
+                "resid_pre has shape {:?}, expected [{b}, {t}, {}] for this batch",
+                resid_pre.dims(),
+                self.cfg.d_model
+            )));
+        }
+        let mut kv = KvCache::new(self.cfg.n_layers, batch.pad.clone());
+        let mut cache = Cache::new(batch.pad.clone());
+        let out = rayon::scope(|_| {
+            self.forward_step_in_pool(
+                &batch.ids,
+                &mut kv,
+                hooks,
+                logits,
+                &mut cache,
+                Some((layer, resid_pre)),
+            )
+        })?;
+        Ok((out, cache))
     }
 
     fn forward_step_in_pool(
@@ -458,6 +566,7 @@ impl Transformer {
         hooks: &Hooks,
         logits: Logits,
         cache: &mut Cache,
+        start: Option<(usize, &Tensor)>,
     ) -> Result<Option<Tensor>> {
         let (b, t) = ids.dims2()?;
         hooks.validate(self.cfg.n_layers)?;
@@ -505,9 +614,15 @@ impl Transformer {
             _ => None,
         };
 
-        let flat_ids: Vec<u32> = ids.flatten_all()?.to_vec1()?;
-        let mut x = self.embed_tokens(&flat_ids)?.reshape((b, t, ()))?; // [b, t, d]
-        x = run_site(hooks, HookPoint::Embed, x, &info, cache)?;
+        let first_layer = start.map_or(0, |s| s.0);
+        let mut x = match start {
+            Some((_, resid)) => resid.clone(),
+            None => {
+                let flat_ids: Vec<u32> = ids.flatten_all()?.to_vec1()?;
+                let x = self.embed_tokens(&flat_ids)?.reshape((b, t, ()))?; // [b, t, d]
+                run_site(hooks, HookPoint::Embed, x, &info, cache)?
+            }
+        };
 
         let last_layer = match logits {
             Logits::None => hooks
@@ -529,7 +644,13 @@ impl Transformer {
         } else {
             last_layer
         };
-        for (i, blk) in self.blocks.iter().enumerate().take(run_layers) {
+        for (i, blk) in self
+            .blocks
+            .iter()
+            .enumerate()
+            .take(run_layers)
+            .skip(first_layer)
+        {
             let tables = match &local {
                 Some(l) if self.cfg.is_local(i) => l,
                 _ => &global,

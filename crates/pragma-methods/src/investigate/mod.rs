@@ -11,6 +11,8 @@
 //!   frozen from the run, as TransformerLens' `decompose_resid(apply_ln=True)`).
 //! - [`metric`]: what is measured: a logit difference between two single-token answers.
 
+pub mod attribution;
+pub mod counterfactual;
 pub mod lens;
 pub mod metric;
 pub mod patching;

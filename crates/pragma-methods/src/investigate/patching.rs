@@ -10,7 +10,10 @@
 //! SmolLM2.
 //!
 //! Each patched run is one row of a batch: every row carries its own hook
-//! ([`Hooks::for_rows`]), so `batch` patches cost one batched forward.
+//! ([`Hooks::for_rows`]), so `batch` patches cost one batched forward, and a batch of
+//! patches at layer `L` starts at block `L` from the base run's residual
+//! ([`pragma_model::llama::Transformer::forward_from`]): a sweep costs about half the
+//! layers of its runs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -177,6 +180,10 @@ pub fn patch(
             capture.capture(s.point(l));
         }
     }
+    // Patched runs start at their layer from the base run's residual there.
+    for l in 0..n_layers {
+        capture.capture(HookPoint::ResidPre(l));
+    }
     let dev = model.device();
     let run = |ids: &[u32]| -> Result<(f64, pragma_model::hooks::Cache)> {
         let (logits, cache) =
@@ -196,14 +203,16 @@ pub fn patch(
              - corrupt) divides by zero; choose prompts or answers the model treats differently"
         )));
     }
-    let (base, source) = match cfg.direction {
-        PatchDirection::Denoise => (&cfg.corrupt, &clean_cache),
-        PatchDirection::Noise => (&cfg.clean, &corrupt_cache),
+    let (base, source, base_cache) = match cfg.direction {
+        PatchDirection::Denoise => (&cfg.corrupt, &clean_cache, &corrupt_cache),
+        PatchDirection::Noise => (&cfg.clean, &corrupt_cache, &clean_cache),
     };
+    // Layer by layer, so each batch starts at one layer (the blocks before it are the
+    // base run's, unchanged).
     let mut jobs = Vec::new();
-    for (g, s) in cfg.sites.iter().enumerate() {
-        let cols = if *s == PatchSite::Heads { n_heads } else { t };
-        for layer in 0..n_layers {
+    for layer in 0..n_layers {
+        for (g, s) in cfg.sites.iter().enumerate() {
+            let cols = if *s == PatchSite::Heads { n_heads } else { t };
             for index in 0..cols {
                 jobs.push(Job {
                     grid: g,
@@ -220,7 +229,12 @@ pub fn patch(
         .collect();
     let batch = cfg.batch.max(1);
     let mut done = 0;
-    for chunk in jobs.chunks(batch) {
+    let chunks: Vec<&[Job]> = jobs
+        .chunk_by(|a, b| a.layer == b.layer)
+        .flat_map(|same_layer| same_layer.chunks(batch))
+        .collect();
+    for chunk in chunks {
+        let layer = chunk[0].layer;
         let mut hooks = Hooks::new();
         for (r, job) in chunk.iter().enumerate() {
             let site = cfg.sites[job.grid];
@@ -228,10 +242,16 @@ pub fn patch(
             hooks.extend(&patch_hook(site, job, &src, n_heads)?.for_rows(&[r]));
         }
         let prompts = vec![base.clone(); chunk.len()];
-        let (logits, _) =
-            model
-                .transformer
-                .forward(&Batch::new(&prompts, dev)?, &hooks, Logits::Last)?;
+        let resid = base_cache
+            .get(HookPoint::ResidPre(layer))? // [1, t, d]
+            .repeat((chunk.len(), 1, 1))?;
+        let (logits, _) = model.transformer.forward_from(
+            &Batch::new(&prompts, dev)?,
+            layer,
+            &resid,
+            &hooks,
+            Logits::Last,
+        )?;
         let logits = logits.ok_or_else(|| Error::Input("no logits".into()))?;
         for (job, m) in chunk.iter().zip(cfg.metric.of_rows(&logits)?) {
             raw[job.grid][job.layer][job.index] = m;
