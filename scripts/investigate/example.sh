@@ -17,9 +17,7 @@ CLEAN="When Mary and John went to the store, John gave a drink to"
 CORRUPT="When Mary and John went to the store, Mary gave a drink to"
 echo "== 1. activation patching: $CLEAN -> ' Mary' vs ' John'"
 "$PRAGMA" patch --clean "$CLEAN" --corrupt "$CORRUPT" --metric 'logit-diff:" Mary"," John"' \
-    --hooks resid,attn,mlp,heads --plot "$OUT/ioi-patching.svg" | tee "$OUT/ioi-patching.txt"
-"$PRAGMA" patch --clean "$CLEAN" --corrupt "$CORRUPT" --metric 'logit-diff:" Mary"," John"' \
-    --hooks resid,attn,mlp,heads --json > "$OUT/ioi-patching.json"
+    --hooks resid,attn,mlp,heads --method both --plot "$OUT/ioi-patching.svg" | tee "$OUT/ioi-patching.txt"
 
 echo "== 2. logit lens and direct logit attribution on the clean prompt"
 "$PRAGMA" lens --prompt "$CLEAN" --metric 'logit-diff:" Mary"," John"' | tee "$OUT/ioi-lens.txt"
