@@ -264,8 +264,12 @@ pub struct BehaviourArgs {
     #[arg(long, conflicts_with = "regex")]
     metric: Option<String>,
     /// A sampled behaviour: the rate at which continuations match this regex.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "probe")]
     regex: Option<String>,
+    /// An exact behaviour: this probe's score at the last position (a file from `pragma
+    /// probe train`).
+    #[arg(long, conflicts_with = "metric")]
+    probe: Option<PathBuf>,
     /// Continuations per variant for --regex.
     #[arg(long, default_value_t = 32)]
     samples: usize,
@@ -286,6 +290,12 @@ pub struct BehaviourArgs {
 impl BehaviourArgs {
     fn behaviour(&self, model: &Model) -> Result<counterfactual::Behaviour> {
         match (&self.metric, &self.regex) {
+            _ if self.probe.is_some() => {
+                let p = self.probe.as_ref().expect("checked");
+                let probe = pragma_methods::probe::Probe::load(p)
+                    .with_context(|| format!("--probe {}", p.display()))?;
+                Ok(counterfactual::Behaviour::Probe(std::sync::Arc::new(probe)))
+            }
             (Some(m), None) => Ok(counterfactual::Behaviour::LogitDiff(parse_metric(model, m)?)),
             (None, Some(r)) => Ok(counterfactual::Behaviour::Regex {
                 pattern: regex::Regex::new(r).with_context(|| format!("--regex {r}"))?,
@@ -294,7 +304,7 @@ impl BehaviourArgs {
                 temperature: self.temperature,
             }),
             _ => anyhow::bail!(
-                "expected a behaviour: --metric logit-diff:GOOD,BAD (exact) or --regex PATTERN (sampled)"
+                "expected a behaviour: --metric logit-diff:GOOD,BAD or --probe FILE (exact), or --regex PATTERN (sampled)"
             ),
         }
     }
@@ -310,9 +320,14 @@ pub struct CounterfactualArgs {
     /// A span of the prompt to test (repeatable); default: each sentence.
     #[arg(long)]
     segment: Vec<String>,
-    /// Replace each segment with this text instead of deleting it.
-    #[arg(long)]
+    /// Replace each segment with this text instead of deleting it (a control: a neutral
+    /// sentence of similar length).
+    #[arg(long, conflicts_with = "alternative")]
     filler: Option<String>,
+    /// SEGMENT=>TEXT: replace that segment with TEXT (repeatable: several alternatives
+    /// per segment are averaged). Segments named here are the ones tested.
+    #[arg(long)]
+    alternative: Vec<String>,
     #[command(flatten)]
     behaviour: BehaviourArgs,
     /// Render each variant as a user message in the chat template.
@@ -328,13 +343,35 @@ pub struct CounterfactualArgs {
 
 pub fn cmd_counterfactual(a: CounterfactualArgs) -> Result<()> {
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
+    let mut segments = a.segment.clone();
+    let replacement = if !a.alternative.is_empty() {
+        let mut alts: Vec<Vec<String>> = vec![Vec::new(); segments.len()];
+        for x in &a.alternative {
+            let (seg, text) = x
+                .split_once("=>")
+                .with_context(|| format!("--alternative {x:?}: expected SEGMENT=>TEXT"))?;
+            match segments.iter().position(|s| s == seg) {
+                Some(i) => alts[i].push(text.to_string()),
+                None => {
+                    segments.push(seg.to_string());
+                    alts.push(vec![text.to_string()]);
+                }
+            }
+        }
+        anyhow::ensure!(
+            alts.iter().all(|a| !a.is_empty()),
+            "every --segment needs an --alternative when alternatives are given"
+        );
+        counterfactual::Replacement::Alternatives(alts)
+    } else if let Some(f) = &a.filler {
+        counterfactual::Replacement::Filler(f.clone())
+    } else {
+        counterfactual::Replacement::Remove
+    };
     let cfg = counterfactual::SegmentsConfig {
         prompt: a.prompt.clone(),
-        segments: a.segment.clone(),
-        replacement: match &a.filler {
-            Some(f) => counterfactual::Replacement::Filler(f.clone()),
-            None => counterfactual::Replacement::Remove,
-        },
+        segments,
+        replacement,
         behaviour: a.behaviour.behaviour(&model)?,
         chat: a.chat,
         rule: a.input.rule(&model, &[])?,

@@ -311,6 +311,87 @@ mod counterfactuals {
             assert_eq!(s.effect, 0.0);
             assert!(s.p_value.unwrap() > 0.5, "{s:?}");
         }
+        // Alternatives: a segment's effect is the mean over its replacements.
+        let with = |r: Replacement| {
+            segments(
+                &m,
+                &SegmentsConfig {
+                    replacement: r,
+                    ..cfg.clone()
+                },
+            )
+            .unwrap()
+        };
+        let by_seg = |r: &pragma_methods::investigate::counterfactual::SegmentsResult,
+                      seg: &str| {
+            r.segments.iter().find(|x| x.segment == seg).unwrap().effect
+        };
+        let a = with(Replacement::Filler("one two.".into()));
+        let b = with(Replacement::Filler("red blue green.".into()));
+        let alts = with(Replacement::Alternatives(vec![
+            vec![
+                "one two.".into(),
+                "red blue green.".into()
+            ];
+            3
+        ]));
+        for seg in ["the cat sat.", "a dog ran.", "the sun set."] {
+            let want = (by_seg(&a, seg) + by_seg(&b, seg)) / 2.0;
+            let got = by_seg(&alts, seg);
+            // Batched with different padding: equal up to float error.
+            assert!((got - want).abs() < 1e-4, "{seg}: {got} vs {want}");
+        }
+        // A probe behaviour: the score of a probe reading one coordinate of the residual.
+        let d = m.cfg().d_model;
+        let mut w = vec![0f32; d];
+        w[3] = 1.0;
+        let probe = pragma_methods::probe::Probe {
+            meta: pragma_methods::probe::ProbeMeta {
+                model: "tiny".into(),
+                model_sha256: None,
+                d_model: d,
+                hook: "blocks.1.hook_resid_post".into(),
+                position: pragma_methods::steering::Position::Last,
+                method: "diff-means".into(),
+                c: None,
+                dataset: "t".into(),
+                dataset_sha256: "x".into(),
+                classes: ["a".into(), "b".into()],
+                val_auroc: None,
+                test_auroc: 0.5,
+                test_auroc_ci: (0.5, 0.5),
+                test_accuracy: 0.5,
+                pragma_version: "0".into(),
+                input: Default::default(),
+            },
+            w,
+            b: 0.0,
+        };
+        let probed = SegmentsConfig {
+            behaviour: Behaviour::Probe(std::sync::Arc::new(probe)),
+            ..cfg.clone()
+        };
+        let r = segments(&m, &probed).unwrap();
+        let ids = m
+            .tokenizer
+            .build_input(
+                &pragma_model::input::Prompt::Text(&cfg.prompt),
+                Default::default(),
+            )
+            .unwrap()
+            .ids;
+        let acts = pragma_model::testing::capture_one(
+            &m,
+            &ids,
+            pragma_model::hooks::HookPoint::ResidPost(1),
+        )
+        .unwrap();
+        let want = acts.get(ids.len() - 1).unwrap().to_vec1::<f32>().unwrap()[3] as f64;
+        assert!(
+            (r.original - want).abs() < 1e-5,
+            "probe behaviour {} vs {want}",
+            r.original
+        );
         let missing = SegmentsConfig {
             segments: vec!["a bird flew.".into()],
             ..cfg

@@ -29,6 +29,9 @@ use crate::stats::{mean, XorShift};
 pub enum Behaviour {
     /// `logit[good] - logit[bad]` for the next token (exact).
     LogitDiff(LogitDiff),
+    /// A probe's score (its logit for a logistic probe) at the last position, at its
+    /// hook (exact): e.g. a deception or eval-awareness probe from `pragma probe train`.
+    Probe(std::sync::Arc<crate::probe::Probe>),
     /// The fraction of `samples` continuations (`max_tokens`, `temperature`) that match.
     Regex {
         pattern: regex::Regex,
@@ -42,6 +45,7 @@ impl Behaviour {
     fn describe(&self) -> String {
         match self {
             Behaviour::LogitDiff(m) => format!("logit[{:?}] - logit[{:?}]", m.good_text, m.bad_text),
+            Behaviour::Probe(p) => format!("probe score at {} (last position)", p.meta.hook),
             Behaviour::Regex { pattern, samples, max_tokens, temperature } => format!(
                 "rate of /{pattern}/ over {samples} continuations of {max_tokens} tokens at temperature {temperature}"
             ),
@@ -56,6 +60,9 @@ pub enum Replacement {
     Remove,
     /// Replaced with this text.
     Filler(String),
+    /// Segment `i` replaced with each of `alternatives[i]` in turn; its effect is the
+    /// mean over them (samples pooled).
+    Alternatives(Vec<Vec<String>>),
 }
 
 #[derive(Clone, Debug)]
@@ -84,7 +91,7 @@ pub struct Measure {
 #[derive(Clone, Debug, Serialize)]
 pub struct SegmentEffect {
     pub segment: String,
-    /// The prompt without it.
+    /// The prompt without it (the first variant, with alternatives).
     pub variant: String,
     pub value: f64,
     /// `value - original`.
@@ -165,6 +172,26 @@ fn measure(
                     value,
                     samples: Vec::new(),
                 }));
+            }
+            Ok(out)
+        }
+        Behaviour::Probe(probe) => {
+            let point = probe.hook_point(model)?;
+            let mut hooks = Hooks::new();
+            hooks.capture(point);
+            let mut out = Vec::new();
+            for p in ids {
+                let (_, cache) = model.transformer.forward(
+                    &Batch::single(p, model.device())?,
+                    &hooks,
+                    Logits::None,
+                )?;
+                let last = cache.get_row(point, 0)?.narrow(0, p.len() - 1, 1)?;
+                let value = probe.score_rows(&last)?[0];
+                out.push(Measure {
+                    value,
+                    samples: Vec::new(),
+                });
             }
             Ok(out)
         }
@@ -273,8 +300,18 @@ pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
             )));
         }
     }
-    let mut variants = Vec::with_capacity(segs.len());
-    for s in &segs {
+    if let Replacement::Alternatives(alts) = &cfg.replacement {
+        if alts.len() != segs.len() || alts.iter().any(Vec::is_empty) {
+            return Err(Error::Input(format!(
+                "expected one non-empty list of alternatives per segment, found {} lists for {} segments",
+                alts.len(),
+                segs.len()
+            )));
+        }
+    }
+    // (segment, variant text) pairs: one per segment, or one per alternative.
+    let mut variants: Vec<(usize, String)> = Vec::new();
+    for (si, s) in segs.iter().enumerate() {
         let at = cfg.prompt.find(s.as_str()).ok_or_else(|| {
             Error::Input(format!(
                 "segment {s:?} does not occur in the prompt {:?}",
@@ -294,11 +331,17 @@ pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
                 }
             }
             Replacement::Filler(f) => format!("{before}{f}{after}"),
+            Replacement::Alternatives(alts) => {
+                for a in &alts[si] {
+                    variants.push((si, format!("{before}{a}{after}")));
+                }
+                continue;
+            }
         };
-        variants.push(v);
+        variants.push((si, v));
     }
     let mut texts = vec![cfg.prompt.clone()];
-    texts.extend(variants.iter().cloned());
+    texts.extend(variants.iter().map(|v| v.1.clone()));
     let ids = texts
         .iter()
         .map(|t| input_ids(model, t, cfg.chat, cfg.rule))
@@ -313,32 +356,27 @@ pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
     let original = &m[0];
     let mut out: Vec<SegmentEffect> = segs
         .iter()
-        .zip(&variants)
-        .zip(&m[1..])
         .enumerate()
-        .map(|(k, ((s, v), mv))| {
-            let sampled = !mv.samples.is_empty();
+        .map(|(k, s)| {
+            // This segment's variants, pooled.
+            let mine: Vec<usize> = (0..variants.len())
+                .filter(|&i| variants[i].0 == k)
+                .collect();
+            let value = mean(&mine.iter().map(|&i| m[1 + i].value).collect::<Vec<_>>());
+            let samples: Vec<f64> = mine
+                .iter()
+                .flat_map(|&i| m[1 + i].samples.clone())
+                .collect();
+            let sampled = !samples.is_empty();
+            let seed = cfg.seed ^ k as u64;
             SegmentEffect {
                 segment: s.clone(),
-                variant: v.clone(),
-                value: mv.value,
-                effect: mv.value - original.value,
-                ci: sampled.then(|| {
-                    diff_ci(
-                        &original.samples,
-                        &mv.samples,
-                        cfg.resamples,
-                        cfg.seed ^ k as u64,
-                    )
-                }),
-                p_value: sampled.then(|| {
-                    permutation_p(
-                        &original.samples,
-                        &mv.samples,
-                        cfg.resamples,
-                        cfg.seed ^ k as u64,
-                    )
-                }),
+                variant: variants[mine[0]].1.clone(),
+                value,
+                effect: value - original.value,
+                ci: sampled.then(|| diff_ci(&original.samples, &samples, cfg.resamples, seed)),
+                p_value: sampled
+                    .then(|| permutation_p(&original.samples, &samples, cfg.resamples, seed)),
             }
         })
         .collect();
