@@ -482,11 +482,9 @@ async fn no_state_leaks_between_concurrent_requests() {
     assert!(st["max_batch_rows"].as_u64().expect("rows") > 1, "{st}");
     // Steered and unsteered rows shared decode steps.
     assert!(st["max_batch_groups"].as_u64().expect("groups") > 1, "{st}");
-    // Requests queued behind a full batch joined it between decode steps.
-    assert!(
-        st["joined_mid_decode"].as_u64().expect("joined") > 0,
-        "{st}"
-    );
+    // Whether requests joined mid-decode depends on timing (the tiny model decodes a
+    // whole answer faster than HTTP delivers the next request); joining is proved
+    // deterministically in pragma-model's continuous_batching test.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
