@@ -19,6 +19,8 @@
 //! 404 (unknown route or vector) or 500.
 
 mod engine;
+mod plan;
+mod registry;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -27,23 +29,22 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use pragma_methods::sae::Sae;
-use pragma_methods::steering::{Operator, SteeringVector};
-use pragma_model::generate::{GenerateOptions, Sampling};
-use pragma_model::hooks::{HookPoint, Hooks, Positions};
-use pragma_model::input::InputRule;
+use pragma_methods::steering::SteeringVector;
 pub use pragma_model::input::Prompt;
 use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Model;
 use serde_json::{json, Value};
 
 use engine::{Engine, Event, Job};
+use plan::{plan, Plan};
+use registry::*;
 use types::*;
 
 /// The API's state: the model, its thread, and the named vectors.
@@ -131,13 +132,17 @@ pub fn routes(api: OpenAi) -> Router {
 }
 
 /// An error as OpenAI sends it.
-pub struct ApiError(StatusCode, String, Option<&'static str>);
+pub struct ApiError(
+    pub(super) StatusCode,
+    pub(super) String,
+    pub(super) Option<&'static str>,
+);
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
+    pub(super) fn bad(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into(), None)
     }
-    fn param(msg: impl Into<String>, param: &'static str) -> Self {
+    pub(super) fn param(msg: impl Into<String>, param: &'static str) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into(), Some(param))
     }
 }
@@ -167,7 +172,7 @@ pub fn not_found() -> Response {
 }
 
 /// A seed for a request that gave none: the clock and a counter, mixed.
-fn fresh_seed() -> u64 {
+pub(super) fn fresh_seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let t = SystemTime::now()
@@ -203,546 +208,8 @@ async fn models(State(api): State<OpenAi>) -> Json<Value> {
     }))
 }
 
-/// How many requests and batches the model thread has run, and the largest batch.
-async fn stats(State(api): State<OpenAi>) -> Json<Value> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = &api.engine.stats;
-    Json(json!({
-        "requests": s.requests.load(Relaxed),
-        "batches": s.batches.load(Relaxed),
-        "steps": s.steps.load(Relaxed),
-        "joined_mid_decode": s.joined_mid_decode.load(Relaxed),
-        "max_batch_groups": s.max_groups.load(Relaxed),
-        "max_batch_rows": s.max_rows.load(Relaxed),
-    }))
-}
-
-async fn list_probes(State(api): State<OpenAi>) -> Json<Value> {
-    let v: Vec<Value> = api
-        .probes
-        .iter()
-        .map(|(name, p)| {
-            json!({"name": name, "hook": p.meta.hook, "method": p.meta.method,
-                                "classes": p.meta.classes, "model": p.meta.model})
-        })
-        .collect();
-    Json(json!({"object": "list", "data": v}))
-}
-
-async fn list_vectors(State(api): State<OpenAi>) -> Json<Value> {
-    let v = api.vectors.read().map(|v| {
-        v.iter()
-            .map(|(name, vec)| {
-                json!({"name": name, "site": vec.meta.site, "layers": vec.meta.layers,
-                       "d_model": vec.meta.d_model, "model": vec.meta.model})
-            })
-            .collect::<Vec<_>>()
-    });
-    Json(json!({"object": "list", "data": v.unwrap_or_default()}))
-}
-
-async fn list_saes(State(api): State<OpenAi>) -> Json<Value> {
-    let v: Vec<Value> = api
-        .saes
-        .iter()
-        .map(|(name, s)| {
-            json!({"name": name, "hook_name": s.cfg.hook_name, "d_in": s.cfg.d_in,
-                   "d_sae": s.cfg.d_sae, "architecture": s.cfg.arch})
-        })
-        .collect();
-    Json(json!({"object": "list", "data": v}))
-}
-
-/// `POST /v1/pragma/vectors`: register a vector from its directions (201). 400 on a bad
-/// name, layer, width or number; 409 when the name is taken (delete it first).
-async fn add_vector(
-    State(api): State<OpenAi>,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    require_json(&headers)?;
-    let req: NewVector = parse(&body)?;
-    let name_ok = !req.name.is_empty()
-        && req.name.len() <= 64
-        && !req.name.starts_with("sae:")
-        && req
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if !name_ok {
-        return Err(ApiError::param(
-            format!(
-                "name '{}': expected 1 to 64 letters, digits, '.', '_' or '-' (not starting with sae:)",
-                req.name
-            ),
-            "name",
-        ));
-    }
-    let cfg = api.model.cfg();
-    HookPoint::parse(&format!("blocks.0.{}", req.site), cfg.n_layers)
-        .ok()
-        .filter(HookPoint::is_model_width)
-        .ok_or_else(|| {
-            ApiError::param(
-                format!(
-                    "site '{}': expected a d_model-wide block site such as hook_resid_post",
-                    req.site
-                ),
-                "site",
-            )
-        })?;
-    if req.directions.is_empty() {
-        return Err(ApiError::param(
-            "directions: expected at least one layer",
-            "directions",
-        ));
-    }
-    let mut layers = Vec::new();
-    let mut directions = Vec::new();
-    let mut by_layer: Vec<(usize, &Vec<f32>)> = Vec::new();
-    for (l, d) in &req.directions {
-        let layer: usize = l
-            .parse()
-            .ok()
-            .filter(|&x| x < cfg.n_layers)
-            .ok_or_else(|| {
-                ApiError::param(
-                    format!(
-                        "directions: layer '{l}': expected 0 to {}",
-                        cfg.n_layers - 1
-                    ),
-                    "directions",
-                )
-            })?;
-        if d.len() != cfg.d_model || d.iter().any(|x| !x.is_finite()) {
-            return Err(ApiError::param(
-                format!(
-                    "directions[{l}]: expected {} finite numbers (d_model), found {} numbers{}",
-                    cfg.d_model,
-                    d.len(),
-                    if d.iter().any(|x| !x.is_finite()) {
-                        " with a non-finite one"
-                    } else {
-                        ""
-                    }
-                ),
-                "directions",
-            ));
-        }
-        by_layer.push((layer, d));
-    }
-    by_layer.sort_by_key(|x| x.0);
-    let mut norms = Vec::new();
-    for (l, d) in by_layer {
-        layers.push(l);
-        norms.push(d.iter().map(|x| x * x).sum::<f32>().sqrt());
-        directions.push(
-            candle_core::Tensor::new(d.as_slice(), &candle_core::Device::Cpu)
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?,
-        );
-    }
-    let vector = SteeringVector {
-        meta: pragma_methods::steering::VectorMeta {
-            model: format!("{} (posted to pragma serve)", api.model_id),
-            model_sha256: None,
-            d_model: cfg.d_model,
-            site: req.site.clone(),
-            layers: layers.clone(),
-            method: pragma_methods::steering::Method::Imported,
-            position: pragma_methods::steering::Position::Last,
-            pairs_sha256: String::new(),
-            n_pairs: 0,
-            norms: norms.clone(),
-            pragma_version: env!("CARGO_PKG_VERSION").into(),
-            input: Default::default(),
-        },
-        directions,
-    };
-    let mut vectors = api
-        .vectors
-        .write()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "registry".into(), None))?;
-    if vectors.contains_key(&req.name) {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "a vector '{}' is registered: DELETE /v1/pragma/vectors/{} first",
-                req.name, req.name
-            ),
-            Some("name"),
-        ));
-    }
-    api.generation
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    vectors.insert(req.name.clone(), vector);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"name": req.name, "site": req.site, "layers": layers, "norms": norms})),
-    )
-        .into_response())
-}
-
-async fn delete_vector(
-    State(api): State<OpenAi>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let removed = api
-        .vectors
-        .write()
-        .map(|mut v| {
-            // Bumped under the write lock, which planning reads under.
-            api.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            v.remove(&name).is_some()
-        })
-        .unwrap_or(false);
-    if !removed {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no vector '{name}'"),
-            Some("name"),
-        ));
-    }
-    Ok(Json(json!({"name": name, "deleted": true})))
-}
-
-/// What both endpoints share once their body is read.
-struct Plan {
-    prompt: Vec<u32>,
-    opts: GenerateOptions,
-    hooks: Hooks,
-    stop: Vec<String>,
-    echo: PragmaExt,
-    /// The registry's generation the hooks were built from.
-    generation: u64,
-    reads: engine::Reads,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid request body: {e}")))
-}
-
-/// Check everything a request asks for before any compute; build its ids and hooks.
-#[allow(clippy::too_many_arguments)]
-fn plan(
-    api: &OpenAi,
-    prompt: Result<Prompt, Vec<u32>>,
-    max_tokens: Option<usize>,
-    default_max: usize,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    seed: Option<u64>,
-    stop: Option<&Stop>,
-    n: Option<usize>,
-    ext: Option<&PragmaExt>,
-) -> Result<Plan, ApiError> {
-    if n.is_some_and(|n| n != 1) {
-        return Err(ApiError::param(
-            "n: pragma returns one choice per request",
-            "n",
-        ));
-    }
-    let temperature = temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::param(
-            format!("temperature {temperature}: expected 0 to 2"),
-            "temperature",
-        ));
-    }
-    let top_p = top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::param(
-            format!("top_p {top_p}: expected a number in (0, 1]"),
-            "top_p",
-        ));
-    }
-    let stop: Vec<String> = stop.map(Stop::list).unwrap_or_default();
-    if stop.len() > 4 || stop.iter().any(String::is_empty) {
-        return Err(ApiError::param(
-            "stop: expected up to 4 non-empty strings",
-            "stop",
-        ));
-    }
-    let tk = &api.model.tokenizer;
-    // A prompt of token ids is taken as it is (no BOS added).
-    let ids = match prompt {
-        Ok(prompt) => {
-            tk.build_input(&prompt, InputRule::default())
-                .map_err(|e| ApiError::bad(e.to_string()))?
-                .ids
-        }
-        Err(ids) => {
-            let vocab = api.model.cfg().vocab_size;
-            if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-                return Err(ApiError::param(
-                    format!(
-                        "prompt: token id {bad} is out of range: the vocabulary has {vocab} tokens"
-                    ),
-                    "prompt",
-                ));
-            }
-            ids
-        }
-    };
-    if ids.is_empty() {
-        return Err(ApiError::param(
-            "the prompt is empty (no tokens, and this model adds no BOS)",
-            "prompt",
-        ));
-    }
-    let ctx = api.model.cfg().context_length;
-    // Unset, max_tokens is the endpoint's default, cut to what fits in the context.
-    let max_tokens =
-        max_tokens.unwrap_or_else(|| default_max.min(ctx.saturating_sub(ids.len())).max(1));
-    if max_tokens == 0 || max_tokens > api.max_tokens_limit {
-        return Err(ApiError::param(
-            format!(
-                "max_tokens {max_tokens}: expected 1 to {} (the server's --max-tokens-limit)",
-                api.max_tokens_limit
-            ),
-            "max_tokens",
-        ));
-    }
-    if ids.len() + max_tokens > ctx {
-        return Err(ApiError::param(
-            format!(
-                "the prompt is {} tokens and max_tokens {max_tokens}: together over the model's \
-                 context of {ctx}",
-                ids.len()
-            ),
-            "max_tokens",
-        ));
-    }
-    let echo = ext.cloned().unwrap_or_default();
-    let mut hooks = Hooks::new();
-    let generation;
-    {
-        let vectors = api
-            .vectors
-            .read()
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "registry".into(), None))?;
-        // Read under the registry's lock, which deletions take to write.
-        generation = api.generation.load(std::sync::atomic::Ordering::SeqCst);
-        for s in &echo.steer {
-            if let Some(rest) = s.vector.strip_prefix("sae:") {
-                hooks.extend(&sae_steer(api, rest, s)?);
-                continue;
-            }
-            let v = vectors.get(&s.vector).ok_or_else(|| {
-                ApiError::param(
-                    format!(
-                        "pragma.steer: no vector '{}' (registered: {})",
-                        s.vector,
-                        vectors.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                    "pragma.steer.vector",
-                )
-            })?;
-            let op = Operator::parse(&s.op)
-                .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
-            let positions = Positions::parse(&s.positions).map_err(|e| {
-                ApiError::param(
-                    format!("pragma.steer.positions: {e}"),
-                    "pragma.steer.positions",
-                )
-            })?;
-            let h = v
-                .hooks(&api.model, op, s.scale, s.layers.as_deref(), positions)
-                .map_err(|e| ApiError::param(format!("pragma.steer: {e}"), "pragma.steer"))?;
-            hooks.extend(&h);
-        }
-    }
-    let mut monitors = Vec::new();
-    for name in &echo.monitor {
-        let probe = api.probes.get(name).ok_or_else(|| {
-            ApiError::param(
-                format!(
-                    "pragma.monitor: no probe '{name}' (registered: {})",
-                    api.probes.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-                "pragma.monitor",
-            )
-        })?;
-        let point = probe
-            .hook_point(&api.model)
-            .map_err(|e| ApiError::param(format!("pragma.monitor: {e}"), "pragma.monitor"))?;
-        monitors.push((name.clone(), probe.clone(), point));
-    }
-    let n_layers = api.model.cfg().n_layers;
-    let mut captures = Vec::new();
-    for name in &echo.capture {
-        let point = HookPoint::parse(name, n_layers)
-            .map_err(|e| ApiError::param(format!("pragma.capture: {e}"), "pragma.capture"))?;
-        if !point.is_model_width() || (point.is_post_norm() && api.model.cfg().gemma.is_none()) {
-            return Err(ApiError::param(
-                format!(
-                    "pragma.capture: {name} is not a d_model-wide site of this model (expected \
-                     e.g. blocks.{}.hook_resid_post, hook_attn_out, hook_mlp_out)",
-                    n_layers / 2
-                ),
-                "pragma.capture",
-            ));
-        }
-        captures.push(point);
-    }
-    // Captured values come back as JSON numbers: bound them before any compute.
-    let floats = captures.len() * max_tokens * api.model.cfg().d_model;
-    if floats > MAX_CAPTURE_FLOATS {
-        return Err(ApiError::param(
-            format!(
-                "pragma.capture: {} hooks x max_tokens {max_tokens} x d_model {} = {floats} \
-                 numbers, over the limit of {MAX_CAPTURE_FLOATS}: capture fewer hooks or tokens",
-                captures.len(),
-                api.model.cfg().d_model
-            ),
-            "pragma.capture",
-        ));
-    }
-    let mut saes = Vec::new();
-    for spec in &echo.sae_latents {
-        let (name, sae) = find_sae(api, &spec.sae, "pragma.sae_latents")?;
-        if spec.top_k == 0 || spec.top_k > 256 {
-            return Err(ApiError::param(
-                format!("pragma.sae_latents.top_k {}: expected 1 to 256", spec.top_k),
-                "pragma.sae_latents.top_k",
-            ));
-        }
-        let point = sae_point(api, &name, &sae, "pragma.sae_latents")?;
-        saes.push((name, sae, point, spec.top_k));
-    }
-    Ok(Plan {
-        reads: engine::Reads {
-            monitors,
-            captures,
-            saes,
-        },
-        prompt: ids,
-        opts: GenerateOptions {
-            max_tokens,
-            sampling: Sampling {
-                temperature,
-                top_p,
-                // OpenAI's semantics: without a seed, every request samples afresh.
-                seed: seed.unwrap_or_else(fresh_seed),
-                ..Sampling::default()
-            },
-            stop_tokens: tk.info.stop_tokens.clone(),
-        },
-        hooks,
-        stop,
-        echo,
-        generation,
-    })
-}
-
-/// Most numbers a request's `pragma.capture` may return (hooks x tokens x d_model).
-const MAX_CAPTURE_FLOATS: usize = 1 << 20;
-
-/// A registered SAE by name (`NAME` or `sae:NAME`); 400 naming the registered ones.
-fn find_sae(api: &OpenAi, name: &str, field: &'static str) -> Result<(String, Arc<Sae>), ApiError> {
-    let bare = name.strip_prefix("sae:").unwrap_or(name);
-    api.saes
-        .get(bare)
-        .map(|s| (bare.to_string(), s.clone()))
-        .ok_or_else(|| {
-            ApiError::param(
-                format!(
-                    "{field}: no SAE '{bare}' (registered with --sae NAME=DIR: {})",
-                    if api.saes.is_empty() {
-                        "none".to_string()
-                    } else {
-                        api.saes.keys().cloned().collect::<Vec<_>>().join(", ")
-                    }
-                ),
-                field,
-            )
-        })
-}
-
-/// An SAE's hook on this model, checked against its width.
-fn sae_point(
-    api: &OpenAi,
-    name: &str,
-    sae: &Sae,
-    field: &'static str,
-) -> Result<HookPoint, ApiError> {
-    let cfg = api.model.cfg();
-    let point = sae
-        .hook_point(cfg.n_layers)
-        .map_err(|e| ApiError::param(format!("{field}: SAE '{name}': {e}"), field))?;
-    if sae.cfg.d_in != cfg.d_model || !point.is_model_width() {
-        return Err(ApiError::param(
-            format!(
-                "{field}: SAE '{name}' reads {} (d_in {}), not a d_model-wide ({}) site of this model",
-                sae.cfg.hook_name, sae.cfg.d_in, cfg.d_model
-            ),
-            field,
-        ));
-    }
-    Ok(point)
-}
-
-/// `"vector": "sae:NAME:LATENT"`: steer along latent `LATENT`'s decoder direction (a row
-/// of `W_dec`, as SAELens' steering) at the SAE's hook; `layers` does not apply.
-fn sae_steer(api: &OpenAi, spec: &str, s: &SteerSpec) -> Result<Hooks, ApiError> {
-    let field = "pragma.steer.vector";
-    let (name, latent) = spec.rsplit_once(':').ok_or_else(|| {
-        ApiError::param(
-            format!("pragma.steer: vector 'sae:{spec}': expected sae:NAME:LATENT"),
-            field,
-        )
-    })?;
-    let (name, sae) = find_sae(api, name, field)?;
-    let latent: usize = latent
-        .parse()
-        .ok()
-        .filter(|&l| l < sae.cfg.d_sae)
-        .ok_or_else(|| {
-            ApiError::param(
-                format!(
-                    "pragma.steer: latent '{latent}' of SAE '{name}': expected 0 to {}",
-                    sae.cfg.d_sae - 1
-                ),
-                field,
-            )
-        })?;
-    if s.layers.is_some() {
-        return Err(ApiError::param(
-            "pragma.steer: layers does not apply to an SAE latent (it steers at the SAE's hook)",
-            "pragma.steer.layers",
-        ));
-    }
-    if !s.scale.is_finite() {
-        return Err(ApiError::param(
-            format!(
-                "pragma.steer: scale must be a finite number, found {}",
-                s.scale
-            ),
-            "pragma.steer.scale",
-        ));
-    }
-    let point = sae_point(api, &name, &sae, field)?;
-    let op = Operator::parse(&s.op)
-        .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
-    let positions = Positions::parse(&s.positions).map_err(|e| {
-        ApiError::param(
-            format!("pragma.steer.positions: {e}"),
-            "pragma.steer.positions",
-        )
-    })?;
-    let dir = sae
-        .w_dec
-        .get(latent)
-        .and_then(|d| d.to_dtype(candle_core::DType::F32))
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    let mut h = Hooks::new();
-    if matches!(op, Operator::Ablate | Operator::AblateThenAdd) {
-        h.project_out(point, dir.clone(), positions.clone());
-    }
-    if matches!(op, Operator::Add | Operator::AblateThenAdd) {
-        h.add(point, dir, s.scale, positions);
-    }
-    Ok(h)
 }
 
 /// Queue a plan; the receiver of its events.
@@ -851,7 +318,7 @@ fn usage(prompt: usize, completion: usize) -> Usage {
 
 /// POST bodies must say they are JSON: a web page cannot then start generation with a
 /// "simple" cross-site `text/plain` request, which browsers send without asking.
-fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let ct = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
