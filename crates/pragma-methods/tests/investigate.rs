@@ -480,3 +480,46 @@ fn one_hot(shape: &[usize], k: usize) -> Tensor {
     v[k] = 1.0;
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
+
+/// Resampling: one boundary per sentence plus the empty prefix; the kept prefix counts
+/// toward the match, so a pattern in the answer's last sentence is certain there and the
+/// largest rise is located at it; exact behaviours are refused.
+#[test]
+fn resampling_locates_where_the_answer_commits() {
+    use pragma_methods::investigate::counterfactual::{resample, Behaviour};
+    let dir = tempfile::tempdir().unwrap();
+    let m = one_head_model(dir.path());
+    let sampled = |pattern: &str| Behaviour::Regex {
+        pattern: regex::Regex::new(pattern).unwrap(),
+        samples: 6,
+        max_tokens: 3,
+        temperature: 1.0,
+    };
+    let answer = "the cat sat. a dog ran. zebra zebra zebra.";
+    let r = resample(
+        &m,
+        "hello",
+        answer,
+        &sampled("zebra zebra zebra"),
+        Default::default(),
+        0,
+        100,
+    )
+    .expect("resample");
+    assert_eq!(r.boundaries.len(), 4);
+    let rates: Vec<f64> = r.boundaries.iter().map(|b| b.rate).collect();
+    assert_eq!(rates[3], 1.0, "{rates:?}");
+    assert_eq!(r.commits_at.map(|c| c.0), Some(3), "{r:?}");
+    let e = resample(
+        &m,
+        "hello",
+        answer,
+        &Behaviour::LogitDiff(metric(&m)),
+        Default::default(),
+        0,
+        10,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("give a regex behaviour"), "{e}");
+}
