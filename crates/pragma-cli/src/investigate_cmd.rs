@@ -27,7 +27,14 @@ fn parse_metric(model: &Model, s: &str) -> Result<LogitDiff> {
             .unwrap_or(x)
             .to_string()
     };
-    let (good, bad) = if let Some(i) = rest.find("\",\"") {
+    // `"GOOD","BAD"`: the first answer's closing quote is the first `","` after its
+    // opening quote (so an answer may itself start with a comma).
+    let (good, bad) = if let Some(i) = rest
+        .get(1..)
+        .filter(|_| rest.starts_with('"'))
+        .and_then(|r| r.find("\",\""))
+        .map(|i| i + 1)
+    {
         (unquote(&rest[..=i]), unquote(&rest[i + 2..]))
     } else {
         let (a, b) = rest
@@ -35,6 +42,12 @@ fn parse_metric(model: &Model, s: &str) -> Result<LogitDiff> {
             .with_context(|| format!("--metric {s}: expected two answers separated by a comma"))?;
         (unquote(a), unquote(b))
     };
+    if good.starts_with(' ') != bad.starts_with(' ') {
+        eprintln!(
+            "note: {good:?} and {bad:?} differ in their leading space (\" Yes\" and \"Yes\" are \
+             different tokens); quote both, e.g. logit-diff:\" Yes\",\" No\""
+        );
+    }
     Ok(LogitDiff::new(model, &good, &bad)?)
 }
 
@@ -150,7 +163,15 @@ pub fn cmd_patch(a: PatchArgs) -> Result<()> {
         eprintln!("wrote {}", p.display());
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        match (&atp, a.method.as_str()) {
+            (Some(atp), "both") => println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"patching": r, "attribution": atp})
+                )?
+            ),
+            _ => println!("{}", serde_json::to_string_pretty(&r)?),
+        }
         return Ok(());
     }
     println!(
@@ -388,8 +409,11 @@ pub fn cmd_counterfactual(a: CounterfactualArgs) -> Result<()> {
     for s in &r.segments {
         let stats = match (s.ci, s.p_value) {
             (Some((lo, hi)), Some(p)) => {
-                let verdict = if p < 0.05 { "" } else { "  (within noise)" };
-                format!("  95% CI [{lo:+.3}, {hi:+.3}], permutation p = {p:.3}{verdict}")
+                let holm = s.p_holm.unwrap_or(p);
+                let verdict = if holm < 0.05 { "" } else { "  (within noise)" };
+                format!(
+                    "  95% CI [{lo:+.3}, {hi:+.3}], sign-flip p = {p:.3} (Holm {holm:.3}){verdict}"
+                )
             }
             _ => "  (exact)".to_string(),
         };

@@ -207,7 +207,7 @@ fn bad_input_is_refused_with_what_was_expected() {
 mod counterfactuals {
     use super::*;
     use pragma_methods::investigate::counterfactual::{
-        diff_ci, permutation_p, segments, sentences, Behaviour, Replacement, SegmentsConfig,
+        paired_ci, segments, sentences, sign_flip_p, Behaviour, Replacement, SegmentsConfig,
     };
     use pragma_methods::stats::XorShift;
 
@@ -239,10 +239,10 @@ mod counterfactuals {
         let mut covered = 0;
         for t in 0..trials {
             let (a, b) = (draw(&mut rng, 0.3, 40), draw(&mut rng, 0.3, 40));
-            if permutation_p(&a, &b, 400, t) < 0.05 {
+            if sign_flip_p(&a, &b, 400, t) < 0.05 {
                 false_pos += 1;
             }
-            let (lo, hi) = diff_ci(&a, &b, 400, t);
+            let (lo, hi) = paired_ci(&a, &b, 400, t);
             if lo <= 0.0 && 0.0 <= hi {
                 covered += 1;
             }
@@ -258,7 +258,7 @@ mod counterfactuals {
         let mut found = 0;
         for t in 0..50 {
             let (a, b) = (draw(&mut rng, 0.2, 40), draw(&mut rng, 0.8, 40));
-            if permutation_p(&a, &b, 400, t) < 0.05 {
+            if sign_flip_p(&a, &b, 400, t) < 0.05 {
                 found += 1;
             }
         }
@@ -392,6 +392,25 @@ mod counterfactuals {
             "probe behaviour {} vs {want}",
             r.original
         );
+        // A span that occurs twice is ambiguous; a greedy "sample" is one draw.
+        let twice = SegmentsConfig {
+            prompt: "the cat sat. the cat sat.".into(),
+            segments: vec!["the cat sat.".into()],
+            ..cfg.clone()
+        };
+        let e = segments(&m, &twice).unwrap_err().to_string();
+        assert!(e.contains("occurs 2 times"), "{e}");
+        let greedy = SegmentsConfig {
+            behaviour: Behaviour::Regex {
+                pattern: regex::Regex::new("a").unwrap(),
+                samples: 8,
+                max_tokens: 3,
+                temperature: 0.0,
+            },
+            ..cfg.clone()
+        };
+        let e = segments(&m, &greedy).unwrap_err().to_string();
+        assert!(e.contains("needs temperature > 0"), "{e}");
         let missing = SegmentsConfig {
             segments: vec!["a bird flew.".into()],
             ..cfg
@@ -522,4 +541,15 @@ fn resampling_locates_where_the_answer_commits() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("give a regex behaviour"), "{e}");
+}
+
+#[test]
+fn holm_adjusts_step_down() {
+    use pragma_methods::investigate::counterfactual::holm;
+    // Holm (1979) by hand: sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(that, 2 x 0.03),
+    // max(that, 1 x 0.04) = 0.03, 0.06, 0.06, back in the given order.
+    let h = holm(&[0.01, 0.04, 0.03]);
+    for (x, want) in h.iter().zip([0.03, 0.06, 0.06]) {
+        assert!((x - want).abs() < 1e-12, "{h:?}");
+    }
 }

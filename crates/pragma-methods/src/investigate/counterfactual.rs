@@ -3,9 +3,10 @@
 //! [`segments`]: remove (or replace with a filler) each segment of a prompt (its
 //! sentences, or spans the user marks) and measure the change in a behaviour metric:
 //! a logit difference (exact, one forward per variant) or the rate at which sampled
-//! continuations match a regex (seeded samples; a bootstrap 95% CI of the difference in
-//! rates, and a permutation test that shuffles which samples came from which prompt:
-//! under no effect its p < 0.05 about 5% of the time). Segments are ranked by effect.
+//! continuations match a regex (seeded samples at temperature > 0; sample `j` of every
+//! variant shares its seed, so the bootstrap 95% CI of the difference in rates and the
+//! sign-flip permutation test are paired over `j`; p-values are also Holm-adjusted over
+//! the segments). Segments are ranked by effect.
 //!
 //! [`resample`]: from each sentence boundary of a model's own answer, sample fresh
 //! continuations and measure how often the behaviour follows: the sentence after which
@@ -98,8 +99,11 @@ pub struct SegmentEffect {
     pub effect: f64,
     /// 95% CI of the effect (bootstrap over samples); `None` for exact behaviours.
     pub ci: Option<(f64, f64)>,
-    /// Permutation test of "no effect" (two-sided); `None` for exact behaviours.
+    /// Sign-flip permutation test of "no effect" over the paired samples (two-sided);
+    /// `None` for exact behaviours.
     pub p_value: Option<f64>,
+    /// `p_value` with Holm's adjustment over all segments tested.
+    pub p_holm: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,29 +115,39 @@ pub struct SegmentsResult {
     pub segments: Vec<SegmentEffect>,
 }
 
-/// Split text into sentences: after `.`, `!`, `?` or a newline followed by whitespace.
-/// Each sentence keeps its punctuation; surrounding whitespace is trimmed.
-pub fn sentences(text: &str) -> Vec<String> {
+/// Byte ranges of the sentences of `text`: a sentence ends after `.`, `!`, `?` or a
+/// newline followed by whitespace, keeps its punctuation, and is trimmed.
+pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start = 0;
     let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut push = |from: usize, to: usize| {
+        let raw = &text[from..to];
+        let lead = raw.len() - raw.trim_start().len();
+        let t = raw.trim();
+        if !t.is_empty() {
+            out.push((from + lead, from + lead + t.len()));
+        }
+    };
     for (k, &(i, c)) in chars.iter().enumerate() {
         let end = i + c.len_utf8();
         let boundary = matches!(c, '.' | '!' | '?' | '\n')
             && chars.get(k + 1).is_none_or(|&(_, n)| n.is_whitespace());
         if boundary {
-            let s = text[start..end].trim();
-            if !s.is_empty() {
-                out.push(s.to_string());
-            }
+            push(start, end);
             start = end;
         }
     }
-    let s = text[start..].trim();
-    if !s.is_empty() {
-        out.push(s.to_string());
-    }
+    push(start, text.len());
     out
+}
+
+/// The sentences of `text` (see [`sentence_spans`]).
+pub fn sentences(text: &str) -> Vec<String> {
+    sentence_spans(text)
+        .into_iter()
+        .map(|(a, b)| text[a..b].to_string())
+        .collect()
 }
 
 fn input_ids(model: &Model, text: &str, chat: bool, rule: InputRule) -> Result<Vec<u32>> {
@@ -244,56 +258,101 @@ fn measure(
     }
 }
 
-/// Bootstrap 95% CI of `mean(b) - mean(a)`, resampling each arm.
-pub fn diff_ci(a: &[f64], b: &[f64], reps: usize, seed: u64) -> (f64, f64) {
-    let mut rng = XorShift::new(seed, XorShift::BOOTSTRAP);
-    let mut d: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let ma = (0..a.len()).map(|_| a[rng.below(a.len())]).sum::<f64>() / a.len() as f64;
-            let mb = (0..b.len()).map(|_| b[rng.below(b.len())]).sum::<f64>() / b.len() as f64;
-            mb - ma
-        })
-        .collect();
-    d.sort_by(|x, y| x.total_cmp(y));
-    let at = |q: f64| d[((q * (d.len() - 1) as f64).round() as usize).min(d.len() - 1)];
-    (at(0.025), at(0.975))
+/// Bootstrap 95% CI of the mean paired difference `mean(b_j - a_j)`: sample `j` of
+/// both arms shares its seed, so pairs are resampled together.
+pub fn paired_ci(a: &[f64], b: &[f64], reps: usize, seed: u64) -> (f64, f64) {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
+    crate::stats::bootstrap_ci(&d, reps, seed)
 }
 
-/// Two-sided permutation test of `mean(b) - mean(a) = 0`: shuffle which values belong to
-/// which arm `reps` times; p = (1 + #|shuffled diff| >= |observed|) / (1 + reps).
-pub fn permutation_p(a: &[f64], b: &[f64], reps: usize, seed: u64) -> f64 {
-    let observed = (mean(b) - mean(a)).abs();
-    let mut pool: Vec<f64> = a.iter().chain(b).copied().collect();
-    let mut rng = XorShift::new(seed, XorShift::BOOTSTRAP ^ 0x5045_524d);
+/// Two-sided sign-flip permutation test of "no effect" for paired samples: under the
+/// null each pair's difference is as likely negated; p = (1 + #|flipped mean| >=
+/// |observed|) / (1 + reps).
+pub fn sign_flip_p(a: &[f64], b: &[f64], reps: usize, seed: u64) -> f64 {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
+    let observed = mean(&d).abs();
+    let mut rng = XorShift::mixed(seed, XorShift::BOOTSTRAP ^ 0x5349_474e);
     let mut extreme = 0usize;
     for _ in 0..reps {
-        for i in (1..pool.len()).rev() {
-            pool.swap(i, rng.below(i + 1));
-        }
-        let d = (mean(&pool[a.len()..]) - mean(&pool[..a.len()])).abs();
-        if d >= observed - 1e-12 {
+        let m = d
+            .iter()
+            .map(|&x| if rng.next_f64() < 0.5 { -x } else { x })
+            .sum::<f64>()
+            / d.len().max(1) as f64;
+        if m.abs() >= observed - 1e-12 {
             extreme += 1;
         }
     }
     (1 + extreme) as f64 / (1 + reps) as f64
 }
 
+/// Holm's step-down adjustment of p-values (family-wise error over the segments).
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let m = p.len();
+    let mut out = vec![0.0; m];
+    let mut running = 0f64;
+    for (rank, &i) in idx.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        out[i] = running;
+    }
+    out
+}
+
 /// Remove or replace each segment and measure the change. Errors: a segment that does
 /// not occur in the prompt (quoted, with the prompt), no segments, a regex behaviour
 /// with fewer than 2 samples.
 pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
-    let segs = if cfg.segments.is_empty() {
-        sentences(&cfg.prompt)
+    // Segments by position: the prompt's sentences, or each marked span, which must
+    // occur exactly once.
+    let spans: Vec<(usize, usize)> = if cfg.segments.is_empty() {
+        sentence_spans(&cfg.prompt)
     } else {
-        cfg.segments.clone()
+        let mut v = Vec::new();
+        for s in &cfg.segments {
+            let hits: Vec<usize> = cfg.prompt.match_indices(s.as_str()).map(|m| m.0).collect();
+            match hits.as_slice() {
+                [] => {
+                    return Err(Error::Input(format!(
+                        "segment {s:?} does not occur in the prompt {:?}",
+                        cfg.prompt
+                    )))
+                }
+                [at] => v.push((*at, at + s.len())),
+                _ => {
+                    return Err(Error::Input(format!(
+                        "segment {s:?} occurs {} times in the prompt: mark a longer span that \
+                         occurs once",
+                        hits.len()
+                    )))
+                }
+            }
+        }
+        v
     };
+    let segs: Vec<String> = spans
+        .iter()
+        .map(|&(a, b)| cfg.prompt[a..b].to_string())
+        .collect();
     if segs.len() < 2 && cfg.segments.is_empty() {
         return Err(Error::Input(format!(
             "the prompt has {} sentence(s): give at least two, or mark the spans to test",
             segs.len()
         )));
     }
-    if let Behaviour::Regex { samples, .. } = &cfg.behaviour {
+    if let Behaviour::Regex {
+        samples,
+        temperature,
+        ..
+    } = &cfg.behaviour
+    {
+        if !(*temperature > 0.0) {
+            return Err(Error::Input(format!(
+                "a sampled behaviour needs temperature > 0, found {temperature}: greedy decoding \
+                 gives one continuation {samples} times (use --metric for an exact behaviour)"
+            )));
+        }
         if *samples < 2 {
             return Err(Error::Input(format!(
                 "expected at least 2 samples per variant, found {samples}"
@@ -311,14 +370,8 @@ pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
     }
     // (segment, variant text) pairs: one per segment, or one per alternative.
     let mut variants: Vec<(usize, String)> = Vec::new();
-    for (si, s) in segs.iter().enumerate() {
-        let at = cfg.prompt.find(s.as_str()).ok_or_else(|| {
-            Error::Input(format!(
-                "segment {s:?} does not occur in the prompt {:?}",
-                cfg.prompt
-            ))
-        })?;
-        let (before, after) = (&cfg.prompt[..at], &cfg.prompt[at + s.len()..]);
+    for (si, &(at, end)) in spans.iter().enumerate() {
+        let (before, after) = (&cfg.prompt[..at], &cfg.prompt[end..]);
         let v = match &cfg.replacement {
             Replacement::Remove => {
                 // Drop one adjacent space so no double space is left behind.
@@ -358,28 +411,43 @@ pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
         .iter()
         .enumerate()
         .map(|(k, s)| {
-            // This segment's variants, pooled.
             let mine: Vec<usize> = (0..variants.len())
                 .filter(|&i| variants[i].0 == k)
                 .collect();
             let value = mean(&mine.iter().map(|&i| m[1 + i].value).collect::<Vec<_>>());
-            let samples: Vec<f64> = mine
-                .iter()
-                .flat_map(|&i| m[1 + i].samples.clone())
+            // Sample j of each alternative, averaged: paired with the original's sample j
+            // (the same seed).
+            let n = original.samples.len();
+            let paired: Vec<f64> = (0..n)
+                .map(|j| {
+                    mean(
+                        &mine
+                            .iter()
+                            .map(|&i| m[1 + i].samples[j])
+                            .collect::<Vec<_>>(),
+                    )
+                })
                 .collect();
-            let sampled = !samples.is_empty();
-            let seed = cfg.seed ^ k as u64;
+            let sampled = n > 0;
+            let seed = cfg.seed ^ (k as u64).wrapping_mul(0x9E37_79B9);
             SegmentEffect {
                 segment: s.clone(),
                 variant: variants[mine[0]].1.clone(),
                 value,
                 effect: value - original.value,
-                ci: sampled.then(|| diff_ci(&original.samples, &samples, cfg.resamples, seed)),
+                ci: sampled.then(|| paired_ci(&original.samples, &paired, cfg.resamples, seed)),
                 p_value: sampled
-                    .then(|| permutation_p(&original.samples, &samples, cfg.resamples, seed)),
+                    .then(|| sign_flip_p(&original.samples, &paired, cfg.resamples, seed)),
+                p_holm: None,
             }
         })
         .collect();
+    if !out.is_empty() && out.iter().all(|e| e.p_value.is_some()) {
+        let p: Vec<f64> = out.iter().map(|e| e.p_value.unwrap_or(1.0)).collect();
+        for (e, h) in out.iter_mut().zip(holm(&p)) {
+            e.p_holm = Some(h);
+        }
+    }
     out.sort_by(|a, b| b.effect.abs().total_cmp(&a.effect.abs()));
     Ok(SegmentsResult {
         behaviour: cfg.behaviour.describe(),
@@ -403,7 +471,7 @@ pub struct Boundary {
 pub struct ResampleResult {
     pub behaviour: String,
     pub boundaries: Vec<Boundary>,
-    /// The sentence after which the rate rose most, and by how much.
+    /// The sentence after which the rate changed most, and by how much (signed).
     pub commits_at: Option<(usize, f64)>,
 }
 
@@ -424,7 +492,11 @@ pub fn resample(
             "resampling measures sampled continuations: give a regex behaviour".into(),
         ));
     }
-    let sents = sentences(answer);
+    let spans = sentence_spans(answer);
+    let sents: Vec<String> = spans
+        .iter()
+        .map(|&(a, b)| answer[a..b].to_string())
+        .collect();
     if sents.is_empty() {
         return Err(Error::Input(
             "the answer is empty: nothing to resample from".into(),
@@ -433,10 +505,11 @@ pub fn resample(
     let mut ids = Vec::new();
     let mut prefixes = Vec::new();
     for k in 0..=sents.len() {
+        // The answer verbatim up to the end of sentence k (its line breaks kept).
         let prefix = if k == 0 {
             String::new()
         } else {
-            format!("{} ", sents[..k].join(" "))
+            format!("{} ", &answer[..spans[k - 1].1])
         };
         let msgs = [ChatMessage::new("user", prompt)];
         let mut p = model.tokenizer.build_input(&Prompt::chat(&msgs), rule)?.ids;
@@ -462,7 +535,7 @@ pub fn resample(
     let commits_at = boundaries
         .windows(2)
         .map(|w| (w[1].sentences, w[1].rate - w[0].rate))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()));
     Ok(ResampleResult {
         behaviour: behaviour.describe(),
         boundaries,
