@@ -1,0 +1,308 @@
+//! The Python module `pragma_interp._native`: pragma's hooked models with numpy in and
+//! out. Conversion only; the work is in `pragma_model`. The GIL is released during
+//! loading and forward passes; errors become `PragmaError` with pragma's message.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+use numpy::{PyArray1, PyArrayMethods};
+use pragma_model::generate::{generate_one, GenerateOptions, Sampling};
+use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::input::{InputRule, Prompt};
+use pragma_model::llama::{Batch, Logits};
+use pragma_model::tokenizer::ChatMessage;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+create_exception!(
+    _native,
+    PragmaError,
+    PyException,
+    "An error from pragma, with its message."
+);
+
+fn err(e: impl std::fmt::Display) -> PyErr {
+    PragmaError::new_err(e.to_string())
+}
+
+/// A tensor as a float32 numpy array of the same shape (one copy).
+fn to_numpy<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let shape = t.dims().to_vec();
+    let v: Vec<f32> = t
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .map_err(err)?;
+    Ok(PyArray1::from_vec(py, v).reshape(shape)?.into_any())
+}
+
+/// Activations by TransformerLens hook name, numpy float32, batch axis first.
+#[pyclass(module = "pragma_interp._native")]
+struct ActivationCache {
+    names: Vec<String>,
+    arrays: Vec<Py<PyAny>>,
+}
+
+impl ActivationCache {
+    fn find(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+}
+
+#[pymethods]
+impl ActivationCache {
+    /// `cache["blocks.5.hook_resid_post"]` or `cache["resid_post", 5]` (TransformerLens'
+    /// short names: `resid_pre`, `attn_out`, `pattern`, `z`, `q`, `post`, ...).
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let name: String = if let Ok(t) = key.downcast::<PyTuple>() {
+            let short: String = t.get_item(0)?.extract()?;
+            let layer: i64 = t.get_item(1)?.extract()?;
+            let candidates = [
+                format!("blocks.{layer}.hook_{short}"),
+                format!("blocks.{layer}.attn.hook_{short}"),
+                format!("blocks.{layer}.mlp.hook_{short}"),
+                format!("blocks.{layer}.ln1.hook_{short}"),
+                format!("blocks.{layer}.ln2.hook_{short}"),
+            ];
+            candidates
+                .into_iter()
+                .find(|c| self.find(c).is_some())
+                .ok_or_else(|| {
+                    pyo3::exceptions::PyKeyError::new_err(format!(
+                        "no cached activation for ({short:?}, {layer})"
+                    ))
+                })?
+        } else {
+            key.extract()?
+        };
+        match self.find(&name) {
+            Some(i) => Ok(self.arrays[i].clone_ref(py)),
+            None => Err(pyo3::exceptions::PyKeyError::new_err(format!(
+                "{name:?} is not in this cache ({} names; e.g. {:?}); pass it in names_filter",
+                self.names.len(),
+                self.names.iter().take(3).collect::<Vec<_>>()
+            ))),
+        }
+    }
+
+    fn __contains__(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
+    fn __len__(&self) -> usize {
+        self.names.len()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.names.clone()
+    }
+}
+
+/// A hooked model: a .gguf file, a Hugging Face folder or a built-in name.
+#[pyclass(module = "pragma_interp._native")]
+struct Model {
+    inner: Arc<pragma_model::Model>,
+}
+
+impl Model {
+    fn ids(&self, input: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+        if let Ok(text) = input.extract::<String>() {
+            return self.to_tokens(&text, true);
+        }
+        let ids: Vec<u32> = input
+            .extract()
+            .map_err(|_| PragmaError::new_err("input: expected a string or a list of token ids"))?;
+        let vocab = self.inner.cfg().vocab_size;
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(err(format!(
+                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
+            )));
+        }
+        Ok(ids)
+    }
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    fn new(py: Python<'_>, spec: &str) -> PyResult<Self> {
+        let spec = spec.to_string();
+        let m = py
+            .allow_threads(|| pragma_model::Model::load(&spec, &mut |m| eprintln!("{m}")))
+            .map_err(err)?;
+        Ok(Model { inner: Arc::new(m) })
+    }
+
+    /// Sizes: n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab, n_ctx.
+    #[getter]
+    fn cfg<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.cfg();
+        let d = PyDict::new(py);
+        d.set_item("n_layers", c.n_layers)?;
+        d.set_item("d_model", c.d_model)?;
+        d.set_item("n_heads", c.n_heads)?;
+        d.set_item("n_kv_heads", c.n_kv_heads)?;
+        d.set_item("d_head", c.d_head)?;
+        d.set_item("d_mlp", c.d_mlp)?;
+        d.set_item("d_vocab", c.vocab_size)?;
+        d.set_item("n_ctx", c.context_length)?;
+        Ok(d)
+    }
+
+    /// Token ids as pragma builds them (BOS first unless `prepend_bos=False`).
+    #[pyo3(signature = (text, prepend_bos = true))]
+    fn to_tokens(&self, text: &str, prepend_bos: bool) -> PyResult<Vec<u32>> {
+        let rule = InputRule {
+            bos: prepend_bos,
+            ..InputRule::default()
+        };
+        Ok(self
+            .inner
+            .tokenizer
+            .build_input(&Prompt::Text(text), rule)
+            .map_err(err)?
+            .ids)
+    }
+
+    fn to_string(&self, ids: Vec<u32>) -> PyResult<String> {
+        self.inner.tokenizer.decode(&ids).map_err(err)
+    }
+
+    /// Token ids of `[{"role": ..., "content": ...}]` in the model's chat template.
+    #[pyo3(signature = (messages, add_generation_prompt = true))]
+    fn apply_chat_template(
+        &self,
+        messages: &Bound<'_, PyList>,
+        add_generation_prompt: bool,
+    ) -> PyResult<Vec<u32>> {
+        let mut msgs = Vec::new();
+        for m in messages.iter() {
+            let role: String = m.get_item("role")?.extract()?;
+            let content: String = m.get_item("content")?.extract()?;
+            msgs.push(ChatMessage::new(&role, &content));
+        }
+        let prompt = Prompt::Chat {
+            messages: &msgs,
+            add_generation_prompt,
+        };
+        Ok(self
+            .inner
+            .tokenizer
+            .build_input(&prompt, InputRule::default())
+            .map_err(err)?
+            .ids)
+    }
+
+    /// Every hook point of this model, TransformerLens names.
+    fn hook_names(&self) -> Vec<String> {
+        HookPoint::all_for(self.inner.cfg())
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    /// Logits `[1, pos, d_vocab]` and an ActivationCache of `names_filter` (hook names or
+    /// wildcard patterns such as `blocks.*.hook_resid_post`; default: every hook).
+    #[pyo3(signature = (input, names_filter = None))]
+    fn run_with_cache<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        names_filter: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyAny>, ActivationCache)> {
+        let ids = self.ids(input)?;
+        let n_layers = self.inner.cfg().n_layers;
+        let points: Vec<HookPoint> = match names_filter {
+            None => HookPoint::all_for(self.inner.cfg()),
+            Some(f) => {
+                let pats: Vec<String> = match f.extract::<String>() {
+                    Ok(s) => vec![s],
+                    Err(_) => f.extract()?,
+                };
+                let mut pts = Vec::new();
+                for p in &pats {
+                    for h in HookPoint::resolve_pattern(p, n_layers).map_err(err)? {
+                        if !pts.contains(&h) {
+                            pts.push(h);
+                        }
+                    }
+                }
+                pts
+            }
+        };
+        let mut hooks = Hooks::new();
+        for p in &points {
+            hooks.capture(*p);
+        }
+        let model = self.inner.clone();
+        let (logits, cache) = py
+            .allow_threads(move || {
+                let batch = Batch::single(&ids, model.device())?;
+                model.transformer.forward(&batch, &hooks, Logits::All)
+            })
+            .map_err(err)?;
+        let logits = logits.ok_or_else(|| err("no logits"))?;
+        let mut names = Vec::with_capacity(points.len());
+        let mut arrays = Vec::with_capacity(points.len());
+        for p in &points {
+            let t = cache.get(*p).map_err(err)?;
+            names.push(p.to_string());
+            arrays.push(to_numpy(py, &t)?.unbind());
+        }
+        Ok((to_numpy(py, &logits)?, ActivationCache { names, arrays }))
+    }
+
+    /// Greedy (temperature 0) or sampled continuation of `prompt` (a user message in the
+    /// chat template with `chat=True`), as text.
+    #[pyo3(signature = (prompt, max_tokens = 32, temperature = 0.0, seed = 0, chat = false))]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: &str,
+        max_tokens: usize,
+        temperature: f64,
+        seed: u64,
+        chat: bool,
+    ) -> PyResult<String> {
+        let ids = if chat {
+            let msgs = [ChatMessage::new("user", prompt)];
+            self.inner
+                .tokenizer
+                .build_input(&Prompt::chat(&msgs), InputRule::default())
+                .map_err(err)?
+                .ids
+        } else {
+            self.to_tokens(prompt, true)?
+        };
+        let model = self.inner.clone();
+        let opts = GenerateOptions {
+            max_tokens,
+            sampling: Sampling {
+                temperature,
+                seed,
+                ..Sampling::default()
+            },
+            stop_tokens: model.tokenizer.info.stop_tokens.clone(),
+        };
+        let (tokens, _) = py
+            .allow_threads(move || {
+                generate_one(&model.transformer, &ids, 0, &opts, &Hooks::new(), |_, _| {
+                    true
+                })
+            })
+            .map_err(err)?;
+        let stop = &self.inner.tokenizer.info.stop_tokens;
+        let kept: Vec<u32> = tokens.into_iter().filter(|t| !stop.contains(t)).collect();
+        self.inner.tokenizer.decode(&kept).map_err(err)
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<ActivationCache>()?;
+    m.add("PragmaError", m.py().get_type::<PragmaError>())?;
+    Ok(())
+}
