@@ -5,10 +5,12 @@
     logits, cache = m.run_with_cache("The cat sat on the mat")
     cache["blocks.5.hook_resid_post"]              # numpy float32 [1, pos, d_model]
     cache["resid_post", 5]                         # the same
+    steer = pragma.add("blocks.10.hook_resid_post", vector, scale=4.0)   # vector: numpy [d_model]
+    m.generate("Tell me about your day.", chat=True, hooks=[steer])   # hooks per call, no global state
 
 Everything runs in pragma's Rust libraries; this package only converts to and from numpy.
 """
 
-from ._native import ActivationCache, Model, PragmaError
+from ._native import ActivationCache, Hook, Model, PragmaError, ablate, add, replace, zero
 
-__all__ = ["Model", "ActivationCache", "PragmaError"]
+__all__ = ["Model", "ActivationCache", "PragmaError", "Hook", "add", "ablate", "zero", "replace"]

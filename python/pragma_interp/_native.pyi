@@ -6,6 +6,18 @@ import numpy.typing as npt
 class PragmaError(Exception):
     """An error from pragma, with its message (bad model path, unknown hook name, ...)."""
 
+class Hook:
+    """One intervention for one call (from add, ablate, zero, replace)."""
+
+def add(name: str, vector: npt.ArrayLike, scale: float = 1.0, positions: str = "all") -> Hook:
+    """`x += scale * vector` at hook `name` (a steering vector is `[d_model]`).
+    positions: `all`, `last`, `generated`, `from:N`, `N..M` or `N`."""
+def ablate(name: str, direction: npt.ArrayLike, positions: str = "all") -> Hook:
+    """Remove the component along `direction`: `x -= (x . u) u`, u normalised."""
+def zero(name: str, positions: str = "all") -> Hook: ...
+def replace(name: str, value: npt.ArrayLike, positions: str = "all") -> Hook:
+    """Set the activation to `value` (broadcast over positions, e.g. a mean activation)."""
+
 class ActivationCache:
     """Activations by TransformerLens hook name, numpy float32, batch axis first."""
 
@@ -34,6 +46,7 @@ class Model:
         self,
         input: Union[str, Sequence[int]],
         names_filter: Optional[Union[str, Sequence[str]]] = None,
+        hooks: Optional[Sequence[Hook]] = None,
     ) -> tuple[npt.NDArray[np.float32], ActivationCache]:
         """Logits `[1, pos, d_vocab]` and the activations at `names_filter` (hook names
         or wildcard patterns such as `blocks.*.hook_resid_post`; default: every hook)."""
@@ -44,4 +57,5 @@ class Model:
         temperature: float = 0.0,
         seed: int = 0,
         chat: bool = False,
+        hooks: Optional[Sequence[Hook]] = None,
     ) -> str: ...

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 use numpy::{PyArray1, PyArrayMethods};
 use pragma_model::generate::{generate_one, GenerateOptions, Sampling};
-use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::hooks::{Action, HookPoint, Hooks, Positions};
 use pragma_model::input::{InputRule, Prompt};
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::tokenizer::ChatMessage;
@@ -36,6 +36,109 @@ fn to_numpy<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
         .and_then(|t| t.to_vec1())
         .map_err(err)?;
     Ok(PyArray1::from_vec(py, v).reshape(shape)?.into_any())
+}
+
+/// One intervention for one call: built by `add`, `ablate`, `zero` or `replace`, passed
+/// in a call's `hooks=[...]` (no global state).
+#[pyclass(module = "pragma_interp._native", frozen)]
+#[derive(Clone)]
+struct Hook {
+    name: String,
+    kind: &'static str,
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    scale: f32,
+    positions: String,
+}
+
+#[pymethods]
+impl Hook {
+    fn __repr__(&self) -> String {
+        format!(
+            "pragma_interp.{}({:?}, shape={:?}, scale={}, positions={:?})",
+            self.kind, self.name, self.shape, self.scale, self.positions
+        )
+    }
+}
+
+fn array(values: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, Vec<usize>)> {
+    let a = values
+        .call_method1("astype", ("float32",))
+        .map_err(|_| PragmaError::new_err("expected a numpy array"))?;
+    let shape: Vec<usize> = a.getattr("shape")?.extract()?;
+    let flat: Vec<f32> = a.call_method0("ravel")?.call_method0("tolist")?.extract()?;
+    Ok((flat, shape))
+}
+
+fn hook(
+    name: &str,
+    kind: &'static str,
+    v: (Vec<f32>, Vec<usize>),
+    scale: f32,
+    positions: &str,
+) -> Hook {
+    Hook {
+        name: name.into(),
+        kind,
+        values: v.0,
+        shape: v.1,
+        scale,
+        positions: positions.into(),
+    }
+}
+
+/// `x += scale * vector` at hook `name` (e.g. a steering vector `[d_model]`), at
+/// `positions` (`all`, `last`, `generated`, `from:N`, `N..M`, `N`).
+#[pyfunction]
+#[pyo3(signature = (name, vector, scale = 1.0, positions = "all"))]
+fn add(name: &str, vector: &Bound<'_, PyAny>, scale: f32, positions: &str) -> PyResult<Hook> {
+    Ok(hook(name, "add", array(vector)?, scale, positions))
+}
+
+/// Remove the component along `direction` (normalised): `x -= (x . u) u`.
+#[pyfunction]
+#[pyo3(signature = (name, direction, positions = "all"))]
+fn ablate(name: &str, direction: &Bound<'_, PyAny>, positions: &str) -> PyResult<Hook> {
+    Ok(hook(name, "ablate", array(direction)?, 1.0, positions))
+}
+
+/// Set the activation at hook `name` to zero.
+#[pyfunction]
+#[pyo3(signature = (name, positions = "all"))]
+fn zero(name: &str, positions: &str) -> Hook {
+    hook(name, "zero", (vec![], vec![]), 1.0, positions)
+}
+
+/// Set the activation at hook `name` to `value` (broadcast over positions, e.g. a mean).
+#[pyfunction]
+#[pyo3(signature = (name, value, positions = "all"))]
+fn replace(name: &str, value: &Bound<'_, PyAny>, positions: &str) -> PyResult<Hook> {
+    Ok(hook(name, "replace", array(value)?, 1.0, positions))
+}
+
+/// The interventions of a call, in order; bad names or positions are errors.
+fn build_hooks(model: &pragma_model::Model, specs: &[Hook]) -> PyResult<Hooks> {
+    let n_layers = model.cfg().n_layers;
+    let mut hooks = Hooks::new();
+    for h in specs {
+        let point = HookPoint::parse(&h.name, n_layers).map_err(err)?;
+        let positions = Positions::parse(&h.positions).map_err(err)?;
+        let tensor =
+            || Tensor::from_vec(h.values.clone(), h.shape.clone(), model.device()).map_err(err);
+        let action = match h.kind {
+            "add" => Action::Add {
+                vector: tensor()?,
+                scale: h.scale,
+            },
+            "ablate" => Action::ProjectOut {
+                direction: tensor()?,
+            },
+            "replace" => Action::Replace { value: tensor()? },
+            _ => Action::Zero,
+        };
+        hooks.push(point, action, positions);
+    }
+    Ok(hooks)
 }
 
 /// Activations by TransformerLens hook name, numpy float32, batch axis first.
@@ -205,12 +308,13 @@ impl Model {
 
     /// Logits `[1, pos, d_vocab]` and an ActivationCache of `names_filter` (hook names or
     /// wildcard patterns such as `blocks.*.hook_resid_post`; default: every hook).
-    #[pyo3(signature = (input, names_filter = None))]
+    #[pyo3(signature = (input, names_filter = None, hooks = None))]
     fn run_with_cache<'py>(
         &self,
         py: Python<'py>,
         input: &Bound<'py, PyAny>,
         names_filter: Option<&Bound<'py, PyAny>>,
+        hooks: Option<Vec<Hook>>,
     ) -> PyResult<(Bound<'py, PyAny>, ActivationCache)> {
         let ids = self.ids(input)?;
         let n_layers = self.inner.cfg().n_layers;
@@ -232,7 +336,8 @@ impl Model {
                 pts
             }
         };
-        let mut hooks = Hooks::new();
+        // Interventions first, so a capture at the same hook sees their result.
+        let mut hooks = build_hooks(&self.inner, hooks.as_deref().unwrap_or(&[]))?;
         for p in &points {
             hooks.capture(*p);
         }
@@ -256,7 +361,8 @@ impl Model {
 
     /// Greedy (temperature 0) or sampled continuation of `prompt` (a user message in the
     /// chat template with `chat=True`), as text.
-    #[pyo3(signature = (prompt, max_tokens = 32, temperature = 0.0, seed = 0, chat = false))]
+    #[pyo3(signature = (prompt, max_tokens = 32, temperature = 0.0, seed = 0, chat = false, hooks = None))]
+    #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
         py: Python<'_>,
@@ -265,7 +371,9 @@ impl Model {
         temperature: f64,
         seed: u64,
         chat: bool,
+        hooks: Option<Vec<Hook>>,
     ) -> PyResult<String> {
+        let hooks = build_hooks(&self.inner, hooks.as_deref().unwrap_or(&[]))?;
         let ids = if chat {
             let msgs = [ChatMessage::new("user", prompt)];
             self.inner
@@ -288,9 +396,7 @@ impl Model {
         };
         let (tokens, _) = py
             .allow_threads(move || {
-                generate_one(&model.transformer, &ids, 0, &opts, &Hooks::new(), |_, _| {
-                    true
-                })
+                generate_one(&model.transformer, &ids, 0, &opts, &hooks, |_, _| true)
             })
             .map_err(err)?;
         let stop = &self.inner.tokenizer.info.stop_tokens;
@@ -303,6 +409,11 @@ impl Model {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<ActivationCache>()?;
+    m.add_class::<Hook>()?;
+    m.add_function(wrap_pyfunction!(add, m)?)?;
+    m.add_function(wrap_pyfunction!(ablate, m)?)?;
+    m.add_function(wrap_pyfunction!(zero, m)?)?;
+    m.add_function(wrap_pyfunction!(replace, m)?)?;
     m.add("PragmaError", m.py().get_type::<PragmaError>())?;
     Ok(())
 }

@@ -70,3 +70,29 @@ def test_generate_is_greedy_and_repeatable(model):
     a = model.generate("Tell me about your day.", max_tokens=12, chat=True)
     assert a == model.generate("Tell me about your day.", max_tokens=12, chat=True)
     assert a.startswith("It's a typical Monday")
+
+
+def test_interventions_act_for_one_call_only(model):
+    d = model.cfg["d_model"]
+    v = np.linspace(-1, 1, d).astype(np.float32)
+    name = "blocks.3.hook_resid_post"
+    _, plain = model.run_with_cache("The cat sat on the mat", names_filter=[name, "blocks.4.hook_resid_pre"])
+    _, steered = model.run_with_cache(
+        "The cat sat on the mat", names_filter=[name], hooks=[pragma.add(name, v, scale=2.0, positions="from:1")]
+    )
+    diff = steered[name] - plain[name]
+    assert np.allclose(diff[0, 1:], 2.0 * v, atol=1e-4) and np.allclose(diff[0, 0], 0.0)
+    # The next call, without hooks, is plain again (nothing global).
+    _, again = model.run_with_cache("The cat sat on the mat", names_filter=[name])
+    assert np.array_equal(again[name], plain[name])
+    _, zeroed = model.run_with_cache("The cat sat", names_filter=[name], hooks=[pragma.zero(name)])
+    assert not zeroed[name].any()
+    u = v / np.linalg.norm(v)
+    _, abl = model.run_with_cache("The cat sat", names_filter=[name], hooks=[pragma.ablate(name, v)])
+    assert np.abs(abl[name][0] @ u).max() < 1e-3
+    # Steering changes generation; a bad hook name is a PragmaError.
+    plain_text = model.generate("Tell me about your day.", max_tokens=12, chat=True)
+    steer = pragma.add("blocks.10.hook_resid_post", v * 8, positions="all")
+    assert model.generate("Tell me about your day.", max_tokens=12, chat=True, hooks=[steer]) != plain_text
+    with pytest.raises(pragma.PragmaError, match="unknown hook point"):
+        model.run_with_cache("x", hooks=[pragma.zero("blocks.3.hook_nope")])
