@@ -243,7 +243,7 @@ pub fn cmd_lens(a: LensArgs) -> Result<()> {
     }
     println!(
         "logit lens at the last position ({:?}):",
-        lens.tokens.last()
+        lens.tokens.last().map(String::as_str).unwrap_or("")
     );
     for l in &lens.layers {
         let top: Vec<String> = l.top.iter().map(|(t, p)| format!("{t:?} {p:.2}")).collect();
@@ -354,6 +354,7 @@ pub struct CounterfactualArgs {
     /// Render each variant as a user message in the chat template.
     #[arg(long)]
     chat: bool,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[arg(long, default_value = DEFAULT_MODEL)]
@@ -405,7 +406,11 @@ pub fn cmd_counterfactual(a: CounterfactualArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}: {:.3} on the whole prompt", r.behaviour, r.original);
-    println!("segments by effect (removing it changes the behaviour by):");
+    let how = match &cfg.replacement {
+        counterfactual::Replacement::Remove => "removing it",
+        _ => "replacing it",
+    };
+    println!("segments by effect ({how} changes the behaviour by):");
     for s in &r.segments {
         let stats = match (s.ci, s.p_value) {
             (Some((lo, hi)), Some(p)) => {
@@ -432,6 +437,7 @@ pub struct ResampleArgs {
     answer: String,
     #[command(flatten)]
     behaviour: BehaviourArgs,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[arg(long, default_value = DEFAULT_MODEL)]
@@ -457,13 +463,17 @@ pub fn cmd_resample(a: ResampleArgs) -> Result<()> {
     }
     println!("{} after each sentence of the answer:", r.behaviour);
     for b in &r.boundaries {
+        let kept = match b.sentences {
+            0 => "no sentence kept".to_string(),
+            k => format!("after sentence {k}"),
+        };
         println!(
-            "  {:>2} sentences  {:.3}  95% CI [{:.3}, {:.3}]  {:?}",
-            b.sentences, b.rate, b.ci.0, b.ci.1, b.last_sentence
+            "  {kept:<18}  {:.3}  95% CI [{:.3}, {:.3}]  {:?}",
+            b.rate, b.ci.0, b.ci.1, b.last_sentence
         );
     }
     if let Some((k, jump)) = r.commits_at {
-        println!("largest rise: {jump:+.3} after sentence {k}");
+        println!("largest change: {jump:+.3} after sentence {k}");
     }
     Ok(())
 }

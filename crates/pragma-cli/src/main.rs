@@ -116,7 +116,9 @@ enum Command {
     /// sampled continuations with bootstrap CIs and a permutation test), ranked by effect.
     Counterfactual(investigate_cmd::CounterfactualArgs),
     /// From each sentence boundary of a model's answer, resample continuations and
-    /// report how the behaviour's rate changes: where the model commits.
+    /// report how the behaviour's rate changes: where the model commits. Needs --regex,
+    /// matched against the answer kept so far plus each continuation (so once the kept
+    /// text matches, the rate is 1).
     Resample(investigate_cmd::ResampleArgs),
 }
 
