@@ -257,27 +257,7 @@ pub fn attribution_patch(model: &Model, cfg: &PatchConfig) -> Result<PatchResult
         PatchDirection::Noise => (&clean, &corrupt, clean_metric),
     };
     let n_layers = model.cfg().n_layers;
-    let ct: Vec<String> = cfg
-        .clean
-        .iter()
-        .map(|&i| model.tokenizer.token_str(i))
-        .collect();
-    let xt: Vec<String> = cfg
-        .corrupt
-        .iter()
-        .map(|&i| model.tokenizer.token_str(i))
-        .collect();
-    let labels: Vec<String> = ct
-        .iter()
-        .zip(&xt)
-        .map(|(c, x)| {
-            if c == x {
-                c.clone()
-            } else {
-                format!("{c}/{x}")
-            }
-        })
-        .collect();
+    let (ct, xt, labels) = super::patching::position_labels(model, &cfg.clean, &cfg.corrupt);
     let mut grids = Vec::new();
     for site in &cfg.sites {
         let k = site_index(*site);

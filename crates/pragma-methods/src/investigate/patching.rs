@@ -259,19 +259,7 @@ pub fn patch(
         done += chunk.len();
         progress(done, jobs.len());
     }
-    // Position labels: the token, or `clean/corrupt` where the prompts differ.
-    let (ct, xt) = (tokens(model, &cfg.clean), tokens(model, &cfg.corrupt));
-    let base_tokens: Vec<String> = ct
-        .iter()
-        .zip(&xt)
-        .map(|(c, x)| {
-            if c == x {
-                c.clone()
-            } else {
-                format!("{c}/{x}")
-            }
-        })
-        .collect();
+    let (ct, xt, base_tokens) = position_labels(model, &cfg.clean, &cfg.corrupt);
     let grids = cfg
         .sites
         .iter()
@@ -294,8 +282,8 @@ pub fn patch(
     Ok(PatchResult {
         direction: cfg.direction,
         metric: cfg.metric.clone(),
-        clean_tokens: tokens(model, &cfg.clean),
-        corrupt_tokens: tokens(model, &cfg.corrupt),
+        clean_tokens: ct,
+        corrupt_tokens: xt,
         clean_metric,
         corrupt_metric,
         grids,
@@ -336,6 +324,28 @@ fn patch_hook(site: PatchSite, job: &Job, src: &Tensor, n_heads: usize) -> Resul
         }
     }
     Ok(h)
+}
+
+/// The clean and corrupt tokens, and a label per position: the token, or
+/// `clean/corrupt` where the prompts differ.
+pub(crate) fn position_labels(
+    model: &Model,
+    clean: &[u32],
+    corrupt: &[u32],
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (ct, xt) = (tokens(model, clean), tokens(model, corrupt));
+    let labels = ct
+        .iter()
+        .zip(&xt)
+        .map(|(c, x)| {
+            if c == x {
+                c.clone()
+            } else {
+                format!("{c}/{x}")
+            }
+        })
+        .collect();
+    (ct, xt, labels)
 }
 
 fn tokens(model: &Model, ids: &[u32]) -> Vec<String> {

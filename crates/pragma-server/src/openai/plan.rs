@@ -143,14 +143,7 @@ pub(super) fn plan(
                     "pragma.steer.vector",
                 )
             })?;
-            let op = Operator::parse(&s.op)
-                .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
-            let positions = Positions::parse(&s.positions).map_err(|e| {
-                ApiError::param(
-                    format!("pragma.steer.positions: {e}"),
-                    "pragma.steer.positions",
-                )
-            })?;
+            let (op, positions) = op_and_positions(s)?;
             let h = v
                 .hooks(&api.model, op, s.scale, s.layers.as_deref(), positions)
                 .map_err(|e| ApiError::param(format!("pragma.steer: {e}"), "pragma.steer"))?;
@@ -327,14 +320,7 @@ fn sae_steer(api: &OpenAi, spec: &str, s: &SteerSpec) -> Result<Hooks, ApiError>
         ));
     }
     let point = sae_point(api, &name, &sae, field)?;
-    let op = Operator::parse(&s.op)
-        .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
-    let positions = Positions::parse(&s.positions).map_err(|e| {
-        ApiError::param(
-            format!("pragma.steer.positions: {e}"),
-            "pragma.steer.positions",
-        )
-    })?;
+    let (op, positions) = op_and_positions(s)?;
     let dir = sae
         .w_dec
         .get(latent)
@@ -348,4 +334,17 @@ fn sae_steer(api: &OpenAi, spec: &str, s: &SteerSpec) -> Result<Hooks, ApiError>
         h.add(point, dir, s.scale, positions);
     }
     Ok(h)
+}
+
+/// A steer entry's `op` and `positions`, parsed; 400s naming the field.
+fn op_and_positions(s: &SteerSpec) -> Result<(Operator, Positions), ApiError> {
+    let op = Operator::parse(&s.op)
+        .map_err(|e| ApiError::param(format!("pragma.steer.op: {e}"), "pragma.steer.op"))?;
+    let positions = Positions::parse(&s.positions).map_err(|e| {
+        ApiError::param(
+            format!("pragma.steer.positions: {e}"),
+            "pragma.steer.positions",
+        )
+    })?;
+    Ok((op, positions))
 }
