@@ -533,6 +533,35 @@ pub fn fit_logistic_cv(
     (m, st, c)
 }
 
+/// The whole sweep from text: read `cfg.layers`' activations for every example (one
+/// forward each, [`features`]), then [`sweep`]. `progress` gets one-line messages. What
+/// `pragma probe train` and the Python `Probe.train` run (the CLI can also reuse saved or
+/// stored features and call [`sweep`] itself).
+pub fn train(
+    model: &Model,
+    ds: &Dataset,
+    cfg: &ProbeConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<SweepOutput> {
+    let t = std::time::Instant::now();
+    let feats = features(
+        model,
+        ds,
+        &cfg.site,
+        &cfg.layers,
+        cfg.position,
+        cfg.input,
+        &mut |_| {},
+    )?;
+    let secs = t.elapsed().as_secs_f64();
+    progress(&format!(
+        "activations for {} texts x {} layers in {secs:.1}s",
+        ds.examples.len(),
+        cfg.layers.len()
+    ));
+    sweep(model, ds, &feats, cfg, secs, progress)
+}
+
 /// Train and evaluate probes for every layer, with baselines. `feats` are the per-layer
 /// activations from [`features`] (in `cfg.layers` order).
 pub fn sweep(

@@ -321,6 +321,11 @@ pub struct TrainResult {
 pub trait Progress {
     fn start(&mut self, _total_steps: u64, _resumed: u64) {}
     fn step(&mut self, _line: &LogLine) {}
+    /// Asked after every step: `true` saves a checkpoint and stops with an error that
+    /// says how to resume (e.g. Ctrl-C in Python).
+    fn interrupted(&mut self) -> bool {
+        false
+    }
 }
 
 impl Progress for () {}
@@ -588,10 +593,18 @@ pub fn train(
                 state.step - resumed
             )));
         }
-        if state.step % cfg.checkpoint_every.max(1) == 0 || state.step == total {
+        let interrupted = progress.interrupted();
+        if interrupted || state.step % cfg.checkpoint_every.max(1) == 0 || state.step == total {
             // The log first: a kill between the two leaves extra lines, which a resume drops.
             pragma_model::io::write_atomic(&log_path, (log.join("\n") + "\n").as_bytes())?;
             save_checkpoint(&out.join(CHECKPOINT), &state)?;
+        }
+        if interrupted {
+            return Err(Error::Input(format!(
+                "interrupted at step {} of {total}; the checkpoint in {} resumes it (train again with the same output folder)",
+                state.step,
+                out.display()
+            )));
         }
     }
     // BatchTopK's inference threshold, recalibrated on the final weights: the mean over
