@@ -101,6 +101,12 @@ impl Store {
         })
     }
 
+    /// The store's folder.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.dir.clone()
+    }
+
     /// Rows (tokens) in the store.
     #[getter]
     fn n_tokens(&self) -> u64 {
