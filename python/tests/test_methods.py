@@ -170,3 +170,23 @@ def test_sae_train_equals_cli(store, cli, tmp_path):
     x = s.gather(hook, list(range(64)))
     assert np.array_equal(sae.encode(x), want.encode(x))
 
+
+
+def test_sae_splice_equals_cli_trace(model, store, cli, tmp_path):
+    """An SAE spliced in with a latent edit (`SAE.hook`) gives the logits `pragma trace
+    --sae DIR --sae-error --sae-add L:S` gives, bitwise; with the error term kept and no
+    edit the run is the plain one (within float error)."""
+    s, _ = store
+    hook = "blocks.6.hook_resid_post"
+    sae, _ = pragma.SAE.train(s, hook, tmp_path / "sae", architecture="topk", d_sae=256, k=8,
+                              tokens=2048, batch_tokens=512, seed=2)
+    prompt = "The weather today is lovely"
+    out = tmp_path / "trace.safetensors"
+    cli("trace", "--prompt", prompt, "--hooks", hook, "--logits", "--sae", str(tmp_path / "sae"),
+        "--sae-error", "--sae-add", "5:4", "-o", str(out))
+    want = load_file(str(out))["logits"]
+    got = model.run(prompt, hooks=[sae.hook(add={5: 4.0})])
+    assert np.array_equal(got, want)
+    plain = model.run(prompt)
+    assert not np.allclose(got, plain)
+    assert np.abs(model.run(prompt, hooks=[sae.hook()]) - plain).max() < 1e-3 * np.abs(plain).max()
