@@ -628,6 +628,8 @@ pub struct Sae {
 struct TrainProgress {
     every: u64,
     total: u64,
+    /// The KeyboardInterrupt (or other signal exception) that stopped training.
+    signal: Option<PyErr>,
 }
 
 impl sae_training::Progress for TrainProgress {
@@ -649,7 +651,10 @@ impl sae_training::Progress for TrainProgress {
     }
 
     fn interrupted(&mut self) -> bool {
-        Python::with_gil(|py| py.check_signals().is_err())
+        if let Err(e) = Python::with_gil(|py| py.check_signals()) {
+            self.signal = Some(e);
+        }
+        self.signal.is_some()
     }
 }
 
@@ -701,13 +706,23 @@ impl Sae {
         };
         let s = store.inner.clone();
         let hook = hook.to_string();
-        let (sae, result) = py
-            .allow_threads(move || {
-                let src = StoreHook::new(&s, &hook)?;
-                let mut p = TrainProgress { every: 1, total: 0 };
-                sae_training::train(&src, &cfg, &out, &mut p)
-            })
-            .map_err(err)?;
+        let mut p = TrainProgress {
+            every: 1,
+            total: 0,
+            signal: None,
+        };
+        let r = py.allow_threads(|| {
+            let src = StoreHook::new(&s, &hook)?;
+            sae_training::train(&src, &cfg, &out, &mut p)
+        });
+        let (sae, result) = match (r, p.signal.take()) {
+            (Err(e), Some(signal)) => {
+                // Ctrl-C: say where the checkpoint is, then raise KeyboardInterrupt.
+                eprintln!("{e}");
+                return Err(signal);
+            }
+            (r, _) => r.map_err(err)?,
+        };
         Ok((
             Sae {
                 inner: Arc::new(sae),

@@ -392,6 +392,40 @@ impl Model {
         Ok((to_numpy(py, &logits)?, cache))
     }
 
+    /// Seconds of the forward alone (inside Rust: no conversion to numpy) of
+    /// `run_with_cache(input, names_filter)`, the best of `reps`; for the overhead
+    /// benchmark (`scripts/bench/python_bindings.py`).
+    #[pyo3(signature = (input, names_filter = None, reps = 1))]
+    fn _forward_seconds(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        names_filter: Option<&Bound<'_, PyAny>>,
+        reps: usize,
+    ) -> PyResult<f64> {
+        let rows = self.rows(input, true)?;
+        let points = self.points(names_filter)?;
+        let mut hooks = Hooks::new();
+        for p in &points {
+            hooks.capture(*p);
+        }
+        let model = self.inner.clone();
+        py.allow_threads(move || {
+            let mut best = f64::INFINITY;
+            for _ in 0..reps.max(1) {
+                let t = std::time::Instant::now();
+                let batch = Batch::new(&rows, model.device())?;
+                let (_l, c) = model.transformer.forward(&batch, &hooks, Logits::All)?;
+                for p in &points {
+                    c.get(*p)?;
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            Ok::<_, pragma_model::Error>(best)
+        })
+        .map_err(err)
+    }
+
     /// A continuation of `prompt` (text, or ids; a user message in the chat template with
     /// `chat=True`): greedy at temperature 0, else sampled (`top_p`, `top_k`, `seed`).
     /// `steer` and `hooks` are Hook values applied while generating (`steer` first).

@@ -190,3 +190,48 @@ def test_sae_splice_equals_cli_trace(model, store, cli, tmp_path):
     plain = model.run(prompt)
     assert not np.allclose(got, plain)
     assert np.abs(model.run(prompt, hooks=[sae.hook()]) - plain).max() < 1e-3 * np.abs(plain).max()
+
+
+def test_ctrl_c_stops_sae_training_at_a_checkpoint_that_resumes(store, tmp_path):
+    """SIGINT during SAE.train raises KeyboardInterrupt after saving a checkpoint and says
+    so; training again with the same folder resumes from that step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    s, _ = store
+    out = tmp_path / "sae"
+    script = f"""
+import pragma_interp as pragma
+s = pragma.Store({str(s.path)!r})
+pragma.SAE.train(s, "blocks.6.hook_resid_post", {str(out)!r}, architecture="topk", d_sae=256, k=8,
+                 tokens=50_000_000, batch_tokens=512)
+"""
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    p = start()
+    deadline = time.time() + 120
+    while not (out / "log.jsonl").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert (out / "log.jsonl").exists(), p.communicate()[1][-2000:]
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    assert "interrupted at step" in err and "resumes it" in err, err[-2000:]
+    step = int(err.split("interrupted at step ")[1].split()[0])
+    assert step >= 50
+    # Again with the same folder: it resumes at that step (then we stop it).
+    p = start()
+    line = ""
+    deadline = time.time() + 120
+    while "resuming" not in line and time.time() < deadline:
+        line = p.stderr.readline()
+        if not line and p.poll() is not None:
+            break
+    p.kill()
+    p.communicate()
+    assert f"resuming at step {step} of" in line, line
