@@ -143,6 +143,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             shard_tokens: None,
             stop_after_shards: None,
             dry_run: true,
+            part: None,
         };
         let t = Instant::now();
         let fwd = pragma_store::writer::cache(&model, &opts, &mut ())?;

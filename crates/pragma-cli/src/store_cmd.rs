@@ -27,9 +27,18 @@ pub struct CacheArgs {
     /// Hook points to store, e.g. 'blocks.*.hook_resid_post' or 'blocks.6.hook_resid_post,blocks.6.mlp.hook_post'.
     #[arg(long, default_value = "blocks.*.hook_resid_post")]
     hooks: String,
-    /// Output folder (created; an interrupted run with the same settings resumes).
+    /// Output folder, or an object-store URL `s3://BUCKET/PREFIX` (any S3-compatible
+    /// service; endpoint and keys from AWS_ENDPOINT(_URL), AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, and AWS_ALLOW_HTTP=true for plain HTTP).
+    /// An interrupted run with the same settings resumes.
     #[arg(long, short)]
     out: PathBuf,
+    /// Write only part I of N of the store (0-based), for array jobs on a cluster:
+    /// `auto/N` takes I from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX (Kubernetes
+    /// Indexed Jobs) or PRAGMA_SHARD_INDEX. Parts write the shards a single run would,
+    /// byte for byte; `pragma store finalize OUT` merges them once all are done.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Context length: tokens per sequence at most.
     #[arg(long, default_value_t = 128)]
     ctx: usize,
@@ -64,10 +73,27 @@ pub struct CacheArgs {
 #[derive(Subcommand)]
 pub enum StoreCommand {
     /// Summarise a store: model, hooks, tokens, shards, bytes; --verify checks checksums.
+    /// For a sharded job (`pragma cache --shard I/N`), each part's progress and which
+    /// array indexes to rerun. STORE is a folder or an s3:// URL.
     Info {
         store: PathBuf,
         #[arg(long)]
         verify: bool,
+        /// Print JSON (the sharded job's status, when there is one).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge the parts of a sharded job into one store (writes manifest.json). Refuses
+    /// missing or incomplete parts (naming the indexes to rerun) and parts of another
+    /// model, hooks, settings or dataset. Idempotent: safe to run twice or concurrently.
+    Finalize {
+        store: PathBuf,
+        /// Also check every shard's sha256 (reads, or downloads, every shard); sizes are
+        /// always checked.
+        #[arg(long)]
+        verify: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -98,6 +124,12 @@ impl Progress for Bar {
 }
 
 pub fn cmd_cache(a: CacheArgs) -> Result<()> {
+    let part = a
+        .shard
+        .as_deref()
+        .map(pragma_store::parts::Part::parse)
+        .transpose()?;
+    pragma_store::Location::parse(&a.out.to_string_lossy())?;
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
     let data = pragma_store::datasets::resolve(&a.data, &mut |m| eprintln!("{m}"))?;
     let split = if a.lines {
@@ -136,6 +168,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
         shard_tokens: a.shard_tokens,
         stop_after_shards: None,
         dry_run: false,
+        part,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -152,6 +185,24 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
     let t = Instant::now();
     let man = cache(&model, &opts, &mut p)?;
     p.bar.finish_and_clear();
+    if let Some(part) = man.part {
+        println!(
+            "part {}/{} of {}: shards {}..{} done ({} tokens, {:.1}s){}",
+            part.index,
+            part.count,
+            a.out.display(),
+            part.first_shard,
+            part.end_shard,
+            man.shards.iter().map(|s| s.n_tokens).sum::<u64>(),
+            t.elapsed().as_secs_f64(),
+            if man.complete {
+                ""
+            } else {
+                " (incomplete: rerun to resume)"
+            }
+        );
+        return Ok(());
+    }
     let bytes: u64 = man.shards.iter().map(|s| s.bytes).sum();
     println!(
         "cached {} tokens from {} documents ({} sequences) into {}: {} shards, {:.1} MiB, {:.1}s",
@@ -175,9 +226,99 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
     Ok(())
 }
 
+fn print_job(st: &pragma_store::parts::JobStatus) {
+    println!(
+        "sharded job {}: {} shards, {} tokens planned, {} parts{}",
+        st.url,
+        st.shards_planned,
+        st.tokens_planned,
+        st.parts.len(),
+        if st.finalized { ", finalized" } else { "" }
+    );
+    for p in &st.parts {
+        let state = if p.complete {
+            "complete".to_string()
+        } else if p.missing {
+            "not started".to_string()
+        } else {
+            "running or stopped (rerun to resume)".to_string()
+        };
+        println!(
+            "  part {:>4}/{}: {}/{} shards, {} tokens, {state}",
+            p.index, p.count, p.shards_done, p.shards_planned, p.tokens_done
+        );
+    }
+    let todo = st.unfinished();
+    if todo.is_empty() {
+        if !st.finalized {
+            println!("all parts complete: run `pragma store finalize {}`", st.url);
+        }
+    } else {
+        println!(
+            "unfinished parts: {} (rerun `pragma cache ... --shard I/{}` for these I)",
+            todo.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            st.parts.len()
+        );
+    }
+}
+
 pub fn cmd_store(c: StoreCommand) -> Result<()> {
     match c {
-        StoreCommand::Info { store, verify } => {
+        StoreCommand::Finalize {
+            store,
+            verify,
+            json,
+        } => {
+            let loc = pragma_store::Location::parse(&store.to_string_lossy())?;
+            let f = pragma_store::parts::finalize(&loc, verify)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!(
+                    "{} {}: {} parts, {} shards, {} tokens ({:.2}s){}",
+                    if f.already {
+                        "already finalized"
+                    } else {
+                        "finalized"
+                    },
+                    loc.url(),
+                    f.parts,
+                    f.shards,
+                    f.n_tokens,
+                    f.seconds,
+                    if verify {
+                        ", every shard's sha256 checked"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+        StoreCommand::Info {
+            store,
+            verify,
+            json,
+        } => {
+            let loc = pragma_store::Location::parse(&store.to_string_lossy())?;
+            let job = if loc.get(pragma_store::parts::PLAN)?.is_some() {
+                Some(pragma_store::parts::status(&loc)?)
+            } else {
+                None
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+                return Ok(());
+            }
+            if let Some(st) = &job {
+                print_job(st);
+                if !st.finalized {
+                    return Ok(());
+                }
+            }
             let s = Store::open(&store)?;
             let m = &s.manifest;
             println!("store      {}", store.display());

@@ -30,6 +30,9 @@ pub enum Error {
     #[error("hook '{name}' is not in this store; it has: {available}")]
     UnknownHook { name: String, available: String },
 
+    #[error("object store {url}: {reason}")]
+    Remote { url: String, reason: String },
+
     #[error(transparent)]
     Model(#[from] pragma_model::Error),
 

@@ -1,12 +1,13 @@
 //! `manifest.json`: what a store holds and how it was made. Written last and
 //! atomically after every shard, so it only ever lists complete shards.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::Format;
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 pub const FORMAT_NAME: &str = "pragma-activation-store";
 /// 2 (pragma 0.2): `ln_final.hook_normalized` is TransformerLens' (before the gain), token
@@ -124,15 +125,44 @@ pub struct Manifest {
     pub split_docs: u64,
     pub empty_docs: u64,
     pub complete: bool,
+    /// Set in a part's manifest (`parts/part-I-of-N.json`) of a sharded job; never in a
+    /// finalized `manifest.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<PartInfo>,
+}
+
+/// Which part of a sharded job a part manifest covers: shards
+/// `first_shard..end_shard` of the job's plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    pub index: usize,
+    pub count: usize,
+    pub first_shard: usize,
+    pub end_shard: usize,
 }
 
 impl Manifest {
+    /// The manifest of the store at `dir` (a folder, or an object-store URL written as a
+    /// path: see [`crate::location`]).
     pub fn read(dir: &Path) -> Result<Manifest> {
-        let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Store {
-            path: dir.to_path_buf(),
-            reason: format!("{MANIFEST} is not a valid manifest: {e}"),
+        let loc = Location::parse(&dir.to_string_lossy())?;
+        Self::read_at(&loc, MANIFEST)?.ok_or_else(|| {
+            Error::io(
+                loc.display_path(MANIFEST),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            )
+        })
+    }
+
+    /// Manifest file `name` at `loc` (`manifest.json`, or a part's), or `None` if absent.
+    pub fn read_at(loc: &Location, name: &str) -> Result<Option<Manifest>> {
+        let Some(bytes) = loc.get(name)? else {
+            return Ok(None);
+        };
+        let dir = PathBuf::from(loc.url());
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Store {
+            path: dir.clone(),
+            reason: format!("{name} is not a valid manifest: {e}"),
         })?;
         if m.format != FORMAT_NAME || m.version != FORMAT_VERSION {
             return Err(Error::Store {
@@ -144,13 +174,17 @@ impl Manifest {
                 ),
             });
         }
-        Ok(m)
+        Ok(Some(m))
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
+        self.write_at(&Location::Local(dir.to_path_buf()), MANIFEST)
+    }
+
+    /// Write as `name` at `loc`, atomically.
+    pub fn write_at(&self, loc: &Location, name: &str) -> Result<()> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        pragma_model::io::write_atomic(&dir.join(MANIFEST), text.as_bytes())?;
-        Ok(())
+        loc.put(name, text.as_bytes())
     }
 
     pub fn hook(&self, name: &str) -> Result<&HookEntry> {

@@ -69,11 +69,26 @@ pub struct Store {
 impl Store {
     /// Open a store: parse the manifest, map the shards and check their sizes.
     /// (Checksums are checked by [`Store::verify`].)
+    ///
+    /// `dir` may be an object-store URL (`s3://bucket/prefix`, see [`crate::location`]):
+    /// its shards are then downloaded once into the local shard cache, each checked
+    /// against the manifest's sha256, and mapped from there.
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, &mut |_, _| {})
+    }
+
+    /// [`Store::open`], reporting downloads of a remote store's shards as `(done, total)`.
+    pub fn open_with(dir: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Store> {
+        let loc = crate::location::Location::parse(&dir.to_string_lossy())?;
         let manifest = Manifest::read(dir)?;
+        let files: Vec<(String, String, u64)> = manifest
+            .shards
+            .iter()
+            .map(|s| (s.file.clone(), s.sha256.clone(), s.bytes))
+            .collect();
+        let paths = loc.local_shards(&files, progress)?;
         let mut shards = Vec::with_capacity(manifest.shards.len());
-        for s in &manifest.shards {
-            let path = dir.join(&s.file);
+        for (s, path) in manifest.shards.iter().zip(paths) {
             let file = std::fs::File::open(&path).map_err(|_| Error::CorruptShard {
                 file: path.clone(),
                 reason: "missing (listed in manifest.json)".into(),
@@ -111,7 +126,8 @@ impl Store {
 
     /// Check every shard's sha256 against the manifest.
     pub fn verify(&self) -> Result<()> {
-        crate::writer::verify_shards(&self.dir, &self.manifest)
+        let loc = crate::location::Location::parse(&self.dir.to_string_lossy())?;
+        crate::writer::verify_shards_at(&loc, &self.manifest, true)
     }
 
     pub fn n_tokens(&self) -> u64 {

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::corpus::{Doc, DocReader, Format};
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::manifest::*;
 
 /// What to cache and how.
@@ -48,6 +49,9 @@ pub struct CacheOptions {
     pub stop_after_shards: Option<usize>,
     /// Run the forwards and captures but write nothing (measures the cost of writing).
     pub dry_run: bool,
+    /// Write only part `index` of `count` of the store (a sharded job: see
+    /// [`crate::parts`]); `None` writes the whole store.
+    pub part: Option<crate::parts::Part>,
 }
 
 /// Progress callbacks (the CLI draws a bar; tests ignore them).
@@ -288,50 +292,103 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
         split_docs: 0,
         empty_docs: 0,
         complete: false,
+        part: None,
     };
 
+    let loc = Location::parse(&opts.out.to_string_lossy())?;
     if opts.dry_run {
-        return run(model, opts, fresh, n_docs, shard_tokens, progress);
+        return run(
+            model,
+            opts,
+            &loc,
+            fresh,
+            n_docs,
+            shard_tokens,
+            progress,
+            None,
+        );
     }
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    clean_temporaries(&opts.out)?;
-    let man = match Manifest::read(&opts.out) {
-        Ok(old) => {
-            check_same_job(&opts.out, &old, &fresh)?;
-            verify_shards(&opts.out, &old)?;
+    if let Some(part) = opts.part {
+        let man = crate::parts::start_part(model, opts, &loc, &fresh, part, n_docs, shard_tokens)?;
+        if man.complete {
+            return Ok(man);
+        }
+        return run(model, opts, &loc, man, n_docs, shard_tokens, progress, None);
+    }
+    if let Some(dir) = loc.local_dir() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        clean_temporaries(dir)?;
+    }
+    let man = match Manifest::read_at(&loc, MANIFEST)? {
+        Some(old) => {
+            check_same_job(&PathBuf::from(loc.url()), &old, &fresh)?;
+            verify_shards_at(&loc, &old, true)?;
             old
         }
-        Err(Error::Io { .. }) => {
-            if std::fs::read_dir(&opts.out)
-                .map_err(|e| Error::io(&opts.out, e))?
-                .next()
-                .is_some()
-            {
+        None => {
+            let not_empty = match loc.local_dir() {
+                Some(dir) => std::fs::read_dir(dir)
+                    .map_err(|e| Error::io(dir, e))?
+                    .next()
+                    .is_some(),
+                None => !loc.list("")?.is_empty(),
+            };
+            if not_empty {
                 return Err(Error::Store {
-                    path: opts.out.clone(),
+                    path: PathBuf::from(loc.url()),
                     reason: "folder is not empty and has no manifest.json: expected an empty or new folder".into(),
                 });
             }
-            fresh.write(&opts.out)?;
+            fresh.write_at(&loc, MANIFEST)?;
             fresh
         }
-        Err(e) => return Err(e),
     };
     if man.complete {
         return Ok(man);
     }
-    run(model, opts, man, n_docs, shard_tokens, progress)
+    run(model, opts, &loc, man, n_docs, shard_tokens, progress, None)
+}
+
+/// The shard boundaries a whole-store run of `opts` would write (tokenization only, no
+/// forward passes): what sharded jobs split between them.
+pub(crate) fn plan_shards(
+    model: &Model,
+    opts: &CacheOptions,
+    fresh: &Manifest,
+    n_docs: u64,
+    shard_tokens: usize,
+) -> Result<Vec<crate::parts::PlanShard>> {
+    let mut plan = Vec::new();
+    let loc = Location::Local(PathBuf::new());
+    run(
+        model,
+        opts,
+        &loc,
+        fresh.clone(),
+        n_docs,
+        shard_tokens,
+        &mut (),
+        Some(&mut plan),
+    )?;
+    Ok(plan)
 }
 
 /// The caching loop, from wherever the manifest says the job stands.
+/// With `plan`, no forward runs and nothing is written: each shard's boundaries are
+/// pushed to `plan` instead. In a part's run (`man.part`), shards are named by their
+/// index in the whole store and the run ends after the part's last shard.
+#[allow(clippy::too_many_arguments)]
 fn run(
     model: &Model,
     opts: &CacheOptions,
+    loc: &Location,
     mut man: Manifest,
     n_docs: u64,
     shard_tokens: usize,
     progress: &mut dyn Progress,
+    mut plan: Option<&mut Vec<crate::parts::PlanShard>>,
 ) -> Result<Manifest> {
+    let planning = plan.is_some();
     let mut capture = Hooks::new();
     for &p in &opts.hooks {
         capture.capture(p);
@@ -341,6 +398,7 @@ fn run(
         DocReader::open(&opts.data, opts.format)?.skip((opts.skip_docs + man.n_docs_done) as usize);
     let mut doc_idx = man.n_docs_done;
     let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
+    let mut shard_first_seq = man.n_seqs;
     let mut exhausted = false;
     let mut written = 0usize;
     let window_docs = opts.batch * WINDOW_BATCHES;
@@ -394,7 +452,7 @@ fn run(
                 _ => groups.push(vec![i]),
             }
         }
-        for group in &groups {
+        for group in groups.iter().filter(|_| !planning) {
             let ids: Vec<Vec<u32>> = group.iter().map(|&i| window[i].1.clone()).collect();
             let acts = run_batch(model, &capture, &opts.hooks, opts.dtype, &ids, opts.dry_run)?;
             for (&i, a) in group.iter().zip(acts) {
@@ -423,21 +481,43 @@ fn run(
             exhausted = true;
         }
         if !opts.dry_run && (shard.n_tokens() >= shard_tokens || (exhausted && shard.n_docs > 0)) {
-            flush(&opts.out, &mut man, &mut shard)?;
-            man.write(&opts.out)?;
+            if let Some(plan) = plan.as_deref_mut() {
+                plan.push(crate::parts::PlanShard {
+                    first_token: man.n_tokens,
+                    n_tokens: shard.n_tokens() as u64,
+                    first_doc: shard.first_doc,
+                    n_docs: shard.n_docs,
+                    first_seq: shard_first_seq,
+                });
+                man.n_tokens += shard.n_tokens() as u64;
+                man.n_docs_done += shard.n_docs;
+            } else {
+                flush(loc, &mut man, &mut shard)?;
+                let part_done = man
+                    .part
+                    .is_some_and(|p| p.first_shard + man.shards.len() >= p.end_shard);
+                if part_done {
+                    man.complete = true;
+                }
+                man.write_at(loc, &crate::parts::manifest_name(man.part))?;
+                if part_done {
+                    return Ok(man);
+                }
+                written += 1;
+            }
             shard = ShardBuf::new(opts.hooks.len(), man.n_docs_done);
-            written += 1;
+            shard_first_seq = man.n_seqs;
             if !exhausted && opts.stop_after_shards.is_some_and(|n| written >= n) {
                 return Ok(man);
             }
         }
         progress.batch(doc_idx, man.n_tokens + shard.n_tokens() as u64);
     }
-    if opts.dry_run {
+    if opts.dry_run || planning {
         return Ok(man);
     }
     man.complete = true;
-    man.write(&opts.out)?;
+    man.write_at(loc, &crate::parts::manifest_name(man.part))?;
     Ok(man)
 }
 
@@ -483,9 +563,10 @@ fn st_dtype(name: &str) -> safetensors::Dtype {
 }
 
 /// Write the shard to a temporary name, rename it, and record it in the manifest.
-fn flush(dir: &Path, man: &mut Manifest, shard: &mut ShardBuf) -> Result<()> {
+fn flush(loc: &Location, man: &mut Manifest, shard: &mut ShardBuf) -> Result<()> {
     let n = shard.n_tokens();
-    let file = format!("shard-{:05}.safetensors", man.shards.len());
+    let index = man.part.map_or(0, |p| p.first_shard) + man.shards.len();
+    let file = format!("shard-{index:05}.safetensors");
     let u32_bytes = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     let tables = [
         ("doc", u32_bytes(&shard.doc)),
@@ -521,7 +602,7 @@ fn flush(dir: &Path, man: &mut Manifest, shard: &mut ShardBuf) -> Result<()> {
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::Corpus(format!("serialize shard: {e}")))?;
     let sha = format!("{:x}", Sha256::digest(&data));
-    pragma_model::io::write_atomic(&dir.join(&file), &data)?;
+    loc.put(&file, &data)?;
     man.shards.push(ShardEntry {
         file,
         n_tokens: n as u64,
@@ -550,7 +631,7 @@ fn clean_temporaries(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check_same_job(dir: &Path, old: &Manifest, new: &Manifest) -> Result<()> {
+pub(crate) fn check_same_job(dir: &Path, old: &Manifest, new: &Manifest) -> Result<()> {
     let mismatch = |what: &str, found: String, expected: String| {
         Err(Error::Mismatch {
             path: dir.to_path_buf(),
@@ -589,6 +670,54 @@ fn check_same_job(dir: &Path, old: &Manifest, new: &Manifest) -> Result<()> {
             old.dataset.sha256.clone(),
             new.dataset.sha256.clone(),
         );
+    }
+    Ok(())
+}
+
+/// Check every listed shard's size, and with `sha` its checksum (for a remote store this
+/// downloads each shard; without `sha`, only sizes are asked for).
+pub fn verify_shards_at(loc: &Location, man: &Manifest, sha: bool) -> Result<()> {
+    if let Some(dir) = loc.local_dir() {
+        return if sha {
+            verify_shards(dir, man)
+        } else {
+            for s in &man.shards {
+                let found = loc.size(&s.file)?;
+                if found != Some(s.bytes) {
+                    return Err(Error::CorruptShard {
+                        file: dir.join(&s.file),
+                        reason: match found {
+                            None => "missing (listed in the manifest)".into(),
+                            Some(b) => format!("expected {} bytes, found {b}", s.bytes),
+                        },
+                    });
+                }
+            }
+            Ok(())
+        };
+    }
+    for s in &man.shards {
+        let path = loc.display_path(&s.file);
+        if sha {
+            let data = loc.get(&s.file)?.ok_or_else(|| Error::CorruptShard {
+                file: path.clone(),
+                reason: "missing (listed in the manifest)".into(),
+            })?;
+            crate::location::check_sha(&path, &data, &s.sha256, s.bytes)?;
+        } else {
+            match loc.size(&s.file)? {
+                Some(b) if b == s.bytes => {}
+                found => {
+                    return Err(Error::CorruptShard {
+                        file: path,
+                        reason: match found {
+                            None => "missing (listed in the manifest)".into(),
+                            Some(b) => format!("expected {} bytes, found {b}", s.bytes),
+                        },
+                    })
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -54,6 +54,7 @@ fn opts(data: PathBuf, out: PathBuf) -> CacheOptions {
         shard_tokens: Some(100),
         stop_after_shards: None,
         dry_run: false,
+        part: None,
     }
 }
 

@@ -512,6 +512,7 @@ pub fn cache_for_eval(
         shard_tokens: None,
         stop_after_shards: None,
         dry_run: false,
+        part: None,
     };
     pragma_store::writer::cache(model, &opts, &mut ())?;
     Ok(())

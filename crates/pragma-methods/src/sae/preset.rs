@@ -155,6 +155,7 @@ impl Preset {
             shard_tokens: None,
             stop_after_shards: None,
             dry_run: false,
+            part: None,
         };
         writer::cache(model, &opts, &mut CacheBar(progress, self))?;
         let store = pragma_store::Store::open(&store_dir)?;
