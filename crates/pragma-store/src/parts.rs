@@ -33,8 +33,7 @@ pub struct Part {
 }
 
 impl Part {
-    /// `I/N`, or `auto/N` with I from `SLURM_ARRAY_TASK_ID` (Slurm array jobs),
-    /// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Jobs) or `PRAGMA_SHARD_INDEX`.
+    /// `I/N`, or `auto/N` with I from the environment ([`array_index`]).
     pub fn parse(spec: &str) -> Result<Part> {
         let bad = |m: String| Error::Corpus(format!("--shard '{spec}': {m}"));
         let (i, n) = spec
@@ -46,30 +45,7 @@ impl Part {
             .ok()
             .filter(|&n| n >= 1)
             .ok_or_else(|| bad(format!("expected a part count N >= 1, found '{n}'")))?;
-        let index: usize = if i.trim() == "auto" {
-            let vars = [
-                "SLURM_ARRAY_TASK_ID",
-                "JOB_COMPLETION_INDEX",
-                "PRAGMA_SHARD_INDEX",
-            ];
-            let (var, v) = vars
-                .iter()
-                .find_map(|v| std::env::var(v).ok().map(|x| (*v, x)))
-                .ok_or_else(|| bad(format!("auto: none of {} is set", vars.join(", "))))?;
-            v.trim()
-                .parse()
-                .map_err(|_| bad(format!("{var}='{v}' is not a number")))?
-        } else {
-            i.trim()
-                .parse()
-                .map_err(|_| bad(format!("expected a part index, found '{i}'")))?
-        };
-        if index >= count {
-            return Err(bad(format!(
-                "part index {index} is out of range 0..{count} (array tasks count from 0: --array=0-{})",
-                count - 1
-            )));
-        }
+        let index = array_index(i, count).map_err(|e| bad(e.to_string()))?;
         Ok(Part { index, count })
     }
 
@@ -80,6 +56,39 @@ impl Part {
             (self.index + 1) * n / self.count,
         )
     }
+}
+
+/// An array job's index: a number, or `auto` for the first of `SLURM_ARRAY_TASK_ID`
+/// (Slurm array jobs), `JOB_COMPLETION_INDEX` (Kubernetes Indexed Jobs) and
+/// `PRAGMA_SHARD_INDEX` that is set; it must be below `count`.
+pub fn array_index(spec: &str, count: usize) -> Result<usize> {
+    let index: usize = if spec.trim() == "auto" {
+        let vars = [
+            "SLURM_ARRAY_TASK_ID",
+            "JOB_COMPLETION_INDEX",
+            "PRAGMA_SHARD_INDEX",
+        ];
+        let (var, v) = vars
+            .iter()
+            .find_map(|v| std::env::var(v).ok().map(|x| (*v, x)))
+            .ok_or_else(|| {
+                Error::Corpus(format!("index auto: none of {} is set", vars.join(", ")))
+            })?;
+        v.trim()
+            .parse()
+            .map_err(|_| Error::Corpus(format!("index auto: {var}='{v}' is not a number")))?
+    } else {
+        spec.trim()
+            .parse()
+            .map_err(|_| Error::Corpus(format!("expected an index or auto, found '{spec}'")))?
+    };
+    if index >= count {
+        return Err(Error::Corpus(format!(
+            "index {index} is out of range 0..{count} (array tasks count from 0: --array=0-{})",
+            count.saturating_sub(1)
+        )));
+    }
+    Ok(index)
 }
 
 /// One shard a whole-store run would write: where it starts and what it holds.
