@@ -394,8 +394,15 @@ fn run(
         capture.capture(p);
     }
     progress.start(n_docs, man.n_docs_done, man.n_tokens);
-    let mut docs =
-        DocReader::open(&opts.data, opts.format)?.skip((opts.skip_docs + man.n_docs_done) as usize);
+    let mut docs = Tokenized {
+        docs: Box::new(
+            DocReader::open(&opts.data, opts.format)?
+                .skip((opts.skip_docs + man.n_docs_done) as usize),
+        ),
+        ready: std::collections::VecDeque::new(),
+        model,
+        opts,
+    };
     let mut doc_idx = man.n_docs_done;
     let mut shard = ShardBuf::new(opts.hooks.len(), doc_idx);
     let mut shard_first_seq = man.n_seqs;
@@ -422,8 +429,7 @@ fn run(
                 exhausted = true;
                 break;
             };
-            let (_, doc) = next?;
-            let (chunks, long) = sequences(model, &doc, opts)?;
+            let (chunks, long) = next?;
             if chunks.is_empty() {
                 man.empty_docs += 1;
             }
@@ -519,6 +525,37 @@ fn run(
     man.complete = true;
     man.write_at(loc, &crate::parts::manifest_name(man.part))?;
     Ok(man)
+}
+
+/// Documents in corpus order, tokenized into sequences [`TOKENIZE_AHEAD`] at a time on
+/// all cores (the plan of a sharded job is tokenization only, so this is its speed).
+struct Tokenized<'a> {
+    docs: Box<dyn Iterator<Item = Result<(usize, Doc)>> + 'a>,
+    ready: std::collections::VecDeque<Result<(Vec<Vec<u32>>, bool)>>,
+    model: &'a Model,
+    opts: &'a CacheOptions,
+}
+
+/// Documents tokenized per parallel batch.
+const TOKENIZE_AHEAD: usize = 2048;
+
+impl Iterator for Tokenized<'_> {
+    type Item = Result<(Vec<Vec<u32>>, bool)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ready.is_empty() {
+            use rayon::prelude::*;
+            let batch: Vec<Result<(usize, Doc)>> =
+                self.docs.by_ref().take(TOKENIZE_AHEAD).collect();
+            let (model, opts) = (self.model, self.opts);
+            let out: Vec<Result<(Vec<Vec<u32>>, bool)>> = batch
+                .into_par_iter()
+                .map(|d| d.and_then(|(_, doc)| sequences(model, &doc, opts)))
+                .collect();
+            self.ready.extend(out);
+        }
+        self.ready.pop_front()
+    }
 }
 
 /// Documents per window, in batches: sorting a window by length keeps padding low.
