@@ -186,6 +186,12 @@ fn sharded_local_job_equals_one_process_and_trains_one_sae_per_hook() {
             "{f}"
         );
     }
+    // A part of another job (other settings) is refused by the plan.
+    let mut other = args(&job_s, Some("1/3"));
+    let i = other.iter().position(|a| a == "--ctx").expect("ctx") + 1;
+    other[i] = "16".into();
+    let (ok, _, err) = run(other);
+    assert!(!ok && err.contains("planned for another job"), "{err}");
     // Bad specs.
     for (spec, msg) in [
         ("3/3", "out of range"),
