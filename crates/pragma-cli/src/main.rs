@@ -14,6 +14,7 @@ mod info_cmd;
 mod input_args;
 mod investigate_cmd;
 mod probe_cmd;
+mod runs_cmd;
 mod sae_cmd;
 mod serve_cmd;
 mod steer_cmd;
@@ -56,6 +57,10 @@ struct Cli {
     /// exact path). Also PRAGMA_WEIGHTS.
     #[arg(long, global = true, value_parser = ["native", "f32"])]
     weights: Option<String>,
+    /// Do not record this run in the runs database (see `pragma runs list --help`;
+    /// also PRAGMA_NO_RECORD=1).
+    #[arg(long, global = true)]
+    no_record: bool,
 }
 
 #[derive(Subcommand)]
@@ -120,6 +125,11 @@ enum Command {
     /// matched against the answer kept so far plus each continuation (so once the kept
     /// text matches, the rate is 1).
     Resample(investigate_cmd::ResampleArgs),
+    /// The runs database: every workflow run (cache, probe train, steer train/sweep/study,
+    /// sae train/eval, eval run, transcripts diff, patch, lens, ...) recorded with its
+    /// command line, version, input sha256s, status, headline metrics and artifacts.
+    #[command(subcommand)]
+    Runs(runs_cmd::RunsCommand),
 }
 
 #[derive(Args, Clone)]
@@ -260,6 +270,7 @@ fn main() -> ExitCode {
         // Read by pragma_model::Model::load (WeightMode::from_env); set before any thread.
         std::env::set_var("PRAGMA_WEIGHTS", w);
     }
+    let recording = runs_cmd::Recording::start(cli.no_record);
     let result = match cli.command {
         Command::Info(a) => info_cmd::cmd_info(a),
         Command::Generate(a) => cmd_generate(a),
@@ -279,7 +290,11 @@ fn main() -> ExitCode {
         Command::Lens(a) => investigate_cmd::cmd_lens(a),
         Command::Counterfactual(a) => investigate_cmd::cmd_counterfactual(a),
         Command::Resample(a) => investigate_cmd::cmd_resample(a),
+        Command::Runs(c) => runs_cmd::cmd_runs(c),
     };
+    if let Some(r) = recording {
+        r.finish(&result);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,22 @@
+//! pragma-research: the research loop's records. Last stage before the front ends
+//! (model -> store -> methods -> eval -> transcripts -> **research** -> CLI).
+//!
+//! [`runs`]: every workflow run (probe sweep, steering, SAE training, eval, patching, ...)
+//! recorded in a SQLite database with its provenance: command line, pragma version,
+//! sha256 of every input file, start and end, status, headline metrics and the artifacts
+//! it wrote (paths, sizes, sha256), so a number can be traced to what made it.
+
+pub mod runs;
+
+pub use runs::{Artifact, Filter, NewRun, Run, RunDb};
+
+/// Errors: each says what was expected and what was found.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("runs database {path}: {reason}")]
+    Db { path: String, reason: String },
+    #[error("run {0} is not in the runs database (see `pragma runs list`)")]
+    NoSuchRun(i64),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
