@@ -56,6 +56,21 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Runs side by side: the command-line arguments that differ, versions, inputs whose
+    /// sha256 differ, and each headline metric with its change from the first run.
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        ids: Vec<i64>,
+    },
+    /// Run a recorded run again from its record (same arguments, in its folder, output to
+    /// OUT.rerun-ID) and say whether it reproduced: inputs unchanged (sha256), artifacts
+    /// byte-identical, headline metrics equal or inside the recorded confidence interval.
+    /// Refuses when an input changed since, naming it (--force runs anyway).
+    Rerun {
+        id: i64,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn db() -> Result<RunDb> {
@@ -97,6 +112,9 @@ fn inputs(argv: &[String], out: Option<&Path>) -> Vec<Artifact> {
         if out.is_some_and(|o| o == p) {
             continue;
         }
+        // Absolute, so `runs show --check` and `runs rerun` work from any folder.
+        let abs = p.canonicalize();
+        let p = abs.as_deref().unwrap_or(p);
         if p.is_file() {
             found.extend(Artifact::of(p));
         } else if p.is_dir() {
@@ -133,7 +151,14 @@ impl Recording {
                 argv,
                 cwd: std::env::current_dir()?.display().to_string(),
                 pragma_version: env!("CARGO_PKG_VERSION").to_string(),
-                tags: vec![],
+                tags: std::env::var("PRAGMA_RUN_TAGS")
+                    .map(|t| {
+                        t.split(',')
+                            .map(str::to_string)
+                            .filter(|t| !t.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })?;
             Ok(Recording {
                 db,
@@ -161,7 +186,7 @@ impl Recording {
             .out
             .as_deref()
             .filter(|p| !p.to_string_lossy().contains("://"))
-            .map(Artifact::under)
+            .map(|o| Artifact::under(&std::env::current_dir().unwrap_or_default().join(o)))
             .unwrap_or_default();
         let metrics = self
             .out
@@ -224,9 +249,265 @@ fn short(v: &serde_json::Value) -> String {
     }
 }
 
+/// Numeric leaves of a metrics object, as `name -> value` (one level of nesting).
+fn numbers(v: &serde_json::Value) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    if let serde_json::Value::Object(m) = v {
+        for (k, x) in m {
+            if let Some(f) = x.as_f64() {
+                out.push((k.clone(), f));
+            }
+        }
+    }
+    out
+}
+
+fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
+    let runs = ids
+        .iter()
+        .map(|&i| db.get(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let base = &runs[0];
+    println!(
+        "{:24} {}",
+        "",
+        runs.iter()
+            .map(|r| format!("{:>16}", format!("run {}", r.id)))
+            .collect::<String>()
+    );
+    let row = |name: &str, vals: Vec<String>| {
+        println!(
+            "{name:24} {}",
+            vals.iter().map(|v| format!("{v:>16}")).collect::<String>()
+        )
+    };
+    row(
+        "workflow",
+        runs.iter().map(|r| r.workflow.clone()).collect(),
+    );
+    row(
+        "started (UTC)",
+        runs.iter()
+            .map(|r| r.started_utc[..16].to_string())
+            .collect(),
+    );
+    row(
+        "pragma",
+        runs.iter().map(|r| r.pragma_version.clone()).collect(),
+    );
+    row(
+        "status",
+        runs.iter()
+            .map(|r| r.status.chars().take(14).collect())
+            .collect(),
+    );
+    for r in &runs[1..] {
+        let diff: Vec<String> = r
+            .argv
+            .iter()
+            .filter(|a| !base.argv.contains(a))
+            .map(|a| format!("+{a}"))
+            .chain(
+                base.argv
+                    .iter()
+                    .filter(|a| !r.argv.contains(a))
+                    .map(|a| format!("-{a}")),
+            )
+            .collect();
+        println!(
+            "arguments, run {} vs {}: {}",
+            r.id,
+            base.id,
+            if diff.is_empty() {
+                "same".into()
+            } else {
+                diff.join(" ")
+            }
+        );
+        for a in &r.inputs {
+            if let Some(b) = base.inputs.iter().find(|b| b.path == a.path) {
+                if b.sha256 != a.sha256 {
+                    println!(
+                        "input {} differs (sha256) between run {} and {}",
+                        a.path, base.id, r.id
+                    );
+                }
+            }
+        }
+    }
+    let mut names: Vec<String> = runs
+        .iter()
+        .flat_map(|r| numbers(&r.metrics))
+        .map(|(k, _)| k)
+        .collect();
+    names.sort();
+    names.dedup();
+    for n in names {
+        let b = numbers(&base.metrics)
+            .into_iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v);
+        row(
+            &n,
+            runs.iter()
+                .map(
+                    |r| match numbers(&r.metrics).into_iter().find(|(k, _)| *k == n) {
+                        Some((_, v)) if r.id == base.id || b.is_none() => format!("{v:.4}"),
+                        Some((_, v)) => format!("{v:.4} ({:+.4})", v - b.unwrap_or(v)),
+                        None => "-".into(),
+                    },
+                )
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether two JSON files are equal once every key ending in `seconds` is removed (the
+/// timings a result file records).
+fn json_equal_but_timings(a: &Path, b: &Path) -> bool {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.ends_with("seconds"));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(xs) => xs.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let read = |p: &Path| -> Option<serde_json::Value> {
+        let mut v = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+        strip(&mut v);
+        Some(v)
+    };
+    a.extension().is_some_and(|e| e == "json") && read(a).is_some_and(|x| Some(x) == read(b))
+}
+
+fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
+    let r = db.get(id)?;
+    let changed: Vec<String> = r.inputs.iter().filter_map(|a| a.check().err()).collect();
+    if !changed.is_empty() {
+        for c in &changed {
+            eprintln!("input {c}");
+        }
+        if !force {
+            anyhow::bail!(
+                "run {id}'s inputs changed since it ran ({}); rerun with --force to run on the new inputs",
+                changed.len()
+            );
+        }
+    }
+    let mut argv: Vec<String> = r.argv[1..].to_vec();
+    let out_at = argv
+        .iter()
+        .position(|a| a == "--out" || a == "-o")
+        .map(|i| i + 1);
+    let new_out = match out_at.and_then(|i| argv.get(i).cloned()) {
+        Some(o) => {
+            let mut n = 1;
+            let mut p = format!("{o}.rerun-{id}");
+            while Path::new(&r.cwd).join(&p).exists() {
+                n += 1;
+                p = format!("{o}.rerun-{id}-{n}");
+            }
+            if let Some(i) = out_at {
+                argv[i] = p.clone();
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    eprintln!("rerunning run {id} in {}: pragma {}", r.cwd, argv.join(" "));
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(&argv)
+        .current_dir(&r.cwd)
+        .env("PRAGMA_RUN_TAGS", format!("rerun-of:{id}"))
+        .env_remove("PRAGMA_NO_RECORD")
+        .status()?;
+    let new = db
+        .list(&Filter {
+            tag: Some(format!("rerun-of:{id}")),
+            limit: Some(1),
+            ..Filter::default()
+        })?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the rerun left no record in {}", db.path().display()))?;
+    println!("rerun of run {id} is run {} ({})", new.id, new.status);
+    if !status.success() {
+        anyhow::bail!("the rerun failed: {}", new.status);
+    }
+    // Artifacts: the same relative names under the new output, byte for byte.
+    if let Some(o) = out_at.and_then(|i| r.argv.get(i + 1)) {
+        let old_root = Path::new(&r.cwd).join(o);
+        let new_root = Path::new(&r.cwd).join(new_out.as_deref().unwrap_or(""));
+        let mut same = 0;
+        let (mut differ, mut timings) = (Vec::new(), Vec::new());
+        for a in &r.artifacts {
+            let rel = Path::new(&a.path)
+                .strip_prefix(&old_root)
+                .or_else(|_| Path::new(&a.path).strip_prefix(o));
+            let Ok(rel) = rel else { continue };
+            let now = Artifact::of(&new_root.join(rel));
+            if now
+                .as_ref()
+                .is_some_and(|n| n.sha256 == a.sha256 && n.bytes == a.bytes)
+            {
+                same += 1;
+            } else if json_equal_but_timings(Path::new(&a.path), &new_root.join(rel)) {
+                timings.push(rel.display().to_string());
+            } else {
+                differ.push(rel.display().to_string());
+            }
+        }
+        let list = |what: &str, v: &[String]| {
+            if v.is_empty() {
+                String::new()
+            } else {
+                format!("; {what}: {}", v.join(", "))
+            }
+        };
+        println!(
+            "artifacts: {same} of {} byte-identical{}{}",
+            r.artifacts.len(),
+            list("equal except timing fields (*seconds)", &timings),
+            list("DIFFER", &differ)
+        );
+    }
+    // Headline metrics: equal, or inside the recorded CI when there is one.
+    let old = numbers(&r.metrics);
+    let fresh = numbers(&new.metrics);
+    let mut all_ok = true;
+    for (k, v) in &old {
+        let Some((_, w)) = fresh.iter().find(|(n, _)| n == k) else {
+            continue;
+        };
+        let ci = r.metrics[format!("{k}_ci")]
+            .as_array()
+            .and_then(|c| Some((c.first()?.as_f64()?, c.get(1)?.as_f64()?)));
+        let verdict = if (v - w).abs() <= 1e-12 * v.abs().max(1.0) {
+            "identical".to_string()
+        } else if let Some((lo, hi)) = ci.filter(|(lo, hi)| (*lo..=*hi).contains(w)) {
+            format!("within the recorded 95% CI [{lo:.4}, {hi:.4}]")
+        } else {
+            all_ok = false;
+            "DIFFERS".to_string()
+        };
+        println!("{k}: recorded {v:.6}, now {w:.6}: {verdict}");
+    }
+    if !all_ok {
+        anyhow::bail!("run {id} did not reproduce: see the metrics above");
+    }
+    println!("run {id} reproduced");
+    Ok(())
+}
+
 pub fn cmd_runs(c: RunsCommand) -> Result<()> {
     let db = db()?;
     match c {
+        RunsCommand::Compare { ids } => compare(&db, &ids),
+        RunsCommand::Rerun { id, force } => rerun(&db, id, force),
         RunsCommand::List {
             workflow,
             tag,

@@ -168,3 +168,81 @@ fn workflow_runs_are_recorded_with_provenance() {
         "{out}"
     );
 }
+
+/// `runs rerun` reproduces a probe sweep on a tiny model: same input sha256s, every
+/// artifact byte-identical but results.json (equal except its timings), the headline
+/// AUROC identical; `runs compare` lines them up;
+/// a changed input is named and refused.
+#[test]
+fn a_recorded_probe_sweep_reruns_to_the_same_numbers() {
+    let d = tempfile::tempdir().expect("tmp");
+    let db = d.path().join("runs.db");
+    let m = common::tiny_gguf(d.path(), 5);
+    let data = d.path().join("data.jsonl");
+    let rows: String = (0..60)
+        .map(|i| {
+            let (t, l) = if i % 2 == 0 {
+                ("the cat is warm and happy", 1)
+            } else {
+                ("the dog is cold and sad", 0)
+            };
+            format!("{{\"text\": \"{t} {i}\", \"label\": {l}}}\n")
+        })
+        .collect();
+    std::fs::write(&data, rows).expect("w");
+    let out = d.path().join("probe");
+    let (ok, _, err) = pragma(
+        &db,
+        &[
+            "probe",
+            "train",
+            m.to_str().expect("m"),
+            "--data",
+            data.to_str().expect("d"),
+            "--hooks",
+            "blocks.1.hook_resid_post",
+            "--bootstrap",
+            "50",
+            "-o",
+            out.to_str().expect("o"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, out_list, _) = pragma(&db, &["runs", "list", "--json"]);
+    assert!(ok);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out_list).expect("json");
+    let id = runs[0]["id"].as_i64().expect("id").to_string();
+    assert!(
+        runs[0]["metrics"]["test_auroc"].as_f64().is_some(),
+        "{}",
+        runs[0]["metrics"]
+    );
+    let (ok, text, err) = pragma(&db, &["runs", "rerun", &id]);
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("test_auroc: recorded")
+            && text.contains("identical")
+            && text.contains("run 1 reproduced"),
+        "{text}"
+    );
+    let n = runs[0]["artifacts"].as_array().expect("a").len();
+    assert!(
+        text.contains(&format!(
+            "artifacts: {} of {n} byte-identical; equal except timing fields (*seconds): results.json",
+            n - 1
+        )) && !text.contains("DIFFER"),
+        "{text}"
+    );
+    let (ok, cmp, err) = pragma(&db, &["runs", "compare", "1", "2"]);
+    assert!(
+        ok && cmp.contains("test_auroc") && cmp.contains("(+0.0000)"),
+        "{cmp}{err}"
+    );
+    // A changed input is named and refused.
+    std::fs::write(&data, "{\"text\": \"x\", \"label\": 1}\n").expect("w");
+    let (ok, _, err) = pragma(&db, &["runs", "rerun", &id]);
+    assert!(
+        !ok && err.contains("data.jsonl changed") && err.contains("--force"),
+        "{err}"
+    );
+}
