@@ -36,8 +36,10 @@ pub struct CacheArgs {
     /// Write only part I of N of the store (0-based), for array jobs on a cluster:
     /// `auto/N` takes I from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX (Kubernetes
     /// Indexed Jobs) or PRAGMA_SHARD_INDEX. Parts write the shards a single run would,
-    /// byte for byte; `pragma store finalize OUT` merges them once all are done.
-    #[arg(long, value_name = "I/N")]
+    /// byte for byte; `pragma store finalize OUT` merges them once all are done. Every
+    /// part of a job uses the same N and the same other flags; `pragma store info OUT`
+    /// shows each part's progress.
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
     shard: Option<String>,
     /// Context length: tokens per sequence at most.
     #[arg(long, default_value_t = 128)]
@@ -186,13 +188,22 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
     let man = cache(&model, &opts, &mut p)?;
     p.bar.finish_and_clear();
     if let Some(part) = man.part {
+        let n = part.end_shard - part.first_shard;
         println!(
-            "part {}/{} of {}: shards {}..{} done ({} tokens, {:.1}s){}",
+            "part {}/{} of {}: {}{} ({} tokens, {:.1}s){}",
             part.index,
             part.count,
             a.out.display(),
-            part.first_shard,
-            part.end_shard,
+            if man.complete { "done, " } else { "" },
+            match n {
+                0 => "no shards (more parts than shards)".to_string(),
+                1 => format!("1 shard (shard {})", part.first_shard),
+                _ => format!(
+                    "{n} shards (shards {} to {})",
+                    part.first_shard,
+                    part.end_shard - 1
+                ),
+            },
             man.shards.iter().map(|s| s.n_tokens).sum::<u64>(),
             t.elapsed().as_secs_f64(),
             if man.complete {

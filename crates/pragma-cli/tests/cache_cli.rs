@@ -192,6 +192,38 @@ fn sharded_local_job_equals_one_process_and_trains_one_sae_per_hook() {
     other[i] = "16".into();
     let (ok, _, err) = run(other);
     assert!(!ok && err.contains("planned for another job"), "{err}");
+    // Another split of the same job, or no --shard on a sharded folder: refused, saying why.
+    let (ok, _, err) = run(args(&job_s, Some("1/4")));
+    assert!(
+        !ok && err.contains("job split into 3 parts; use --shard I/3"),
+        "{err}"
+    );
+    let fresh = d.path().join("fresh");
+    let (ok, _, _) = run(args(fresh.to_str().expect("p"), Some("0/2")));
+    assert!(ok);
+    let (ok, _, err) = run(args(fresh.to_str().expect("p"), None));
+    assert!(!ok && err.contains("holds a sharded job"), "{err}");
+    let (ok, _, err) = common::pragma(&["store", "info", fresh.to_str().expect("p"), "--verify"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = common::pragma(&[
+        "sae",
+        "train",
+        "--store",
+        fresh.to_str().expect("p"),
+        "--hook",
+        "blocks.0.hook_resid_post",
+        "-o",
+        "x",
+    ]);
+    assert!(
+        !ok && err.contains("not finalized yet") && err.contains("pragma store finalize"),
+        "{err}"
+    );
+    let (ok, _, err) = common::pragma(&["store", "info", "/no/such/store"]);
+    assert!(
+        !ok && err.contains("no store here") && !err.contains("no such file: no such file"),
+        "{err}"
+    );
     // Bad specs.
     for (spec, msg) in [
         ("3/3", "out of range"),

@@ -13,6 +13,10 @@ pub enum Error {
     #[error("corpus: {0}")]
     Corpus(String),
 
+    /// A bad option value (e.g. a --shard spec), said in full.
+    #[error("{0}")]
+    Invalid(String),
+
     #[error("store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 

@@ -75,6 +75,33 @@ impl Location {
             url: spec.to_string(),
             reason: e.to_string(),
         };
+        let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+        let has_creds = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_SKIP_SIGNATURE",
+            "PRAGMA_S3_INSTANCE_ROLE",
+        ]
+        .iter()
+        .any(|v| set(v));
+        if !has_creds {
+            return Err(remote_err(
+                &"no AWS credentials in the environment: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                  (and AWS_ENDPOINT for an S3-compatible service such as MinIO); on EC2 with an instance \
+                  role, set PRAGMA_S3_INSTANCE_ROLE=1 to use the instance metadata service",
+            ));
+        }
+        let endpoint = std::env::var("AWS_ENDPOINT")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .unwrap_or_default();
+        let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1");
+        if endpoint.starts_with("http://") && !allow_http {
+            return Err(remote_err(&format!(
+                "endpoint {endpoint} is plain HTTP: set AWS_ALLOW_HTTP=true to allow it"
+            )));
+        }
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_retry(RetryConfig {
@@ -338,6 +365,21 @@ impl Remote {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     last = e.to_string();
+                    // Errors that another try cannot fix.
+                    let permanent = matches!(
+                        e,
+                        object_store::Error::PermissionDenied { .. }
+                            | object_store::Error::Unauthenticated { .. }
+                            | object_store::Error::InvalidPath { .. }
+                            | object_store::Error::NotSupported { .. }
+                            | object_store::Error::UnknownConfigurationKey { .. }
+                    ) || last.contains("builder error");
+                    if permanent {
+                        return Err(Error::Remote {
+                            url: self.url.clone(),
+                            reason: format!("{what} {name}: {last}"),
+                        });
+                    }
                     if attempt < ATTEMPTS {
                         std::thread::sleep(wait);
                         wait = (wait * 2).min(Duration::from_secs(10));

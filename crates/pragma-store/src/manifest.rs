@@ -146,11 +146,20 @@ impl Manifest {
     /// path: see [`crate::location`]).
     pub fn read(dir: &Path) -> Result<Manifest> {
         let loc = Location::parse(&dir.to_string_lossy())?;
-        Self::read_at(&loc, MANIFEST)?.ok_or_else(|| {
-            Error::io(
-                loc.display_path(MANIFEST),
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        if let Some(m) = Self::read_at(&loc, MANIFEST)? {
+            return Ok(m);
+        }
+        let reason = if loc.get(crate::parts::PLAN)?.is_some() {
+            format!(
+                "a sharded job that is not finalized yet: see its parts with `pragma store info {0}`, then `pragma store finalize {0}`",
+                loc.url()
             )
+        } else {
+            "no store here (no manifest.json); make one with `pragma cache`".to_string()
+        };
+        Err(Error::Store {
+            path: PathBuf::from(loc.url()),
+            reason,
         })
     }
 

@@ -35,7 +35,7 @@ pub struct Part {
 impl Part {
     /// `I/N`, or `auto/N` with I from the environment ([`array_index`]).
     pub fn parse(spec: &str) -> Result<Part> {
-        let bad = |m: String| Error::Corpus(format!("--shard '{spec}': {m}"));
+        let bad = |m: String| Error::Invalid(format!("--shard '{spec}': {m}"));
         let (i, n) = spec
             .split_once('/')
             .ok_or_else(|| bad("expected I/N (e.g. 3/16) or auto/N".into()))?;
@@ -76,14 +76,16 @@ pub fn array_index(spec: &str, count: usize) -> Result<usize> {
             })?;
         v.trim()
             .parse()
-            .map_err(|_| Error::Corpus(format!("index auto: {var}='{v}' is not a number")))?
+            .map_err(|_| Error::Invalid(format!("index auto: {var}='{v}' is not a number")))?
     } else {
-        spec.trim()
-            .parse()
-            .map_err(|_| Error::Corpus(format!("expected an index or auto, found '{spec}'")))?
+        spec.trim().parse().map_err(|_| {
+            Error::Invalid(format!(
+                "expected an index (0, 1, ...) or auto, found '{spec}'"
+            ))
+        })?
     };
     if index >= count {
-        return Err(Error::Corpus(format!(
+        return Err(Error::Invalid(format!(
             "index {index} is out of range 0..{count} (array tasks count from 0: --array=0-{})",
             count.saturating_sub(1)
         )));
@@ -121,6 +123,22 @@ fn part_name(index: usize, count: usize) -> String {
     format!("parts/part-{index:05}-of-{count:05}.json")
 }
 
+/// The settings fields that differ, as `name: a vs b`.
+fn settings_diff(a: &crate::manifest::Settings, b: &crate::manifest::Settings) -> String {
+    let (a, b) = (
+        serde_json::to_value(a).unwrap_or_default(),
+        serde_json::to_value(b).unwrap_or_default(),
+    );
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return "settings differ".into();
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {v} vs {}", b.get(k).cloned().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn same_job(a: &Manifest, b: &Manifest) -> Option<String> {
     if a.model.sha256 != b.model.sha256 {
         return Some(format!(
@@ -132,7 +150,10 @@ fn same_job(a: &Manifest, b: &Manifest) -> Option<String> {
         return Some("hooks differ".into());
     }
     if a.settings != b.settings {
-        return Some(format!("settings {:?} vs {:?}", a.settings, b.settings));
+        return Some(format!(
+            "settings {}",
+            settings_diff(&a.settings, &b.settings)
+        ));
     }
     if a.dataset.sha256 != b.dataset.sha256 {
         return Some(format!(
@@ -160,7 +181,9 @@ fn plan(
         if let Some(why) = same_job(&p.job, fresh) {
             return Err(Error::Store {
                 path: loc.display_path(PLAN),
-                reason: format!("planned for another job ({why}); use another --out"),
+                reason: format!(
+                    "planned for another job ({why}); every part must use the same model, hooks, settings and data; use another --out"
+                ),
             });
         }
         return Ok(p);
@@ -187,6 +210,18 @@ pub(crate) fn start_part(
     n_docs: u64,
     shard_tokens: usize,
 ) -> Result<Manifest> {
+    let others: Vec<usize> = loc
+        .list("parts")?
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json")?.rsplit_once("-of-")?.1.parse().ok())
+        .filter(|&n: &usize| n != part.count)
+        .collect();
+    if let Some(n) = others.first() {
+        return Err(Error::Invalid(format!(
+            "{} holds a job split into {n} parts; use --shard I/{n} (every part of a job uses the same N), or another --out",
+            loc.url()
+        )));
+    }
     let plan = plan(model, opts, loc, fresh, n_docs, shard_tokens)?;
     let (a, b) = part.range(plan.shards.len());
     let name = part_name(part.index, part.count);

@@ -333,6 +333,12 @@ pub fn cache(model: &Model, opts: &CacheOptions, progress: &mut dyn Progress) ->
                     .is_some(),
                 None => !loc.list("")?.is_empty(),
             };
+            if not_empty && loc.get(crate::parts::PLAN)?.is_some() {
+                return Err(Error::Store {
+                    path: PathBuf::from(loc.url()),
+                    reason: "this folder holds a sharded job (parts/plan.json): add --shard I/N as its parts did, or merge them with `pragma store finalize`".into(),
+                });
+            }
             if not_empty {
                 return Err(Error::Store {
                     path: PathBuf::from(loc.url()),
