@@ -5,9 +5,14 @@
 //! recorded in a SQLite database with its provenance: command line, pragma version,
 //! sha256 of every input file, start and end, status, headline metrics and the artifacts
 //! it wrote (paths, sizes, sha256), so a number can be traced to what made it.
+//!
+//! [`project`]: the research project file (`pragma.toml`: north star, proxy tasks,
+//! techniques and baselines, time box, decision rule) and the decision rule's verdicts.
 
+pub mod project;
 pub mod runs;
 
+pub use project::{verdict, Project, Score, Standing, Verdict};
 pub use runs::{Artifact, Filter, NewRun, Run, RunDb};
 
 /// Errors: each says what was expected and what was found.
@@ -17,6 +22,8 @@ pub enum Error {
     Db { path: String, reason: String },
     #[error("run {0} is not in the runs database (see `pragma runs list`)")]
     NoSuchRun(i64),
+    #[error("{0}")]
+    Input(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
