@@ -14,6 +14,7 @@ mod info_cmd;
 mod input_args;
 mod investigate_cmd;
 mod probe_cmd;
+mod project_cmd;
 mod runs_cmd;
 mod sae_cmd;
 mod serve_cmd;
@@ -130,6 +131,10 @@ enum Command {
     /// command line, version, input sha256s, status, headline metrics and artifacts.
     #[command(subcommand)]
     Runs(runs_cmd::RunsCommand),
+    /// The research project file (pragma.toml): north star, proxy tasks, techniques and
+    /// baselines, time box and decision rule.
+    #[command(subcommand)]
+    Project(project_cmd::ProjectCommand),
 }
 
 #[derive(Args, Clone)]
@@ -291,6 +296,7 @@ fn main() -> ExitCode {
         Command::Counterfactual(a) => investigate_cmd::cmd_counterfactual(a),
         Command::Resample(a) => investigate_cmd::cmd_resample(a),
         Command::Runs(c) => runs_cmd::cmd_runs(c),
+        Command::Project(c) => project_cmd::cmd_project(c),
     };
     if let Some(r) = recording {
         r.finish(&result);

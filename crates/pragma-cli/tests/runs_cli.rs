@@ -246,3 +246,66 @@ fn a_recorded_probe_sweep_reruns_to_the_same_numbers() {
         "{err}"
     );
 }
+
+/// `pragma project init` writes a pragma.toml (and the default suite) that `project
+/// check` accepts; a past time box and a second init are refused; runs made in the
+/// project's folder are recorded in its .pragma/runs.db.
+#[test]
+fn project_init_check_and_its_runs_database() {
+    let d = tempfile::tempdir().expect("tmp");
+    let run = |args: &[&str], dir: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("PRAGMA_RUNS_DB")
+            .env_remove("PRAGMA_NO_RECORD")
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["project", "init", "--time-box", "2001-01-01"], d.path());
+    assert!(!ok && err.contains("is in the past"), "{err}");
+    let (ok, out, err) = run(&["project", "init", "--time-box", "2999-12-31"], d.path());
+    assert!(
+        ok && out.contains("proxy      eval-awareness"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(&["project", "init", "--time-box", "2999-12-31"], d.path());
+    assert!(!ok && err.contains("exists"), "{err}");
+    let sub = d.path().join("work");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    let (ok, out, err) = run(&["project", "check"], &sub);
+    assert!(ok && out.ends_with("ok\n"), "{out}{err}");
+    // A workflow run in the project is recorded in its own database.
+    let m = common::tiny_gguf(d.path(), 2);
+    std::fs::write(sub.join("c.txt"), "one line\nanother line\n").expect("w");
+    let (ok, _, err) = run(
+        &[
+            "cache",
+            m.to_str().expect("m"),
+            "--data",
+            "c.txt",
+            "--lines",
+            "--hooks",
+            "blocks.0.hook_resid_post",
+            "--ctx",
+            "32",
+            "--out",
+            "s",
+        ],
+        &sub,
+    );
+    assert!(ok, "{err}");
+    let db = d.path().join(".pragma/runs.db");
+    assert!(db.exists());
+    let (ok, out, _) = pragma(&db, &["runs", "list", "--json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert!(
+        ok && runs.len() == 1 && runs[0]["workflow"] == "cache",
+        "{out}"
+    );
+}
