@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Subcommand;
+use pragma_research::reproduce::{compare_artifacts, compare_metrics, headline, numbers};
 use pragma_research::runs::{Artifact, Filter, NewRun, RunDb};
 
 /// Workflows recorded: the command and, for command groups, the subcommand.
@@ -199,38 +200,6 @@ impl Recording {
     }
 }
 
-/// The few numbers a workflow's result files say most about it.
-fn headline(workflow: &str, out: &Path) -> serde_json::Value {
-    let read = |f: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(out.join(f)).ok()?).ok()
-    };
-    match workflow {
-        "probe train" => read("results.json")
-            .map(|r| {
-                let best = r["best_logistic_layer"].clone();
-                let layer = r["layers"]
-                    .as_array()
-                    .and_then(|ls| ls.iter().find(|l| l["layer"] == best).cloned())
-                    .unwrap_or_default();
-                serde_json::json!({
-                    "best_logistic_layer": best,
-                    "test_auroc": layer["logistic"]["test_auroc"],
-                    "test_auroc_ci": layer["logistic"]["test_auroc_ci"],
-                    "baselines": r["baselines"].as_array().map(|bs| bs.iter().map(|b| {
-                        serde_json::json!({"name": b["name"], "test_auroc": b["scored"]["test_auroc"]})
-                    }).collect::<Vec<_>>()),
-                })
-            })
-            .unwrap_or_default(),
-        "sae train" => std::fs::read_to_string(out.join("log.jsonl"))
-            .ok()
-            .and_then(|t| t.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()))
-            .map(|l| serde_json::json!({"step": l["step"], "fvu": l["fvu"], "l0": l["l0"], "dead_fraction": l["dead_fraction"]}))
-            .unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    }
-}
-
 fn short(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => String::new(),
@@ -247,19 +216,6 @@ fn short(v: &serde_json::Value) -> String {
             .join(" "),
         other => other.to_string(),
     }
-}
-
-/// Numeric leaves of a metrics object, as `name -> value` (one level of nesting).
-fn numbers(v: &serde_json::Value) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    if let serde_json::Value::Object(m) = v {
-        for (k, x) in m {
-            if let Some(f) = x.as_f64() {
-                out.push((k.clone(), f));
-            }
-        }
-    }
-    out
 }
 
 fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
@@ -363,27 +319,6 @@ fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Whether two JSON files are equal once every key ending in `seconds` is removed (the
-/// timings a result file records).
-fn json_equal_but_timings(a: &Path, b: &Path) -> bool {
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                m.retain(|k, _| !k.ends_with("seconds"));
-                m.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(xs) => xs.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let read = |p: &Path| -> Option<serde_json::Value> {
-        let mut v = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-        strip(&mut v);
-        Some(v)
-    };
-    a.extension().is_some_and(|e| e == "json") && read(a).is_some_and(|x| Some(x) == read(b))
-}
-
 fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
     let r = db.get(id)?;
     let changed: Vec<String> = r.inputs.iter().filter_map(|a| a.check().err()).collect();
@@ -442,25 +377,7 @@ fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
     if let Some(o) = out_at.and_then(|i| r.argv.get(i + 1)) {
         let old_root = Path::new(&r.cwd).join(o);
         let new_root = Path::new(&r.cwd).join(new_out.as_deref().unwrap_or(""));
-        let mut same = 0;
-        let (mut differ, mut timings) = (Vec::new(), Vec::new());
-        for a in &r.artifacts {
-            let rel = Path::new(&a.path)
-                .strip_prefix(&old_root)
-                .or_else(|_| Path::new(&a.path).strip_prefix(o));
-            let Ok(rel) = rel else { continue };
-            let now = Artifact::of(&new_root.join(rel));
-            if now
-                .as_ref()
-                .is_some_and(|n| n.sha256 == a.sha256 && n.bytes == a.bytes)
-            {
-                same += 1;
-            } else if json_equal_but_timings(Path::new(&a.path), &new_root.join(rel)) {
-                timings.push(rel.display().to_string());
-            } else {
-                differ.push(rel.display().to_string());
-            }
-        }
+        let c = compare_artifacts(&r, &old_root, &new_root);
         let list = |what: &str, v: &[String]| {
             if v.is_empty() {
                 String::new()
@@ -469,34 +386,25 @@ fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
             }
         };
         println!(
-            "artifacts: {same} of {} byte-identical{}{}",
-            r.artifacts.len(),
-            list("equal except timing fields (*seconds)", &timings),
-            list("DIFFER", &differ)
+            "artifacts: {} of {} byte-identical{}{}",
+            c.identical,
+            c.total,
+            list(
+                "equal except timing fields (*seconds)",
+                &c.equal_but_timings
+            ),
+            list("DIFFER", &c.different)
         );
     }
-    // Headline metrics: equal, or inside the recorded CI when there is one.
-    let old = numbers(&r.metrics);
-    let fresh = numbers(&new.metrics);
-    let mut all_ok = true;
-    for (k, v) in &old {
-        let Some((_, w)) = fresh.iter().find(|(n, _)| n == k) else {
-            continue;
-        };
-        let ci = r.metrics[format!("{k}_ci")]
-            .as_array()
-            .and_then(|c| Some((c.first()?.as_f64()?, c.get(1)?.as_f64()?)));
-        let verdict = if (v - w).abs() <= 1e-12 * v.abs().max(1.0) {
-            "identical".to_string()
-        } else if let Some((lo, hi)) = ci.filter(|(lo, hi)| (*lo..=*hi).contains(w)) {
-            format!("within the recorded 95% CI [{lo:.4}, {hi:.4}]")
-        } else {
-            all_ok = false;
-            "DIFFERS".to_string()
-        };
-        println!("{k}: recorded {v:.6}, now {w:.6}: {verdict}");
+    // Headline metrics: identical, or inside the recorded CI when there is one.
+    let checks = compare_metrics(&r.metrics, &new.metrics);
+    for m in &checks {
+        println!(
+            "{}: recorded {:.6}, now {:.6}: {}",
+            m.name, m.recorded, m.now, m.says
+        );
     }
-    if !all_ok {
+    if checks.iter().any(|m| !m.reproduced) {
         anyhow::bail!("run {id} did not reproduce: see the metrics above");
     }
     println!("run {id} reproduced");

@@ -6,10 +6,14 @@
 //! sha256 of every input file, start and end, status, headline metrics and the artifacts
 //! it wrote (paths, sizes, sha256), so a number can be traced to what made it.
 //!
+//! [`reproduce`]: headline metrics from result files, and whether a rerun reproduced its
+//! run (artifacts byte-identical, metrics identical or inside the recorded CI).
+//!
 //! [`project`]: the research project file (`pragma.toml`: north star, proxy tasks,
 //! techniques and baselines, time box, decision rule) and the decision rule's verdicts.
 
 pub mod project;
+pub mod reproduce;
 pub mod runs;
 
 pub use project::{verdict, Project, Score, Standing, Verdict};

@@ -1,0 +1,58 @@
+//! Judging a rerun: metrics identical, inside the recorded CI, or different; JSON result
+//! files equal but for timing fields; headline metrics from a probe sweep's results.json.
+
+use pragma_research::reproduce::{compare_metrics, headline, json_equal_but_timings};
+
+#[test]
+fn metrics_identical_within_ci_or_different() {
+    let recorded =
+        serde_json::json!({"test_auroc": 0.90, "test_auroc_ci": [0.85, 0.95], "fvu": 0.2});
+    let same = compare_metrics(&recorded, &recorded);
+    assert!(same.iter().all(|m| m.reproduced && m.says == "identical"));
+    let now = serde_json::json!({"test_auroc": 0.93, "fvu": 0.2});
+    let c = compare_metrics(&recorded, &now);
+    let auroc = c.iter().find(|m| m.name == "test_auroc").expect("auroc");
+    assert!(auroc.reproduced && auroc.says.contains("within the recorded 95% CI"));
+    let now = serde_json::json!({"test_auroc": 0.70, "fvu": 0.25});
+    let c = compare_metrics(&recorded, &now);
+    assert!(c.iter().all(|m| !m.reproduced), "{c:?}"); // auroc outside its CI; fvu has no CI
+}
+
+#[test]
+fn json_timings_and_headline() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (a, b, c) = (
+        d.path().join("a.json"),
+        d.path().join("b.json"),
+        d.path().join("c.json"),
+    );
+    std::fs::write(
+        &a,
+        r#"{"x": 1, "fit_seconds": 0.5, "inner": [{"y": 2, "seconds": 3}]}"#,
+    )
+    .expect("w");
+    std::fs::write(
+        &b,
+        r#"{"x": 1, "fit_seconds": 0.7, "inner": [{"y": 2, "seconds": 9}]}"#,
+    )
+    .expect("w");
+    std::fs::write(
+        &c,
+        r#"{"x": 2, "fit_seconds": 0.5, "inner": [{"y": 2, "seconds": 3}]}"#,
+    )
+    .expect("w");
+    assert!(json_equal_but_timings(&a, &b));
+    assert!(!json_equal_but_timings(&a, &c));
+    std::fs::write(
+        d.path().join("results.json"),
+        r#"{"best_logistic_layer": 3, "layers": [{"layer": 2, "logistic": {"test_auroc": 0.6, "test_auroc_ci": [0.5, 0.7]}},
+            {"layer": 3, "logistic": {"test_auroc": 0.9, "test_auroc_ci": [0.8, 1.0]}}],
+            "baselines": [{"name": "bag-of-words", "scored": {"test_auroc": 0.7}}]}"#,
+    )
+    .expect("w");
+    let h = headline("probe train", d.path());
+    assert_eq!(h["best_logistic_layer"], 3);
+    assert_eq!(h["test_auroc"], 0.9);
+    assert_eq!(h["baselines"][0]["name"], "bag-of-words");
+    assert!(headline("lens", d.path()).is_null());
+}
