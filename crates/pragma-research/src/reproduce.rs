@@ -12,7 +12,8 @@ use crate::runs::{Artifact, Run};
 /// The few numbers a workflow's result files under `out` say most about it: probe
 /// sweeps (`results.json`): the best logistic layer, its test AUROC and CI, the
 /// baselines' AUROCs; SAE training (`log.jsonl`): the last step's FVU, L0 and dead
-/// fraction. `Null` for other workflows (none recorded yet).
+/// fraction; eval runs (`report.json`): per family, the best technique, its mean and its
+/// margin over the runner-up with the CI. `Null` for other workflows (none recorded yet).
 pub fn headline(workflow: &str, out: &Path) -> serde_json::Value {
     let read = |f: &str| -> Option<serde_json::Value> {
         serde_json::from_str(&std::fs::read_to_string(out.join(f)).ok()?).ok()
@@ -47,6 +48,28 @@ pub fn headline(workflow: &str, out: &Path) -> serde_json::Value {
             })
             .map(|l| {
                 serde_json::json!({"step": l["step"], "fvu": l["fvu"], "l0": l["l0"], "dead_fraction": l["dead_fraction"]})
+            })
+            .unwrap_or_default(),
+        "eval run" => read("report.json")
+            .map(|r| {
+                // Per family: the technique with the highest mean, and its margin over the
+                // runner-up with the bootstrap CI over tasks.
+                let mut m = serde_json::Map::new();
+                for f in r["families"].as_array().into_iter().flatten() {
+                    let fam = f["family"].as_str().unwrap_or("family").replace('-', "_");
+                    if let Some(best) = f["techniques"].as_array().and_then(|t| t.first()) {
+                        m.insert(format!("{fam}_best"), best[0].clone());
+                        m.insert(format!("{fam}_best_mean"), best[1].clone());
+                    }
+                    if f["margin"].is_object() {
+                        m.insert(format!("{fam}_margin"), f["margin"]["mean"].clone());
+                        m.insert(
+                            format!("{fam}_margin_ci"),
+                            serde_json::json!([f["margin"]["lo"], f["margin"]["hi"]]),
+                        );
+                    }
+                }
+                serde_json::Value::Object(m)
             })
             .unwrap_or_default(),
         _ => serde_json::Value::Null,

@@ -55,4 +55,17 @@ fn json_timings_and_headline() {
     assert_eq!(h["test_auroc"], 0.9);
     assert_eq!(h["baselines"][0]["name"], "bag-of-words");
     assert!(headline("lens", d.path()).is_null());
+    std::fs::write(
+        d.path().join("report.json"),
+        r#"{"families": [{"family": "detection", "techniques": [["probe", 0.93, 12], ["bow", 0.85, 5]],
+            "margin": {"mean": 0.058, "lo": 0.011, "hi": 0.116}},
+            {"family": "planted", "techniques": [["sae-diff", 3.0, 3]], "margin": null}]}"#,
+    )
+    .expect("w");
+    let e = headline("eval run", d.path());
+    assert_eq!(e["detection_best"], "probe");
+    assert_eq!(e["detection_best_mean"], 0.93);
+    assert_eq!(e["detection_margin_ci"][1], 0.116);
+    assert_eq!(e["planted_best"], "sae-diff");
+    assert!(e.get("planted_margin").is_none());
 }
