@@ -77,13 +77,7 @@ fn pragma_at(endpoint: u16, args: &[&str]) -> Command {
 }
 
 fn run(mut c: Command) -> (bool, String, String) {
-    let out = c.output().expect("run pragma");
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!e.contains("panicked"), "{e}");
-    (out.status.success(), o, e)
+    common::output(&mut c)
 }
 
 fn cache_args<'a>(corpus: &'a str, out: &'a str) -> Vec<&'a str> {

@@ -8,18 +8,12 @@ mod common;
 use std::process::Command;
 
 fn pragma(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
-        .args(args)
-        .env("PRAGMA_RUNS_DB", db)
-        .env_remove("PRAGMA_NO_RECORD")
-        .output()
-        .expect("run");
-    let (o, e) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(!e.contains("panicked"), "{e}");
-    (out.status.success(), o, e)
+    common::output(
+        Command::new(env!("CARGO_BIN_EXE_pragma"))
+            .args(args)
+            .env("PRAGMA_RUNS_DB", db)
+            .env_remove("PRAGMA_NO_RECORD"),
+    )
 }
 
 #[test]
@@ -254,17 +248,12 @@ fn a_recorded_probe_sweep_reruns_to_the_same_numbers() {
 fn project_init_check_and_its_runs_database() {
     let d = tempfile::tempdir().expect("tmp");
     let run = |args: &[&str], dir: &std::path::Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("PRAGMA_RUNS_DB")
-            .env_remove("PRAGMA_NO_RECORD")
-            .output()
-            .expect("run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        common::output(
+            Command::new(env!("CARGO_BIN_EXE_pragma"))
+                .args(args)
+                .current_dir(dir)
+                .env_remove("PRAGMA_RUNS_DB")
+                .env_remove("PRAGMA_NO_RECORD"),
         )
     };
     let (ok, _, err) = run(&["project", "init", "--time-box", "2001-01-01"], d.path());

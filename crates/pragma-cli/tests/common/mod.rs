@@ -11,10 +11,13 @@ use pragma_model::Arch;
 
 /// Run `pragma args...`: (exit ok, stdout, stderr). Fails the test on a panic message.
 pub fn pragma(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pragma"))
-        .args(args)
-        .output()
-        .expect("run");
+    output(Command::new(env!("CARGO_BIN_EXE_pragma")).args(args))
+}
+
+/// Run a prepared `pragma` command (extra environment, another folder): (exit ok,
+/// stdout, stderr). Fails the test on a panic message.
+pub fn output(c: &mut Command) -> (bool, String, String) {
+    let out = c.output().expect("run");
     let (o, e) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
