@@ -114,11 +114,6 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         p => Some(Sae::load(std::path::Path::new(p)).with_context(|| format!("--sae {p}"))?),
     };
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let cfg = RunConfig {
         sae_preset: (a.sae == "preset").then(|| suite.sae.clone()),
         suite,
@@ -127,8 +122,29 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         yes: a.yes,
         sae_other_model: a.sae_other_model,
     };
+    let res = with_progress(|events| run::run(&model, sae.as_ref(), &cfg, events));
+    let res = res?;
+    present(&res.report, a.json)?;
+    eprintln!(
+        "{} cells computed, {} cached, in {:.0} s; report: {}",
+        res.computed,
+        res.cached,
+        res.seconds,
+        a.out.join("report.html").display()
+    );
+    Ok(())
+}
+
+/// Call `f` with an event handler that shows an eval run's progress: the plan (cells to
+/// compute and the estimate), then a bar with ETA per task step.
+pub fn with_progress<R>(f: impl FnOnce(&mut dyn FnMut(Event)) -> R) -> R {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let (mut cells_done, mut cells_todo) = (0usize, 0usize);
-    let res = run::run(&model, sae.as_ref(), &cfg, &mut |e| match e {
+    let res = f(&mut |e| match e {
         Event::Plan {
             todo,
             cached,
@@ -155,14 +171,5 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         Event::Cell { done, .. } => cells_done = done,
     });
     bar.finish_and_clear();
-    let res = res?;
-    present(&res.report, a.json)?;
-    eprintln!(
-        "{} cells computed, {} cached, in {:.0} s; report: {}",
-        res.computed,
-        res.cached,
-        res.seconds,
-        a.out.join("report.html").display()
-    );
-    Ok(())
+    res
 }

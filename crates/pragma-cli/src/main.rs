@@ -135,6 +135,13 @@ enum Command {
     /// baselines, time box and decision rule.
     #[command(subcommand)]
     Project(project_cmd::ProjectCommand),
+    /// Check in on the research project (the nearest pragma.toml): run its proxy tasks
+    /// (cells cached in .pragma/eval, so only what changed is computed), compare each
+    /// technique with its baselines by the decision rule and with the last check-in,
+    /// and write the dated verdict (ahead, within noise or behind; past the time box
+    /// without a win: pivot) to the runs database and CHECKINS.md. `pragma project log`
+    /// lists them; `pragma serve` shows them at /project.
+    Checkin(project_cmd::CheckinArgs),
 }
 
 #[derive(Args, Clone)]
@@ -297,6 +304,7 @@ fn main() -> ExitCode {
         Command::Resample(a) => investigate_cmd::cmd_resample(a),
         Command::Runs(c) => runs_cmd::cmd_runs(c),
         Command::Project(c) => project_cmd::cmd_project(c),
+        Command::Checkin(a) => project_cmd::cmd_checkin(a, recording.as_ref().map(|r| r.id())),
     };
     if let Some(r) = recording {
         r.finish(&result);

@@ -1,17 +1,20 @@
-//! `pragma project init|check`: the research project file (`pragma_research::project`).
+//! `pragma project init|check|log` and `pragma checkin`: parse, call
+//! `pragma_research::{project, checkin}`, present.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use pragma_research::checkin::{self, project_key, CheckinConfig};
 use pragma_research::project::Project;
+use pragma_research::runs::RunDb;
 
 #[derive(Subcommand)]
 pub enum ProjectCommand {
     /// Write a commented pragma.toml here: the north star, the proxy tasks (tasks of an
     /// eval suite), the techniques under test and the baselines they must beat, the time
     /// box and the decision rule. Runs made in this folder are then recorded in
-    /// .pragma/runs.db.
+    /// .pragma/runs.db. `--example eval-awareness` writes the worked case study instead.
     Init {
         /// What you want to be true, in words.
         #[arg(long, default_value = "models should not notice they are being tested")]
@@ -23,6 +26,11 @@ pub enum ProjectCommand {
         /// `pragma eval run --suite default --out eval` writes eval/suite/default.toml.
         #[arg(long, default_value = "eval/suite/default.toml")]
         suite: String,
+        /// A worked project instead of the template: `eval-awareness` (north star, the
+        /// steering study and a detection task as proxy tasks, two techniques each
+        /// beside their baselines).
+        #[arg(long, conflicts_with_all = ["north_star", "suite"])]
+        example: Option<String>,
     },
     /// Check pragma.toml (here or in a parent folder) against its suite and print it.
     Check {
@@ -30,19 +38,43 @@ pub enum ProjectCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// The project's check-ins, oldest first: date, verdicts, the sentence of each.
+    Log {
+        /// The project file (default: the nearest pragma.toml at or above this folder).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print every check-in in full as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn find() -> Result<PathBuf> {
-    let cwd = std::env::current_dir()?;
-    cwd.ancestors()
-        .map(|d| d.join("pragma.toml"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no pragma.toml in {} or above: make one with `pragma project init --time-box YYYY-MM-DD`",
-                cwd.display()
-            )
-        })
+/// `pragma checkin`.
+#[derive(Args)]
+pub struct CheckinArgs {
+    /// The project file (default: the nearest pragma.toml at or above this folder).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Model (default: the project's `model`, else pragma's default model).
+    #[arg(long)]
+    model: Option<String>,
+    /// Bootstrap replicates of the intervals (>= 100).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    bootstrap: u64,
+    /// Run even if the time estimate is over the suite's budget.
+    #[arg(long)]
+    yes: bool,
+    /// Print the check-in as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load(file: Option<PathBuf>) -> Result<Project> {
+    let path = match file {
+        Some(f) => f,
+        None => Project::find(&std::env::current_dir()?)?,
+    };
+    Ok(Project::load(&path)?)
 }
 
 fn print(p: &Project) {
@@ -65,40 +97,95 @@ fn print(p: &Project) {
     }
 }
 
+/// The runs database of `p`: `$PRAGMA_RUNS_DB`, else `.pragma/runs.db` beside it.
+fn db(p: &Project) -> Result<RunDb> {
+    Ok(RunDb::open(&RunDb::default_path(p.dir()))?)
+}
+
 pub fn cmd_project(c: ProjectCommand) -> Result<()> {
     match c {
         ProjectCommand::Init {
             north_star,
             time_box,
             suite,
+            example,
         } => {
             let dir = std::env::current_dir()?;
-            let suite_path = dir.join(&suite);
-            if !suite_path.is_file() {
-                // The default suite is written on demand, as `pragma eval run` does.
-                if suite == "eval/suite/default.toml" {
-                    pragma_eval::suite::Suite::write_default(&dir.join("eval/suite"))?;
-                } else {
-                    anyhow::bail!("--suite {suite}: no such file");
+            let p = match example {
+                Some(name) => Project::init_example(&dir, &name, &time_box)?,
+                None => {
+                    if !dir.join(&suite).is_file() {
+                        // The default suite is written on demand, as `pragma eval run` does.
+                        anyhow::ensure!(
+                            suite == "eval/suite/default.toml",
+                            "--suite {suite}: no such file"
+                        );
+                        pragma_eval::suite::Suite::write_default(&dir.join("eval/suite"))?;
+                    }
+                    Project::init(&dir, &north_star, &time_box, &suite)?
                 }
-            }
-            let p = Project::init(&dir, &north_star, &time_box, &suite)?;
+            };
             print(&p);
             println!(
-                "wrote {}: edit the [[proxy]] tasks, then check it with `pragma project check`",
+                "wrote {}: check it with `pragma project check`, then run `pragma checkin`",
                 p.path.display()
             );
             Ok(())
         }
         ProjectCommand::Check { file } => {
-            let path = match file {
-                Some(f) => f,
-                None => find()?,
-            };
-            let p = Project::load(&path)?;
+            let p = load(file)?;
             print(&p);
             println!("ok");
             Ok(())
         }
+        ProjectCommand::Log { file, json } => {
+            let p = load(file)?;
+            let all = db(&p)?.checkins(&project_key(&p))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            if all.is_empty() {
+                println!("no check-ins yet: run `pragma checkin`");
+            }
+            for c in &all {
+                println!("check-in {} ({} UTC): {}", c.number, c.at_utc, c.says);
+                for x in &c.proxies {
+                    for v in &x.verdicts {
+                        println!("  {}: {}", x.task, v.verdict.says);
+                    }
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+pub fn cmd_checkin(a: CheckinArgs, run_id: Option<i64>) -> Result<()> {
+    let p = load(a.file)?;
+    let spec = a
+        .model
+        .or_else(|| p.model.clone())
+        .unwrap_or_else(|| pragma_model::DEFAULT_MODEL.to_string());
+    let model = pragma_model::Model::load(&spec, &mut |m| eprintln!("{m}"))?;
+    let db = db(&p)?;
+    let mut cfg = CheckinConfig::new(&p);
+    cfg.bootstrap = a.bootstrap as usize;
+    cfg.yes = a.yes;
+    cfg.run_id = run_id;
+    crate::runs_cmd::set_out(&cfg.out);
+    let c =
+        crate::eval_cmd::with_progress(|events| checkin::checkin(&model, &p, &db, &cfg, events))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        println!("{}", checkin::markdown(&c));
+    }
+    eprintln!(
+        "check-in {} recorded in {} and {}",
+        c.number,
+        db.path().display(),
+        p.dir().join("CHECKINS.md").display()
+    );
+    Ok(())
 }

@@ -28,7 +28,17 @@ const WORKFLOWS: &[&str] = &[
     "lens",
     "counterfactual",
     "resample",
+    "checkin",
 ];
+
+/// The output folder a command declared while running (for commands without `--out`,
+/// e.g. `checkin`): its files are the run's artifacts and its headline metrics' source.
+static DECLARED_OUT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Declare this run's output folder (the first declaration wins).
+pub fn set_out(out: &Path) {
+    let _ = DECLARED_OUT.set(out.to_path_buf());
+}
 
 #[derive(Subcommand)]
 pub enum RunsCommand {
@@ -177,8 +187,16 @@ impl Recording {
         }
     }
 
+    /// The run's id in the runs database.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
     /// Complete the record with the outcome, headline metrics and artifacts.
-    pub fn finish(self, outcome: &Result<()>) {
+    pub fn finish(mut self, outcome: &Result<()>) {
+        if self.out.is_none() {
+            self.out = DECLARED_OUT.get().cloned();
+        }
         let status = match outcome {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("failed: {e}"),

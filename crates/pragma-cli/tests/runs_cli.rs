@@ -298,3 +298,223 @@ fn project_init_check_and_its_runs_database() {
         "{out}"
     );
 }
+
+/// Run `pragma` in `dir` with the project's own database (no PRAGMA_RUNS_DB).
+fn in_dir(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
+    common::output(
+        Command::new(env!("CARGO_BIN_EXE_pragma"))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("PRAGMA_RUNS_DB")
+            .env_remove("PRAGMA_NO_RECORD"),
+    )
+}
+
+/// A project on a tiny model: a detection task whose positives carry a word the
+/// bag-of-words baseline sees, and the steering study; its proxies name techniques and
+/// baselines of each.
+fn tiny_project(d: &std::path::Path, proxies: &str) {
+    let m = common::tiny_gguf(d, 5);
+    let rows: Vec<String> = (0..60)
+        .map(|i| {
+            let label = i % 2;
+            let text = if label == 1 {
+                format!("exam question {i} graded")
+            } else {
+                format!("user asks {i} kindly")
+            };
+            serde_json::json!({"text": text, "label": label}).to_string()
+        })
+        .collect();
+    std::fs::write(d.join("a.jsonl"), rows.join("\n")).expect("w");
+    std::fs::write(
+        d.join("a.meta.json"),
+        r#"{"question": "test?", "positive": 1}"#,
+    )
+    .expect("w");
+    let pairs: Vec<String> = (0..4)
+        .map(|i| {
+            serde_json::json!({"positive": format!("test {i}"), "negative": format!("user {i}")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(d.join("pairs.jsonl"), pairs.join("\n")).expect("w");
+    let tasks: Vec<String> = (0..6)
+        .map(|i| {
+            serde_json::json!({"task": format!("t{i}"), "eval": format!("exam {i}"), "deploy": format!("chat {i}")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(d.join("tasks.jsonl"), tasks.join("\n")).expect("w");
+    std::fs::write(d.join("ref.txt"), "a cat sat on a mat").expect("w");
+    std::fs::write(
+        d.join("suite.toml"),
+        "hook = \"blocks.1.hook_resid_post\"\nseeds = 2\nanswers = [\"a\", \"b\"]\n\
+         [[task]]\nname = \"a\"\nfamily = \"detection\"\ndataset = \"a.jsonl\"\n\n\
+         [[task]]\nname = \"st\"\nfamily = \"study\"\ndataset = \"tasks.jsonl\"\n\
+         pairs = \"pairs.jsonl\"\nreference = \"ref.txt\"\nquestion = \"test?\"\n\
+         deploy_prompt = \"real\"\n",
+    )
+    .expect("w");
+    std::fs::write(
+        d.join("pragma.toml"),
+        format!(
+            "[project]\nnorth_star = \"tiny\"\ntime_box = \"2999-12-31\"\nsuite = \"suite.toml\"\n\
+             model = \"{}\"\n{proxies}",
+            m.display()
+        ),
+    )
+    .expect("w");
+}
+
+#[test]
+fn checkins_run_the_proxy_tasks_judge_and_keep_the_history() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = d.path();
+    tiny_project(
+        p,
+        "[[proxy]]\ntask = \"a\"\ntechniques = [\"probe\"]\nbaselines = [\"bow\", \"random\"]\n\
+         [[proxy]]\ntask = \"st\"\ntechniques = [\"vector\", \"prompting\"]\n\
+         baselines = [\"random-control\", \"unsteered\"]\n",
+    );
+    let (ok, out, err) = in_dir(&["project", "log"], p);
+    assert!(ok && out.contains("no check-ins yet"), "{out}{err}");
+    let (ok, out, err) = in_dir(&["checkin", "--bootstrap", "100"], p);
+    assert!(ok, "{err}");
+    assert!(out.contains("## Check-in 1 ("), "{out}");
+    // Every technique gets a verdict by the rule; the table names the roles.
+    for t in ["probe", "vector", "prompting"] {
+        assert!(
+            ["ahead", "within noise", "behind"]
+                .iter()
+                .any(|s| out.lines().any(|l| l.starts_with(&format!("- {s}: {t} ")))),
+            "{t}: {out}"
+        );
+    }
+    assert!(
+        out.contains("| bow | baseline |") && out.contains("| random-control | baseline |"),
+        "{out}"
+    );
+    assert!(out.contains("(7 computed, 0 cached)"), "{out}");
+    // The first sentence: continue (something ahead) or keep going (29xx is far away).
+    assert!(
+        out.contains("**continue: ") || out.contains("**keep going: "),
+        "{out}"
+    );
+    let log1 = std::fs::read_to_string(p.join("CHECKINS.md")).expect("log");
+    assert!(
+        log1.starts_with("# Check-ins") && log1.contains("## Check-in 1"),
+        "{log1}"
+    );
+
+    // Nothing changed: the second check-in reads every cell from the cache and repeats
+    // the numbers, compared with the first.
+    let (ok, out2, err) = in_dir(&["checkin", "--bootstrap", "100", "--json"], p);
+    assert!(ok, "{err}");
+    let c2: serde_json::Value = serde_json::from_str(&out2).expect("json");
+    assert_eq!(c2["number"], 2);
+    assert_eq!(
+        (c2["computed"].as_u64(), c2["cached"].as_u64()),
+        (Some(0), Some(7))
+    );
+    for px in c2["proxies"].as_array().expect("proxies") {
+        for e in px["evidence"].as_array().expect("evidence") {
+            assert_eq!(e["score"], e["previous"], "{e}");
+        }
+    }
+    let log = std::fs::read_to_string(p.join("CHECKINS.md")).expect("log");
+    assert!(
+        log.find("## Check-in 2").expect("2") < log.find("## Check-in 1").expect("1")
+            && log.contains("| same |"),
+        "{log}"
+    );
+    let (ok, out, _) = in_dir(&["project", "log", "--json"], p);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert!(ok && all.len() == 2 && all[1]["number"] == 2, "{out}");
+
+    // Each check-in is a recorded run whose metrics are its scores; rerunning it
+    // reproduces them (the cells are cached under keys of their inputs).
+    let db = p.join(".pragma/runs.db");
+    let (ok, out, _) = pragma(&db, &["runs", "list", "--workflow", "checkin", "--json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert!(ok && runs.len() == 2 && runs[0]["status"] == "ok", "{out}");
+    assert!(runs[0]["metrics"]["st/vector"].is_number(), "{}", runs[0]);
+    assert_eq!(c2["run_id"], runs[0]["id"]);
+    let id = runs[0]["id"].to_string();
+    let (ok, out, err) = in_dir(&["runs", "rerun", &id], p);
+    assert!(
+        ok && out.contains(&format!("run {id} reproduced")),
+        "{out}{err}"
+    );
+
+    // A changed dataset is recomputed: only the detection task's cells.
+    let text = std::fs::read_to_string(p.join("a.jsonl")).expect("r");
+    std::fs::write(p.join("a.jsonl"), text.replace("kindly", "politely")).expect("w");
+    let (ok, out, err) = in_dir(&["checkin", "--bootstrap", "100", "--json"], p);
+    assert!(ok, "{err}");
+    let c4: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (c4["computed"].as_u64(), c4["cached"].as_u64()),
+        (Some(6), Some(1)),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_projects_are_clear_errors_and_the_example_project_checks() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = d.path();
+    tiny_project(
+        p,
+        "[[proxy]]\ntask = \"st\"\ntechniques = [\"vectr\"]\nbaselines = [\"unsteered\"]\n",
+    );
+    let (ok, _, err) = in_dir(&["project", "check"], p);
+    assert!(
+        !ok && err.contains("unknown arm 'vectr'") && err.contains("did you mean 'vector'"),
+        "{err}"
+    );
+    let (ok, _, err) = in_dir(&["checkin"], p);
+    assert!(!ok && err.contains("unknown arm 'vectr'"), "{err}");
+    std::fs::remove_file(p.join("pragma.toml")).expect("rm");
+    let (ok, _, err) = in_dir(&["checkin"], p);
+    assert!(!ok && err.contains("no pragma.toml in"), "{err}");
+
+    // The shipped case study initialises into an empty folder and checks.
+    let e = p.join("ea");
+    std::fs::create_dir_all(&e).expect("mkdir");
+    let (ok, _, err) = in_dir(
+        &[
+            "project",
+            "init",
+            "--example",
+            "eval-awarenes",
+            "--time-box",
+            "2999-01-01",
+        ],
+        &e,
+    );
+    assert!(
+        !ok && err.contains("did you mean 'eval-awareness'"),
+        "{err}"
+    );
+    let (ok, out, err) = in_dir(
+        &[
+            "project",
+            "init",
+            "--example",
+            "eval-awareness",
+            "--time-box",
+            "2999-01-01",
+        ],
+        &e,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("proxy      eval-awareness-study: techniques vector, prompting vs baselines random-control, unsteered"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(e.join("pragma.toml")).expect("r");
+    assert!(text.contains("time_box = \"2999-01-01\""), "{text}");
+    let (ok, out, err) = in_dir(&["project", "check"], &e);
+    assert!(ok && out.ends_with("ok\n"), "{out}{err}");
+}

@@ -60,6 +60,10 @@ pub const DEFAULT_SUITE: &[(&str, &str)] = &[
         include_str!("../../../examples/eval/default.toml"),
     ),
     (
+        "eval-awareness.toml",
+        include_str!("../../../examples/eval/eval-awareness.toml"),
+    ),
+    (
         "probes/facts.jsonl",
         include_str!("../../../examples/probes/facts.jsonl"),
     ),
@@ -845,7 +849,10 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let s = Suite::load(&Suite::write_default(d.path()).expect("write")).expect("load");
         assert!(s.tasks.len() >= 12);
-        for t in &s.tasks {
+        // The case study's suite (examples/eval/eval-awareness.toml) is written beside it.
+        let ea = Suite::load(&d.path().join("eval-awareness.toml")).expect("load");
+        assert_eq!(ea.tasks.len(), 2);
+        for t in s.tasks.iter().chain(&ea.tasks) {
             for f in std::iter::once(&t.dataset).chain(&t.extra_files) {
                 assert!(f.is_file(), "{}", f.display());
             }

@@ -20,9 +20,14 @@ fn one_head_model(dir: &std::path::Path) -> Model {
     for (name, t) in w.iter_mut() {
         if let Some(rest) = name.strip_prefix("model.layers.") {
             if rest.ends_with("self_attn.o_proj.weight") {
-                let layer: usize = rest.split('.').next().unwrap().parse().unwrap();
-                let (d, qd) = t.dims2().unwrap();
-                let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                let layer: usize = rest
+                    .split('.')
+                    .next()
+                    .expect("layer")
+                    .parse()
+                    .expect("layer");
+                let (d, qd) = t.dims2().expect("ok");
+                let mut v: Vec<f32> = t.flatten_all().expect("ok").to_vec1().expect("ok");
                 for r in 0..d {
                     for c in 0..qd {
                         if !(layer == 1 && c / dh == 2) {
@@ -30,13 +35,13 @@ fn one_head_model(dir: &std::path::Path) -> Model {
                         }
                     }
                 }
-                *t = Tensor::from_vec(v, (d, qd), &Device::Cpu).unwrap();
+                *t = Tensor::from_vec(v, (d, qd), &Device::Cpu).expect("ok");
             }
         }
     }
     let p = dir.join("one-head.gguf");
     write_gguf(&p, &cfg, &w, GgmlDType::F32).expect("gguf");
-    Model::load(p.to_str().unwrap(), &mut |_| {}).expect("load")
+    Model::load(p.to_str().expect("ok"), &mut |_| {}).expect("load")
 }
 
 const CLEAN: [u32; 7] = [5, 80, 101, 17, 260, 33, 99];
@@ -46,12 +51,16 @@ fn last_logits(m: &Model, ids: &[u32]) -> Vec<f32> {
     let (l, _) = m
         .transformer
         .forward(
-            &Batch::single(ids, m.device()).unwrap(),
+            &Batch::single(ids, m.device()).expect("ok"),
             &Default::default(),
             Logits::Last,
         )
-        .unwrap();
-    l.unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+        .expect("ok");
+    l.expect("ok")
+        .squeeze(0)
+        .expect("ok")
+        .to_vec1()
+        .expect("ok")
 }
 
 /// The two answers whose logit difference the corruption moves most.
@@ -61,7 +70,7 @@ fn metric(m: &Model) -> LogitDiff {
     let argmax = |v: &[f32], s: f32| {
         (0..v.len())
             .max_by(|&i, &j| (s * v[i]).total_cmp(&(s * v[j])))
-            .unwrap() as u32
+            .expect("ok") as u32
     };
     LogitDiff {
         good: argmax(&delta, 1.0),
@@ -73,7 +82,7 @@ fn metric(m: &Model) -> LogitDiff {
 
 #[test]
 fn patching_finds_the_only_head_that_moves_information() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let m = one_head_model(dir.path());
     let metric = metric(&m);
     for direction in [PatchDirection::Denoise, PatchDirection::Noise] {
@@ -142,7 +151,7 @@ fn patching_finds_the_only_head_that_moves_information() {
 
 #[test]
 fn direct_logit_attribution_sums_to_the_logit_difference_and_heads_to_their_layer() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let m = one_head_model(dir.path());
     let metric = metric(&m);
     let d = direct_logit_attribution(&m, &CLEAN, &metric).expect("dla");
@@ -164,7 +173,7 @@ fn direct_logit_attribution_sums_to_the_logit_difference_and_heads_to_their_laye
     // The lens' last row is the model's own output.
     let lens = logit_lens(&m, &CLEAN, Some(&metric), 3).expect("lens");
     assert_eq!(lens.layers.len(), m.cfg().n_layers + 1);
-    let final_diff = lens.layers.last().unwrap().logit_diff.unwrap();
+    let final_diff = lens.layers.last().expect("ok").logit_diff.expect("ok");
     assert!(
         (final_diff - d.logit_diff).abs() < 1e-4,
         "{final_diff} vs {}",
@@ -174,7 +183,7 @@ fn direct_logit_attribution_sums_to_the_logit_difference_and_heads_to_their_laye
 
 #[test]
 fn bad_input_is_refused_with_what_was_expected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let m = one_head_model(dir.path());
     let metric = metric(&m);
     let cfg = |clean: &[u32], corrupt: &[u32]| PatchConfig {
@@ -186,16 +195,16 @@ fn bad_input_is_refused_with_what_was_expected() {
         batch: 8,
     };
     let e = patch(&m, &cfg(&CLEAN, &CLEAN[..5]), &mut |_, _| {})
-        .unwrap_err()
+        .expect_err("error")
         .to_string();
     assert!(e.contains("7 tokens and the corrupt one 5"), "{e}");
     let e = patch(&m, &cfg(&CLEAN, &CLEAN), &mut |_, _| {})
-        .unwrap_err()
+        .expect_err("error")
         .to_string();
     assert!(e.contains("divides by zero"), "{e}");
     // An answer of several tokens says how it tokenises.
     let e = LogitDiff::new(&m, "the cat sat", "a")
-        .unwrap_err()
+        .expect_err("error")
         .to_string();
     assert!(
         e.contains("tokenises as") && e.contains("expected exactly one"),
@@ -267,7 +276,7 @@ mod counterfactuals {
 
     #[test]
     fn segments_rank_exact_and_sampled_behaviours_and_refuse_missing_spans() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("ok");
         let m = one_head_model(dir.path());
         let cfg = SegmentsConfig {
             prompt: "the cat sat. a dog ran. the sun set.".into(),
@@ -298,7 +307,7 @@ mod counterfactuals {
         // A regex every continuation matches: no effect, and no false alarm.
         let always = SegmentsConfig {
             behaviour: Behaviour::Regex {
-                pattern: regex::Regex::new("").unwrap(),
+                pattern: regex::Regex::new("").expect("ok"),
                 samples: 8,
                 max_tokens: 3,
                 temperature: 1.0,
@@ -309,7 +318,7 @@ mod counterfactuals {
         assert_eq!(r.original, 1.0);
         for s in &r.segments {
             assert_eq!(s.effect, 0.0);
-            assert!(s.p_value.unwrap() > 0.5, "{s:?}");
+            assert!(s.p_value.expect("ok") > 0.5, "{s:?}");
         }
         // Alternatives: a segment's effect is the mean over its replacements.
         let with = |r: Replacement| {
@@ -320,11 +329,15 @@ mod counterfactuals {
                     ..cfg.clone()
                 },
             )
-            .unwrap()
+            .expect("ok")
         };
         let by_seg = |r: &pragma_methods::investigate::counterfactual::SegmentsResult,
                       seg: &str| {
-            r.segments.iter().find(|x| x.segment == seg).unwrap().effect
+            r.segments
+                .iter()
+                .find(|x| x.segment == seg)
+                .expect("ok")
+                .effect
         };
         let a = with(Replacement::Filler("one two.".into()));
         let b = with(Replacement::Filler("red blue green.".into()));
@@ -371,22 +384,26 @@ mod counterfactuals {
             behaviour: Behaviour::Probe(std::sync::Arc::new(probe)),
             ..cfg.clone()
         };
-        let r = segments(&m, &probed).unwrap();
+        let r = segments(&m, &probed).expect("ok");
         let ids = m
             .tokenizer
             .build_input(
                 &pragma_model::input::Prompt::Text(&cfg.prompt),
                 Default::default(),
             )
-            .unwrap()
+            .expect("ok")
             .ids;
         let acts = pragma_model::testing::capture_one(
             &m,
             &ids,
             pragma_model::hooks::HookPoint::ResidPost(1),
         )
-        .unwrap();
-        let want = acts.get(ids.len() - 1).unwrap().to_vec1::<f32>().unwrap()[3] as f64;
+        .expect("ok");
+        let want = acts
+            .get(ids.len() - 1)
+            .expect("ok")
+            .to_vec1::<f32>()
+            .expect("ok")[3] as f64;
         assert!(
             (r.original - want).abs() < 1e-5,
             "probe behaviour {} vs {want}",
@@ -398,24 +415,24 @@ mod counterfactuals {
             segments: vec!["the cat sat.".into()],
             ..cfg.clone()
         };
-        let e = segments(&m, &twice).unwrap_err().to_string();
+        let e = segments(&m, &twice).expect_err("error").to_string();
         assert!(e.contains("occurs 2 times"), "{e}");
         let greedy = SegmentsConfig {
             behaviour: Behaviour::Regex {
-                pattern: regex::Regex::new("a").unwrap(),
+                pattern: regex::Regex::new("a").expect("ok"),
                 samples: 8,
                 max_tokens: 3,
                 temperature: 0.0,
             },
             ..cfg.clone()
         };
-        let e = segments(&m, &greedy).unwrap_err().to_string();
+        let e = segments(&m, &greedy).expect_err("error").to_string();
         assert!(e.contains("needs temperature > 0"), "{e}");
         let missing = SegmentsConfig {
             segments: vec!["a bird flew.".into()],
             ..cfg
         };
-        let e = segments(&m, &missing).unwrap_err().to_string();
+        let e = segments(&m, &missing).expect_err("error").to_string();
         assert!(
             e.contains("\"a bird flew.\" does not occur in the prompt"),
             "{e}"
@@ -429,11 +446,17 @@ mod counterfactuals {
 fn attribution_gradients_match_finite_differences() {
     use pragma_methods::investigate::attribution::gradients;
     use pragma_model::hooks::{HookPoint, Hooks, Positions};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let cfg = tiny_config(Arch::Llama);
     let p = dir.path().join("tiny.gguf");
-    write_gguf(&p, &cfg, &tiny_weights(&cfg, 5).unwrap(), GgmlDType::F32).unwrap();
-    let m = Model::load(p.to_str().unwrap(), &mut |_| {}).unwrap();
+    write_gguf(
+        &p,
+        &cfg,
+        &tiny_weights(&cfg, 5).expect("ok"),
+        GgmlDType::F32,
+    )
+    .expect("ok");
+    let m = Model::load(p.to_str().expect("ok"), &mut |_| {}).expect("ok");
     let metric = LogitDiff {
         good: 7,
         bad: 40,
@@ -445,12 +468,12 @@ fn attribution_gradients_match_finite_differences() {
         let (l, _) = m
             .transformer
             .forward(
-                &Batch::single(&CLEAN, m.device()).unwrap(),
+                &Batch::single(&CLEAN, m.device()).expect("ok"),
                 hooks,
                 Logits::Last,
             )
-            .unwrap();
-        metric.of_rows(&l.unwrap()).unwrap()[0]
+            .expect("ok");
+        metric.of_rows(&l.expect("ok")).expect("ok")[0]
     };
     let plain = at(&Hooks::new());
     assert!(
@@ -476,11 +499,11 @@ fn attribution_gradients_match_finite_differences() {
             let fd = (bump(eps) - bump(-eps)) / (2.0 * eps as f64);
             let g = grads[layer][site]
                 .get(pos)
-                .unwrap()
+                .expect("ok")
                 .flatten_all()
-                .unwrap()
+                .expect("ok")
                 .to_vec1::<f32>()
-                .unwrap();
+                .expect("ok");
             let g = g[if site == 3 { k % (h * dh) } else { k }] as f64;
             let err = (fd - g).abs() / (fd.abs().max(g.abs()).max(1e-2));
             worst = worst.max(err);
@@ -497,7 +520,7 @@ fn one_hot(shape: &[usize], k: usize) -> Tensor {
     let n: usize = shape.iter().product();
     let mut v = vec![0f32; n];
     v[k] = 1.0;
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("ok")
 }
 
 /// Resampling: one boundary per sentence plus the empty prefix; the kept prefix counts
@@ -506,10 +529,10 @@ fn one_hot(shape: &[usize], k: usize) -> Tensor {
 #[test]
 fn resampling_locates_where_the_answer_commits() {
     use pragma_methods::investigate::counterfactual::{resample, Behaviour};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("ok");
     let m = one_head_model(dir.path());
     let sampled = |pattern: &str| Behaviour::Regex {
-        pattern: regex::Regex::new(pattern).unwrap(),
+        pattern: regex::Regex::new(pattern).expect("ok"),
         samples: 6,
         max_tokens: 3,
         temperature: 1.0,
@@ -538,7 +561,7 @@ fn resampling_locates_where_the_answer_commits() {
         0,
         10,
     )
-    .unwrap_err()
+    .expect_err("error")
     .to_string();
     assert!(e.contains("give a regex behaviour"), "{e}");
 }

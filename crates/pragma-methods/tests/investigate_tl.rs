@@ -58,9 +58,9 @@ fn grid(f: &Fixture, key: &str) -> Vec<Vec<f64>> {
         f.t.get(key)
             .unwrap_or_else(|| panic!("{key} in the fixture"));
     t.to_dtype(candle_core::DType::F64)
-        .unwrap()
+        .expect("ok")
         .to_vec2()
-        .unwrap()
+        .expect("ok")
 }
 
 fn vec1(f: &Fixture, key: &str) -> Vec<f64> {
@@ -68,16 +68,16 @@ fn vec1(f: &Fixture, key: &str) -> Vec<f64> {
         f.t.get(key)
             .unwrap_or_else(|| panic!("{key} in the fixture"));
     t.to_dtype(candle_core::DType::F64)
-        .unwrap()
+        .expect("ok")
         .to_vec1()
-        .unwrap()
+        .expect("ok")
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
-        .unwrap()
+        .expect("ok")
         .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
+        .map(|x| x.as_u64().expect("ok") as u32)
         .collect()
 }
 
@@ -103,18 +103,18 @@ fn patching_dla_and_lens_match_transformer_lens() {
         let built = |text: &str| {
             m.tokenizer
                 .build_input(&pragma_model::input::Prompt::Text(text), Default::default())
-                .unwrap()
+                .expect("ok")
                 .ids
         };
-        assert_eq!(built(pair["clean"].as_str().unwrap()), clean);
-        assert_eq!(built(pair["corrupt"].as_str().unwrap()), corrupt);
+        assert_eq!(built(pair["clean"].as_str().expect("ok")), clean);
+        assert_eq!(built(pair["corrupt"].as_str().expect("ok")), corrupt);
         let metric = LogitDiff::new(
             &m,
-            pair["good"][0].as_str().unwrap(),
-            pair["bad"][0].as_str().unwrap(),
+            pair["good"][0].as_str().expect("ok"),
+            pair["bad"][0].as_str().expect("ok"),
         )
         .expect("metric");
-        assert_eq!(metric.good as u64, pair["good"][1].as_u64().unwrap());
+        assert_eq!(metric.good as u64, pair["good"][1].as_u64().expect("ok"));
         let mut sites = vec![PatchSite::ResidPre, PatchSite::Heads];
         if i == 1 {
             sites.extend([PatchSite::AttnOut, PatchSite::MlpOut]);
@@ -196,18 +196,22 @@ fn patching_dla_and_lens_match_transformer_lens() {
         eprintln!("{key} DLA components: max |pragma - TL| = {d:.2e}");
         assert!(d < DLA_TOL, "{key} DLA components: {d}");
         let d = max_diff(
-            dla.heads.as_ref().unwrap(),
+            dla.heads.as_ref().expect("ok"),
             &grid(&f, &format!("{key}.dla_heads")),
         );
         eprintln!("{key} DLA heads: max |pragma - TL| = {d:.2e}");
         assert!(d < DLA_TOL, "{key} DLA heads: {d}");
         // The logit lens.
         let lens = logit_lens(&m, &clean, Some(&metric), 2).expect("lens");
-        let diffs: Vec<f64> = lens.layers.iter().map(|l| l.logit_diff.unwrap()).collect();
+        let diffs: Vec<f64> = lens
+            .layers
+            .iter()
+            .map(|l| l.logit_diff.expect("ok"))
+            .collect();
         let d = max_diff(&[diffs], &[vec1(&f, &format!("{key}.lens_logit_diff"))]);
         eprintln!("{key} lens logit diffs: max |pragma - TL| = {d:.2e}");
         assert!(d < DLA_TOL, "{key} lens: {d}");
-        let top1: Vec<i64> = f.t[&format!("{key}.lens_top1")].to_vec1().unwrap();
+        let top1: Vec<i64> = f.t[&format!("{key}.lens_top1")].to_vec1().expect("ok");
         let agree = lens
             .layers
             .iter()

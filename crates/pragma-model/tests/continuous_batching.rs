@@ -282,7 +282,7 @@ fn has_room_refuses_a_join_that_would_overflow_the_context() {
     // A prompt longer than the context is an error, and the running row is untouched.
     let err = dec
         .join("", &Hooks::new(), &[1], &[vec![5; ctx + 1]], &[opts])
-        .unwrap_err();
+        .expect_err("error");
     assert!(err.to_string().contains("context"), "{err}");
     assert_eq!(dec.len(), 1);
 }

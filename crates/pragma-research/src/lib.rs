@@ -11,7 +11,11 @@
 //!
 //! [`project`]: the research project file (`pragma.toml`: north star, proxy tasks,
 //! techniques and baselines, time box, decision rule) and the decision rule's verdicts.
+//!
+//! [`checkin`]: run the proxy tasks, judge each technique against its baselines and the
+//! last check-in, and keep the dated verdicts (runs database and `CHECKINS.md`).
 
+pub mod checkin;
 pub mod project;
 pub mod reproduce;
 pub mod runs;

@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pragma_eval::suite::{suggest, Suite, Technique};
+use pragma_eval::report::check_name;
+use pragma_eval::suite::{suggest, Suite};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -32,15 +33,26 @@ decision_rule = "ci-above"
 # The eval suite whose tasks are the proxy tasks (`pragma eval run --suite default`
 # writes the default one; paths are relative to this file).
 suite = "{suite}"
+# The model check-ins run on (a .gguf, an HF folder or a built-in name); default:
+# pragma's default model.
+# model = "path/to/model.gguf"
 
 # One [[proxy]] per proxy task: a task of the suite, the techniques under test, and
-# the baselines each must beat (all techniques of the task's family; see
-# `pragma eval run --help`).
+# the baselines each must beat. Detection and steering tasks: techniques of the
+# family (`pragma eval run --help`); a study task: its arms, vector, random-control,
+# prompting, deploy-framing, unsteered. Planted tasks cannot be proxy tasks.
 [[proxy]]
 task = "eval-awareness"
 techniques = ["probe", "diffmean"]
 baselines = ["prompt", "bow", "random"]
 "#;
+
+/// Worked projects `pragma project init --example NAME` writes: (name, pragma.toml).
+/// Their suites are written with the default suite's files (under `eval/suite/`).
+pub const EXAMPLES: &[(&str, &str)] = &[(
+    "eval-awareness",
+    include_str!("../../../examples/projects/eval-awareness/pragma.toml"),
+)];
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +70,9 @@ struct RawHeader {
     #[serde(default = "ci_above")]
     decision_rule: String,
     suite: PathBuf,
+    /// The model the proxy tasks run on (default: pragma's default model).
+    #[serde(default)]
+    model: Option<String>,
 }
 
 fn ci_above() -> String {
@@ -83,6 +98,9 @@ pub struct Project {
     pub time_box: String,
     pub decision_rule: String,
     pub suite: PathBuf,
+    /// The model check-ins run on: a .gguf, an HF folder or a built-in name (`None`:
+    /// pragma's default model).
+    pub model: Option<String>,
     pub proxies: Vec<Proxy>,
 }
 
@@ -117,6 +135,24 @@ pub fn today() -> i64 {
 }
 
 impl Project {
+    /// The folder of the project file.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The nearest `pragma.toml` at or above `dir`, or an error saying how to make one.
+    pub fn find(dir: &Path) -> Result<PathBuf> {
+        dir.ancestors()
+            .map(|d| d.join("pragma.toml"))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "no pragma.toml in {} or above: make one with `pragma project init --time-box YYYY-MM-DD`",
+                    dir.display()
+                ))
+            })
+    }
+
     /// Read and check `path` against its suite: known tasks, techniques and baselines
     /// (with suggestions), a valid date and decision rule, at least one proxy task.
     pub fn load(path: &Path) -> Result<Project> {
@@ -162,7 +198,7 @@ impl Project {
                 )));
             }
             for t in p.techniques.iter().chain(&p.baselines) {
-                Technique::parse(t, task.family)
+                check_name(t, task.family)
                     .map_err(|e| at(format!("proxy task '{}': {e}", p.task)))?;
             }
         }
@@ -173,13 +209,44 @@ impl Project {
             time_box: h.time_box,
             decision_rule: h.decision_rule,
             suite: suite_path,
+            model: h.model,
             proxies: raw.proxy,
         })
     }
 
-    /// Write the template to `dir/pragma.toml` (refusing to overwrite, and refusing a time
-    /// box that is already past), then check it.
-    pub fn init(dir: &Path, north_star: &str, time_box: &str, suite: &str) -> Result<Project> {
+    /// Write the worked project `name` ([`EXAMPLES`]) into `dir` with its time box set
+    /// to `time_box` (refusing to overwrite a pragma.toml, and a past time box), and its
+    /// suite and datasets under `dir/eval/suite/`; then check it.
+    pub fn init_example(dir: &Path, name: &str, time_box: &str) -> Result<Project> {
+        let (_, text) = EXAMPLES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            let names: Vec<&str> = EXAMPLES.iter().map(|(n, _)| *n).collect();
+            Error::Input(format!(
+                "no example project '{name}'{}; the examples: {}",
+                suggest(name, names.iter().copied()),
+                names.join(", ")
+            ))
+        })?;
+        let path = Self::writable(dir, time_box)?;
+        Suite::write_default(&dir.join("eval").join("suite"))
+            .map_err(|e| Error::Input(e.to_string()))?;
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("time_box = ") {
+                    format!("time_box = \"{time_box}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        Project::load(&path)
+    }
+
+    /// `dir/pragma.toml`, if it does not exist yet and `time_box` is a date not past.
+    fn writable(dir: &Path, time_box: &str) -> Result<PathBuf> {
         let path = dir.join("pragma.toml");
         if path.exists() {
             return Err(Error::Input(format!(
@@ -191,9 +258,16 @@ impl Project {
         if day < today() {
             return Err(Error::Input(format!(
                 "time box {time_box} is in the past (today is {}): give a future date",
-                crate::runs::utc(today() as f64 * 86_400.0)[..10].to_string()
+                &crate::runs::utc(today() as f64 * 86_400.0)[..10]
             )));
         }
+        Ok(path)
+    }
+
+    /// Write the template to `dir/pragma.toml` (refusing to overwrite, and refusing a time
+    /// box that is already past), then check it.
+    pub fn init(dir: &Path, north_star: &str, time_box: &str, suite: &str) -> Result<Project> {
+        let path = Self::writable(dir, time_box)?;
         let text = TEMPLATE
             .replace("{north_star}", &north_star.replace('"', "'"))
             .replace("{time_box}", time_box)

@@ -13,7 +13,7 @@ use crate::runs::{Artifact, Run};
 /// sweeps (`results.json`): the best logistic layer, its test AUROC and CI, the
 /// baselines' AUROCs; SAE training (`log.jsonl`): the last step's FVU, L0 and dead
 /// fraction; eval runs (`report.json`): per family, the best technique, its mean and its
-/// margin over the runner-up with the CI. `Null` for other workflows (none recorded yet).
+/// margin over the runner-up with the CI; check-ins (`checkin.json`): every score with its CI. `Null` for other workflows (none recorded yet).
 pub fn headline(workflow: &str, out: &Path) -> serde_json::Value {
     let read = |f: &str| -> Option<serde_json::Value> {
         serde_json::from_str(&std::fs::read_to_string(out.join(f)).ok()?).ok()
@@ -67,6 +67,22 @@ pub fn headline(workflow: &str, out: &Path) -> serde_json::Value {
                             format!("{fam}_margin_ci"),
                             serde_json::json!([f["margin"]["lo"], f["margin"]["hi"]]),
                         );
+                    }
+                }
+                serde_json::Value::Object(m)
+            })
+            .unwrap_or_default(),
+        // Check-ins (`checkin.json`, the latest, in the eval folder): each technique and
+        // baseline's score with its CI, as `TASK/NAME`.
+        "checkin" => read("checkin.json")
+            .map(|c| {
+                let mut m = serde_json::Map::new();
+                for p in c["proxies"].as_array().into_iter().flatten() {
+                    let task = p["task"].as_str().unwrap_or("task");
+                    for e in p["evidence"].as_array().into_iter().flatten() {
+                        let key = format!("{task}/{}", e["name"].as_str().unwrap_or("?"));
+                        m.insert(format!("{key}_ci"), serde_json::json!([e["score"]["lo"], e["score"]["hi"]]));
+                        m.insert(key, e["score"]["mean"].clone());
                     }
                 }
                 serde_json::Value::Object(m)

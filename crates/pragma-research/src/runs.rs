@@ -221,6 +221,10 @@ impl RunDb {
                  status TEXT NOT NULL, inputs TEXT NOT NULL, metrics TEXT NOT NULL,
                  artifacts TEXT NOT NULL, tags TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, started);
+             CREATE TABLE IF NOT EXISTS checkins (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 project TEXT NOT NULL, number INTEGER NOT NULL, at REAL NOT NULL,
+                 body TEXT NOT NULL, UNIQUE (project, number));
              INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');",
         )
         .map_err(|e| bad(e.to_string()))?;
@@ -369,6 +373,50 @@ impl RunDb {
             if f.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
+        }
+        Ok(out)
+    }
+
+    /// Record a check-in of its project (`c.project`); returns its number (1 for the
+    /// project's first). One statement, so concurrent check-ins get distinct numbers.
+    pub fn add_checkin(&self, c: &crate::checkin::Checkin) -> Result<usize> {
+        let body = serde_json::to_string(c).map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO checkins (project, number, at, body)
+                 SELECT ?1, COALESCE(MAX(number), 0) + 1, ?2, ?3 FROM checkins WHERE project = ?1",
+                params![c.project, c.at, body],
+            )
+            .map_err(|e| self.err(e))?;
+        let id = self.conn.last_insert_rowid();
+        let n: i64 = self
+            .conn
+            .query_row("SELECT number FROM checkins WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(n as usize)
+    }
+
+    /// The check-ins of the project file `project` (as [`crate::checkin::project_key`]
+    /// gives it), oldest first.
+    pub fn checkins(&self, project: &str) -> Result<Vec<crate::checkin::Checkin>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT number, body FROM checkins WHERE project = ?1 ORDER BY number")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([project], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (n, body) = r.map_err(|e| self.err(e))?;
+            let mut c: crate::checkin::Checkin = serde_json::from_str(&body)
+                .map_err(|e| self.err(format!("check-in {n} is unreadable: {e}")))?;
+            c.number = n as usize;
+            out.push(c);
         }
         Ok(out)
     }

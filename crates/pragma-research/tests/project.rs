@@ -27,9 +27,7 @@ fn init_writes_a_template_that_checks_and_bad_files_are_clear_errors() {
         Project::init(d.path(), "x", "2999-01-01", &suite).is_err(),
         "overwrote"
     );
-    let e = Project::init(&d.path().join("sub"), "x", "2001-01-01", &suite)
-        .err()
-        .expect("past");
+    let e = Project::init(&d.path().join("sub"), "x", "2001-01-01", &suite).expect_err("past");
     assert!(e.to_string().contains("is in the past"), "{e}");
     let path = d.path().join("pragma.toml");
     let text = std::fs::read_to_string(&path).expect("r");
@@ -52,7 +50,7 @@ fn init_writes_a_template_that_checks_and_bad_files_are_clear_errors() {
         ),
     ] {
         std::fs::write(&path, text.replace(from, to)).expect("w");
-        let e = Project::load(&path).err().expect("bad file").to_string();
+        let e = Project::load(&path).expect_err("bad file").to_string();
         assert!(e.contains(msg), "{from}: {e}");
     }
 }

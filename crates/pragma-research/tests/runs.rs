@@ -46,9 +46,15 @@ fn records_round_trip_and_filter() {
     assert!(db.get(99).is_err());
     // Artifact checks: changed, then deleted.
     std::fs::write(&f, "hellO").expect("w");
-    assert!(ra.inputs[0].check().unwrap_err().contains("sha256 differs"));
+    assert!(ra.inputs[0]
+        .check()
+        .expect_err("changed")
+        .contains("sha256 differs"));
     std::fs::remove_file(&f).expect("rm");
-    assert!(ra.inputs[0].check().unwrap_err().contains("is missing"));
+    assert!(ra.inputs[0]
+        .check()
+        .expect_err("changed")
+        .contains("is missing"));
 }
 
 #[test]

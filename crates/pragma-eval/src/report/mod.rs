@@ -6,6 +6,7 @@
 
 mod detection;
 mod planted;
+mod proxy;
 mod render;
 mod steering;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use planted::planted_summary;
 pub use planted::{PlantedRate, PlantedRow};
+pub use proxy::{check_name, ProxyScores, STUDY_ARMS};
 use steering::steering_summary;
 pub use steering::{SteerRow, StudyRow};
 

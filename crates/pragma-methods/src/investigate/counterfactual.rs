@@ -347,7 +347,7 @@ pub fn segments(model: &Model, cfg: &SegmentsConfig) -> Result<SegmentsResult> {
         ..
     } = &cfg.behaviour
     {
-        if !(*temperature > 0.0) {
+        if temperature.is_nan() || *temperature <= 0.0 {
             return Err(Error::Input(format!(
                 "a sampled behaviour needs temperature > 0, found {temperature}: greedy decoding \
                  gives one continuation {samples} times (use --metric for an exact behaviour)"

@@ -157,7 +157,7 @@ fn serve_jobs(model: &Model, max_batch: usize, rx: &mpsc::Receiver<Job>, st: &St
             admitted.extend(waiting.pop_front());
         }
         if !admitted.is_empty() {
-            let mid = dec.len() > 0;
+            let mid = !dec.is_empty();
             st.requests.fetch_add(admitted.len(), Ordering::Relaxed);
             if mid {
                 st.joined_mid_decode
