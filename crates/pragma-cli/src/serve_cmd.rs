@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// NAME=DIR` named it). Repeatable.
     #[arg(long)]
     sae: Vec<String>,
+    /// A research project file whose check-ins /project shows (default: the nearest
+    /// pragma.toml at or above this folder, if any).
+    #[arg(long)]
+    project: Option<PathBuf>,
 }
 
 pub fn cmd_serve(mut a: ServeArgs) -> Result<()> {
@@ -146,15 +150,29 @@ pub fn cmd_serve(mut a: ServeArgs) -> Result<()> {
         _ => None,
     };
     let with_api = openai.is_some();
+    let project = match a.project {
+        Some(p) => {
+            pragma_research::project::Project::load(&p)?;
+            Some(p)
+        }
+        None => pragma_research::project::Project::find(&std::env::current_dir()?).ok(),
+    };
     let cfg = pragma_server::ServeConfig {
         db: a.db,
         addr: a.bind,
         api_key: a.api_key,
         openai,
+        project: project.clone(),
     };
     pragma_server::serve(cfg, tokenizer, playground, &mut |addr| {
         // The first line on stdout is the address (tests and scripts read it).
         println!("http://{addr}/");
+        if let Some(p) = &project {
+            eprintln!(
+                "research project {}: check-ins at http://{addr}/project",
+                p.display()
+            );
+        }
         if with_api {
             eprintln!(
                 "serving the transcripts UI and OpenAI's API at http://{addr}/v1 \

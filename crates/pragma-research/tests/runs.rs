@@ -112,3 +112,71 @@ fn utc_formats_known_instants() {
     assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00");
     assert_eq!(utc(1_796_083_200.0 + 3661.0), "2026-12-01 01:01:01");
 }
+
+/// A check-in of project `p` with one technique's score (the fields the database keeps).
+fn checkin(p: &str, mean: f64) -> pragma_research::checkin::Checkin {
+    use pragma_research::checkin::{Checkin, Evidence, ProxyCheckin, Role};
+    use pragma_research::project::Score;
+    Checkin {
+        number: 0,
+        at: 0.0,
+        at_utc: utc(0.0),
+        project: p.into(),
+        north_star: "x".into(),
+        time_box: "2999-01-01".into(),
+        days_left: 1,
+        model: "m".into(),
+        model_sha256: "0".repeat(64),
+        proxies: vec![ProxyCheckin {
+            task: "t".into(),
+            family: "detection".into(),
+            metric: "test AUROC".into(),
+            evidence: vec![Evidence {
+                name: "probe".into(),
+                role: Role::Technique,
+                score: Score {
+                    mean,
+                    lo: mean - 0.1,
+                    hi: mean + 0.1,
+                },
+                previous: None,
+            }],
+            verdicts: vec![],
+        }],
+        says: "keep going".into(),
+        run_id: None,
+        eval_dir: "e".into(),
+        computed: 0,
+        cached: 0,
+    }
+}
+
+#[test]
+fn concurrent_checkins_get_distinct_numbers_per_project() {
+    let d = tempfile::tempdir().expect("tmp");
+    let path = d.path().join("runs.db");
+    RunDb::open(&path).expect("create");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let db = RunDb::open(&path).expect("open");
+                for i in 0..25 {
+                    let project = if t % 2 == 0 { "/p/a" } else { "/p/b" };
+                    db.add_checkin(&checkin(project, i as f64)).expect("add");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let db = RunDb::open(&path).expect("open");
+    for p in ["/p/a", "/p/b"] {
+        let all = db.checkins(p).expect("list");
+        let numbers: Vec<usize> = all.iter().map(|c| c.number).collect();
+        assert_eq!(numbers, (1..=50).collect::<Vec<_>>(), "{p}");
+        assert!(all.iter().all(|c| c.project == p));
+    }
+    assert!(db.checkins("/p/c").expect("none").is_empty());
+}

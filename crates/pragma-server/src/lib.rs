@@ -12,9 +12,11 @@
 //! value); `/diff?a=&b=` what distinguishes two collections; `/c/{name}/outliers` and
 //! `/c/{name}/clusters`; `/steer` the steering playground (a prompt answered without and
 //! with a vector, side by side); `/feature/{scorer}/{latent}` an SAE latent across every scored
-//! transcript (strongest activations in context, a histogram). JSON: `/api/collections`, `/api/c/{name}/search?q=`,
+//! transcript (strongest activations in context, a histogram); `/project` the research
+//! project's check-ins (verdicts, a plot of each technique's score across check-ins, the
+//! latest evidence, the latest runs). JSON: `/api/collections`, `/api/c/{name}/search?q=`,
 //! `/api/c/{name}/outliers?scorer=`, `/api/c/{name}/clusters?k=&sae=`, `/api/t/{id}`,
-//! `/api/diff?a=&b=`, the same shapes as the CLI's `--json`.
+//! `/api/diff?a=&b=`, `/api/project`, the same shapes as the CLI's `--json`.
 //!
 //! With a model, the same server answers OpenAI's API under `/v1` ([`openai`]):
 //! chat and text completions with per-request steering, for eval harnesses and the
@@ -22,6 +24,7 @@
 
 pub mod openai;
 mod pages;
+mod project_page;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +47,8 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// The OpenAI-compatible API (`/v1`), when a model is loaded.
     pub openai: Option<openai::OpenAi>,
+    /// A research project file (`pragma.toml`): its check-ins at `/project`.
+    pub project: Option<PathBuf>,
 }
 
 /// Errors of the server: bad configuration, or I/O at startup.
@@ -62,6 +67,7 @@ pub(crate) struct AppState {
     pub tokenizer: Option<Arc<Tokenizer>>,
     pub api_key: Option<String>,
     pub playground: Option<Playground>,
+    pub project: Option<PathBuf>,
 }
 
 /// What the pages that run the model need: the model, named steering vectors (the
@@ -98,11 +104,25 @@ pub fn router_full(
     playground: Option<Playground>,
     openai: Option<openai::OpenAi>,
 ) -> Router {
+    router_project(db, tokenizer, api_key, playground, openai, None)
+}
+
+/// The router with everything, `/project` showing the check-ins of `project` (a
+/// `pragma.toml`).
+pub fn router_project(
+    db: Db,
+    tokenizer: Option<Arc<Tokenizer>>,
+    api_key: Option<String>,
+    playground: Option<Playground>,
+    openai: Option<openai::OpenAi>,
+    project: Option<PathBuf>,
+) -> Router {
     let state: Shared = Arc::new(AppState {
         db: Mutex::new(db),
         tokenizer,
         api_key,
         playground,
+        project,
     });
     let v1 = match openai {
         Some(api) => openai::routes(api),
@@ -120,6 +140,8 @@ pub fn router_full(
         .route("/login", get(pages::login))
         .route("/steer", get(pages::steer_page))
         .route("/api/steer", get(pages::api_steer))
+        .route("/project", get(project_page::project_page))
+        .route("/api/project", get(project_page::api_project))
         .route("/api/collections", get(pages::api_collections))
         .route("/api/c/{name}/search", get(pages::api_search))
         .route("/api/c/{name}/outliers", get(pages::api_outliers))
@@ -234,7 +256,14 @@ pub fn serve(
         )));
     }
     let db = Db::open(&cfg.db)?;
-    let app = router_full(db, tokenizer, cfg.api_key.clone(), playground, cfg.openai);
+    let app = router_project(
+        db,
+        tokenizer,
+        cfg.api_key.clone(),
+        playground,
+        cfg.openai,
+        cfg.project,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

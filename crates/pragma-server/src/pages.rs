@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::Shared;
 
 /// An error page or JSON error with its status.
-pub(crate) struct Fail(StatusCode, String);
+pub(crate) struct Fail(pub StatusCode, pub String);
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
@@ -47,7 +47,7 @@ fn with_db<T>(s: &Shared, f: impl FnOnce(&Db) -> Result<T, Fail>) -> Result<T, F
     f(&db)
 }
 
-fn page(title: &str, body: Markup) -> Markup {
+pub(crate) fn page(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -58,7 +58,7 @@ fn page(title: &str, body: Markup) -> Markup {
                 script src="/static/app.js" defer {}
             }
             body {
-                header { a href="/" { "pragma" } a href="/diff" { "diff" } a href="/steer" { "steer" } }
+                header { a href="/" { "pragma" } a href="/diff" { "diff" } a href="/steer" { "steer" } a href="/project" { "project" } }
                 main { h1 { (title) } (body) }
             }
         }

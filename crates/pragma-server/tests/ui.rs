@@ -261,6 +261,7 @@ async fn http_bad_parameters_assets_and_keys() {
             addr: "0.0.0.0:0".parse().expect("addr"),
             api_key: None,
             openai: None,
+            project: None,
         },
         None,
         None,
@@ -279,33 +280,29 @@ fn chromedriver() -> Option<PathBuf> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_walks_the_pages_and_markup_stays_inert() {
+/// Headless chromium through chromium-driver, with its profile under `dir`; `None` (the
+/// test skips) without chromedriver on PATH, unless CI is set (then it fails).
+async fn browser(dir: &Path) -> Option<(fantoccini::Client, tokio::process::Child)> {
     let Some(driver) = chromedriver() else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must have chromedriver (apt-get install chromium chromium-driver)"
         );
         eprintln!("skipped: no chromedriver on PATH (apt-get install chromium chromium-driver)");
-        return;
+        return None;
     };
-    let d = tempfile::tempdir().expect("tmp");
-    let (db, tok) = setup(d.path());
-    let addr = start(&db, tok, None).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
     };
-    let mut child = tokio::process::Command::new(driver)
+    let child = tokio::process::Command::new(driver)
         .arg(format!("--port={port}"))
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("chromedriver");
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    std::fs::create_dir_all(&shots).expect("mkdir");
-    let profile = d.path().join("chrome-profile");
+    let profile = dir.join("chrome-profile");
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -331,7 +328,24 @@ async fn browser_walks_the_pages_and_markup_stays_inert() {
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }
-    let c = client.expect("connect to chromedriver");
+    Some((client.expect("connect to chromedriver"), child))
+}
+
+fn screenshots() -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&shots).expect("mkdir");
+    shots
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_walks_the_pages_and_markup_stays_inert() {
+    let d = tempfile::tempdir().expect("tmp");
+    let Some((c, mut child)) = browser(d.path()).await else {
+        return;
+    };
+    let (db, tok) = setup(d.path());
+    let addr = start(&db, tok, None).await;
+    let shots = screenshots();
     let base = format!("http://{addr}");
     let shot = |name: &str| shots.join(format!("{name}.png"));
     use fantoccini::Locator;
@@ -616,4 +630,183 @@ async fn steering_playground_answers_side_by_side() {
 
 fn tok_of(m: &Model) -> Arc<pragma_model::Tokenizer> {
     Arc::new(m.tokenizer.clone())
+}
+
+/// A check-in with one proxy task, `probe` against `bow`, judged by the library's rule.
+fn checkin(
+    p: &pragma_research::Project,
+    number_hint: f64,
+    probe: pragma_research::Score,
+) -> pragma_research::checkin::Checkin {
+    use pragma_research::checkin::{
+        project_key, Checkin, Evidence, ProxyCheckin, Role, TechniqueVerdict,
+    };
+    use pragma_research::Score;
+    let bow = Score {
+        mean: 0.7,
+        lo: 0.65,
+        hi: 0.75,
+    };
+    let v = pragma_research::verdict("probe", probe, &[("bow".into(), bow)], p.time_box_day, 0)
+        .expect("verdict");
+    let proxies = vec![ProxyCheckin {
+        task: "eval-awareness".into(),
+        family: "detection".into(),
+        metric: "test AUROC".into(),
+        evidence: vec![
+            Evidence {
+                name: "probe".into(),
+                role: Role::Technique,
+                score: probe,
+                previous: None,
+            },
+            Evidence {
+                name: "bow".into(),
+                role: Role::Baseline,
+                score: bow,
+                previous: None,
+            },
+        ],
+        verdicts: vec![TechniqueVerdict {
+            technique: "probe".into(),
+            verdict: v,
+            previous: None,
+        }],
+    }];
+    Checkin {
+        number: 0,
+        at: 1.7e9 + number_hint,
+        at_utc: pragma_research::runs::utc(1.7e9 + number_hint),
+        project: project_key(p),
+        north_star: p.north_star.clone(),
+        time_box: p.time_box.clone(),
+        days_left: 10,
+        model: "tiny".into(),
+        model_sha256: "ab".repeat(32),
+        says: pragma_research::checkin::summarize(&proxies, 10, &p.time_box),
+        proxies,
+        run_id: Some(7),
+        eval_dir: "e".into(),
+        computed: 3,
+        cached: 0,
+    }
+}
+
+/// `/project`: the project file, every check-in's verdicts, the trend plot and the latest
+/// evidence, read from the project's runs database on each request (a new check-in shows
+/// on reload); markup in the north star stays text; 404 without a project. In a real
+/// browser when chromedriver is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_page_shows_the_checkins() {
+    let d = tempfile::tempdir().expect("tmp");
+    pragma_eval::suite::Suite::write_default(&d.path().join("eval/suite")).expect("suite");
+    let p = pragma_research::Project::init(
+        d.path(),
+        "models <b>should</b> not notice",
+        "2999-01-01",
+        "eval/suite/default.toml",
+    )
+    .expect("init");
+    let runs = pragma_research::RunDb::open(&d.path().join(".pragma/runs.db")).expect("db");
+    let near = pragma_research::Score {
+        mean: 0.72,
+        lo: 0.6,
+        hi: 0.8,
+    };
+    runs.add_checkin(&checkin(&p, 0.0, near)).expect("add");
+
+    let tdb = d.path().join("t.db");
+    Db::open(&tdb).expect("db");
+    let app = pragma_server::router_project(
+        Db::open(&tdb).expect("db"),
+        None,
+        None,
+        None,
+        None,
+        Some(p.path.clone()),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(l, app).await.expect("serve");
+    });
+    let (code, body) = get(addr, "/project", "").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("within noise")
+            && body.contains("keep going")
+            && body.contains("class=\"trend\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("models &lt;b&gt;should&lt;/b&gt; not notice"),
+        "{body}"
+    );
+    // A second check-in, now ahead: the page shows both, newest first, on reload.
+    let far = pragma_research::Score {
+        mean: 0.95,
+        lo: 0.9,
+        hi: 0.99,
+    };
+    runs.add_checkin(&checkin(&p, 86_400.0, far)).expect("add");
+    let (_, body) = get(addr, "/project", "").await;
+    assert!(
+        body.contains("continue: ahead of every baseline beyond noise: probe on eval-awareness")
+            && body.contains("Check-in 2 in full"),
+        "{body}"
+    );
+    let (code, json) = get(addr, "/api/project", "").await;
+    let json = json.split("\r\n\r\n").nth(1).expect("body");
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    assert_eq!(code, 200);
+    assert_eq!(v["checkins"].as_array().expect("checkins").len(), 2);
+    assert_eq!(
+        v["checkins"][1]["proxies"][0]["verdicts"][0]["verdict"]["standing"],
+        "ahead"
+    );
+
+    // Without a project: a 404 that says how to get one.
+    let app = pragma_server::router(Db::open(&tdb).expect("db"), None, None);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let plain = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(l, app).await.expect("serve");
+    });
+    let (code, body) = get(plain, "/project", "").await;
+    assert!(code == 404 && body.contains("pragma.toml"), "{body}");
+
+    let Some((c, mut child)) = browser(d.path()).await else {
+        return;
+    };
+    use fantoccini::Locator;
+    c.goto(&format!("http://{addr}/project"))
+        .await
+        .expect("goto");
+    let rows = c
+        .find(Locator::Id("checkins"))
+        .await
+        .expect("table")
+        .text()
+        .await
+        .expect("text");
+    assert!(rows.contains("eval-awareness / probe: ahead"), "{rows}");
+    assert_eq!(
+        c.find_all(Locator::Css("svg.trend circle"))
+            .await
+            .expect("points")
+            .len(),
+        4,
+        "two series x two check-ins"
+    );
+    std::fs::write(
+        screenshots().join("5-project.png"),
+        c.screenshot().await.expect("shot"),
+    )
+    .expect("w");
+    c.close().await.expect("close");
+    let _ = child.kill().await;
 }
