@@ -146,6 +146,7 @@ pub fn cmd_patch(a: PatchArgs) -> Result<()> {
         })?,
     };
     bar.finish_and_clear();
+    crate::runs_cmd::set_result(&r);
     if let (Some(atp), "both") = (&atp, a.method.as_str()) {
         for (exact, est) in r.grids.iter().zip(&atp.grids) {
             eprintln!(

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Subcommand;
-use pragma_research::reproduce::{compare_artifacts, compare_metrics, headline, numbers};
+use pragma_research::reproduce::{
+    compare_artifacts, compare_metrics, headline, headline_of, numbers,
+};
 use pragma_research::runs::{Artifact, Filter, NewRun, RunDb};
 
 /// Workflows recorded: the command and, for command groups, the subcommand.
@@ -38,6 +40,18 @@ static DECLARED_OUT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// Declare this run's output folder (the first declaration wins).
 pub fn set_out(out: &Path) {
     let _ = DECLARED_OUT.set(out.to_path_buf());
+}
+
+/// The result a command declared while running (for workflows that write no result
+/// file, e.g. `patch`, `transcripts diff`, `steer train`): its headline metrics' source.
+static DECLARED_RESULT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+
+/// Declare this run's result, serialised (the first declaration wins); its headline
+/// metrics are [`headline_of`] it.
+pub fn set_result(result: impl serde::Serialize) {
+    if let Ok(v) = serde_json::to_value(result) {
+        let _ = DECLARED_RESULT.set(v);
+    }
 }
 
 #[derive(Subcommand)]
@@ -207,11 +221,11 @@ impl Recording {
             .filter(|p| !p.to_string_lossy().contains("://"))
             .map(|o| Artifact::under(&std::env::current_dir().unwrap_or_default().join(o)))
             .unwrap_or_default();
-        let metrics = self
-            .out
-            .as_deref()
-            .map(|o| headline(&self.workflow, o))
-            .unwrap_or(serde_json::Value::Null);
+        let metrics = match (DECLARED_RESULT.get(), self.out.as_deref()) {
+            (Some(r), _) => headline_of(&self.workflow, r),
+            (None, Some(o)) => headline(&self.workflow, o),
+            (None, None) => serde_json::Value::Null,
+        };
         if let Err(e) = self.db.finish(self.id, &status, &metrics, &artifacts) {
             eprintln!("warning: could not complete run record {}: {e}", self.id);
         }
@@ -242,39 +256,82 @@ fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
         .map(|&i| db.get(i))
         .collect::<Result<Vec<_>, _>>()?;
     let base = &runs[0];
-    println!(
-        "{:24} {}",
-        "",
-        runs.iter()
-            .map(|r| format!("{:>16}", format!("run {}", r.id)))
-            .collect::<String>()
-    );
-    let row = |name: &str, vals: Vec<String>| {
+    // Every numeric metric of any run, with each run's value and change from the first.
+    let mut names: Vec<String> = runs
+        .iter()
+        .flat_map(|r| numbers(&r.metrics))
+        .map(|(k, _)| k)
+        .collect();
+    names.sort();
+    names.dedup();
+    let metric_rows: Vec<(String, Vec<String>)> = names
+        .into_iter()
+        .map(|n| {
+            let b = numbers(&base.metrics)
+                .into_iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v);
+            let vals = runs
+                .iter()
+                .map(
+                    |r| match numbers(&r.metrics).into_iter().find(|(k, _)| *k == n) {
+                        Some((_, v)) if r.id == base.id || b.is_none() => format!("{v:.4}"),
+                        Some((_, v)) => format!("{v:.4} ({:+.4})", v - b.unwrap_or(v)),
+                        None => "-".into(),
+                    },
+                )
+                .collect();
+            (n, vals)
+        })
+        .collect();
+    let head_rows: Vec<(String, Vec<String>)> = vec![
+        (
+            String::new(),
+            runs.iter().map(|r| format!("run {}", r.id)).collect(),
+        ),
+        (
+            "workflow".into(),
+            runs.iter().map(|r| r.workflow.clone()).collect(),
+        ),
+        (
+            "started (UTC)".into(),
+            runs.iter()
+                .map(|r| r.started_utc[..16].to_string())
+                .collect(),
+        ),
+        (
+            "pragma".into(),
+            runs.iter().map(|r| r.pragma_version.clone()).collect(),
+        ),
+        (
+            "status".into(),
+            runs.iter()
+                .map(|r| r.status.chars().take(30).collect())
+                .collect(),
+        ),
+    ];
+    // Columns as wide as their longest entry, so long metric names (a check-in's
+    // `TASK/NAME_ci`) never run into the values.
+    let all = || head_rows.iter().chain(&metric_rows);
+    let name_w = all()
+        .map(|(n, _)| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let val_w = all()
+        .flat_map(|(_, v)| v.iter().map(|x| x.chars().count()))
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let row = |(name, vals): &(String, Vec<String>)| {
         println!(
-            "{name:24} {}",
-            vals.iter().map(|v| format!("{v:>16}")).collect::<String>()
+            "{name:name_w$} {}",
+            vals.iter()
+                .map(|v| format!("{v:>val_w$}"))
+                .collect::<String>()
         )
     };
-    row(
-        "workflow",
-        runs.iter().map(|r| r.workflow.clone()).collect(),
-    );
-    row(
-        "started (UTC)",
-        runs.iter()
-            .map(|r| r.started_utc[..16].to_string())
-            .collect(),
-    );
-    row(
-        "pragma",
-        runs.iter().map(|r| r.pragma_version.clone()).collect(),
-    );
-    row(
-        "status",
-        runs.iter()
-            .map(|r| r.status.chars().take(14).collect())
-            .collect(),
-    );
+    head_rows.iter().for_each(row);
     for r in &runs[1..] {
         let diff: Vec<String> = r
             .argv
@@ -309,31 +366,7 @@ fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
             }
         }
     }
-    let mut names: Vec<String> = runs
-        .iter()
-        .flat_map(|r| numbers(&r.metrics))
-        .map(|(k, _)| k)
-        .collect();
-    names.sort();
-    names.dedup();
-    for n in names {
-        let b = numbers(&base.metrics)
-            .into_iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| v);
-        row(
-            &n,
-            runs.iter()
-                .map(
-                    |r| match numbers(&r.metrics).into_iter().find(|(k, _)| *k == n) {
-                        Some((_, v)) if r.id == base.id || b.is_none() => format!("{v:.4}"),
-                        Some((_, v)) => format!("{v:.4} ({:+.4})", v - b.unwrap_or(v)),
-                        None => "-".into(),
-                    },
-                )
-                .collect(),
-        );
-    }
+    metric_rows.iter().for_each(row);
     Ok(())
 }
 

@@ -464,6 +464,7 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let sae = Sae::load(&a.sae)?;
     let out = a.out.clone().unwrap_or_else(|| a.sae.clone());
+    crate::runs_cmd::set_out(&out);
     let store_dir = match (&a.store, &a.data) {
         (Some(s), _) => s.clone(),
         (None, Some(data)) => {

@@ -370,6 +370,9 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             )?;
             v.meta.model_sha256 = Some(pragma_store::writer::model_sha256(&model)?);
             v.save(&a.out)?;
+            crate::runs_cmd::set_result(
+                serde_json::json!({"layers": v.meta.layers, "norms": v.meta.norms}),
+            );
             println!(
                 "trained {} vectors ({} pairs, {:?}, {:?}) in {:.2}s -> {}",
                 layers.len(),

@@ -428,6 +428,11 @@ fn checkins_run_the_proxy_tasks_judge_and_keep_the_history() {
             && log.contains("| same |"),
         "{log}"
     );
+    // Every row of check-in 2 is "same": scores read back from the database equal the
+    // fresh ones bit for bit (serde_json's float_roundtrip; without it a CI bound can
+    // come back one ulp off and print "(+0.000)").
+    let second = &log[log.find("## Check-in 2").expect("2")..log.find("## Check-in 1").expect("1")];
+    assert!(!second.contains("0.000)"), "{second}");
     let (ok, out, _) = in_dir(&["project", "log", "--json"], p);
     let all: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
     assert!(ok && all.len() == 2 && all[1]["number"] == 2, "{out}");
@@ -441,6 +446,14 @@ fn checkins_run_the_proxy_tasks_judge_and_keep_the_history() {
     assert!(runs[0]["metrics"]["st/vector"].is_number(), "{}", runs[0]);
     assert_eq!(c2["run_id"], runs[0]["id"]);
     let id = runs[0]["id"].to_string();
+    // Compared side by side, long metric names and values stay in their columns.
+    let (ok, cmp, err) = in_dir(&["runs", "compare", &runs[1]["id"].to_string(), &id], p);
+    assert!(ok && cmp.contains("st/vector"), "{cmp}{err}");
+    for line in cmp.lines().filter(|l| l.starts_with("st/")) {
+        let vals: Vec<&str> = line.split_whitespace().skip(1).collect();
+        assert!(vals.len() >= 2, "{line}");
+        assert!(vals.iter().all(|v| v.matches('.').count() <= 1), "{line}");
+    }
     let (ok, out, err) = in_dir(&["runs", "rerun", &id], p);
     assert!(
         ok && out.contains(&format!("run {id} reproduced")),
@@ -517,4 +530,260 @@ fn bad_projects_are_clear_errors_and_the_example_project_checks() {
     assert!(text.contains("time_box = \"2999-01-01\""), "{text}");
     let (ok, out, err) = in_dir(&["project", "check"], &e);
     assert!(ok && out.ends_with("ok\n"), "{out}{err}");
+}
+
+/// Each workflow's record carries its headline metrics, read from what it wrote or
+/// printed: `steer train` (each layer's norm), `steer sweep` (the point that moves the
+/// log-odds most and its random control), `steer study` (the arms' effects with CIs),
+/// `patch` (clean and corrupt metric, the strongest cell) and `sae eval` (SAEBench
+/// names); checked against the result files and `--json` output on a tiny model.
+#[test]
+fn steer_patch_and_sae_eval_runs_record_their_headline_metrics() {
+    let d = tempfile::tempdir().expect("tmp");
+    let db = d.path().join("runs.db");
+    let m = common::tiny_gguf(d.path(), 4);
+    let m = m.to_str().expect("utf8");
+    let p = |f: &str| d.path().join(f).to_str().expect("utf8").to_string();
+    std::fs::write(
+        p("pairs.jsonl"),
+        "{\"positive\": \"ab xx\", \"negative\": \"ab oo\"}\n{\"positive\": \"cd xx\", \"negative\": \"cd oo\"}\n",
+    )
+    .expect("w");
+    let rec = common::recorded(
+        &db,
+        &[
+            "steer",
+            "train",
+            m,
+            "--pairs",
+            &p("pairs.jsonl"),
+            "--layers",
+            "1,2",
+            "--out",
+            &p("v.safetensors"),
+        ],
+    );
+    assert_eq!(rec["workflow"], "steer train");
+    let v = pragma_methods::steering::SteeringVector::load(&d.path().join("v.safetensors"))
+        .expect("vector");
+    for (l, n) in v.meta.layers.iter().zip(&v.meta.norms) {
+        let got = rec["metrics"][format!("norm_L{l}")].as_f64().expect("norm");
+        assert!((got - f64::from(*n)).abs() < 1e-6, "{}", rec["metrics"]);
+    }
+
+    std::fs::write(
+        p("prompts.jsonl"),
+        "{\"prompt\": \"ab\"}\n{\"prompt\": \"cd\"}\n",
+    )
+    .expect("w");
+    let rec = common::recorded(
+        &db,
+        &[
+            "steer",
+            "sweep",
+            m,
+            "--vector",
+            &p("v.safetensors"),
+            "--prompts",
+            &p("prompts.jsonl"),
+            "--scales=-4,0,4",
+            "--yes",
+            "a",
+            "--no",
+            "b",
+            "--out",
+            &p("sweep"),
+        ],
+    );
+    let sw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("sweep/sweep.json")).expect("r"),
+    )
+    .expect("json");
+    let base = sw["baseline"].as_f64().expect("baseline");
+    let best = sw["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter(|q| q["control"] == false)
+        .max_by(|a, b| {
+            let moved = |q: &serde_json::Value| (q["logodds"].as_f64().expect("lo") - base).abs();
+            moved(a).total_cmp(&moved(b))
+        })
+        .expect("a point");
+    let mt = &rec["metrics"];
+    assert_eq!(mt["baseline_logodds"], sw["baseline"], "{mt}");
+    assert_eq!(mt["best_logodds"], best["logodds"], "{mt}");
+    assert_eq!(mt["best_logodds_ci"], best["logodds_ci"], "{mt}");
+    assert_eq!(
+        (&mt["best_layer"], &mt["best_scale"]),
+        (&best["layer"], &best["scale"])
+    );
+    assert!(mt["control_logodds"].is_number(), "{mt}");
+
+    let tasks: String = (0..4)
+        .map(|i| {
+            format!("{{\"task\": \"t{i}\", \"eval\": \"test {i}\", \"deploy\": \"kid {i}\"}}\n")
+        })
+        .collect();
+    std::fs::write(p("tasks.jsonl"), tasks).expect("w");
+    std::fs::write(p("ref.txt"), "the cat sat").expect("w");
+    let rec = common::recorded(
+        &db,
+        &[
+            "steer",
+            "study",
+            m,
+            "--pairs",
+            &p("pairs.jsonl"),
+            "--tasks",
+            &p("tasks.jsonl"),
+            "--question",
+            "test?",
+            "--yes",
+            "y",
+            "--no",
+            "n",
+            "--deploy-prompt",
+            "real",
+            "--layers",
+            "1,2",
+            "--scales=-2,1",
+            "--max-dnll",
+            "100",
+            "--reference",
+            &p("ref.txt"),
+            "--samples",
+            "1",
+            "--sample-tokens",
+            "2",
+            "--out",
+            &p("study"),
+        ],
+    );
+    let st: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("study/study.json")).expect("r"),
+    )
+    .expect("json");
+    let mt = &rec["metrics"];
+    assert_eq!(
+        mt["vector_minus_control"], st["vector_minus_control"]["mean"],
+        "{mt}"
+    );
+    assert_eq!(mt["gap_ci"], st["gap"]["ci"], "{mt}");
+    let arms = st["arms"].as_array().expect("arms");
+    assert!(arms.len() >= 3, "{st}");
+    for a in arms {
+        let key = a["name"].as_str().expect("name").replace(['-', ' '], "_");
+        assert_eq!(
+            mt[format!("{key}_effect")],
+            a["effect"]["mean"],
+            "{key}: {mt}"
+        );
+        assert_eq!(
+            mt[format!("{key}_effect_ci")],
+            a["effect"]["ci"],
+            "{key}: {mt}"
+        );
+    }
+
+    let patch = [
+        "patch",
+        "--model",
+        m,
+        "--clean",
+        "ab xx",
+        "--corrupt",
+        "ab oo",
+        "--metric",
+        "logit-diff:a,b",
+        "--hooks",
+        "resid",
+    ];
+    let rec = common::recorded(&db, &patch);
+    let mut json_args = patch.to_vec();
+    json_args.push("--json");
+    let (ok, out, err) = common::pragma(&json_args);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let mt = &rec["metrics"];
+    assert_eq!(mt["clean_metric"], r["clean_metric"], "{mt}");
+    assert_eq!(mt["corrupt_metric"], r["corrupt_metric"], "{mt}");
+    let g = &r["grids"][0];
+    let hook = g["hook"].as_str().expect("hook");
+    let strongest = g["normalized"]
+        .as_array()
+        .expect("grid")
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(0.0))
+        })
+        .fold(0.0f64, |a, v| if v.abs() > a.abs() { v } else { a });
+    assert_eq!(mt[format!("{hook}_top")].as_f64(), Some(strongest), "{mt}");
+
+    std::fs::write(
+        p("c.txt"),
+        (0..60)
+            .map(|i| format!("line {i} about cats\n"))
+            .collect::<String>(),
+    )
+    .expect("w");
+    let (ok, _, err) = common::pragma(&[
+        "cache",
+        m,
+        "--data",
+        &p("c.txt"),
+        "--lines",
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--ctx",
+        "32",
+        "--out",
+        &p("store"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = common::pragma(&[
+        "sae",
+        "train",
+        "--store",
+        &p("store"),
+        "--hook",
+        "blocks.1.hook_resid_post",
+        "--d-sae",
+        "32",
+        "--k",
+        "4",
+        "--tokens",
+        "512",
+        "--batch-tokens",
+        "128",
+        "-o",
+        &p("sae"),
+    ]);
+    assert!(ok, "{err}");
+    // No --out: the SAE folder is where eval.json goes, and what the record reads.
+    let rec = common::recorded(
+        &db,
+        &[
+            "sae",
+            "eval",
+            m,
+            "--sae",
+            &p("sae"),
+            "--store",
+            &p("store"),
+            "--ce-sequences",
+            "4",
+        ],
+    );
+    let ev: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("sae/eval.json")).expect("r"))
+            .expect("json");
+    let mt = &rec["metrics"];
+    assert_eq!(mt["fvu"], ev["reconstruction"]["fvu"], "{mt}");
+    assert_eq!(mt["l0"], ev["reconstruction"]["l0"], "{mt}");
+    assert_eq!(mt["ce_loss_score"], ev["loss"]["ce_loss_score"], "{mt}");
+    assert!(mt["ce_loss_score"].is_number(), "{mt}");
 }

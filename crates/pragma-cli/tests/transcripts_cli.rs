@@ -416,6 +416,24 @@ fn diff_then_check() {
     let r: serde_json::Value = serde_json::from_str(&out).expect("json");
     let top = &r["families"][0]["more_in_b"][0];
     assert_eq!(top["name"], "zebra", "{r}");
+    // Recorded, the diff's headline metrics are its top hypothesis and its figures.
+    let rec = common::recorded(
+        &d.path().join("runs.db"),
+        &["transcripts", "diff", "a", "b", "--db", s(&db)],
+    );
+    let fam = r["families"][0]["name"]
+        .as_str()
+        .expect("family")
+        .replace(['-', ' '], "_");
+    let m = &rec["metrics"];
+    assert_eq!(rec["workflow"], "transcripts diff");
+    assert_eq!(m[format!("{fam}_top")], "zebra", "{m}");
+    assert_eq!(
+        m[format!("{fam}_top_heldout_auroc")],
+        top["heldout_auroc"],
+        "{m}"
+    );
+    assert_eq!(m[format!("{fam}_top_log_odds")], top["log_odds"], "{m}");
     let (ok, out, err) = pragma(&[
         "transcripts",
         "check",

@@ -9,87 +9,245 @@ use serde::Serialize;
 
 use crate::runs::{Artifact, Run};
 
-/// The few numbers a workflow's result files under `out` say most about it: probe
-/// sweeps (`results.json`): the best logistic layer, its test AUROC and CI, the
-/// baselines' AUROCs; SAE training (`log.jsonl`): the last step's FVU, L0 and dead
-/// fraction; eval runs (`report.json`): per family, the best technique, its mean and its
-/// margin over the runner-up with the CI; check-ins (`checkin.json`): every score with its CI. `Null` for other workflows (none recorded yet).
+/// The result file a workflow writes under its `--out` folder, whose contents
+/// [`headline_of`] reads: `None` for workflows that write none (their front end passes
+/// the result itself, e.g. `patch` and `transcripts diff`) or write something else.
+pub fn result_file(workflow: &str) -> Option<&'static str> {
+    Some(match workflow {
+        "probe train" => "results.json",
+        "sae train" => "log.jsonl",
+        "sae eval" => "eval.json",
+        "steer sweep" => "sweep.json",
+        "steer study" => "study.json",
+        "eval run" => "report.json",
+        "checkin" => "checkin.json",
+        _ => return None,
+    })
+}
+
+/// The headline metrics of a run whose result file (see [`result_file`]) lies under
+/// `out`; `Null` when the workflow has none or the file is missing or unreadable. For
+/// `log.jsonl` (SAE training) the last line is the result.
 pub fn headline(workflow: &str, out: &Path) -> serde_json::Value {
-    let read = |f: &str| -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(out.join(f)).ok()?).ok()
+    let Some(file) = result_file(workflow) else {
+        return serde_json::Value::Null;
     };
+    let text = std::fs::read_to_string(out.join(file)).unwrap_or_default();
+    let text = if file.ends_with(".jsonl") {
+        text.lines().last().unwrap_or_default().to_string()
+    } else {
+        text
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(r) => headline_of(workflow, &r),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// The few numbers that say most about a workflow's result (its result file's JSON, or
+/// the result a front end serialised), as a flat object; a number `X` with a 95% CI has
+/// it beside it as `X_ci = [lo, hi]`, which [`compare_metrics`] uses on rerun.
+///
+/// - `probe train` (`results.json`): the best logistic layer, its test AUROC and CI,
+///   the baselines' test AUROCs.
+/// - `sae train` (the last `log.jsonl` line): step, FVU, L0, dead fraction.
+/// - `sae eval` (`eval.json`): FVU, explained variance, cosine, L0, dead fraction, and
+///   with a model the CE loss score, delta CE and KL score (SAEBench names).
+/// - `steer train` (the vector's meta): each layer's vector norm, `norm_L{layer}`.
+/// - `steer sweep` (`sweep.json`): the unsteered log-odds with its CI; the point that
+///   moves the log-odds most (layer, scale, log-odds with CI, KL) and its random control.
+/// - `steer study` (`study.json`): the chosen layer and scale, the eval - deploy gap,
+///   each arm's effect with its CI, and the vector minus random control.
+/// - `eval run` (`report.json`): per family, the best technique, its mean and its margin
+///   over the runner-up with the CI.
+/// - `patch` (the `PatchResult`): clean and corrupt metric; per hook, the strongest
+///   normalised cell and where it is.
+/// - `transcripts diff` (the `DiffResult`): per family the discoveries each way and
+///   the top hypothesis's log-odds, q and held-out AUROC.
+/// - `checkin` (`checkin.json`): every technique and baseline's score with its CI, as
+///   `TASK/NAME`.
+///
+/// `Null` for other workflows.
+pub fn headline_of(workflow: &str, r: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut m = Map::new();
+    let mut put = |k: String, v: Value| {
+        m.insert(k, v);
+    };
+    let pair = |lo: &Value, hi: &Value| json!([lo, hi]);
     match workflow {
-        "probe train" => read("results.json")
-            .map(|r| {
-                let best = r["best_logistic_layer"].clone();
-                let layer = r["layers"]
-                    .as_array()
-                    .and_then(|ls| ls.iter().find(|l| l["layer"] == best).cloned())
-                    .unwrap_or_default();
-                let baselines: Option<Vec<serde_json::Value>> = r["baselines"].as_array().map(|bs| {
-                    bs.iter()
-                        .map(|b| serde_json::json!({"name": b["name"], "test_auroc": b["scored"]["test_auroc"]}))
-                        .collect()
-                });
-                serde_json::json!({
-                    "best_logistic_layer": best,
-                    "test_auroc": layer["logistic"]["test_auroc"],
-                    "test_auroc_ci": layer["logistic"]["test_auroc_ci"],
-                    "baselines": baselines,
-                })
-            })
-            .unwrap_or_default(),
-        "sae train" => std::fs::read_to_string(out.join("log.jsonl"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .last()
-                    .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            })
-            .map(|l| {
-                serde_json::json!({"step": l["step"], "fvu": l["fvu"], "l0": l["l0"], "dead_fraction": l["dead_fraction"]})
-            })
-            .unwrap_or_default(),
-        "eval run" => read("report.json")
-            .map(|r| {
-                // Per family: the technique with the highest mean, and its margin over the
-                // runner-up with the bootstrap CI over tasks.
-                let mut m = serde_json::Map::new();
-                for f in r["families"].as_array().into_iter().flatten() {
-                    let fam = f["family"].as_str().unwrap_or("family").replace('-', "_");
-                    if let Some(best) = f["techniques"].as_array().and_then(|t| t.first()) {
-                        m.insert(format!("{fam}_best"), best[0].clone());
-                        m.insert(format!("{fam}_best_mean"), best[1].clone());
-                    }
-                    if f["margin"].is_object() {
-                        m.insert(format!("{fam}_margin"), f["margin"]["mean"].clone());
-                        m.insert(
-                            format!("{fam}_margin_ci"),
-                            serde_json::json!([f["margin"]["lo"], f["margin"]["hi"]]),
-                        );
+        "probe train" => {
+            let best = r["best_logistic_layer"].clone();
+            let layer = r["layers"]
+                .as_array()
+                .and_then(|ls| ls.iter().find(|l| l["layer"] == best).cloned())
+                .unwrap_or_default();
+            let baselines: Option<Vec<Value>> = r["baselines"].as_array().map(|bs| {
+                bs.iter()
+                    .map(|b| json!({"name": b["name"], "test_auroc": b["scored"]["test_auroc"]}))
+                    .collect()
+            });
+            put("best_logistic_layer".into(), best);
+            put("test_auroc".into(), layer["logistic"]["test_auroc"].clone());
+            put(
+                "test_auroc_ci".into(),
+                layer["logistic"]["test_auroc_ci"].clone(),
+            );
+            put("baselines".into(), json!(baselines));
+        }
+        "sae train" => {
+            for k in ["step", "fvu", "l0", "dead_fraction"] {
+                put(k.into(), r[k].clone());
+            }
+        }
+        "sae eval" => {
+            let rec = &r["reconstruction"];
+            for k in ["fvu", "explained_variance", "cosine", "l0", "dead_fraction"] {
+                put(k.into(), rec[k].clone());
+            }
+            if r["loss"].is_object() {
+                for k in ["ce_loss_score", "delta_ce", "kl_score"] {
+                    put(k.into(), r["loss"][k].clone());
+                }
+            }
+        }
+        "steer train" => {
+            let layers = r["layers"].as_array().cloned().unwrap_or_default();
+            let norms = r["norms"].as_array().cloned().unwrap_or_default();
+            for (l, n) in layers.iter().zip(&norms) {
+                put(format!("norm_L{l}"), n.clone());
+            }
+        }
+        "steer sweep" => {
+            let base = r["baseline"].as_f64().unwrap_or(0.0);
+            put("baseline_logodds".into(), r["baseline"].clone());
+            put("baseline_logodds_ci".into(), r["baseline_ci"].clone());
+            let points = r["points"].as_array().cloned().unwrap_or_default();
+            let moved = |p: &Value| (p["logodds"].as_f64().unwrap_or(base) - base).abs();
+            if let Some(best) = points
+                .iter()
+                .filter(|p| p["control"] == false)
+                .max_by(|a, b| moved(a).total_cmp(&moved(b)))
+            {
+                put("best_layer".into(), best["layer"].clone());
+                put("best_scale".into(), best["scale"].clone());
+                put("best_logodds".into(), best["logodds"].clone());
+                put("best_logodds_ci".into(), best["logodds_ci"].clone());
+                put("best_kl".into(), best["kl"].clone());
+                if let Some(c) = points.iter().find(|p| {
+                    p["control"] == true
+                        && p["layer"] == best["layer"]
+                        && p["scale"] == best["scale"]
+                }) {
+                    put("control_logodds".into(), c["logodds"].clone());
+                    put("control_logodds_ci".into(), c["logodds_ci"].clone());
+                }
+            }
+        }
+        "steer study" => {
+            put("best_layer".into(), r["best_layer"].clone());
+            put("best_scale".into(), r["best_scale"].clone());
+            put("gap".into(), r["gap"]["mean"].clone());
+            put("gap_ci".into(), r["gap"]["ci"].clone());
+            for a in r["arms"].as_array().into_iter().flatten() {
+                let name = a["name"].as_str().unwrap_or("arm").replace(['-', ' '], "_");
+                put(format!("{name}_effect"), a["effect"]["mean"].clone());
+                put(format!("{name}_effect_ci"), a["effect"]["ci"].clone());
+            }
+            put(
+                "vector_minus_control".into(),
+                r["vector_minus_control"]["mean"].clone(),
+            );
+            put(
+                "vector_minus_control_ci".into(),
+                r["vector_minus_control"]["ci"].clone(),
+            );
+        }
+        "eval run" => {
+            // Per family: the technique with the highest mean, and its margin over the
+            // runner-up with the bootstrap CI over tasks.
+            for f in r["families"].as_array().into_iter().flatten() {
+                let fam = f["family"].as_str().unwrap_or("family").replace('-', "_");
+                if let Some(best) = f["techniques"].as_array().and_then(|t| t.first()) {
+                    put(format!("{fam}_best"), best[0].clone());
+                    put(format!("{fam}_best_mean"), best[1].clone());
+                }
+                if f["margin"].is_object() {
+                    put(format!("{fam}_margin"), f["margin"]["mean"].clone());
+                    put(
+                        format!("{fam}_margin_ci"),
+                        pair(&f["margin"]["lo"], &f["margin"]["hi"]),
+                    );
+                }
+            }
+        }
+        "patch" => {
+            put("clean_metric".into(), r["clean_metric"].clone());
+            put("corrupt_metric".into(), r["corrupt_metric"].clone());
+            for g in r["grids"].as_array().into_iter().flatten() {
+                let hook = g["hook"].as_str().unwrap_or("hook").to_string();
+                let mut top: Option<(usize, usize, f64)> = None;
+                for (l, row) in g["normalized"].as_array().into_iter().flatten().enumerate() {
+                    for (c, v) in row.as_array().into_iter().flatten().enumerate() {
+                        let v = v.as_f64().unwrap_or(0.0);
+                        if top.is_none_or(|t| v.abs() > t.2.abs()) {
+                            top = Some((l, c, v));
+                        }
                     }
                 }
-                serde_json::Value::Object(m)
-            })
-            .unwrap_or_default(),
+                if let Some((l, c, v)) = top {
+                    put(format!("{hook}_top"), json!(v));
+                    put(format!("{hook}_top_layer"), json!(l));
+                    put(format!("{hook}_top_column"), g["columns"][c].clone());
+                }
+            }
+        }
+        "transcripts diff" => {
+            for f in r["families"].as_array().into_iter().flatten() {
+                let fam = f["name"]
+                    .as_str()
+                    .unwrap_or("family")
+                    .replace(['-', ' '], "_");
+                put(format!("{fam}_discoveries_a"), f["discoveries"][0].clone());
+                put(format!("{fam}_discoveries_b"), f["discoveries"][1].clone());
+                let top = f["more_in_b"]
+                    .as_array()
+                    .into_iter()
+                    .chain(f["more_in_a"].as_array())
+                    .flatten()
+                    .min_by(|a, b| {
+                        let q = |h: &Value| h["q"].as_f64().unwrap_or(1.0);
+                        q(a).total_cmp(&q(b))
+                    });
+                if let Some(h) = top {
+                    put(format!("{fam}_top"), h["name"].clone());
+                    put(format!("{fam}_top_log_odds"), h["log_odds"].clone());
+                    put(format!("{fam}_top_q"), h["q"].clone());
+                    put(
+                        format!("{fam}_top_heldout_auroc"),
+                        h["heldout_auroc"].clone(),
+                    );
+                }
+            }
+        }
         // Check-ins (`checkin.json`, the latest, in the eval folder): each technique and
         // baseline's score with its CI, as `TASK/NAME`.
-        "checkin" => read("checkin.json")
-            .map(|c| {
-                let mut m = serde_json::Map::new();
-                for p in c["proxies"].as_array().into_iter().flatten() {
-                    let task = p["task"].as_str().unwrap_or("task");
-                    for e in p["evidence"].as_array().into_iter().flatten() {
-                        let key = format!("{task}/{}", e["name"].as_str().unwrap_or("?"));
-                        m.insert(format!("{key}_ci"), serde_json::json!([e["score"]["lo"], e["score"]["hi"]]));
-                        m.insert(key, e["score"]["mean"].clone());
-                    }
+        "checkin" => {
+            for p in r["proxies"].as_array().into_iter().flatten() {
+                let task = p["task"].as_str().unwrap_or("task");
+                for e in p["evidence"].as_array().into_iter().flatten() {
+                    let key = format!("{task}/{}", e["name"].as_str().unwrap_or("?"));
+                    put(
+                        format!("{key}_ci"),
+                        pair(&e["score"]["lo"], &e["score"]["hi"]),
+                    );
+                    put(key, e["score"]["mean"].clone());
                 }
-                serde_json::Value::Object(m)
-            })
-            .unwrap_or_default(),
-        _ => serde_json::Value::Null,
+            }
+        }
+        _ => return Value::Null,
     }
+    Value::Object(m)
 }
 
 /// Numeric entries of a metrics object, as `(name, value)` (top level only).

@@ -179,6 +179,7 @@ pub(super) fn cmd_diff(a: DiffArgs) -> Result<()> {
             }
         }
     }
+    crate::runs_cmd::set_result(&r);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

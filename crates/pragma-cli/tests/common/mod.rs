@@ -26,6 +26,25 @@ pub fn output(c: &mut Command) -> (bool, String, String) {
     (out.status.success(), o, e)
 }
 
+/// Run `pragma args...` recorded in the runs database `db` (failing the test unless it
+/// succeeds) and return its record, the newest in `db` as `runs list --json` prints it.
+pub fn recorded(db: &Path, args: &[&str]) -> serde_json::Value {
+    let run = |args: &[&str]| {
+        output(
+            Command::new(env!("CARGO_BIN_EXE_pragma"))
+                .args(args)
+                .env("PRAGMA_RUNS_DB", db)
+                .env_remove("PRAGMA_NO_RECORD"),
+        )
+    };
+    let (ok, _, err) = run(args);
+    assert!(ok, "pragma {}: {err}", args.join(" "));
+    let (ok, out, err) = run(&["runs", "list", "--json"]);
+    assert!(ok, "{err}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out).expect("runs json");
+    runs.into_iter().next().expect("a recorded run")
+}
+
 /// A tiny random llama written as an f32 GGUF at `dir/tiny.gguf`.
 pub fn tiny_gguf(dir: &Path, seed: u64) -> PathBuf {
     let cfg = tiny_config(Arch::Llama);
