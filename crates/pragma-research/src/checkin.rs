@@ -275,8 +275,9 @@ pub fn summarize(proxies: &[ProxyCheckin], days_left: i64, time_box: &str) -> St
         .collect();
     if !ahead.is_empty() {
         format!(
-            "continue: ahead of every baseline beyond noise: {}",
-            ahead.join(", ")
+            "continue: {} {} ahead of every baseline, beyond noise",
+            ahead.join(", "),
+            if ahead.len() == 1 { "is" } else { "are" }
         )
     } else if days_left < 0 {
         format!(

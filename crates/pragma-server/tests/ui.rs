@@ -753,7 +753,7 @@ async fn project_page_shows_the_checkins() {
     runs.add_checkin(&checkin(&p, 86_400.0, far)).expect("add");
     let (_, body) = get(addr, "/project", "").await;
     assert!(
-        body.contains("continue: ahead of every baseline beyond noise: probe on eval-awareness")
+        body.contains("continue: probe on eval-awareness is ahead of every baseline, beyond noise")
             && body.contains("Check-in 2 in full"),
         "{body}"
     );
