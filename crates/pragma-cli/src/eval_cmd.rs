@@ -144,6 +144,7 @@ pub fn with_progress<R>(f: impl FnOnce(&mut dyn FnMut(Event)) -> R) -> R {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let (mut cells_done, mut cells_todo) = (0usize, 0usize);
+    let started = std::time::Instant::now();
     let res = f(&mut |e| match e {
         Event::Plan {
             todo,
@@ -168,7 +169,15 @@ pub fn with_progress<R>(f: impl FnOnce(&mut dyn FnMut(Event)) -> R) -> R {
             bar.set_length(total);
             bar.set_position(done);
         }
-        Event::Cell { done, .. } => cells_done = done,
+        Event::Cell { done, todo } => {
+            cells_done = done;
+            // Without a terminal the bar is hidden: a line per cell says how far it is.
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                let s = started.elapsed().as_secs_f64();
+                let eta = s / done.max(1) as f64 * todo.saturating_sub(done) as f64;
+                eprintln!("cell {done}/{todo} done, {s:.0} s elapsed, ETA {eta:.0} s");
+            }
+        }
     });
     bar.finish_and_clear();
     res

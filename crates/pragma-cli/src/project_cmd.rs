@@ -80,10 +80,15 @@ fn load(file: Option<PathBuf>) -> Result<Project> {
 fn print(p: &Project) {
     println!("project    {}", p.path.display());
     println!("north star {}", p.north_star);
+    let left = p.time_box_day - pragma_research::project::today();
     println!(
-        "time box   {} ({} days left)",
+        "time box   {} ({})",
         p.time_box,
-        p.time_box_day - pragma_research::project::today()
+        match left {
+            0 => "ends today".to_string(),
+            l if l > 0 => format!("{l} days left"),
+            l => format!("passed {} days ago", -l),
+        }
     );
     println!("rule       {}", p.decision_rule);
     println!("suite      {}", p.suite.display());
@@ -114,6 +119,8 @@ pub fn cmd_project(c: ProjectCommand) -> Result<()> {
             let p = match example {
                 Some(name) => Project::init_example(&dir, &name, &time_box)?,
                 None => {
+                    // Date and existing file checked before anything is written.
+                    Project::writable(&dir, &time_box)?;
                     if !dir.join(&suite).is_file() {
                         // The default suite is written on demand, as `pragma eval run` does.
                         anyhow::ensure!(
@@ -140,7 +147,8 @@ pub fn cmd_project(c: ProjectCommand) -> Result<()> {
         }
         ProjectCommand::Log { file, json } => {
             let p = load(file)?;
-            let all = db(&p)?.checkins(&project_key(&p))?;
+            let db = db(&p)?;
+            let all = db.checkins(&project_key(&p, &db))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(());
@@ -163,6 +171,9 @@ pub fn cmd_project(c: ProjectCommand) -> Result<()> {
 
 pub fn cmd_checkin(a: CheckinArgs, run_id: Option<i64>) -> Result<()> {
     let p = load(a.file)?;
+    // Every file the numbers depend on is an input of the run: `runs show --check` and
+    // `runs rerun` name one that changed.
+    crate::runs_cmd::set_inputs(checkin::input_files(&p)?);
     let spec = a
         .model
         .or_else(|| p.model.clone())
@@ -173,19 +184,31 @@ pub fn cmd_checkin(a: CheckinArgs, run_id: Option<i64>) -> Result<()> {
     cfg.bootstrap = a.bootstrap as usize;
     cfg.yes = a.yes;
     cfg.run_id = run_id;
-    crate::runs_cmd::set_out(&cfg.out);
-    let c =
-        crate::eval_cmd::with_progress(|events| checkin::checkin(&model, &p, &db, &cfg, events))?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
-    } else {
-        println!("{}", checkin::markdown(&c));
+    cfg.rerun_of = crate::runs_cmd::rerun_of();
+    if let Some(id) = cfg.rerun_of {
+        eprintln!(
+            "recomputing run {id}'s check-in from scratch (no cached cells); it is not added to the history"
+        );
     }
-    eprintln!(
-        "check-in {} recorded in {} and {}",
-        c.number,
-        db.path().display(),
-        p.dir().join("CHECKINS.md").display()
-    );
+    let run =
+        crate::eval_cmd::with_progress(|events| checkin::checkin(&model, &p, &db, &cfg, events))?;
+    crate::runs_cmd::set_out(&run.folder);
+    let c = &run.checkin;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(c)?);
+    } else {
+        println!("{}", checkin::markdown(c));
+    }
+    if cfg.rerun_of.is_some() {
+        eprintln!("rerun check-in written to {}", run.folder.display());
+    } else {
+        eprintln!(
+            "check-in {} recorded in {}, {} and {}",
+            c.number,
+            db.path().display(),
+            p.dir().join("CHECKINS.md").display(),
+            run.folder.display()
+        );
+    }
     Ok(())
 }

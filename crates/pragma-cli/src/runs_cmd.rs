@@ -54,6 +54,22 @@ pub fn set_result(result: impl serde::Serialize) {
     }
 }
 
+/// Input files a command declared while running (beside those its command line names,
+/// e.g. a check-in's project file, suite and datasets).
+static DECLARED_INPUTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Declare this run's input files (the first declaration wins); they are hashed and
+/// recorded when the run starts being recorded or, if it already has, when it ends.
+pub fn set_inputs(files: Vec<PathBuf>) {
+    let _ = DECLARED_INPUTS.set(files);
+}
+
+/// The run this process reruns (`pragma runs rerun ID` sets `PRAGMA_RERUN_OF=ID`), for
+/// workflows that must recompute rather than reuse (a check-in's cached cells).
+pub fn rerun_of() -> Option<i64> {
+    std::env::var("PRAGMA_RERUN_OF").ok()?.parse().ok()
+}
+
 #[derive(Subcommand)]
 pub enum RunsCommand {
     /// Recorded runs, newest first: id, start (UTC), workflow, status, seconds, metrics.
@@ -76,8 +92,11 @@ pub enum RunsCommand {
     /// --check says which inputs and artifacts are missing or changed since.
     Show {
         id: i64,
+        /// Hash every input and artifact again and name those missing or changed (exit 1
+        /// if any).
         #[arg(long)]
         check: bool,
+        /// The record as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -88,11 +107,13 @@ pub enum RunsCommand {
         ids: Vec<i64>,
     },
     /// Run a recorded run again from its record (same arguments, in its folder, output to
-    /// OUT.rerun-ID) and say whether it reproduced: inputs unchanged (sha256), artifacts
-    /// byte-identical, headline metrics equal or inside the recorded confidence interval.
-    /// Refuses when an input changed since, naming it (--force runs anyway).
+    /// OUT.rerun-ID; a check-in recomputes every cell in .pragma/checkins/rerun-of-ID and
+    /// is not added to the history) and say whether it reproduced: inputs unchanged
+    /// (sha256), artifacts byte-identical, headline metrics equal or inside the recorded
+    /// confidence interval. Refuses when an input changed since, naming it.
     Rerun {
         id: i64,
+        /// Run even though inputs changed since (the comparison then says what moved).
         #[arg(long)]
         force: bool,
     },
@@ -221,6 +242,12 @@ impl Recording {
             .filter(|p| !p.to_string_lossy().contains("://"))
             .map(|o| Artifact::under(&std::env::current_dir().unwrap_or_default().join(o)))
             .unwrap_or_default();
+        if let Some(files) = DECLARED_INPUTS.get() {
+            let found: Vec<Artifact> = files.iter().filter_map(|f| Artifact::of(f)).collect();
+            if let Err(e) = self.db.add_inputs(self.id, &found) {
+                eprintln!("warning: could not record run {}'s inputs: {e}", self.id);
+            }
+        }
         let metrics = match (DECLARED_RESULT.get(), self.out.as_deref()) {
             (Some(r), _) => headline_of(&self.workflow, r),
             (None, Some(o)) => headline(&self.workflow, o),
@@ -333,15 +360,19 @@ fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
     };
     head_rows.iter().for_each(row);
     for r in &runs[1..] {
-        let diff: Vec<String> = r
-            .argv
+        // The arguments, not the path the binary was called by.
+        let (args, base_args) = (
+            &r.argv[r.argv.len().min(1)..],
+            &base.argv[base.argv.len().min(1)..],
+        );
+        let diff: Vec<String> = args
             .iter()
-            .filter(|a| !base.argv.contains(a))
+            .filter(|a| !base_args.contains(a))
             .map(|a| format!("+{a}"))
             .chain(
-                base.argv
+                base_args
                     .iter()
-                    .filter(|a| !r.argv.contains(a))
+                    .filter(|a| !args.contains(a))
                     .map(|a| format!("-{a}")),
             )
             .collect();
@@ -368,6 +399,18 @@ fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
     }
     metric_rows.iter().for_each(row);
     Ok(())
+}
+
+/// The deepest folder holding every artifact (`None` without artifacts).
+fn common_folder(artifacts: &[Artifact]) -> Option<PathBuf> {
+    let mut it = artifacts.iter().map(|a| Path::new(&a.path));
+    let mut root = it.next()?.parent()?.to_path_buf();
+    for p in it {
+        while !p.starts_with(&root) {
+            root = root.parent()?.to_path_buf();
+        }
+    }
+    Some(root)
 }
 
 fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
@@ -409,6 +452,7 @@ fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
         .args(&argv)
         .current_dir(&r.cwd)
         .env("PRAGMA_RUN_TAGS", format!("rerun-of:{id}"))
+        .env("PRAGMA_RERUN_OF", id.to_string())
         .env_remove("PRAGMA_NO_RECORD")
         .status()?;
     let new = db
@@ -424,10 +468,17 @@ fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
     if !status.success() {
         anyhow::bail!("the rerun failed: {}", new.status);
     }
-    // Artifacts: the same relative names under the new output, byte for byte.
-    if let Some(o) = out_at.and_then(|i| r.argv.get(i + 1)) {
-        let old_root = Path::new(&r.cwd).join(o);
-        let new_root = Path::new(&r.cwd).join(new_out.as_deref().unwrap_or(""));
+    // Artifacts: the same relative names under the new output, byte for byte. Without
+    // --out, the outputs are the folders the runs declared (their artifacts' common
+    // folder).
+    let roots = match out_at.and_then(|i| r.argv.get(i + 1)) {
+        Some(o) => Some((
+            Path::new(&r.cwd).join(o),
+            Path::new(&r.cwd).join(new_out.as_deref().unwrap_or("")),
+        )),
+        None => common_folder(&r.artifacts).zip(common_folder(&new.artifacts)),
+    };
+    if let Some((old_root, new_root)) = roots {
         let c = compare_artifacts(&r, &old_root, &new_root);
         let list = |what: &str, v: &[String]| {
             if v.is_empty() {
@@ -441,7 +492,7 @@ fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
             c.identical,
             c.total,
             list(
-                "equal except timing fields (*seconds)",
+                "equal except timings and run bookkeeping (*seconds, at, run_id, number, ...)",
                 &c.equal_but_timings
             ),
             list("DIFFER", &c.different)
@@ -535,6 +586,12 @@ pub fn cmd_runs(c: RunsCommand) -> Result<()> {
             println!("artifacts {}", r.artifacts.len());
             for a in r.artifacts.iter().take(20) {
                 println!("  {} ({} bytes)", a.path, a.bytes);
+            }
+            if r.artifacts.len() > 20 {
+                println!(
+                    "  ... and {} more (--json lists all)",
+                    r.artifacts.len() - 20
+                );
             }
             if check {
                 let problems: Vec<String> = r

@@ -222,7 +222,7 @@ fn a_recorded_probe_sweep_reruns_to_the_same_numbers() {
     let n = runs[0]["artifacts"].as_array().expect("a").len();
     assert!(
         text.contains(&format!(
-            "artifacts: {} of {n} byte-identical; equal except timing fields (*seconds): results.json",
+            "artifacts: {} of {n} byte-identical; equal except timings and run bookkeeping (*seconds, at, run_id, number, ...): results.json",
             n - 1
         )) && !text.contains("DIFFER"),
         "{text}"
@@ -454,23 +454,96 @@ fn checkins_run_the_proxy_tasks_judge_and_keep_the_history() {
         assert!(vals.len() >= 2, "{line}");
         assert!(vals.iter().all(|v| v.matches('.').count() <= 1), "{line}");
     }
+    // The project file, the suite and the datasets are the run's inputs.
+    let inputs = runs[0]["inputs"].as_array().expect("inputs");
+    for f in ["pragma.toml", "suite.toml", "a.jsonl"] {
+        assert!(
+            inputs
+                .iter()
+                .any(|a| a["path"].as_str().expect("p").ends_with(f)),
+            "{f} not an input: {inputs:?}"
+        );
+    }
+    // A rerun recomputes every cell in its own folder, reproduces the numbers, and
+    // leaves the history alone.
     let (ok, out, err) = in_dir(&["runs", "rerun", &id], p);
     assert!(
-        ok && out.contains(&format!("run {id} reproduced")),
+        ok && out.contains(&format!("run {id} reproduced"))
+            && out.contains("\"computed\": 7,")
+            && out.contains("\"cached\": 0,")
+            && out.contains(&format!("\"rerun_of\": {id}")),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("artifacts: 3 of 3 byte-identical") || out.contains("equal except timings"),
+        "{out}"
+    );
+    let (ok, out, _) = in_dir(&["project", "log", "--json"], p);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert!(ok && all.len() == 2, "{out}");
+    // Check-in 1's files are its own: check-in 2 did not change them.
+    let first = runs[1]["id"].to_string();
+    let (ok, out, err) = in_dir(&["runs", "show", &first, "--check"], p);
+    assert!(
+        ok && out.contains("every input and artifact is as recorded"),
         "{out}{err}"
     );
 
-    // A changed dataset is recomputed: only the detection task's cells.
+    // A changed dataset: a rerun refuses, naming it; a check-in recomputes only the
+    // detection task's cells.
     let text = std::fs::read_to_string(p.join("a.jsonl")).expect("r");
     std::fs::write(p.join("a.jsonl"), text.replace("kindly", "politely")).expect("w");
+    let (ok, out, err) = in_dir(&["runs", "rerun", &id], p);
+    assert!(
+        !ok && err.contains("a.jsonl") && err.contains("inputs changed"),
+        "{out}{err}"
+    );
     let (ok, out, err) = in_dir(&["checkin", "--bootstrap", "100", "--json"], p);
     assert!(ok, "{err}");
-    let c4: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let c3: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(
-        (c4["computed"].as_u64(), c4["cached"].as_u64()),
-        (Some(6), Some(1)),
+        (
+            c3["number"].as_u64(),
+            c3["computed"].as_u64(),
+            c3["cached"].as_u64()
+        ),
+        (Some(3), Some(6), Some(1)),
         "{out}"
     );
+
+    // The folder copied elsewhere keeps its history: the next check-in is number 4 and
+    // CHECKINS.md still has 1 to 3.
+    let e = tempfile::tempdir().expect("tmp");
+    let copy = e.path().join("copy");
+    let status = std::process::Command::new("cp")
+        .args(["-a", p.to_str().expect("p"), copy.to_str().expect("c")])
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let (ok, out, err) = in_dir(&["checkin", "--bootstrap", "100", "--json"], &copy);
+    assert!(ok, "{err}");
+    let c4: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(c4["number"], 4, "{out}");
+    let log = std::fs::read_to_string(copy.join("CHECKINS.md")).expect("log");
+    for n in 1..=4 {
+        assert!(log.contains(&format!("## Check-in {n} (")), "{n}: {log}");
+    }
+    // Without its database the history starts again, and the old log is kept aside.
+    std::fs::remove_dir_all(copy.join(".pragma")).expect("rm");
+    let (ok, _, err) = in_dir(&["checkin", "--bootstrap", "100"], &copy);
+    assert!(ok, "{err}");
+    let kept: Vec<_> = std::fs::read_dir(&copy)
+        .expect("ls")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("CHECKINS.before-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let old = std::fs::read_to_string(kept[0].path()).expect("r");
+    assert!(old.contains("## Check-in 4 ("), "{old}");
 }
 
 #[test]

@@ -16,10 +16,7 @@ use pragma_model::Arch;
 fn main() -> pragma_model::Result<()> {
     let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "seeds".into()));
     std::fs::create_dir_all(&out).expect("create the output folder");
-    for (name, d_model, dtype) in [
-        ("f32", 8, GgmlDType::F32),
-        ("q8_0", 32, GgmlDType::Q8_0),
-    ] {
+    for (name, d_model, dtype) in [("f32", 8, GgmlDType::F32), ("q8_0", 32, GgmlDType::Q8_0)] {
         let mut cfg = tiny_config(Arch::Llama);
         cfg.n_layers = 1;
         cfg.d_model = d_model;

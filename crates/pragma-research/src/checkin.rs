@@ -10,7 +10,7 @@
 //! computes only what changed since the last one and a check-in with nothing changed
 //! reproduces the last one's numbers exactly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pragma_eval::report::Report;
 use pragma_eval::run::{Event, RunConfig};
@@ -36,6 +36,10 @@ pub struct CheckinConfig {
     pub run_id: Option<i64>,
     /// Today, days since the epoch (UTC); `None`: the clock's.
     pub today: Option<i64>,
+    /// Recompute the check-in recorded as run `ID` (`pragma runs rerun`): every cell
+    /// afresh in its own folder (`.pragma/checkins/rerun-of-ID/eval`, no cache), judged
+    /// but not added to the history or `CHECKINS.md`.
+    pub rerun_of: Option<i64>,
 }
 
 impl CheckinConfig {
@@ -47,6 +51,7 @@ impl CheckinConfig {
             yes: false,
             run_id: None,
             today: None,
+            rerun_of: None,
         }
     }
 }
@@ -118,6 +123,10 @@ pub struct Checkin {
     pub eval_dir: String,
     pub computed: usize,
     pub cached: usize,
+    /// The run whose check-in this recomputes (`pragma runs rerun`); such a check-in has
+    /// number 0 and is not part of the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<i64>,
 }
 
 fn score(e: Estimate) -> Score {
@@ -292,30 +301,78 @@ pub fn summarize(proxies: &[ProxyCheckin], days_left: i64, time_box: &str) -> St
     }
 }
 
+/// A check-in and the folder its files went to.
+#[derive(Clone, Debug)]
+pub struct CheckinRun {
+    pub checkin: Checkin,
+    /// `.pragma/checkins/N/` beside the project (`rerun-of-ID[-K]/` for a rerun):
+    /// `checkin.json`, and the eval run's `report.json` and `report.md`.
+    pub folder: PathBuf,
+}
+
+/// Every file a check-in's numbers depend on: the project file, its suite, and each
+/// proxy task's dataset, its `.meta.json` sidecar and its other files (a study's pairs
+/// and reference text, a planted behaviour). Recorded as the run's inputs, so that
+/// `runs show --check` and `runs rerun` name a changed one.
+pub fn input_files(project: &Project) -> Result<Vec<PathBuf>> {
+    let suite = proxy_suite(project)?;
+    let mut files = vec![project.path.clone(), suite.path.clone()];
+    for t in &suite.tasks {
+        files.push(t.dataset.clone());
+        files.push(t.dataset.with_extension("meta.json"));
+        files.extend(t.extra_files.iter().cloned());
+        if let Some(s) = &t.study {
+            files.push(s.pairs.clone());
+            files.push(s.reference.clone());
+        }
+    }
+    files.retain(|f| f.is_file());
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 /// Run the proxy tasks of `project` on `model`, judge them, and record the check-in in
-/// `db` and in `CHECKINS.md` beside the project file. `events` reports the eval run's
+/// `db`, in `CHECKINS.md` beside the project file, and in its folder
+/// (`.pragma/checkins/N/`). With `cfg.rerun_of`, every cell is recomputed in a folder of
+/// its own and nothing is added to the history. `events` reports the eval run's
 /// progress. Errors: the suite or its datasets, the run (e.g. over the suite's budget
-/// without `yes`), a technique without a score, the database, or writing the log.
+/// without `yes`), a technique without a score, the database, or writing the files.
 pub fn checkin(
     model: &Model,
     project: &Project,
     db: &RunDb,
     cfg: &CheckinConfig,
     events: &mut dyn FnMut(Event),
-) -> Result<Checkin> {
+) -> Result<CheckinRun> {
+    let io = |p: &Path, e: &dyn std::fmt::Display| Error::Input(format!("{}: {e}", p.display()));
+    let root = project.dir().join(".pragma").join("checkins");
+    let rerun_folder = cfg.rerun_of.map(|id| {
+        let mut f = root.join(format!("rerun-of-{id}"));
+        let mut k = 1;
+        while f.exists() {
+            k += 1;
+            f = root.join(format!("rerun-of-{id}-{k}"));
+        }
+        f
+    });
+    let eval_out = match &rerun_folder {
+        Some(f) => f.join("eval"),
+        None => cfg.out.clone(),
+    };
     let suite = proxy_suite(project)?;
     let run_cfg = RunConfig {
         sae_preset: Some(suite.sae.clone()),
         suite,
-        out: cfg.out.clone(),
+        out: eval_out.clone(),
         bootstrap: cfg.bootstrap,
         yes: cfg.yes,
         sae_other_model: false,
     };
     let res = pragma_eval::run::run(model, None, &run_cfg, events)
         .map_err(|e| Error::Input(e.to_string()))?;
-    let plan = pragma_eval::run::Plan::load(&cfg.out).map_err(|e| Error::Input(e.to_string()))?;
-    let project_key = project_key(project);
+    let plan = pragma_eval::run::Plan::load(&eval_out).map_err(|e| Error::Input(e.to_string()))?;
+    let project_key = project_key(project, db);
     let previous = db.checkins(&project_key)?.pop();
     let day = cfg.today.unwrap_or_else(today);
     let proxies = judge(project, &res.report, previous.as_ref(), day)?;
@@ -334,25 +391,46 @@ pub fn checkin(
         says: summarize(&proxies, days_left, &project.time_box),
         proxies,
         run_id: cfg.run_id,
-        eval_dir: cfg.out.display().to_string(),
+        eval_dir: eval_out.display().to_string(),
         computed: res.computed,
         cached: res.cached,
+        rerun_of: cfg.rerun_of,
     };
-    c.number = db.add_checkin(&c)?;
-    write_log(project, &db.checkins(&c.project)?)?;
-    // The latest check-in beside its cells: the record's headline metrics read it.
+    let folder = match rerun_folder {
+        Some(f) => f,
+        None => {
+            c.number = db.add_checkin(&c)?;
+            write_log(project, &db.checkins(&c.project)?)?;
+            root.join(c.number.to_string())
+        }
+    };
+    // The check-in's own files: the record's artifacts, which later check-ins leave alone.
+    std::fs::create_dir_all(&folder).map_err(|e| io(&folder, &e))?;
     let json = serde_json::to_vec_pretty(&c).map_err(|e| Error::Input(e.to_string()))?;
-    pragma_model::io::write_atomic(&cfg.out.join("checkin.json"), &json)
+    pragma_model::io::write_atomic(&folder.join("checkin.json"), &json)
         .map_err(|e| Error::Input(e.to_string()))?;
-    Ok(c)
+    for f in ["report.json", "report.md"] {
+        let (from, to) = (eval_out.join(f), folder.join(f));
+        let bytes = std::fs::read(&from).map_err(|e| io(&from, &e))?;
+        pragma_model::io::write_atomic(&to, &bytes).map_err(|e| Error::Input(e.to_string()))?;
+    }
+    Ok(CheckinRun { checkin: c, folder })
 }
 
-/// The key of a project's check-ins in the database: its file's absolute path.
-pub fn project_key(project: &Project) -> String {
-    std::fs::canonicalize(&project.path)
-        .unwrap_or_else(|_| project.path.clone())
-        .display()
-        .to_string()
+/// The key of a project's check-ins in the database: `pragma.toml` (the project file's
+/// name) when the database is the project's own (`.pragma/runs.db` beside it), so the
+/// history moves and copies with the folder; its absolute path in a shared database.
+pub fn project_key(project: &Project, db: &RunDb) -> String {
+    let own = project.dir().join(".pragma");
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if db.path().parent().map(canon) == Some(canon(&own)) {
+        return project
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pragma.toml".into());
+    }
+    canon(&project.path).display().to_string()
 }
 
 fn now() -> f64 {
@@ -377,10 +455,11 @@ fn standing(s: Standing) -> &'static str {
 /// One check-in as markdown: its sentence, then per proxy task the evidence table
 /// (with the change since the previous check-in) and each technique's verdict.
 pub fn markdown(c: &Checkin) -> String {
-    let mut m = format!(
-        "## Check-in {} ({} UTC)\n\n**{}**\n\n",
-        c.number, c.at_utc, c.says
-    );
+    let title = match c.rerun_of {
+        Some(id) => format!("Run {id}'s check-in, recomputed"),
+        None => format!("Check-in {}", c.number),
+    };
+    let mut m = format!("## {title} ({} UTC)\n\n**{}**\n\n", c.at_utc, c.says);
     m += &format!(
         "Time box {} ({}). Model {} (sha256 {}).\n\n",
         c.time_box,
@@ -448,8 +527,31 @@ pub fn render_log(project: &Project, checkins: &[Checkin]) -> String {
 }
 
 /// Write `CHECKINS.md` beside the project file (atomically: a temporary file renamed).
+/// The log is rendered from the database; if the file on disk holds a check-in the
+/// database does not (the database was deleted or replaced), it is kept as
+/// `CHECKINS.before-UNIXTIME.md` rather than overwritten.
 pub fn write_log(project: &Project, checkins: &[Checkin]) -> Result<PathBuf> {
     let path = project.dir().join("CHECKINS.md");
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        let newest = checkins.iter().map(|c| c.number).max().unwrap_or(0);
+        let lost = old
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("## Check-in ")?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .any(|n| n > newest);
+        if lost {
+            let keep = project
+                .dir()
+                .join(format!("CHECKINS.before-{}.md", now() as u64));
+            std::fs::rename(&path, &keep)
+                .map_err(|e| Error::Input(format!("{}: {e}", keep.display())))?;
+        }
+    }
     pragma_model::io::write_atomic(&path, render_log(project, checkins).as_bytes())
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
     Ok(path)

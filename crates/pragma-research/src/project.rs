@@ -246,7 +246,7 @@ impl Project {
     }
 
     /// `dir/pragma.toml`, if it does not exist yet and `time_box` is a date not past.
-    fn writable(dir: &Path, time_box: &str) -> Result<PathBuf> {
+    pub fn writable(dir: &Path, time_box: &str) -> Result<PathBuf> {
         let path = dir.join("pragma.toml");
         if path.exists() {
             return Err(Error::Input(format!(

@@ -261,13 +261,19 @@ pub fn numbers(v: &serde_json::Value) -> Vec<(String, f64)> {
     }
 }
 
-/// Whether two JSON files are equal once every key ending in `seconds` is removed (the
-/// timings a result file records).
+/// Keys a rerun changes by design, besides timings: when and as which run and check-in
+/// it ran, where its cells went, and how many were cached (a check-in's `checkin.json`).
+pub const BOOKKEEPING: &[&str] = &[
+    "at", "at_utc", "run_id", "number", "eval_dir", "computed", "cached",
+];
+
+/// Whether two JSON files are equal once every key ending in `seconds` (the timings a
+/// result file records) and every [`BOOKKEEPING`] key is removed.
 pub fn json_equal_but_timings(a: &Path, b: &Path) -> bool {
     fn strip(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(m) => {
-                m.retain(|k, _| !k.ends_with("seconds"));
+                m.retain(|k, _| !k.ends_with("seconds") && !BOOKKEEPING.contains(&k.as_str()));
                 m.values_mut().for_each(strip);
             }
             serde_json::Value::Array(xs) => xs.iter_mut().for_each(strip),

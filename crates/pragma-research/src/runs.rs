@@ -312,6 +312,27 @@ impl RunDb {
         Ok(())
     }
 
+    /// Add input files a run declared while running (beside those its command line
+    /// named), hashed now; a path already recorded is kept as it was.
+    pub fn add_inputs(&self, id: i64, files: &[Artifact]) -> Result<()> {
+        let mut run = self.get(id)?;
+        for f in files {
+            if !run.inputs.iter().any(|a| a.path == f.path) {
+                run.inputs.push(f.clone());
+            }
+        }
+        self.conn
+            .execute(
+                "UPDATE runs SET inputs = ?2 WHERE id = ?1",
+                params![
+                    id,
+                    serde_json::to_string(&run.inputs).unwrap_or_else(|_| "[]".into())
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         let parse = |i: usize| -> rusqlite::Result<serde_json::Value> {
             let s: String = r.get(i)?;

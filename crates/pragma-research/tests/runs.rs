@@ -148,6 +148,7 @@ fn checkin(p: &str, mean: f64) -> pragma_research::checkin::Checkin {
         eval_dir: "e".into(),
         computed: 0,
         cached: 0,
+        rerun_of: None,
     }
 }
 

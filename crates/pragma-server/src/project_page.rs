@@ -29,7 +29,7 @@ fn load(s: &Shared) -> Result<(Project, Vec<Checkin>, Vec<Run>), Fail> {
     let fail = |e: pragma_research::Error| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let p = Project::load(path).map_err(fail)?;
     let db = RunDb::open(&RunDb::default_path(p.dir())).map_err(fail)?;
-    let checkins = db.checkins(&project_key(&p)).map_err(fail)?;
+    let checkins = db.checkins(&project_key(&p, &db)).map_err(fail)?;
     let runs = db
         .list(&Filter {
             limit: Some(20),

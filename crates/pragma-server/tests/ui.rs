@@ -635,6 +635,7 @@ fn tok_of(m: &Model) -> Arc<pragma_model::Tokenizer> {
 /// A check-in with one proxy task, `probe` against `bow`, judged by the library's rule.
 fn checkin(
     p: &pragma_research::Project,
+    db: &pragma_research::RunDb,
     number_hint: f64,
     probe: pragma_research::Score,
 ) -> pragma_research::checkin::Checkin {
@@ -677,7 +678,7 @@ fn checkin(
         number: 0,
         at: 1.7e9 + number_hint,
         at_utc: pragma_research::runs::utc(1.7e9 + number_hint),
-        project: project_key(p),
+        project: project_key(p, db),
         north_star: p.north_star.clone(),
         time_box: p.time_box.clone(),
         days_left: 10,
@@ -689,6 +690,7 @@ fn checkin(
         eval_dir: "e".into(),
         computed: 3,
         cached: 0,
+        rerun_of: None,
     }
 }
 
@@ -713,7 +715,8 @@ async fn project_page_shows_the_checkins() {
         lo: 0.6,
         hi: 0.8,
     };
-    runs.add_checkin(&checkin(&p, 0.0, near)).expect("add");
+    runs.add_checkin(&checkin(&p, &runs, 0.0, near))
+        .expect("add");
 
     let tdb = d.path().join("t.db");
     Db::open(&tdb).expect("db");
@@ -750,7 +753,8 @@ async fn project_page_shows_the_checkins() {
         lo: 0.9,
         hi: 0.99,
     };
-    runs.add_checkin(&checkin(&p, 86_400.0, far)).expect("add");
+    runs.add_checkin(&checkin(&p, &runs, 86_400.0, far))
+        .expect("add");
     let (_, body) = get(addr, "/project", "").await;
     assert!(
         body.contains("continue: probe on eval-awareness is ahead of every baseline, beyond noise")
