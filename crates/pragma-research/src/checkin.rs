@@ -373,7 +373,15 @@ pub fn checkin(
         .map_err(|e| Error::Input(e.to_string()))?;
     let plan = pragma_eval::run::Plan::load(&eval_out).map_err(|e| Error::Input(e.to_string()))?;
     let project_key = project_key(project, db);
-    let previous = db.checkins(&project_key)?.pop();
+    // The check-in before this one; for a rerun, the one before the check-in it reruns,
+    // so that the recomputed check-in says what the original said.
+    let mut history = db.checkins(&project_key)?;
+    if let Some(id) = cfg.rerun_of {
+        if let Some(i) = history.iter().position(|c| c.run_id == Some(id)) {
+            history.truncate(i);
+        }
+    }
+    let previous = history.pop();
     let day = cfg.today.unwrap_or_else(today);
     let proxies = judge(project, &res.report, previous.as_ref(), day)?;
     let days_left = project.time_box_day - day;

@@ -264,7 +264,7 @@ pub fn numbers(v: &serde_json::Value) -> Vec<(String, f64)> {
 /// Keys a rerun changes by design, besides timings: when and as which run and check-in
 /// it ran, where its cells went, and how many were cached (a check-in's `checkin.json`).
 pub const BOOKKEEPING: &[&str] = &[
-    "at", "at_utc", "run_id", "number", "eval_dir", "computed", "cached",
+    "at", "at_utc", "run_id", "number", "eval_dir", "computed", "cached", "rerun_of",
 ];
 
 /// Whether two JSON files are equal once every key ending in `seconds` (the timings a
