@@ -208,7 +208,7 @@ pub fn sae_folder(data: &[u8]) {
 }
 
 /// Selector 0: a steering vector (`SteeringVector::load`); 1: a llama.cpp control vector
-/// (`SteeringVector::import`); otherwise a probe (`Probe::load`).
+/// (`llama_cpp::import`); otherwise a probe (`Probe::load`).
 pub fn vector_files(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
@@ -221,7 +221,7 @@ pub fn vector_files(data: &[u8]) {
         }
         1 => {
             let p = put(&d, "v.gguf", rest);
-            let _ = pragma_methods::steering::SteeringVector::import(&p);
+            let _ = pragma_methods::steering::llama_cpp::import(&p);
         }
         _ => {
             let p = put(&d, "probe.safetensors", rest);
@@ -356,7 +356,14 @@ impl Server {
         let model = std::sync::Arc::new(
             pragma_model::Model::load(&gguf.to_string_lossy(), &mut |_| {}).expect("tiny model"),
         );
-        let api = pragma_server::openai::OpenAi::new(model, "tiny".into(), Vec::new(), 8, 4);
+        // A vector named "love" for the body's `pragma.steer`.
+        use pragma_methods::steering::{train, Pair, Side, TrainConfig};
+        let pairs: Vec<Pair> = ["red cat", "blue dog"]
+            .iter()
+            .map(|t| Pair::new(Side::Text(format!("I love the {t}")), Side::Text(format!("I hate the {t}"))))
+            .collect();
+        let love = train(&model, &pairs, "fuzz", &TrainConfig::new(&[0])).expect("vector");
+        let api = pragma_server::openai::OpenAi::new(model, "tiny".into(), vec![("love".into(), love)], 8, 4);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -390,8 +397,7 @@ pub fn server_request(data: &[u8], server: &Server) {
         .expect("request");
     let app = server.app.clone();
     server.rt.block_on(async move {
-        if let Ok(resp) = app.oneshot(req).await {
-            let _ = axum::body::to_bytes(resp.into_body(), 1 << 20).await;
-        }
+        let Ok(resp) = app.oneshot(req).await;
+        let _ = axum::body::to_bytes(resp.into_body(), 1 << 20).await;
     });
 }

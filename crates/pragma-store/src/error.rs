@@ -28,7 +28,7 @@ pub enum Error {
         found: String,
     },
 
-    #[error("shard {file} is corrupt: {reason}")]
+    #[error("shard {file} is corrupt: {reason}; the store cannot be read or resumed past it: recompute it with `pragma cache` into a new folder")]
     CorruptShard { file: PathBuf, reason: String },
 
     #[error("hook '{name}' is not in this store; it has: {available}")]
