@@ -69,20 +69,44 @@ impl GgufFile {
             .reader
             .seek(std::io::SeekFrom::End(0))
             .map_err(|e| Error::io(&self.path, e))?;
+        let corrupt = |reason: String| Error::CorruptGguf {
+            path: self.path.clone(),
+            reason,
+        };
         let mut need = self.content.tensor_data_offset;
         for (name, info) in &self.content.tensor_infos {
-            let n = info.shape.elem_count();
+            // Every size from the file is checked: a dimension, a product or an offset
+            // that overflows is a corrupt file, not a wrapped number.
+            let dims = info.shape.dims();
+            let n = dims
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "tensor '{name}' has dimensions {dims:?}, whose product overflows"
+                    ))
+                })?;
             let bs = info.ggml_dtype.block_size();
             if n % bs != 0 {
-                return Err(Error::CorruptGguf {
-                    path: self.path.clone(),
-                    reason: format!(
-                        "tensor '{name}' has {n} elements, not a multiple of its block size {bs}"
-                    ),
-                });
+                return Err(corrupt(format!(
+                    "tensor '{name}' has {n} elements, not a multiple of its block size {bs}"
+                )));
             }
-            let bytes = (n / bs * info.ggml_dtype.type_size()) as u64;
-            need = need.max(self.content.tensor_data_offset + info.offset + bytes);
+            let end = (n / bs)
+                .checked_mul(info.ggml_dtype.type_size())
+                .and_then(|b| u64::try_from(b).ok())
+                .and_then(|b| {
+                    self.content
+                        .tensor_data_offset
+                        .checked_add(info.offset)?
+                        .checked_add(b)
+                })
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "tensor '{name}': its offset and size run past any file"
+                    ))
+                })?;
+            need = need.max(end);
         }
         if size < need {
             return Err(Error::CorruptGguf {

@@ -24,6 +24,7 @@ pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
+pub mod guard;
 pub mod hf;
 pub mod hooks;
 pub mod input;

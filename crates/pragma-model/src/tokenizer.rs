@@ -299,7 +299,15 @@ impl Tokenizer {
     /// Build from a Hugging Face folder (`tokenizer.json`, optional `tokenizer_config.json`).
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let with_special = tokenizers::Tokenizer::from_file(&path)
+        // The tokenizers crate panics on some malformed files (a bad `decoder`): a
+        // panic is an error here like any other.
+        let with_special = crate::guard::catch(|| tokenizers::Tokenizer::from_file(&path))
+            .map_err(|p| {
+                Error::Tokenizer(format!(
+                    "{}: not a tokenizer.json the tokenizers library can read ({p})",
+                    path.display()
+                ))
+            })?
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let cfg: serde_json::Value =
             match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
