@@ -358,9 +358,9 @@ impl Server {
         );
         // A vector named "love" for the body's `pragma.steer`.
         use pragma_methods::steering::{train, Pair, Side, TrainConfig};
-        let pairs: Vec<Pair> = ["red cat", "blue dog"]
+        let pairs: Vec<Pair> = [("good", "bad"), ("nice", "mean")]
             .iter()
-            .map(|t| Pair::new(Side::Text(format!("I love the {t}")), Side::Text(format!("I hate the {t}"))))
+            .map(|(a, b)| Pair::new(Side::Text(a.to_string()), Side::Text(b.to_string())))
             .collect();
         let love = train(&model, &pairs, "fuzz", &TrainConfig::new(&[0])).expect("vector");
         let api = pragma_server::openai::OpenAi::new(model, "tiny".into(), vec![("love".into(), love)], 8, 4);

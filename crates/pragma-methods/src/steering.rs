@@ -643,8 +643,10 @@ pub mod llama_cpp {
     pub fn import(path: &Path) -> Result<SteeringVector> {
         let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
         let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-        let content =
-            gguf_file::Content::read(&mut f).map_err(|e| bad(format!("not a GGUF file: {e}")))?;
+        let content = pragma_model::gguf::read_content(&mut f)
+            .map_err(|e| bad(format!("not a GGUF file: {e}")))?;
+        let size = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+        pragma_model::gguf::check_extents(&content, size, path)?;
         match content.metadata.get("general.architecture") {
             Some(Value::String(a)) if a == "controlvector" => {}
             other => {

@@ -19,6 +19,74 @@ use crate::error::{Error, Result};
 use crate::llama::{Part, WeightSource};
 use crate::quant::QuantWeight;
 
+/// Check every tensor of a GGUF `content` against the file's `size` (bytes): dimensions
+/// whose product overflows, element counts that are not whole blocks, and tensor data
+/// that runs past the end of the file are [`Error::CorruptGguf`] naming `path` and the
+/// tensor. Call before reading any tensor: candle's reader multiplies these sizes
+/// unchecked (a crash the fuzz targets found).
+pub fn check_extents(content: &Content, size: u64, path: &Path) -> Result<()> {
+    let corrupt = |reason: String| Error::CorruptGguf {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut need = content.tensor_data_offset;
+    for (name, info) in &content.tensor_infos {
+        let dims = info.shape.dims();
+        let n = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "tensor '{name}' has dimensions {dims:?}, whose product overflows"
+                ))
+            })?;
+        if n == 0 {
+            // candle reads an empty tensor through a dangling pointer (a crash the
+            // `gguf_model` fuzz target found); no real checkpoint has one.
+            return Err(corrupt(format!(
+                "tensor '{name}' has dimensions {dims:?}: no elements"
+            )));
+        }
+        let bs = info.ggml_dtype.block_size();
+        if n % bs != 0 {
+            return Err(corrupt(format!(
+                "tensor '{name}' has {n} elements, not a multiple of its block size {bs}"
+            )));
+        }
+        let end = (n / bs)
+            .checked_mul(info.ggml_dtype.type_size())
+            .and_then(|b| u64::try_from(b).ok())
+            .and_then(|b| {
+                content
+                    .tensor_data_offset
+                    .checked_add(info.offset)?
+                    .checked_add(b)
+            })
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "tensor '{name}': its offset and size run past any file"
+                ))
+            })?;
+        need = need.max(end);
+    }
+    if size < need {
+        return Err(corrupt(format!(
+            "truncated: tensor data needs {need} bytes, the file has {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// candle's GGUF header reader, with a panic inside it (an overflow on a hostile length
+/// field) turned into an error like its others.
+pub fn read_content<R: Read + Seek>(reader: &mut R) -> std::result::Result<Content, String> {
+    match crate::guard::catch(|| Content::read(reader)) {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(format!("unreadable header ({p})")),
+    }
+}
+
 pub const SUPPORTED_DTYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
 
@@ -45,7 +113,12 @@ impl GgufFile {
             });
         }
         reader.rewind().map_err(|e| Error::io(path, e))?;
-        let content = Content::read(&mut reader).map_err(|e| classify(path, e))?;
+        let content = crate::guard::catch(|| Content::read(&mut reader))
+            .map_err(|p| Error::CorruptGguf {
+                path: path.to_path_buf(),
+                reason: format!("unreadable header ({p})"),
+            })?
+            .map_err(|e| classify(path, e))?;
         // SAFETY: the map is read-only and private to this process; as with llama.cpp's
         // mmap, a file truncated or rewritten by another process while pragma runs would
         // fault. Mapping is an optimisation: on failure the tensors are read instead.
@@ -69,52 +142,7 @@ impl GgufFile {
             .reader
             .seek(std::io::SeekFrom::End(0))
             .map_err(|e| Error::io(&self.path, e))?;
-        let corrupt = |reason: String| Error::CorruptGguf {
-            path: self.path.clone(),
-            reason,
-        };
-        let mut need = self.content.tensor_data_offset;
-        for (name, info) in &self.content.tensor_infos {
-            // Every size from the file is checked: a dimension, a product or an offset
-            // that overflows is a corrupt file, not a wrapped number.
-            let dims = info.shape.dims();
-            let n = dims
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "tensor '{name}' has dimensions {dims:?}, whose product overflows"
-                    ))
-                })?;
-            let bs = info.ggml_dtype.block_size();
-            if n % bs != 0 {
-                return Err(corrupt(format!(
-                    "tensor '{name}' has {n} elements, not a multiple of its block size {bs}"
-                )));
-            }
-            let end = (n / bs)
-                .checked_mul(info.ggml_dtype.type_size())
-                .and_then(|b| u64::try_from(b).ok())
-                .and_then(|b| {
-                    self.content
-                        .tensor_data_offset
-                        .checked_add(info.offset)?
-                        .checked_add(b)
-                })
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "tensor '{name}': its offset and size run past any file"
-                    ))
-                })?;
-            need = need.max(end);
-        }
-        if size < need {
-            return Err(Error::CorruptGguf {
-                path: self.path.clone(),
-                reason: format!("truncated: tensor data needs {need} bytes, the file has {size}"),
-            });
-        }
-        Ok(())
+        check_extents(&self.content, size, &self.path)
     }
 
     pub fn meta(&self, key: &str) -> Option<&Value> {

@@ -485,7 +485,15 @@ impl ChatMessage {
     }
 }
 
-/// Render a Jinja chat template.
+/// Instructions a chat template may run (minijinja's fuel).
+pub const CHAT_TEMPLATE_FUEL: u64 = 5_000_000;
+/// Items of one collection a chat template may print at once.
+pub const CHAT_TEMPLATE_MAX_ITEMS: usize = 10_000;
+/// Bytes a chat template may print in all.
+pub const CHAT_TEMPLATE_MAX_BYTES: usize = 16 << 20;
+
+/// Render a Jinja chat template (minijinja, with Python string methods), at most
+/// [`CHAT_TEMPLATE_FUEL`] instructions.
 pub fn render_chat(
     template: &str,
     messages: &[ChatMessage],
@@ -494,6 +502,36 @@ pub fn render_chat(
     eos_token: &str,
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
+    // A template is code from a model's files: bounded, so a hostile or broken one (an
+    // endless loop; found by the `chat_template` fuzz target) is an error, not a hang.
+    // Real templates over long conversations use well under a tenth of this.
+    env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
+    // Fuel counts instructions, not what one instruction prints: `{{ messages * 9999999 }}`
+    // is one instruction that prints millions of items. Printed collections are capped at
+    // CHAT_TEMPLATE_MAX_ITEMS and the whole output at CHAT_TEMPLATE_MAX_BYTES.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    env.set_formatter(move |out, state, value| {
+        use minijinja::value::ValueKind;
+        let too_big =
+            |what: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, what);
+        if matches!(
+            value.kind(),
+            ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
+        ) && value.len().is_none_or(|n| n > CHAT_TEMPLATE_MAX_ITEMS)
+        {
+            return Err(too_big(format!(
+                "the template prints a collection of more than {CHAT_TEMPLATE_MAX_ITEMS} items"
+            )));
+        }
+        let n = value.as_str().map_or(64, str::len);
+        let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        if total > CHAT_TEMPLATE_MAX_BYTES {
+            return Err(too_big(format!(
+                "the template's output passed {CHAT_TEMPLATE_MAX_BYTES} bytes"
+            )));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",

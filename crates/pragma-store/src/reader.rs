@@ -86,6 +86,50 @@ impl Store {
             .iter()
             .map(|s| (s.file.clone(), s.sha256.clone(), s.bytes))
             .collect();
+        let elem = match manifest.settings.dtype.as_str() {
+            "f16" | "bf16" => 2,
+            _ => 4,
+        };
+        // The manifest is checked before any shard is read: shards follow each other
+        // from token 0 and add up to the store's tokens, and every size is computed
+        // without overflow, so a bad manifest is an error here and not an index out of
+        // range later (a crash the `store` fuzz target found).
+        let bad = |reason: String| Error::Store {
+            path: dir.join(crate::manifest::MANIFEST),
+            reason,
+        };
+        let mut next = 0u64;
+        for s in &manifest.shards {
+            if s.first_token != next {
+                return Err(bad(format!(
+                    "shard {} starts at token {}, expected {next} (the shards must follow each other)",
+                    s.file, s.first_token
+                )));
+            }
+            next = next
+                .checked_add(s.n_tokens)
+                .ok_or_else(|| bad(format!("shard {}: token count overflows", s.file)))?;
+        }
+        if next != manifest.n_tokens {
+            return Err(bad(format!(
+                "the shards hold {next} tokens, the manifest says {}",
+                manifest.n_tokens
+            )));
+        }
+        let mut row_bytes: Vec<(String, u64)> = vec![
+            ("doc".into(), 4),
+            ("seq".into(), 4),
+            ("pos".into(), 4),
+            ("token".into(), 4),
+        ];
+        for h in &manifest.hooks {
+            let n = h
+                .shape
+                .iter()
+                .try_fold(elem as u64, |a, &d| a.checked_mul(d as u64))
+                .ok_or_else(|| bad(format!("hook {}: shape {:?} overflows", h.name, h.shape)))?;
+            row_bytes.push((h.name.clone(), n));
+        }
         let paths = loc.local_shards(&files, progress)?;
         let mut shards = Vec::with_capacity(manifest.shards.len());
         for (s, path) in manifest.shards.iter().zip(paths) {
@@ -104,6 +148,28 @@ impl Store {
                 });
             }
             let tensors = index_shard(&path, &mmap)?;
+            for (name, bytes) in &row_bytes {
+                let want = bytes.checked_mul(s.n_tokens);
+                match tensors.get(name) {
+                    Some(t) if want == Some((t.end - t.start) as u64) => {}
+                    Some(t) => {
+                        return Err(Error::CorruptShard {
+                            file: path,
+                            reason: format!(
+                                "tensor '{name}' holds {} bytes, expected {} rows of {bytes}",
+                                t.end - t.start,
+                                s.n_tokens
+                            ),
+                        })
+                    }
+                    None => {
+                        return Err(Error::CorruptShard {
+                            file: path,
+                            reason: format!("lacks tensor '{name}'"),
+                        })
+                    }
+                }
+            }
             shards.push(Shard {
                 path,
                 mmap,
@@ -112,10 +178,6 @@ impl Store {
                 n_tokens: s.n_tokens,
             });
         }
-        let elem = match manifest.settings.dtype.as_str() {
-            "f16" | "bf16" => 2,
-            _ => 4,
-        };
         Ok(Store {
             dir: dir.to_path_buf(),
             manifest,
