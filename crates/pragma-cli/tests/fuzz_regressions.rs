@@ -122,3 +122,19 @@ fn chat_template_printing_a_huge_repeat_is_an_error() {
     assert!(e.to_string().contains("items"), "{e}");
     assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
 }
+
+/// Q/K rows that do not split into the file's head count: the row unpermutation divided
+/// by zero.
+#[test]
+fn gguf_heads_that_do_not_split_the_rows_are_an_error() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = write(
+        d.path(),
+        "m.gguf",
+        &regression("gguf_model", "head-rows-divide-by-zero"),
+    );
+    let e = pragma_model::Model::load(p.to_str().expect("utf8"), &mut |_| {})
+        .err()
+        .expect("a corrupt GGUF must not load");
+    assert!(!e.to_string().is_empty());
+}

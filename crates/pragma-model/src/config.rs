@@ -131,7 +131,7 @@ impl Config {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if !self.d_head.is_multiple_of(2) {
+        if self.d_head == 0 || !self.d_head.is_multiple_of(2) {
             return bad(format!(
                 "head dim must be even for RoPE, found {}",
                 self.d_head

@@ -416,16 +416,28 @@ fn classify(path: &Path, e: candle_core::Error) -> Error {
     }
 }
 
-/// Row `r` of the HF layout is row `unpermute_rows(..)[r]` of llama.cpp's layout.
-fn unpermute_rows(rows: usize, n_head: usize) -> Vec<usize> {
+/// Row `r` of the HF layout is row `unpermute_rows(..)[r]` of llama.cpp's layout. An
+/// error unless the rows split into `n_head` heads of an even size (a file whose tensor
+/// disagrees with its head count; the `gguf_model` fuzz target found the division by
+/// zero this was).
+fn unpermute_rows(rows: usize, n_head: usize) -> Result<Vec<usize>> {
+    if n_head == 0
+        || !rows.is_multiple_of(n_head)
+        || (rows / n_head) < 2
+        || !(rows / n_head).is_multiple_of(2)
+    {
+        return Err(Error::Config(format!(
+            "a Q/K weight has {rows} rows, which do not split into {n_head} heads of an even size"
+        )));
+    }
     let dh = rows / n_head;
     let half = dh / 2;
-    (0..rows)
+    Ok((0..rows)
         .map(|r| {
             let (h, s, i) = (r / dh, (r % dh) / half, r % half);
             h * dh + 2 * i + s
         })
-        .collect()
+        .collect())
 }
 
 /// Undo llama.cpp's Q/K row permutation: `[n_head, dh/2, 2, d] -> [n_head, 2, dh/2, d]`.
@@ -502,7 +514,7 @@ impl WeightSource for GgufWeights<'_> {
         let q = self.file.tensor_quant(&format!("blk.{layer}.{name}"))?;
         Ok(match (q, self.permuted_heads(part)) {
             (Some(q), Some(n_head)) => {
-                let p = q.permute_rows(&unpermute_rows(q.rows, n_head));
+                let p = q.permute_rows(&unpermute_rows(q.rows, n_head)?);
                 q.release_pages();
                 Some(p)
             }
