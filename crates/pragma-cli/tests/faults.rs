@@ -156,8 +156,8 @@ fn sae_training_killed_at_arbitrary_moments_resumes_to_identical_weights() {
 fn eval_run_killed_at_arbitrary_moments_resumes_to_the_same_report() {
     let d = tempfile::tempdir().expect("tmp");
     let m = common::tiny_gguf(d.path(), 5);
-    // A detection task of 60 examples, three techniques and three seeds: nine cells.
-    let rows: Vec<String> = (0..60)
+    // A detection task of 200 examples, three techniques and five seeds: 15 cells.
+    let rows: Vec<String> = (0..200)
         .map(|i| {
             let pos = i % 2 == 0;
             serde_json::json!({
@@ -170,7 +170,7 @@ fn eval_run_killed_at_arbitrary_moments_resumes_to_the_same_report() {
     std::fs::write(d.path().join("a.jsonl"), rows.join("\n")).expect("w");
     std::fs::write(
         d.path().join("suite.toml"),
-        "name = \"s\"\nhook = \"blocks.1.hook_resid_post\"\nseeds = 3\n\n[[task]]\nname = \"a\"\n\
+        "name = \"s\"\nhook = \"blocks.1.hook_resid_post\"\nseeds = 5\n\n[[task]]\nname = \"a\"\n\
          family = \"detection\"\ndataset = \"a.jsonl\"\ntechniques = [\"probe\", \"bow\", \"random\"]\n",
     )
     .expect("w");
@@ -190,10 +190,17 @@ fn eval_run_killed_at_arbitrary_moments_resumes_to_the_same_report() {
     let (ok, _, err) = run(&mut eval(&full));
     assert!(ok, "{err}");
     let part = d.path().join("part");
-    let kills = kill_at(|| eval(&part), &[30, 80, 150, 250, 400]);
+    let kills = kill_at(
+        || eval(&part),
+        &[15, 30, 45, 60, 80, 100, 130, 170, 220, 300],
+    );
     let (ok, _, err) = run(&mut eval(&part));
     assert!(ok, "{err}");
     println!("killed {kills} times");
+    assert!(
+        kills >= 2,
+        "the run finished before two kills: make it longer"
+    );
     let strip = |p: &Path| {
         let mut v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(p.join("report.json")).expect("r"))

@@ -794,3 +794,165 @@ async fn readouts_sae_steering_and_posted_vectors() {
         assert!(out.contains(needle), "{bad}: expected '{needle}' in {out}");
     }
 }
+
+/// Send raw bytes, optionally half-closing the write side after them; (status, body).
+async fn raw(addr: SocketAddr, bytes: &[u8], half_close: bool) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    if s.write_all(bytes).await.is_err() {
+        return (0, String::new());
+    }
+    if half_close {
+        let _ = s.shutdown().await;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Adversarial clients on loopback, all at once, while a well-formed client keeps
+/// asking: 200 slow clients trickling their headers, bodies over the 1 MiB limit (sent
+/// whole, and announced but cut off), half-closed connections, invalid UTF-8, JSON
+/// nested 100 000 deep, and broken request lines. Each bad request gets a 4xx (413 for
+/// a body over the limit) or its connection closed, and every well-formed request during
+/// the storm is answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adversarial_clients_never_stop_well_formed_requests() {
+    let d = tempfile::tempdir().expect("tmp");
+    let addr = start(d.path()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let good = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = chat_body("the cat", None, false);
+                codes.push(http(addr, "POST", "/v1/chat/completions", &body).await.0);
+            }
+            codes
+        })
+    };
+    // Slow clients: headers a byte at a time, never finished while the storm lasts.
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    return;
+                };
+                for b in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le".iter() {
+                    if s.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                }
+            })
+        })
+        .collect();
+    let mut bad: Vec<(&str, Vec<u8>, bool)> = Vec::new();
+    let big = format!(
+        r#"{{"messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(3 << 20)
+    );
+    bad.push((
+        "oversized body",
+        post("/v1/chat/completions", big.as_bytes()),
+        false,
+    ));
+    let mut cut = post("/v1/completions", big.as_bytes());
+    cut.truncate(1 << 20);
+    bad.push(("oversized body, cut off", cut, true));
+    bad.push((
+        "half-closed",
+        post(
+            "/v1/completions",
+            br#"{"prompt": "the cat", "max_tokens": 2}"#,
+        ),
+        true,
+    ));
+    bad.push((
+        "invalid UTF-8",
+        post(
+            "/v1/chat/completions",
+            b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\xc3\"}]}",
+        ),
+        false,
+    ));
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    bad.push((
+        "nested arrays",
+        post("/v1/chat/completions", deep.as_bytes()),
+        false,
+    ));
+    let deep = format!(
+        r#"{{"messages": [{{"role": "user", "content": "x"}}], "pragma": {}1{}}}"#,
+        "{\"a\": ".repeat(50_000),
+        "}".repeat(50_000)
+    );
+    bad.push((
+        "nested objects",
+        post("/v1/chat/completions", deep.as_bytes()),
+        false,
+    ));
+    bad.push(("broken request line", b"POST\r\n\r\n".to_vec(), false));
+    bad.push((
+        "header without a colon",
+        b"POST /v1/completions HTTP/1.1\r\nHost\r\n\r\n".to_vec(),
+        false,
+    ));
+    bad.push((
+        "negative content length",
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        false,
+    ));
+    for round in 0..3 {
+        for (what, bytes, half) in &bad {
+            let (c, text) = raw(addr, bytes, *half).await;
+            let ok = match *what {
+                // A client that half-closes is taken as gone (hyper's default, as for a
+                // client leaving mid-stream): answered, or its request dropped.
+                "half-closed" => c == 200 || c == 0,
+                "oversized body" => c == 413,
+                _ => (400..500).contains(&c) || c == 0,
+            };
+            assert!(
+                ok,
+                "round {round}, {what}: {c} {}",
+                &text[..text.len().min(300)]
+            );
+        }
+    }
+    // The storm lasts until the slow clients have trickled all they send (about 2 s).
+    for h in slow {
+        h.await.expect("slow client");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let codes = good.await.expect("good client");
+    println!("{} well-formed requests during the storm", codes.len());
+    assert!(codes.len() >= 5, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 200), "{codes:?}");
+    // And after it.
+    let (c, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &chat_body("the cat", None, false),
+    )
+    .await;
+    assert_eq!(c, 200, "{body}");
+}
