@@ -138,3 +138,29 @@ fn gguf_heads_that_do_not_split_the_rows_are_an_error() {
         .expect("a corrupt GGUF must not load");
     assert!(!e.to_string().is_empty());
 }
+
+/// `n_layers` = a huge number: the layer vector's allocation aborted the process.
+#[test]
+fn gguf_huge_layer_count_is_an_error() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = write(
+        d.path(),
+        "m.gguf",
+        &regression("gguf_model", "huge-layer-count-allocation"),
+    );
+    let e = pragma_model::Model::load(p.to_str().expect("utf8"), &mut |_| {})
+        .err()
+        .expect("a corrupt GGUF must not load");
+    assert!(!e.to_string().is_empty());
+}
+
+/// `{{ () * 66 ** 6 }}`: an empty sequence repeated 10^11 times, printed (a hang).
+#[test]
+fn chat_template_printing_an_empty_huge_repeat_is_quick() {
+    let data = regression("chat_template", "empty-repeat-printed");
+    let tpl = std::str::from_utf8(&data).expect("utf8");
+    let t = std::time::Instant::now();
+    let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
+    let _ = pragma_model::tokenizer::render_chat(tpl, &msgs, true, "<s>", "</s>");
+    assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
+}

@@ -125,6 +125,24 @@ impl Config {
                 self.n_layers, self.d_model, self.n_heads, self.vocab_size
             ));
         }
+        // Sizes come from files: each is bounded far above any real model, so a corrupt
+        // or hostile value is an error and not an allocation of terabytes (the
+        // `gguf_model` fuzz target found `n_layers` = 2^40 aborting the process).
+        for (what, v, max) in [
+            ("n_layers", self.n_layers, 4096),
+            ("d_model", self.d_model, 1 << 20),
+            ("d_mlp", self.d_mlp, 1 << 22),
+            ("n_heads", self.n_heads, 4096),
+            ("d_head", self.d_head, 4096),
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("context_length", self.context_length, 1 << 24),
+        ] {
+            if v > max {
+                return bad(format!(
+                    "{what} = {v} is larger than any model pragma reads (at most {max}): a corrupt file?"
+                ));
+            }
+        }
         if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads ({}) must be a multiple of n_kv_heads ({})",

@@ -517,11 +517,31 @@ pub fn render_chat(
         if matches!(
             value.kind(),
             ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
-        ) && value.len().is_none_or(|n| n > CHAT_TEMPLATE_MAX_ITEMS)
-        {
-            return Err(too_big(format!(
-                "the template prints a collection of more than {CHAT_TEMPLATE_MAX_ITEMS} items"
-            )));
+        ) {
+            match value.len() {
+                Some(n) if n > CHAT_TEMPLATE_MAX_ITEMS => return Err(too_big(format!(
+                    "the template prints a collection of more than {CHAT_TEMPLATE_MAX_ITEMS} items"
+                ))),
+                // Printed without iterating: an empty sequence repeated 10^11 times
+                // (`{{ () * 66 ** 6 }}`) has no items but iterates for hours.
+                Some(0) => {
+                    use std::fmt::Write;
+                    let empty = if value.kind() == ValueKind::Map {
+                        "{}"
+                    } else {
+                        "[]"
+                    };
+                    return out
+                        .write_str(empty)
+                        .map_err(|_| too_big("write failed".into()));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(too_big(
+                        "the template prints a collection of unknown size".into(),
+                    ))
+                }
+            }
         }
         let n = value.as_str().map_or(64, str::len);
         let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
