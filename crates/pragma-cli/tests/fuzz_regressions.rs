@@ -86,9 +86,7 @@ fn control_vector_tensor_size_overflow_is_an_error() {
     let d = tempfile::tempdir().expect("tmp");
     let data = regression("vector_files", "control-vector-tensor-size-overflow");
     let p = write(d.path(), "v.gguf", &data[1..]);
-    let e = pragma_methods::steering::llama_cpp::import(&p)
-        .err()
-        .expect("must not load");
+    let e = pragma_methods::steering::llama_cpp::import(&p).expect_err("must not load");
     assert!(e.to_string().contains("v.gguf"), "{e}");
 }
 
@@ -117,8 +115,7 @@ fn chat_template_printing_a_huge_repeat_is_an_error() {
     let t = std::time::Instant::now();
     let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
     let e = pragma_model::tokenizer::render_chat(tpl, &msgs, true, "<s>", "</s>")
-        .err()
-        .expect("must not render");
+        .expect_err("must not render");
     assert!(e.to_string().contains("items"), "{e}");
     assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
 }

@@ -519,13 +519,14 @@ pub fn render_chat(
             ValueKind::Seq | ValueKind::Map | ValueKind::Iterable
         ) {
             match value.len() {
-                Some(n) if n > CHAT_TEMPLATE_MAX_ITEMS => return Err(too_big(format!(
+                Some(n) if n > CHAT_TEMPLATE_MAX_ITEMS => {
+                    return Err(too_big(format!(
                     "the template prints a collection of more than {CHAT_TEMPLATE_MAX_ITEMS} items"
-                ))),
+                )))
+                }
                 // Printed without iterating: an empty sequence repeated 10^11 times
                 // (`{{ () * 66 ** 6 }}`) has no items but iterates for hours.
                 Some(0) => {
-                    use std::fmt::Write;
                     let empty = if value.kind() == ValueKind::Map {
                         "{}"
                     } else {

@@ -81,42 +81,32 @@ pub struct Playground {
 
 pub(crate) type Shared = Arc<AppState>;
 
-/// The router without the steering playground.
-pub fn router(db: Db, tokenizer: Option<Arc<Tokenizer>>, api_key: Option<String>) -> Router {
-    router_with(db, tokenizer, api_key, None)
+/// Everything the server can serve besides the transcript database, each optional:
+/// `App::default()` is the transcripts UI alone.
+#[derive(Default)]
+pub struct App {
+    /// Renders scored tokens as text (without it, token ids).
+    pub tokenizer: Option<Arc<Tokenizer>>,
+    /// Required of every request when set (see [`ServeConfig::api_key`]).
+    pub api_key: Option<String>,
+    /// The steering playground (`/steer`).
+    pub playground: Option<Playground>,
+    /// The OpenAI-compatible API under `/v1`.
+    pub openai: Option<openai::OpenAi>,
+    /// A research project file (`pragma.toml`) whose check-ins `/project` shows.
+    pub project: Option<PathBuf>,
 }
 
-/// The router, for tests and for `serve`.
-pub fn router_with(
-    db: Db,
-    tokenizer: Option<Arc<Tokenizer>>,
-    api_key: Option<String>,
-    playground: Option<Playground>,
-) -> Router {
-    router_full(db, tokenizer, api_key, playground, None)
-}
-
-/// The router with the OpenAI-compatible API under `/v1` when `openai` is given.
-pub fn router_full(
-    db: Db,
-    tokenizer: Option<Arc<Tokenizer>>,
-    api_key: Option<String>,
-    playground: Option<Playground>,
-    openai: Option<openai::OpenAi>,
-) -> Router {
-    router_project(db, tokenizer, api_key, playground, openai, None)
-}
-
-/// The router with everything, `/project` showing the check-ins of `project` (a
-/// `pragma.toml`).
-pub fn router_project(
-    db: Db,
-    tokenizer: Option<Arc<Tokenizer>>,
-    api_key: Option<String>,
-    playground: Option<Playground>,
-    openai: Option<openai::OpenAi>,
-    project: Option<PathBuf>,
-) -> Router {
+/// The router over the transcript database `db` and what `app` adds; for `serve` and
+/// for tests (which bind it themselves).
+pub fn router(db: Db, app: App) -> Router {
+    let App {
+        tokenizer,
+        api_key,
+        playground,
+        openai,
+        project,
+    } = app;
     let state: Shared = Arc::new(AppState {
         db: Mutex::new(db),
         tokenizer,
@@ -256,13 +246,15 @@ pub fn serve(
         )));
     }
     let db = Db::open(&cfg.db)?;
-    let app = router_project(
+    let app = router(
         db,
-        tokenizer,
-        cfg.api_key.clone(),
-        playground,
-        cfg.openai,
-        cfg.project,
+        App {
+            tokenizer,
+            api_key: cfg.api_key.clone(),
+            playground,
+            openai: cfg.openai,
+            project: cfg.project,
+        },
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

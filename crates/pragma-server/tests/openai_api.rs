@@ -75,12 +75,12 @@ async fn start(dir: &Path) -> SocketAddr {
         8,
     )
     .with_saes(vec![("toy".into(), toy_sae(cfg.d_model))]);
-    let app = pragma_server::router_full(
+    let app = pragma_server::router(
         Db::open(&dir.join("t.db")).expect("db"),
-        None,
-        None,
-        None,
-        Some(api),
+        pragma_server::App {
+            openai: Some(api),
+            ..Default::default()
+        },
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

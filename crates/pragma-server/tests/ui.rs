@@ -145,7 +145,14 @@ fn tiny_sae(d: usize) -> Sae {
 }
 
 async fn start(db: &Path, tok: Arc<pragma_model::Tokenizer>, key: Option<String>) -> SocketAddr {
-    let app = pragma_server::router(Db::open(db).expect("db"), Some(tok), key);
+    let app = pragma_server::router(
+        Db::open(db).expect("db"),
+        pragma_server::App {
+            tokenizer: Some(tok),
+            api_key: key,
+            ..Default::default()
+        },
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -539,15 +546,17 @@ async fn steering_playground_answers_side_by_side() {
         })
         .collect();
     let v = train(&model, &pairs, "test", &TrainConfig::new(&[0, 1])).expect("train");
-    let app = pragma_server::router_with(
+    let app = pragma_server::router(
         Db::open(&db).expect("db"),
-        Some(tok),
-        None,
-        Some(pragma_server::Playground {
-            model: model.clone(),
-            vectors: vec![("love".into(), v)],
-            saes: vec![("sae:tiny".into(), tiny_sae(model.cfg().d_model))],
-        }),
+        pragma_server::App {
+            tokenizer: Some(tok),
+            playground: Some(pragma_server::Playground {
+                model: model.clone(),
+                vectors: vec![("love".into(), v)],
+                saes: vec![("sae:tiny".into(), tiny_sae(model.cfg().d_model))],
+            }),
+            ..Default::default()
+        },
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -720,13 +729,12 @@ async fn project_page_shows_the_checkins() {
 
     let tdb = d.path().join("t.db");
     Db::open(&tdb).expect("db");
-    let app = pragma_server::router_project(
+    let app = pragma_server::router(
         Db::open(&tdb).expect("db"),
-        None,
-        None,
-        None,
-        None,
-        Some(p.path.clone()),
+        pragma_server::App {
+            project: Some(p.path.clone()),
+            ..Default::default()
+        },
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -772,7 +780,7 @@ async fn project_page_shows_the_checkins() {
     );
 
     // Without a project: a 404 that says how to get one.
-    let app = pragma_server::router(Db::open(&tdb).expect("db"), None, None);
+    let app = pragma_server::router(Db::open(&tdb).expect("db"), Default::default());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
