@@ -4,7 +4,7 @@ the executions, executions per second, coverage at start and end (libFuzzer's `c
 edges reached), the corpus, and crashes; then replay every saved regression input
 (fuzz/regressions/TARGET/*, crashes found earlier and since fixed).
 
-    python3 scripts/fuzz/campaign.py --seconds 10          # CI: each target briefly
+    python3 scripts/fuzz/campaign.py --runs 20000 --seed 1 # CI: each target briefly, deterministically
     python3 scripts/fuzz/campaign.py --seconds 300 --md    # a campaign, as RELIABILITY.md's table
 
 Builds the targets with `cargo fuzz build --sanitizer none --debug-assertions` (stable
@@ -35,7 +35,7 @@ def targets():
                   for p in glob.glob(os.path.join(FUZZ, "fuzz_targets", "*.rs")))
 
 
-def run_target(t, seconds):
+def run_target(t, seconds, runs=None, seed=None):
     corpus = os.path.join(FUZZ, "corpus", t)
     seeds = os.path.join(FUZZ, "seeds", t)
     artifacts = os.path.join(FUZZ, "artifacts", t)
@@ -44,6 +44,10 @@ def run_target(t, seconds):
     before = set(os.listdir(artifacts))
     cmd = [os.path.join(BIN, t), corpus, seeds, f"-max_total_time={seconds}", "-print_final_stats=1",
            f"-artifact_prefix={artifacts}/"] + LIMITS
+    if runs is not None:
+        cmd.append(f"-runs={runs}")
+    if seed is not None:
+        cmd.append(f"-seed={seed}")
     t0 = time.time()
     p = subprocess.run(cmd, cwd=FUZZ, capture_output=True, text=True, errors="replace")
     wall = time.time() - t0
@@ -89,7 +93,10 @@ def replay(t):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=int, default=10, help="per target (default 10)")
+    ap.add_argument("--seconds", type=int, default=10, help="per target (default 10; with --runs, at most)")
+    ap.add_argument("--runs", type=int, help="stop each target after this many inputs")
+    ap.add_argument("--seed", type=int, help="libFuzzer's random seed (with --runs and a fresh corpus: a fixed set of inputs)")
+    ap.add_argument("--fresh", action="store_true", help="start from the seeds alone (empty the working corpus)")
     ap.add_argument("--targets", help="comma-separated (default: all)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--md", action="store_true", help="print a markdown table")
@@ -101,7 +108,10 @@ def main():
                        cwd=FUZZ, check=True)
     results, failed = [], False
     for t in ts:
-        r = run_target(t, a.seconds)
+        if a.fresh:
+            import shutil
+            shutil.rmtree(os.path.join(FUZZ, "corpus", t), ignore_errors=True)
+        r = run_target(t, a.seconds, a.runs, a.seed)
         n, fails = replay(t)
         r["regressions"] = n
         r["regressions_failing"] = len(fails)
