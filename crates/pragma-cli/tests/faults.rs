@@ -4,6 +4,8 @@
 //! - `sae train` killed with SIGKILL at arbitrary moments (not only between checkpoints)
 //!   resumes to weights byte-identical to an uninterrupted run;
 //! - `eval run` killed at arbitrary moments resumes to the uninterrupted run's report;
+//! - `transcripts import` and `transcripts score` killed at arbitrary moments resume to
+//!   the uninterrupted run's transcripts and scores;
 //! - a full disk (a small tmpfs) during `cache` is a clear error naming the disk, the
 //!   shards written before it stay valid, and with room the rerun completes to the
 //!   uninterrupted store's bytes;
@@ -469,5 +471,151 @@ fn a_corrupted_shard_or_checkpoint_is_named_on_resume() {
     assert!(
         !ok && err.contains(&name),
         "a truncated checkpoint was not named: {out}{err}"
+    );
+}
+
+/// `transcripts import` and `transcripts score` killed at arbitrary moments: the rerun
+/// leaves the database as one uninterrupted run does (the same transcripts once each,
+/// exported byte for byte; the same per-token scores).
+#[test]
+fn transcript_import_and_scoring_killed_at_arbitrary_moments_resume_to_the_same_database() {
+    let d = tempfile::tempdir().expect("tmp");
+    let m = common::tiny_gguf(d.path(), 4);
+    let convs: Vec<String> = (0..30000)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("question {i}: what is {} plus {}?", i % 17, i % 5)},
+                {"role": "assistant", "content": format!("it is {} {}", i % 17 + i % 5, ["ok", "sure", "yes"][i % 3])}
+            ]})
+            .to_string()
+        })
+        .collect();
+    let data = d.path().join("convs.jsonl");
+    std::fs::write(&data, convs.join("\n")).expect("w");
+    let import = |db: &Path| {
+        let mut c = bin();
+        c.args([
+            "transcripts",
+            "import",
+            s(&data),
+            "--collection",
+            "c",
+            "--db",
+            s(db),
+        ]);
+        c
+    };
+    let export = |db: &Path, out: &Path| {
+        let (ok, _, err) =
+            run(bin().args(["transcripts", "export", "c", "--out", s(out), "--db", s(db)]));
+        assert!(ok, "{err}");
+        std::fs::read(out).expect("export")
+    };
+    let full = d.path().join("full.db");
+    assert!(run(&mut import(&full)).0);
+    let part = d.path().join("part.db");
+    let kills = kill_at(|| import(&part), &[10, 25, 40, 60, 90, 130, 180]);
+    // The rerun imports what a kill cut off; if an attempt between kills finished, it
+    // says the file is already imported (an import is one transaction).
+    let (ok, _, err) = run(&mut import(&part));
+    assert!(ok || err.contains("already imported"), "{err}");
+    println!("import killed {kills} times");
+    assert!(
+        kills >= 2,
+        "the import finished before two kills: make it longer"
+    );
+    assert!(
+        export(&full, &d.path().join("a.jsonl")) == export(&part, &d.path().join("b.jsonl")),
+        "the resumed import's transcripts differ from the uninterrupted one's"
+    );
+
+    // A probe to score with.
+    let rows: String = (0..40)
+        .map(|i| {
+            let (c, l) = if i % 2 == 0 { ("x", 1) } else { ("o", 0) };
+            format!("{{\"text\": \"ab {c}{c}\", \"label\": {l}}}\n")
+        })
+        .collect();
+    std::fs::write(d.path().join("toy.jsonl"), rows).expect("w");
+    let (ok, _, err) = run(bin().args([
+        "probe",
+        "train",
+        s(&m),
+        "--data",
+        s(&d.path().join("toy.jsonl")),
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--bootstrap",
+        "10",
+        "--yes",
+        "a",
+        "--no",
+        "b",
+        "--out",
+        s(&d.path().join("probe")),
+    ]));
+    assert!(ok, "{err}");
+    let probe = d.path().join("probe/probe.safetensors");
+    // Scored: a collection of the first 3000 conversations.
+    let small = d.path().join("small.jsonl");
+    std::fs::write(&small, convs[..3000].join("\n")).expect("w");
+    for db in [&full, &part] {
+        let (ok, _, err) = run(bin().args([
+            "transcripts",
+            "import",
+            s(&small),
+            "--collection",
+            "s",
+            "--db",
+            s(db),
+        ]));
+        assert!(ok, "{err}");
+    }
+    let score = |db: &Path| {
+        let mut c = bin();
+        c.args([
+            "transcripts",
+            "score",
+            "s",
+            "--model",
+            s(&m),
+            "--probe",
+            s(&probe),
+            "--db",
+            s(db),
+        ]);
+        c
+    };
+    assert!(run(&mut score(&full)).0);
+    let kills = kill_at(|| score(&part), &[30, 80, 150, 250, 400, 600]);
+    let (ok, _, err) = run(&mut score(&part));
+    assert!(ok, "{err}");
+    println!("scoring killed {kills} times");
+    assert!(
+        kills >= 2,
+        "scoring finished before two kills: make it longer"
+    );
+    // Keyed by the run's key and the transcript's index in it (row ids may differ).
+    let scores = |db: &Path| -> Vec<(String, i64, Vec<u8>)> {
+        let conn = rusqlite::Connection::open(db).expect("open");
+        let mut st = conn
+            .prepare(
+                "SELECT r.key, t.idx, s.dense FROM token_scores s \
+                 JOIN transcripts t ON t.id = s.transcript_id JOIN runs r ON r.id = t.run_id \
+                 ORDER BY r.key, t.idx",
+            )
+            .expect("prepare");
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows");
+        rows
+    };
+    let (a, b) = (scores(&full), scores(&part));
+    assert_eq!(a.len(), 3000);
+    assert!(
+        a == b,
+        "the resumed scores differ from the uninterrupted run's"
     );
 }
