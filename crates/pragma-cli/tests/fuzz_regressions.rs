@@ -116,7 +116,9 @@ fn chat_template_printing_a_huge_repeat_is_an_error() {
     let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
     let e = pragma_model::tokenizer::render_chat(tpl, &msgs, true, "<s>", "</s>")
         .expect_err("must not render");
-    assert!(e.to_string().contains("items"), "{e}");
+    // Refused up front since sequence repetition is (see below); the cap on printed
+    // collections stays behind it.
+    assert!(e.to_string().contains("string literal"), "{e}");
     assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
 }
 
@@ -160,4 +162,26 @@ fn chat_template_printing_an_empty_huge_repeat_is_quick() {
     let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
     let _ = pragma_model::tokenizer::render_chat(tpl, &msgs, true, "<s>", "</s>");
     assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
+}
+
+/// `{{ 66 ~ 646166 * () * 666 }}`: an empty sequence repeated 4 * 10^8 times, joined
+/// into a string (a hang whatever the fuel). Refused before rendering, as is every `*`
+/// without a string literal beside it; string repetition still renders.
+#[test]
+fn chat_template_repeating_a_sequence_is_refused() {
+    let data = regression("chat_template", "empty-repeat-joined");
+    let tpl = std::str::from_utf8(&data).expect("utf8");
+    let msgs = [pragma_model::tokenizer::ChatMessage::new("user", "hi")];
+    let e = pragma_model::tokenizer::render_chat(tpl, &msgs, true, "<s>", "</s>")
+        .expect_err("must not render");
+    assert!(e.to_string().contains("string literal"), "{e}");
+    let ok = pragma_model::tokenizer::render_chat(
+        "{{ '-' * 3 }}{% for m in messages %}{{ m.content }}{{ 2 * ' ' }}{% endfor %}",
+        &msgs,
+        true,
+        "<s>",
+        "</s>",
+    )
+    .expect("string repetition renders");
+    assert_eq!(ok, "---hi  ");
 }

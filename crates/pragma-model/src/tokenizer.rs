@@ -485,6 +485,37 @@ impl ChatMessage {
     }
 }
 
+/// Refuse `*` unless a string literal stands on one side of it (string repetition, as
+/// in `' ' * indent`, the only use chat templates make of it). minijinja repeats a
+/// sequence lazily and iterates the repeats without spending fuel, so `() * 66 ** 6`
+/// printed, or joined into a string, iterates for hours whatever the fuel (found by the
+/// `chat_template` fuzz target); a repeated string is capped by minijinja itself.
+fn check_repetition(template: &str) -> Result<()> {
+    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+    let tokens: Vec<Token<'_>> = tokenize(
+        template,
+        false,
+        Default::default(),
+        WhitespaceConfig::default(),
+    )
+    .map_while(|t| t.ok().map(|(t, _)| t))
+    .collect();
+    let literal = |t: Option<&Token<'_>>| matches!(t, Some(Token::Str(_) | Token::String(_)));
+    for (i, t) in tokens.iter().enumerate() {
+        if matches!(t, Token::Mul)
+            && !literal(i.checked_sub(1).and_then(|j| tokens.get(j)))
+            && !literal(tokens.get(i + 1))
+        {
+            return Err(Error::ChatTemplate(
+                "the template multiplies something other than a string literal ('*'): pragma \
+                 renders only string repetition, which is all chat templates use"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Instructions a chat template may run (minijinja's fuel).
 pub const CHAT_TEMPLATE_FUEL: u64 = 5_000_000;
 /// Items of one collection a chat template may print at once.
@@ -501,6 +532,7 @@ pub fn render_chat(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String> {
+    check_repetition(template)?;
     let mut env = minijinja::Environment::new();
     // A template is code from a model's files: bounded, so a hostile or broken one (an
     // endless loop; found by the `chat_template` fuzz target) is an error, not a hang.
