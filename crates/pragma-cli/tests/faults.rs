@@ -41,16 +41,7 @@ fn run(c: &mut Command) -> (bool, String, String) {
 /// A corpus of `n` short lines.
 fn corpus(d: &Path, n: usize) -> PathBuf {
     let p = d.join("c.txt");
-    let docs: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
-                "the {} cat sat on the {} mat number {i}",
-                ["red", "big", "old"][i % 3],
-                ["warm", "wet"][i % 2]
-            )
-        })
-        .collect();
-    std::fs::write(&p, docs.join("\n")).expect("w");
+    std::fs::write(&p, common::cat_lines(n)).expect("w");
     p
 }
 
@@ -529,33 +520,7 @@ fn transcript_import_and_scoring_killed_at_arbitrary_moments_resume_to_the_same_
         "the resumed import's transcripts differ from the uninterrupted one's"
     );
 
-    // A probe to score with.
-    let rows: String = (0..40)
-        .map(|i| {
-            let (c, l) = if i % 2 == 0 { ("x", 1) } else { ("o", 0) };
-            format!("{{\"text\": \"ab {c}{c}\", \"label\": {l}}}\n")
-        })
-        .collect();
-    std::fs::write(d.path().join("toy.jsonl"), rows).expect("w");
-    let (ok, _, err) = run(bin().args([
-        "probe",
-        "train",
-        s(&m),
-        "--data",
-        s(&d.path().join("toy.jsonl")),
-        "--hooks",
-        "blocks.1.hook_resid_post",
-        "--bootstrap",
-        "10",
-        "--yes",
-        "a",
-        "--no",
-        "b",
-        "--out",
-        s(&d.path().join("probe")),
-    ]));
-    assert!(ok, "{err}");
-    let probe = d.path().join("probe/probe.safetensors");
+    let probe = common::tiny_probe(d.path(), &m);
     // Scored: a collection of the first 3000 conversations.
     let small = d.path().join("small.jsonl");
     std::fs::write(&small, convs[..3000].join("\n")).expect("w");

@@ -15,16 +15,7 @@ fn s(p: &Path) -> &str {
 fn setup(d: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
     let m = tiny_gguf(d, 4);
     let corpus = d.join("c.txt");
-    let docs: Vec<String> = (0..120)
-        .map(|i| {
-            format!(
-                "the {} cat sat on the {} mat number {i}",
-                ["red", "big", "old"][i % 3],
-                ["warm", "wet"][i % 2]
-            )
-        })
-        .collect();
-    std::fs::write(&corpus, docs.join("\n")).expect("w");
+    std::fs::write(&corpus, common::cat_lines(120)).expect("w");
     let store = d.join("store");
     let (ok, _, err) = pragma(&[
         "cache",

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{pragma, tiny_gguf};
+use common::{pragma, tiny_gguf, tiny_probe};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf8")
@@ -169,38 +169,6 @@ fn import_search_show_export() {
     // An unknown collection names the known ones.
     let (ok, _, err) = pragma(&["transcripts", "search", "nope", "x", "--db", s(&db)]);
     assert!(!ok && err.contains("collections: mix"), "{err}");
-}
-
-/// A probe trained on the tiny model at blocks.1.hook_resid_post.
-fn tiny_probe(d: &Path, m: &Path) -> PathBuf {
-    let data = d.join("toy.jsonl");
-    let rows: String = (0..40)
-        .map(|i| {
-            let (c, l) = if i % 2 == 0 { ("x", 1) } else { ("o", 0) };
-            format!("{{\"text\": \"ab {c}{c}\", \"label\": {l}}}\n")
-        })
-        .collect();
-    std::fs::write(&data, rows).expect("w");
-    let run = d.join("probe-run");
-    let (ok, _, err) = pragma(&[
-        "probe",
-        "train",
-        s(m),
-        "--data",
-        s(&data),
-        "--hooks",
-        "blocks.1.hook_resid_post",
-        "--bootstrap",
-        "10",
-        "--yes",
-        "a",
-        "--no",
-        "b",
-        "--out",
-        s(&run),
-    ]);
-    assert!(ok, "{err}");
-    run.join("probe.safetensors")
 }
 
 #[test]

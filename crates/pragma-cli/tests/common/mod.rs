@@ -58,3 +58,51 @@ pub fn tiny_gguf(dir: &Path, seed: u64) -> PathBuf {
     .expect("gguf");
     p
 }
+
+/// A logistic probe trained on the tiny model `m` at blocks.1.hook_resid_post (40 rows:
+/// "ab xx" positive, "ab oo" negative), written under `d/probe-run`.
+pub fn tiny_probe(d: &Path, m: &Path) -> PathBuf {
+    let data = d.join("toy.jsonl");
+    let rows: String = (0..40)
+        .map(|i| {
+            let (c, l) = if i % 2 == 0 { ("x", 1) } else { ("o", 0) };
+            format!("{{\"text\": \"ab {c}{c}\", \"label\": {l}}}\n")
+        })
+        .collect();
+    std::fs::write(&data, rows).expect("w");
+    let run = d.join("probe-run");
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    let (ok, _, err) = pragma(&[
+        "probe",
+        "train",
+        &s(m),
+        "--data",
+        &s(&data),
+        "--hooks",
+        "blocks.1.hook_resid_post",
+        "--bootstrap",
+        "10",
+        "--yes",
+        "a",
+        "--no",
+        "b",
+        "--out",
+        &s(&run),
+    ]);
+    assert!(ok, "{err}");
+    run.join("probe.safetensors")
+}
+
+/// `n` short lines of text, one document each: "the red cat sat on the warm mat number i".
+pub fn cat_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "the {} cat sat on the {} mat number {i}",
+                ["red", "big", "old"][i % 3],
+                ["warm", "wet"][i % 2]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
