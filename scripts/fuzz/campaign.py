@@ -103,6 +103,13 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     a = ap.parse_args()
     ts = a.targets.split(",") if a.targets else targets()
+    missing = [os.path.relpath(d, ROOT) for d in
+               [os.path.join(FUZZ, "seeds", t) for t in ts] + [os.path.join(FUZZ, "seeds", "fixed", "tiny.gguf")]
+               if not os.path.exists(d)]
+    if missing:
+        print(f"error: expected the committed seeds, found none at: {', '.join(missing)} "
+              "(write them with: python3 scripts/fuzz/make_seeds.py)", file=sys.stderr)
+        return 2
     if not a.no_build:
         subprocess.run(["cargo", "fuzz", "build", "--sanitizer", "none", "--debug-assertions"],
                        cwd=FUZZ, check=True)
