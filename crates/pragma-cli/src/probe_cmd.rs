@@ -1,16 +1,15 @@
 //! `pragma probe ...`: linear probes from the command line, and per-token monitors.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use anyhow::{bail, Result};
+use candle_core::Tensor;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pragma_methods::probe::{self, Dataset, Probe, ProbeConfig};
 use pragma_methods::steering::{side_ids, Position, Side};
-use pragma_model::hooks::{HookPoint, Hooks};
+use pragma_model::hooks::Hooks;
 use pragma_model::input::InputRule;
 use pragma_model::llama::{Batch, Logits};
 use pragma_model::{Model, DEFAULT_MODEL};
@@ -138,131 +137,6 @@ fn parse_fracs(s: &str) -> Result<(f64, f64)> {
     }
 }
 
-const FEATURE_META: &str = "pragma_probe_features";
-
-#[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
-struct FeatureMeta {
-    dataset_sha256: String,
-    model: String,
-    site: String,
-    layers: Vec<usize>,
-    position: Position,
-    labels: Vec<u8>,
-    #[serde(default)]
-    input: InputRule,
-}
-
-/// Activations per layer, `labels` and `split` (0 train, 1 validation, 2 test).
-fn save_features(
-    path: &Path,
-    meta: &FeatureMeta,
-    feats: &[Tensor],
-    split: &[probe::Split],
-) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = meta
-        .layers
-        .iter()
-        .zip(feats)
-        .map(|(l, t)| (format!("blocks.{l}.{}", meta.site), t.clone()))
-        .collect();
-    let labels: Vec<i64> = meta.labels.iter().map(|&l| l as i64).collect();
-    let n = labels.len();
-    tensors.push(("labels".into(), Tensor::from_vec(labels, n, &Device::Cpu)?));
-    let split: Vec<i64> = split
-        .iter()
-        .map(|s| match s {
-            probe::Split::Train => 0,
-            probe::Split::Validation => 1,
-            probe::Split::Test => 2,
-        })
-        .collect();
-    tensors.push(("split".into(), Tensor::from_vec(split, n, &Device::Cpu)?));
-    let mut m = HashMap::new();
-    m.insert(FEATURE_META.to_string(), serde_json::to_string(meta)?);
-    pragma_model::io::save_safetensors(path, &tensors, m)?;
-    Ok(())
-}
-
-fn load_features(path: &Path, want: &FeatureMeta) -> Result<Vec<Tensor>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-    let (_, st) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
-    let meta: FeatureMeta = st
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(FEATURE_META))
-        .map(|s| serde_json::from_str(s))
-        .transpose()?
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: no {FEATURE_META} metadata; expected a file from --save-features",
-                path.display()
-            )
-        })?;
-    if &meta != want {
-        bail!(
-            "{}: saved for dataset {} / model {} / site {} / layers {:?} / position {:?} / input ({}), \
-             but this run wants dataset {} / model {} / site {} / layers {:?} / position {:?} / input ({})",
-            path.display(),
-            &meta.dataset_sha256[..12.min(meta.dataset_sha256.len())],
-            meta.model,
-            meta.site,
-            meta.layers,
-            meta.position,
-            meta.input.describe(),
-            &want.dataset_sha256[..12.min(want.dataset_sha256.len())],
-            want.model,
-            want.site,
-            want.layers,
-            want.position,
-            want.input.describe()
-        );
-    }
-    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-    want.layers
-        .iter()
-        .map(|l| {
-            let k = format!("blocks.{l}.{}", want.site);
-            all.get(&k)
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("{}: missing {k}", path.display()))
-        })
-        .collect()
-}
-
-/// Site and layers named by a hook pattern (one residual-width site, per layer).
-fn site_layers(pattern: &str, n_layers: usize) -> Result<(String, Vec<usize>)> {
-    let points = HookPoint::resolve_pattern(pattern, n_layers)?;
-    let mut site: Option<String> = None;
-    let mut layers = Vec::new();
-    for p in points {
-        let name = p.to_string();
-        let (Some(l), Some(rest)) = (
-            p.layer(),
-            name.split_once('.')
-                .and_then(|(_, r)| r.split_once('.'))
-                .map(|(_, s)| s.to_string()),
-        ) else {
-            bail!("--hooks: {name} is not a per-layer hook");
-        };
-        if !p.is_model_width() {
-            bail!(
-                "--hooks: {name} is not a residual-width site; probe e.g. blocks.*.hook_resid_post"
-            );
-        }
-        match &site {
-            Some(s) if *s != rest => {
-                bail!("--hooks: expected one site for all layers, found {s} and {rest}")
-            }
-            None => site = Some(rest),
-            _ => {}
-        }
-        layers.push(l);
-    }
-    let site = site.ok_or_else(|| anyhow::anyhow!("--hooks '{pattern}' selects nothing"))?;
-    Ok((site, layers))
-}
-
 pub fn cmd_probe(c: ProbeCommand) -> Result<()> {
     match c {
         ProbeCommand::Train(a) => train(*a),
@@ -281,11 +155,10 @@ fn train(a: TrainArgs) -> Result<()> {
     if c_grid.is_empty() || c_grid.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
         bail!("--c: expected positive numbers");
     }
-    // Check the splits before spending time on the forward passes.
-    let split = probe::splits(&ds, fractions, a.seed)?;
+    // Check the splits before loading the model.
+    probe::splits(&ds, fractions, a.seed)?;
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
-    let (site, layers) = site_layers(&a.hooks, model.cfg().n_layers)?;
-    let position = Position::parse(&a.position)?;
+    let (site, layers) = probe::site_layers(&a.hooks, model.cfg().n_layers)?;
     let stored: Vec<(String, InputRule)> = match &a.store {
         Some(dir) => vec![(
             format!("store {}", dir.display()),
@@ -295,55 +168,10 @@ fn train(a: TrainArgs) -> Result<()> {
         )],
         None => vec![],
     };
-    let input = a.input.rule(&model, &stored)?;
-    let fmeta = FeatureMeta {
-        dataset_sha256: ds.sha256.clone(),
-        model: model
-            .info
-            .name
-            .clone()
-            .unwrap_or_else(|| model.info.spec.clone()),
-        site: site.clone(),
-        layers: layers.clone(),
-        position,
-        labels: ds.examples.iter().map(|e| e.label).collect(),
-        input,
-    };
-    let t = std::time::Instant::now();
-    let feats = match (&a.features, &a.store) {
-        (Some(p), _) => load_features(p, &fmeta)?,
-        (None, Some(dir)) => {
-            probe::store_features(&model, dir, &ds, &site, &fmeta.layers, position)?.0
-        }
-        (None, None) => {
-            let bar = ProgressBar::new(ds.examples.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "activations {bar:30} {pos}/{len} texts [{elapsed_precise}<{eta_precise}]",
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            );
-            let f = probe::features(&model, &ds, &site, &layers, position, input, &mut |d| {
-                bar.set_position(d as u64)
-            })?;
-            bar.finish_and_clear();
-            f
-        }
-    };
-    let features_seconds = t.elapsed().as_secs_f64();
-    eprintln!(
-        "activations for {} texts x {} layers in {features_seconds:.1}s",
-        ds.examples.len(),
-        layers.len()
-    );
-    std::fs::create_dir_all(&a.out)?;
-    if a.save_features {
-        save_features(&a.out.join("features.safetensors"), &fmeta, &feats, &split)?;
-    }
     let cfg = ProbeConfig {
-        site: site.clone(),
+        site,
         layers,
-        position,
+        position: Position::parse(&a.position)?,
         c_grid,
         fractions,
         seed: a.seed,
@@ -351,24 +179,37 @@ fn train(a: TrainArgs) -> Result<()> {
         question: a.question.clone().or(ds.question.clone()),
         yes: a.yes,
         no: a.no,
-        input,
+        input: a.input.rule(&model, &stored)?,
     };
-    let out = probe::sweep(&model, &ds, &feats, &cfg, features_seconds, &mut |m| {
-        eprintln!("{m}")
-    })?;
-    let sha = pragma_store::writer::model_sha256(&model)?;
-    let mut lp = out.logistic;
-    lp.meta.model_sha256 = Some(sha.clone());
-    lp.save(&a.out.join("probe.safetensors"))?;
-    let mut dp = out.diff_means;
-    dp.meta.model_sha256 = Some(sha);
-    dp.save(&a.out.join("probe-diff-means.safetensors"))?;
+    let files = probe::TrainFiles {
+        source: match (&a.features, &a.store) {
+            (Some(p), _) => probe::FeatureSource::File(p.clone()),
+            (None, Some(dir)) => probe::FeatureSource::Store(dir.clone()),
+            (None, None) => probe::FeatureSource::Model,
+        },
+        out: a.out.clone(),
+        save_features: a.save_features,
+    };
+    let bar = ProgressBar::new(ds.examples.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "activations {bar:30} {pos}/{len} texts [{elapsed_precise}<{eta_precise}]",
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let out = probe::train_to_folder(
+        &model,
+        &ds,
+        &cfg,
+        &files,
+        &mut |d| bar.set_position(d as u64),
+        &mut |m| {
+            bar.finish_and_clear();
+            eprintln!("{m}")
+        },
+    )?;
     let r = out.report;
-    let md = r.markdown();
-    pragma_model::io::write_atomic(&a.out.join("report.md"), md.as_bytes())?;
-    pragma_model::io::write_json(&a.out.join("results.json"), &r)?;
-    probe::plot_svg(&r, &a.out.join("sweep.svg"))?;
-    print!("{md}\n{}", r.summary());
+    print!("{}\n{}", r.markdown(), r.summary());
     println!(
         "activations {:.1}s, {} probe fits {:.2}s, baselines {:.1}s -> {}/report.md, results.json, sweep.svg, probe.safetensors",
         r.features_seconds,

@@ -31,9 +31,14 @@ use serde::{Deserialize, Serialize};
 mod baselines;
 mod features;
 mod plot;
+mod workflow;
 
 pub use features::{features, store_features, token_features};
 pub use plot::plot_svg;
+pub use workflow::{
+    load_features, save_features, site_layers, train_to_folder, FeatureMeta, FeatureSource,
+    TrainFiles, TrainOutput, FEATURE_META,
+};
 
 use baselines::{bag_of_words, prompting};
 pub use baselines::{bag_of_words_scores, prompting_scores, BowScores};
