@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pragma_methods::sae::training::{self, LogLine, StoreHook, TrainConfig};
 use pragma_methods::sae::{Arch, LatentEdit, Sae, Splice};
 use pragma_model::hooks::{Hooks, Positions};
-use pragma_model::llama::{Batch, Logits};
 use pragma_model::{Model, DEFAULT_MODEL};
 
 use crate::input_args::InputArgs;
@@ -367,7 +366,6 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
 fn cmd_latents(a: LatentsArgs) -> Result<()> {
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
     let sae = load_for(&model, &a.sae)?;
-    let point = sae.hook_point(model.cfg().n_layers)?;
     let rule = a.input.rule(&model, &[])?;
     let msgs = [pragma_model::tokenizer::ChatMessage::new("user", &a.text)];
     let prompt = if a.chat {
@@ -376,46 +374,7 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
         pragma_model::Prompt::Text(&a.text)
     };
     let ids = model.tokenizer.build_input(&prompt, rule)?.ids;
-    let mut hooks = Hooks::new();
-    hooks.capture(point);
-    let (_, cache) =
-        model
-            .transformer
-            .forward(&Batch::single(&ids, model.device())?, &hooks, Logits::None)?;
-    let f = sae
-        .encode(&cache.get_row(point, 0)?)
-        .context("encoding the activations")?; // [t, d_sae]
-    let rows: Vec<Vec<f32>> = f.to_vec2()?;
-    let mut out = Vec::new();
-    for (pos, (id, row)) in ids.iter().zip(&rows).enumerate() {
-        if model.tokenizer.is_special(*id) {
-            // Control tokens (BOS, chat markers) are left out of SAE training: their
-            // activations are attention sinks the SAE never saw.
-            out.push(serde_json::json!({
-                "position": pos,
-                "token": model.tokenizer.token_str(*id),
-                "control_token": true,
-                "l0": 0,
-                "latents": [],
-            }));
-            continue;
-        }
-        let mut top: Vec<(usize, f32)> = row
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|(_, v)| *v > 0.0)
-            .collect();
-        top.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-        let l0 = top.len();
-        top.truncate(a.top);
-        out.push(serde_json::json!({
-            "position": pos,
-            "token": model.tokenizer.token_str(*id),
-            "l0": l0,
-            "latents": top.iter().map(|(j, v)| serde_json::json!({"latent": j, "activation": v})).collect::<Vec<_>>(),
-        }));
-    }
+    let out = pragma_methods::sae::latents::token_latents(&model, &sae, &ids, a.top)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -428,33 +387,23 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
         sae.cfg.hook_name
     );
     for o in &out {
-        let lat: Vec<String> = o["latents"]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .map(|l| {
-                        format!(
-                            "{}:{:.2}",
-                            l["latent"],
-                            l["activation"].as_f64().unwrap_or(0.0)
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if o["control_token"] == true {
+        let token = format!("{:?}", o.token);
+        if o.control_token {
             println!(
-                "{:>4} {:<16} (control token: not read by the SAE)",
-                o["position"],
-                format!("{:?}", o["token"].as_str().unwrap_or(""))
+                "{:>4} {token:<16} (control token: not read by the SAE)",
+                o.position
             );
             continue;
         }
+        let lat: Vec<String> = o
+            .latents
+            .iter()
+            .map(|l| format!("{}:{:.2}", l.latent, l.activation))
+            .collect();
         println!(
-            "{:>4} {:<16} L0 {:>3}  {}",
-            o["position"],
-            format!("{:?}", o["token"].as_str().unwrap_or("")),
-            o["l0"],
+            "{:>4} {token:<16} L0 {:>3}  {}",
+            o.position,
+            o.l0,
             lat.join("  ")
         );
     }

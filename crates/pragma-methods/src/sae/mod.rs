@@ -15,6 +15,7 @@
 
 pub mod dashboard;
 pub mod eval;
+pub mod latents;
 pub mod loading;
 pub mod preset;
 pub mod training;
