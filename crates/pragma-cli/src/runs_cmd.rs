@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Subcommand;
 use pragma_research::reproduce::{
-    compare_artifacts, compare_metrics, headline, headline_of, numbers,
+    compare_artifacts, compare_metrics, compare_runs, headline, headline_of,
 };
 use pragma_research::runs::{Artifact, Filter, NewRun, RunDb};
 
@@ -105,6 +105,10 @@ pub enum RunsCommand {
     Compare {
         #[arg(required = true, num_args = 2..)]
         ids: Vec<i64>,
+        /// The comparison as JSON (values, changes from the first run, argument and input
+        /// differences).
+        #[arg(long)]
+        json: bool,
     },
     /// Run a recorded run again from its record (same arguments, in its folder, output to
     /// OUT.rerun-ID; a check-in recomputes every cell in .pragma/checkins/rerun-of-ID and
@@ -277,64 +281,44 @@ fn short(v: &serde_json::Value) -> String {
     }
 }
 
-fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
+fn compare(db: &RunDb, ids: &[i64], json: bool) -> Result<()> {
     let runs = ids
         .iter()
         .map(|&i| db.get(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let base = &runs[0];
-    // Every numeric metric of any run, with each run's value and change from the first.
-    let mut names: Vec<String> = runs
+    let c = compare_runs(&runs);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    let metric_rows: Vec<(String, Vec<String>)> = c
+        .metrics
         .iter()
-        .flat_map(|r| numbers(&r.metrics))
-        .map(|(k, _)| k)
-        .collect();
-    names.sort();
-    names.dedup();
-    let metric_rows: Vec<(String, Vec<String>)> = names
-        .into_iter()
-        .map(|n| {
-            let b = numbers(&base.metrics)
-                .into_iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v);
-            let vals = runs
+        .map(|m| {
+            let vals = m
+                .values
                 .iter()
-                .map(
-                    |r| match numbers(&r.metrics).into_iter().find(|(k, _)| *k == n) {
-                        Some((_, v)) if r.id == base.id || b.is_none() => format!("{v:.4}"),
-                        Some((_, v)) => format!("{v:.4} ({:+.4})", v - b.unwrap_or(v)),
-                        None => "-".into(),
-                    },
-                )
+                .zip(&m.deltas)
+                .map(|(v, d)| match (v, d) {
+                    (Some(v), Some(d)) => format!("{v:.4} ({d:+.4})"),
+                    (Some(v), None) => format!("{v:.4}"),
+                    (None, _) => "-".into(),
+                })
                 .collect();
-            (n, vals)
+            (m.name.clone(), vals)
         })
         .collect();
+    let col = |f: &dyn Fn(&pragma_research::reproduce::RunSummary) -> String| -> Vec<String> {
+        c.runs.iter().map(f).collect()
+    };
     let head_rows: Vec<(String, Vec<String>)> = vec![
-        (
-            String::new(),
-            runs.iter().map(|r| format!("run {}", r.id)).collect(),
-        ),
-        (
-            "workflow".into(),
-            runs.iter().map(|r| r.workflow.clone()).collect(),
-        ),
-        (
-            "started (UTC)".into(),
-            runs.iter()
-                .map(|r| r.started_utc[..16].to_string())
-                .collect(),
-        ),
-        (
-            "pragma".into(),
-            runs.iter().map(|r| r.pragma_version.clone()).collect(),
-        ),
+        (String::new(), col(&|r| format!("run {}", r.id))),
+        ("workflow".into(), col(&|r| r.workflow.clone())),
+        ("started (UTC)".into(), col(&|r| r.started_utc.clone())),
+        ("pragma".into(), col(&|r| r.pragma_version.clone())),
         (
             "status".into(),
-            runs.iter()
-                .map(|r| r.status.chars().take(30).collect())
-                .collect(),
+            col(&|r| r.status.chars().take(30).collect()),
         ),
     ];
     // Columns as wide as their longest entry, so long metric names (a check-in's
@@ -359,42 +343,28 @@ fn compare(db: &RunDb, ids: &[i64]) -> Result<()> {
         )
     };
     head_rows.iter().for_each(row);
-    for r in &runs[1..] {
-        // The arguments, not the path the binary was called by.
-        let (args, base_args) = (
-            &r.argv[r.argv.len().min(1)..],
-            &base.argv[base.argv.len().min(1)..],
-        );
-        let diff: Vec<String> = args
+    for d in &c.arguments {
+        let diff: Vec<String> = d
+            .added
             .iter()
-            .filter(|a| !base_args.contains(a))
             .map(|a| format!("+{a}"))
-            .chain(
-                base_args
-                    .iter()
-                    .filter(|a| !args.contains(a))
-                    .map(|a| format!("-{a}")),
-            )
+            .chain(d.removed.iter().map(|a| format!("-{a}")))
             .collect();
         println!(
             "arguments, run {} vs {}: {}",
-            r.id,
-            base.id,
+            d.id,
+            d.base,
             if diff.is_empty() {
                 "same".into()
             } else {
                 diff.join(" ")
             }
         );
-        for a in &r.inputs {
-            if let Some(b) = base.inputs.iter().find(|b| b.path == a.path) {
-                if b.sha256 != a.sha256 {
-                    println!(
-                        "input {} differs (sha256) between run {} and {}",
-                        a.path, base.id, r.id
-                    );
-                }
-            }
+        for i in c.changed_inputs.iter().filter(|i| i.id == d.id) {
+            println!(
+                "input {} differs (sha256) between run {} and {}",
+                i.path, i.base, i.id
+            );
         }
     }
     metric_rows.iter().for_each(row);
@@ -516,7 +486,7 @@ fn rerun(db: &RunDb, id: i64, force: bool) -> Result<()> {
 pub fn cmd_runs(c: RunsCommand) -> Result<()> {
     let db = db()?;
     match c {
-        RunsCommand::Compare { ids } => compare(&db, &ids),
+        RunsCommand::Compare { ids, json } => compare(&db, &ids, json),
         RunsCommand::Rerun { id, force } => rerun(&db, id, force),
         RunsCommand::List {
             workflow,

@@ -368,3 +368,149 @@ pub fn compare_metrics(recorded: &serde_json::Value, now: &serde_json::Value) ->
         })
         .collect()
 }
+
+/// Runs side by side, the first as the base: what `pragma runs compare` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunComparison {
+    /// The run ids, in the order given.
+    pub ids: Vec<i64>,
+    /// Per run: workflow, start (UTC, to the minute), pragma version, status.
+    pub runs: Vec<RunSummary>,
+    /// Per later run: the command-line arguments it has that the base lacks, and the reverse
+    /// (argv[0], the binary's path, left out).
+    pub arguments: Vec<ArgumentDiff>,
+    /// Inputs recorded by both the base and a later run whose sha256 differ.
+    pub changed_inputs: Vec<ChangedInput>,
+    /// Every top-level numeric headline metric of any run, by name.
+    pub metrics: Vec<MetricRow>,
+}
+
+/// One run's line in a [`RunComparison`].
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub workflow: String,
+    pub started_utc: String,
+    pub pragma_version: String,
+    pub status: String,
+}
+
+/// The arguments of run `id` that differ from the base run's.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArgumentDiff {
+    pub id: i64,
+    pub base: i64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// An input file whose sha256 differs between the base run and run `id`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangedInput {
+    pub path: String,
+    pub base: i64,
+    pub id: i64,
+}
+
+/// One metric across the runs: its value per run (`None` where a run lacks it) and the
+/// change from the base (`None` for the base itself or where either lacks it).
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricRow {
+    pub name: String,
+    pub values: Vec<Option<f64>>,
+    pub deltas: Vec<Option<f64>>,
+}
+
+/// Compare `runs` (at least one; the first is the base): arguments, changed inputs, and
+/// every numeric headline metric with its change from the base.
+pub fn compare_runs(runs: &[Run]) -> RunComparison {
+    let Some(base) = runs.first() else {
+        return RunComparison {
+            ids: vec![],
+            runs: vec![],
+            arguments: vec![],
+            changed_inputs: vec![],
+            metrics: vec![],
+        };
+    };
+    let metric_sets: Vec<Vec<(String, f64)>> = runs.iter().map(|r| numbers(&r.metrics)).collect();
+    let mut names: Vec<String> = metric_sets
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let get = |set: &[(String, f64)], n: &str| set.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let metrics = names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<Option<f64>> = metric_sets.iter().map(|s| get(s, &name)).collect();
+            let b = values[0];
+            let deltas = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match (i, v, b) {
+                    (0, _, _) => None,
+                    (_, Some(v), Some(b)) => Some(v - b),
+                    _ => None,
+                })
+                .collect();
+            MetricRow {
+                name,
+                values,
+                deltas,
+            }
+        })
+        .collect();
+    let args = |r: &Run| r.argv[r.argv.len().min(1)..].to_vec();
+    let base_args = args(base);
+    let mut arguments = Vec::new();
+    let mut changed_inputs = Vec::new();
+    for r in &runs[1..] {
+        let a = args(r);
+        arguments.push(ArgumentDiff {
+            id: r.id,
+            base: base.id,
+            added: a
+                .iter()
+                .filter(|x| !base_args.contains(x))
+                .cloned()
+                .collect(),
+            removed: base_args
+                .iter()
+                .filter(|x| !a.contains(x))
+                .cloned()
+                .collect(),
+        });
+        for input in &r.inputs {
+            if base
+                .inputs
+                .iter()
+                .any(|b| b.path == input.path && b.sha256 != input.sha256)
+            {
+                changed_inputs.push(ChangedInput {
+                    path: input.path.clone(),
+                    base: base.id,
+                    id: r.id,
+                });
+            }
+        }
+    }
+    RunComparison {
+        ids: runs.iter().map(|r| r.id).collect(),
+        runs: runs
+            .iter()
+            .map(|r| RunSummary {
+                id: r.id,
+                workflow: r.workflow.clone(),
+                started_utc: r.started_utc.chars().take(16).collect(),
+                pragma_version: r.pragma_version.clone(),
+                status: r.status.clone(),
+            })
+            .collect(),
+        arguments,
+        changed_inputs,
+        metrics,
+    }
+}

@@ -1,7 +1,8 @@
 //! Judging a rerun: metrics identical, inside the recorded CI, or different; JSON result
 //! files equal but for timing fields; headline metrics from a probe sweep's results.json.
 
-use pragma_research::reproduce::{compare_metrics, headline, json_equal_but_timings};
+use pragma_research::reproduce::{compare_metrics, compare_runs, headline, json_equal_but_timings};
+use pragma_research::runs::{Artifact, Run};
 
 #[test]
 fn metrics_identical_within_ci_or_different() {
@@ -68,4 +69,60 @@ fn json_timings_and_headline() {
     assert_eq!(e["detection_margin_ci"][1], 0.116);
     assert_eq!(e["planted_best"], "sae-diff");
     assert!(e.get("planted_margin").is_none());
+}
+
+fn run(id: i64, argv: &[&str], input_sha: &str, metrics: serde_json::Value) -> Run {
+    Run {
+        id,
+        workflow: "probe train".into(),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        cwd: "/w".into(),
+        pragma_version: "0.2.0".into(),
+        started: 0.0,
+        started_utc: "2026-12-01 12:00:07".into(),
+        seconds: Some(1.0),
+        status: "ok".into(),
+        inputs: vec![Artifact {
+            path: "data.jsonl".into(),
+            bytes: 10,
+            sha256: Some(input_sha.into()),
+            modified: None,
+        }],
+        metrics,
+        artifacts: vec![],
+        tags: vec![],
+    }
+}
+
+#[test]
+fn runs_compared_against_the_first() {
+    let a = run(
+        1,
+        &["/bin/pragma", "probe", "train", "--seed", "0"],
+        "aa",
+        serde_json::json!({"test_auroc": 0.9, "fvu": 0.2, "name": "x"}),
+    );
+    let b = run(
+        2,
+        &["/other/pragma", "probe", "train", "--seed", "1"],
+        "bb",
+        serde_json::json!({"test_auroc": 0.8, "l0": 12}),
+    );
+    let c = compare_runs(&[a, b]);
+    assert_eq!(c.ids, [1, 2]);
+    assert_eq!(c.runs[0].started_utc, "2026-12-01 12:00");
+    // The binary's path is not an argument; the seed is.
+    assert_eq!(c.arguments.len(), 1);
+    assert_eq!(c.arguments[0].added, ["1"]);
+    assert_eq!(c.arguments[0].removed, ["0"]);
+    assert_eq!(c.changed_inputs.len(), 1);
+    assert_eq!(c.changed_inputs[0].path, "data.jsonl");
+    let names: Vec<&str> = c.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["fvu", "l0", "test_auroc"]); // numeric only, sorted
+    let auroc = &c.metrics[2];
+    assert_eq!(auroc.values, [Some(0.9), Some(0.8)]);
+    assert!((auroc.deltas[1].expect("delta") + 0.1).abs() < 1e-12);
+    assert_eq!(auroc.deltas[0], None);
+    assert_eq!(c.metrics[0].values, [Some(0.2), None]);
+    assert_eq!(c.metrics[1].deltas, [None, None]); // the base lacks l0
 }
