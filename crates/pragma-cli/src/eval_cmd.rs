@@ -29,6 +29,17 @@ pub enum EvalCommand {
     Report(ReportArgs),
 }
 
+/// What every proxy-task run takes (`eval run`, `checkin`).
+#[derive(Args)]
+pub struct SuiteRunArgs {
+    /// Bootstrap replicates of the intervals (>= 100).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub bootstrap: u64,
+    /// Run even if the time estimate is over the suite's budget.
+    #[arg(long)]
+    pub yes: bool,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Model: .gguf file, HF folder, or built-in name.
@@ -50,12 +61,8 @@ pub struct RunArgs {
     /// Split seeds (overrides the suite's `seeds`).
     #[arg(long)]
     seeds: Option<u64>,
-    /// Bootstrap replicates of the intervals (>= 100).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
-    bootstrap: u64,
-    /// Run even if the time estimate is over the suite's budget.
-    #[arg(long)]
-    yes: bool,
+    #[command(flatten)]
+    run: crate::eval_cmd::SuiteRunArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -118,8 +125,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         sae_preset: (a.sae == "preset").then(|| suite.sae.clone()),
         suite,
         out: a.out.clone(),
-        bootstrap: a.bootstrap as usize,
-        yes: a.yes,
+        bootstrap: a.run.bootstrap as usize,
+        yes: a.run.yes,
         sae_other_model: a.sae_other_model,
     };
     let res = with_progress(|events| run::run(&model, sae.as_ref(), &cfg, events));

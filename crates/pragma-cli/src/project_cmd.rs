@@ -58,12 +58,8 @@ pub struct CheckinArgs {
     /// Model (default: the project's `model`, else pragma's default model).
     #[arg(long)]
     model: Option<String>,
-    /// Bootstrap replicates of the intervals (>= 100).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
-    bootstrap: u64,
-    /// Run even if the time estimate is over the suite's budget.
-    #[arg(long)]
-    yes: bool,
+    #[command(flatten)]
+    run: crate::eval_cmd::SuiteRunArgs,
     /// Print the check-in as JSON.
     #[arg(long)]
     json: bool,
@@ -181,8 +177,8 @@ pub fn cmd_checkin(a: CheckinArgs, run_id: Option<i64>) -> Result<()> {
     let model = pragma_model::Model::load(&spec, &mut |m| eprintln!("{m}"))?;
     let db = db(&p)?;
     let mut cfg = CheckinConfig::new(&p);
-    cfg.bootstrap = a.bootstrap as usize;
-    cfg.yes = a.yes;
+    cfg.bootstrap = a.run.bootstrap as usize;
+    cfg.yes = a.run.yes;
     cfg.run_id = run_id;
     cfg.rerun_of = crate::runs_cmd::rerun_of();
     if let Some(id) = cfg.rerun_of {

@@ -494,15 +494,8 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
                 &cfg,
                 &mut |m| eprintln!("[{:>5.1}s] {m}", t.elapsed().as_secs_f64()),
             )?;
-            std::fs::create_dir_all(&a.out)?;
-            let report = study.markdown();
-            pragma_model::io::write_atomic(&a.out.join("report.md"), report.as_bytes())?;
-            pragma_model::io::write_json(&a.out.join("study.json"), &study)?;
-            pragma_methods::sweep::plot_svg(&study.grid, &a.out.join("sweep.svg"))?;
-            let mut vector = vector;
-            vector.meta.model_sha256 = Some(pragma_store::writer::model_sha256(&model)?);
-            vector.save(&a.out.join("vector.safetensors"))?;
-            print!("{report}");
+            pragma_methods::study::write_folder(&model, &study, vector, &a.out)?;
+            print!("{}", study.markdown());
             println!(
                 "study done in {:.0}s -> {}/report.md, study.json, sweep.svg, vector.safetensors",
                 t.elapsed().as_secs_f64(),

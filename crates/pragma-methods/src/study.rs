@@ -200,6 +200,29 @@ fn chat_ids(model: &Model, user: &str, rule: InputRule) -> Result<Vec<u32>> {
     )
 }
 
+/// Write a study's files into `out` (created if missing), each atomically: `report.md`
+/// ([`Study::markdown`]), `study.json`, `sweep.svg` (the layer x scale grid) and
+/// `vector.safetensors` (`vector`, stamped with the model's SHA-256). Returns the paths
+/// in that order. What `pragma steer study` writes.
+pub fn write_folder(
+    model: &Model,
+    study: &Study,
+    mut vector: SteeringVector,
+    out: &Path,
+) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|source| pragma_model::Error::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let files = ["report.md", "study.json", "sweep.svg", "vector.safetensors"].map(|f| out.join(f));
+    pragma_model::io::write_atomic(&files[0], study.markdown().as_bytes())?;
+    pragma_model::io::write_json(&files[1], study)?;
+    crate::sweep::plot_svg(&study.grid, &files[2])?;
+    vector.meta.model_sha256 = Some(pragma_store::writer::model_sha256(model)?);
+    vector.save(&files[3])?;
+    Ok(files.to_vec())
+}
+
 /// Run the study. `pairs` train the vector (each text side is wrapped as a user turn).
 pub fn run(
     model: &Model,
