@@ -36,8 +36,8 @@ mod workflow;
 pub use features::{features, store_features, token_features};
 pub use plot::plot_svg;
 pub use workflow::{
-    load_features, save_features, site_layers, train_to_folder, FeatureMeta, FeatureSource,
-    TrainFiles, TrainOutput, FEATURE_META,
+    load_features, read_features, save_features, site_layers, train_to_folder, FeatureMeta,
+    FeatureSource, TrainFiles, TrainOutput, FEATURE_META,
 };
 
 use baselines::{bag_of_words, prompting};
@@ -540,30 +540,24 @@ pub fn fit_logistic_cv(
 
 /// The whole sweep from text: read `cfg.layers`' activations for every example (one
 /// forward each, [`features`]), then [`sweep`]. `progress` gets one-line messages. What
-/// `pragma probe train` and the Python `Probe.train` run (the CLI can also reuse saved or
-/// stored features and call [`sweep`] itself).
+/// the Python `Probe.train` runs; [`train_to_folder`] (`pragma probe train`) also reads
+/// stored or saved features and writes the run's files.
 pub fn train(
     model: &Model,
     ds: &Dataset,
     cfg: &ProbeConfig,
     progress: &mut dyn FnMut(&str),
 ) -> Result<SweepOutput> {
-    let t = std::time::Instant::now();
-    let feats = features(
+    let meta = FeatureMeta::new(model, ds, cfg);
+    let (feats, secs) = read_features(
         model,
         ds,
-        &cfg.site,
-        &cfg.layers,
-        cfg.position,
-        cfg.input,
+        cfg,
+        &FeatureSource::Model,
+        &meta,
         &mut |_| {},
+        progress,
     )?;
-    let secs = t.elapsed().as_secs_f64();
-    progress(&format!(
-        "activations for {} texts x {} layers in {secs:.1}s",
-        ds.examples.len(),
-        cfg.layers.len()
-    ));
     sweep(model, ds, &feats, cfg, secs, progress)
 }
 

@@ -215,6 +215,43 @@ pub struct TrainFiles {
     pub save_features: bool,
 }
 
+/// `cfg.layers`' activations for every example of `ds` from `source` (`[n_examples,
+/// d_model]` per layer, in `cfg.layers` order) and the seconds it took; says how long on
+/// `progress`. `meta` is what a features file must match.
+pub fn read_features(
+    model: &Model,
+    ds: &Dataset,
+    cfg: &ProbeConfig,
+    source: &FeatureSource,
+    meta: &FeatureMeta,
+    texts_done: &mut dyn FnMut(usize),
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Vec<Tensor>, f64)> {
+    let t = std::time::Instant::now();
+    let feats = match source {
+        FeatureSource::File(p) => load_features(p, meta)?,
+        FeatureSource::Store(dir) => {
+            store_features(model, dir, ds, &cfg.site, &cfg.layers, cfg.position)?.0
+        }
+        FeatureSource::Model => features(
+            model,
+            ds,
+            &cfg.site,
+            &cfg.layers,
+            cfg.position,
+            cfg.input,
+            texts_done,
+        )?,
+    };
+    let secs = t.elapsed().as_secs_f64();
+    progress(&format!(
+        "activations for {} texts x {} layers in {secs:.1}s",
+        ds.examples.len(),
+        cfg.layers.len()
+    ));
+    Ok((feats, secs))
+}
+
 /// What [`train_to_folder`] did: the report, and where it wrote what.
 pub struct TrainOutput {
     pub report: ProbeReport,
@@ -246,28 +283,8 @@ pub fn train_to_folder(
     // Check the splits before spending time on the forward passes.
     let split = splits(ds, cfg.fractions, cfg.seed)?;
     let meta = FeatureMeta::new(model, ds, cfg);
-    let t = std::time::Instant::now();
-    let feats = match source {
-        FeatureSource::File(p) => load_features(p, &meta)?,
-        FeatureSource::Store(dir) => {
-            store_features(model, dir, ds, &cfg.site, &cfg.layers, cfg.position)?.0
-        }
-        FeatureSource::Model => features(
-            model,
-            ds,
-            &cfg.site,
-            &cfg.layers,
-            cfg.position,
-            cfg.input,
-            texts_done,
-        )?,
-    };
-    let features_seconds = t.elapsed().as_secs_f64();
-    progress(&format!(
-        "activations for {} texts x {} layers in {features_seconds:.1}s",
-        ds.examples.len(),
-        cfg.layers.len()
-    ));
+    let (feats, features_seconds) =
+        read_features(model, ds, cfg, source, &meta, texts_done, progress)?;
     std::fs::create_dir_all(out).map_err(|source| pragma_model::Error::Write {
         path: out.to_path_buf(),
         source,
