@@ -159,6 +159,7 @@ fn train(a: TrainArgs) -> Result<()> {
     probe::splits(&ds, fractions, a.seed)?;
     let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
     let (site, layers) = probe::site_layers(&a.hooks, model.cfg().n_layers)?;
+    let position = Position::parse(&a.position)?;
     let stored: Vec<(String, InputRule)> = match &a.store {
         Some(dir) => vec![(
             format!("store {}", dir.display()),
@@ -171,7 +172,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let cfg = ProbeConfig {
         site,
         layers,
-        position: Position::parse(&a.position)?,
+        position,
         c_grid,
         fractions,
         seed: a.seed,

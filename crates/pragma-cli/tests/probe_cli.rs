@@ -62,6 +62,12 @@ fn train_score_and_monitor() {
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    // The plot is whole (drawn into memory, then written atomically).
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("test AUROC"),
+        "{svg}"
+    );
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("r"))
             .expect("json");

@@ -19,6 +19,7 @@
 pub mod error;
 pub mod investigate;
 pub mod linear;
+mod plot;
 pub mod probe;
 pub mod sae;
 pub mod stats;

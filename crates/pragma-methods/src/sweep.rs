@@ -560,77 +560,79 @@ pub fn plot_svg(s: &Sweep, path: &std::path::Path) -> Result<()> {
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &y| (a.min(y), b.max(y)));
     let pad = ((y1 - y0) * 0.1).max(0.1);
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("steering sweep: log p({:?}) - log p({:?})", s.yes, s.no),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0.min(x1)..x1.max(x0 + 1e-9), (y0 - pad)..(y1 + pad))
-        .map_err(|e| err(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("scale")
-        .y_desc("mean log-odds (95% CI)")
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    let mut layers: Vec<usize> = s.points.iter().map(|p| p.layer).collect();
-    layers.dedup();
-    for (i, &layer) in layers.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        for control in [false, true] {
-            let pts: Vec<&Point> = s
-                .points
-                .iter()
-                .filter(|p| p.layer == layer && p.control == control)
-                .collect();
-            let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.scale as f64, p.logodds)).collect();
-            let label = if control {
-                format!("layer {layer} random control")
-            } else {
-                format!("layer {layer}")
-            };
-            let style = if control {
-                color.mix(0.45).stroke_width(1)
-            } else {
-                color.stroke_width(2)
-            };
-            chart
-                .draw_series(LineSeries::new(line, style))
-                .map_err(|e| err(e.to_string()))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-            chart
-                .draw_series(pts.iter().map(|p| {
-                    PathElement::new(
-                        vec![
-                            (p.scale as f64, p.logodds_ci.0),
-                            (p.scale as f64, p.logodds_ci.1),
-                        ],
-                        color.mix(if control { 0.45 } else { 1.0 }),
-                    )
-                }))
-                .map_err(|e| err(e.to_string()))?;
+    crate::plot::svg_atomic(path, (800, 500), |root| {
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("steering sweep: log p({:?}) - log p({:?})", s.yes, s.no),
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0.min(x1)..x1.max(x0 + 1e-9), (y0 - pad)..(y1 + pad))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("scale")
+            .y_desc("mean log-odds (95% CI)")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        let mut layers: Vec<usize> = s.points.iter().map(|p| p.layer).collect();
+        layers.dedup();
+        for (i, &layer) in layers.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            for control in [false, true] {
+                let pts: Vec<&Point> = s
+                    .points
+                    .iter()
+                    .filter(|p| p.layer == layer && p.control == control)
+                    .collect();
+                let line: Vec<(f64, f64)> =
+                    pts.iter().map(|p| (p.scale as f64, p.logodds)).collect();
+                let label = if control {
+                    format!("layer {layer} random control")
+                } else {
+                    format!("layer {layer}")
+                };
+                let style = if control {
+                    color.mix(0.45).stroke_width(1)
+                } else {
+                    color.stroke_width(2)
+                };
+                chart
+                    .draw_series(LineSeries::new(line, style))
+                    .map_err(|e| err(e.to_string()))?
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+                chart
+                    .draw_series(pts.iter().map(|p| {
+                        PathElement::new(
+                            vec![
+                                (p.scale as f64, p.logodds_ci.0),
+                                (p.scale as f64, p.logodds_ci.1),
+                            ],
+                            color.mix(if control { 0.45 } else { 1.0 }),
+                        )
+                    }))
+                    .map_err(|e| err(e.to_string()))?;
+            }
         }
-    }
-    chart
-        .draw_series(LineSeries::new(
-            vec![(x0, s.baseline), (x1, s.baseline)],
-            BLACK.mix(0.5),
-        ))
-        .map_err(|e| err(e.to_string()))?
-        .label("unsteered")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x0, s.baseline), (x1, s.baseline)],
+                BLACK.mix(0.5),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label("unsteered")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.5)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+        Ok(())
+    })
 }

@@ -166,7 +166,12 @@ fn a_planted_dictionary_is_recovered() {
             arch.name(),
             err / tot
         );
-        assert!(d.path().join("loss.svg").exists() && d.path().join("log.jsonl").exists());
+        assert!(d.path().join("log.jsonl").exists());
+        let svg = std::fs::read_to_string(d.path().join("loss.svg")).expect("loss.svg");
+        assert!(
+            svg.trim_end().ends_with("</svg>") && svg.contains("FVU"),
+            "{svg}"
+        );
     }
 }
 

@@ -18,14 +18,15 @@ pub fn patch_svg(r: &PatchResult, path: &Path) -> Result<()> {
     let rows = r.grids.first().map_or(1, |g| g.normalized.len());
     let cell_h = (600 / rows.max(1)).clamp(8, 24) as u32;
     let panel_h = 170 + cell_h * rows as u32;
-    let root = SVGBackend::new(path, (panel_w * n as u32, panel_h)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let panels = root.split_evenly((1, n));
-    for (area, g) in panels.iter().zip(&r.grids) {
-        draw_grid(area, g, r, cell_w, cell_h).map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
+    crate::plot::svg_atomic(path, (panel_w * n as u32, panel_h), |root| {
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let panels = root.split_evenly((1, n));
+        for (area, g) in panels.iter().zip(&r.grids) {
+            draw_grid(area, g, r, cell_w, cell_h).map_err(|e| err(e.to_string()))?;
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+        Ok(())
+    })
 }
 
 fn color(v: f64, max: f64) -> plotters::style::RGBColor {

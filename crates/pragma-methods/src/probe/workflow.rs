@@ -1,7 +1,8 @@
 //! The `pragma probe train` workflow as one library call: where the activations come
 //! from (the model, an activation store, or a features file saved by an earlier run),
-//! the sweep with its baselines, and every file the run writes. The CLI and the Python
-//! bindings parse, call [`train_to_folder`] and present its [`TrainOutput`].
+//! the sweep with its baselines, and every file the run writes. The CLI parses, calls
+//! [`train_to_folder`] and presents its [`TrainOutput`]; the Python bindings call
+//! [`super::train`], which computes the features and returns the probes in memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -70,7 +70,7 @@ pub type HookFn = Arc<dyn Fn(&Tensor, &SiteInfo) -> candle_core::Result<Tensor> 
 /// What a hook does at its site.
 #[derive(Clone)]
 pub enum Action {
-    /// Save the activation into the returned [`Cache`].
+    /// Save the activation into the returned [`Cache`](super::Cache).
     Capture,
     /// `x += scale * vector`; `vector` broadcasts over the trailing dims (e.g. `[d_model]`).
     Add { vector: Tensor, scale: f32 },
@@ -155,7 +155,7 @@ impl Hooks {
         Hooks { hooks }
     }
 
-    /// Capture `point` into the returned [`Cache`]. Capturing a point again with nothing
+    /// Capture `point` into the returned [`Cache`](super::Cache). Capturing a point again with nothing
     /// added at it in between is a no-op (the cache holds one tensor per point and call;
     /// a second capture would append a copy of the same positions).
     pub fn capture(&mut self, point: HookPoint) -> &mut Self {

@@ -921,39 +921,40 @@ fn plot_log(lines: &[String], path: &Path) -> Result<()> {
         return Ok(());
     }
     let err = |e: String| Error::Input(format!("plot {}: {e}", path.display()));
-    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let panels = root.split_evenly((1, 3));
-    let x1 = log.last().map_or(1, |l| l.tokens).max(1) as f64;
-    type Get = fn(&LogLine) -> f64;
-    let series: [(&str, Get); 3] = [
-        ("FVU", |l| l.fvu),
-        ("L0", |l| l.l0),
-        ("dead fraction", |l| l.dead_fraction),
-    ];
-    for (panel, (name, get)) in panels.iter().zip(series) {
-        let ys: Vec<f64> = log.iter().map(get).filter(|v| v.is_finite()).collect();
-        let y1 = ys.iter().cloned().fold(0f64, f64::max).max(1e-6) * 1.05;
-        let mut chart = ChartBuilder::on(panel)
-            .caption(name, ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0f64..x1, 0f64..y1)
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("tokens")
-            .x_labels(4)
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series(LineSeries::new(
-                log.iter().map(|l| (l.tokens as f64, get(l))),
-                BLUE.stroke_width(2),
-            ))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
+    crate::plot::svg_atomic(path, (900, 360), |root| {
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let panels = root.split_evenly((1, 3));
+        let x1 = log.last().map_or(1, |l| l.tokens).max(1) as f64;
+        type Get = fn(&LogLine) -> f64;
+        let series: [(&str, Get); 3] = [
+            ("FVU", |l| l.fvu),
+            ("L0", |l| l.l0),
+            ("dead fraction", |l| l.dead_fraction),
+        ];
+        for (panel, (name, get)) in panels.iter().zip(series) {
+            let ys: Vec<f64> = log.iter().map(get).filter(|v| v.is_finite()).collect();
+            let y1 = ys.iter().cloned().fold(0f64, f64::max).max(1e-6) * 1.05;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(name, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(45)
+                .build_cartesian_2d(0f64..x1, 0f64..y1)
+                .map_err(|e| err(e.to_string()))?;
+            chart
+                .configure_mesh()
+                .x_desc("tokens")
+                .x_labels(4)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+            chart
+                .draw_series(LineSeries::new(
+                    log.iter().map(|l| (l.tokens as f64, get(l))),
+                    BLUE.stroke_width(2),
+                ))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+        Ok(())
+    })
 }
