@@ -28,7 +28,7 @@ pub struct RolloutArgs {
     batch: usize,
     /// Steer or ablate while answering (as `pragma generate`).
     #[command(flatten)]
-    intervention: crate::InterventionArgs,
+    intervention: crate::run_cmd::InterventionArgs,
     #[command(flatten)]
     db: DbArg,
 }
@@ -59,7 +59,7 @@ pub(super) fn cmd_rollout(a: RolloutArgs) -> Result<()> {
         &model,
         &prompts,
         &opts,
-        &crate::build_hooks(&model, &a.intervention, pragma_model::InputRule::default())?,
+        &crate::run_cmd::build_hooks(&model, &a.intervention, pragma_model::InputRule::default())?,
         a.batch,
         &mut |d, _| bar.set_position(d as u64),
     );
