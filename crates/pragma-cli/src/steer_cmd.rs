@@ -6,8 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use pragma_methods::steering::llama_cpp;
 use pragma_methods::steering::{
-    read_pairs, sha256_file, side_ids, train, Method, Operator, Position, Side, SteeringVector,
-    TrainConfig,
+    read_pairs, sha256_file, train, Method, Operator, Position, SteeringVector, TrainConfig,
 };
 use pragma_methods::sweep::{SampledMetrics, SweepOptions};
 use pragma_model::hooks::{HookPoint, Hooks, Positions};
@@ -296,59 +295,6 @@ pub fn steering_hooks(model: &Model, a: &SteerArgs, positions: Positions) -> Res
     Ok(hooks)
 }
 
-/// Eval prompts from JSONL lines `{"prompt": "..."}`, as token ids (wrapped as a user
-/// turn with the assistant header appended when `chat`), built under `rule`.
-pub fn read_prompts(
-    model: &Model,
-    path: &std::path::Path,
-    chat: bool,
-    rule: InputRule,
-) -> Result<Vec<Vec<u32>>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut prompts = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let j: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON: {e}", path.display(), i + 1))?;
-        let Some(p) = j.get("prompt").and_then(|p| p.as_str()) else {
-            bail!(
-                "{}:{}: expected {{\"prompt\": \"...\"}}",
-                path.display(),
-                i + 1
-            );
-        };
-        prompts.push(prompt_ids(model, p, chat, rule)?);
-    }
-    if prompts.is_empty() {
-        bail!("{}: no prompts found", path.display());
-    }
-    Ok(prompts)
-}
-
-fn prompt_ids(model: &Model, p: &str, chat: bool, rule: InputRule) -> Result<Vec<u32>> {
-    let side = if chat {
-        Side::Chat(vec![pragma_model::tokenizer::ChatMessage::new("user", p)])
-    } else {
-        Side::Text(p.to_string())
-    };
-    Ok(side_ids(model, &side, rule)?)
-}
-
-/// A reference text file as token ids, for the NLL coherence cost.
-pub fn read_reference(model: &Model, path: &std::path::Path, rule: InputRule) -> Result<Vec<u32>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let ids = prompt_ids(model, text.trim(), false, rule)?;
-    if ids.len() < 3 {
-        bail!("{}: reference text is empty", path.display());
-    }
-    Ok(ids)
-}
-
 pub fn cmd_steer(c: SteerCommand) -> Result<()> {
     match c {
         SteerCommand::Train(a) => {
@@ -421,7 +367,7 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
                 ));
             }
             let rule = a.input.rule(&model, &artifacts)?;
-            let prompts = read_prompts(&model, &a.prompts, a.chat, rule)?;
+            let prompts = pragma_methods::sweep::read_prompts(&model, &a.prompts, a.chat, rule)?;
             let layers = match &a.layers {
                 Some(s) => parse_layers(s, model.cfg().n_layers)?,
                 None => v.meta.layers.clone(),
@@ -431,7 +377,7 @@ pub fn cmd_steer(c: SteerCommand) -> Result<()> {
             let mut opts = SweepOptions::new(&a.yes, &a.no, a.seed);
             opts.operator = Operator::parse(&a.steer_op)?;
             if let Some(r) = &a.reference {
-                opts.reference = Some(read_reference(&model, r, rule)?);
+                opts.reference = Some(pragma_methods::sweep::read_reference(&model, r, rule)?);
             }
             if a.regex.is_some() || a.probe.is_some() {
                 opts.sampled = Some(SampledMetrics {
@@ -555,7 +501,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         pairs.len(),
         t.elapsed().as_secs_f64()
     );
-    let ids = prompt_ids(&model, &a.prompt, true, rule)?;
+    let ids = pragma_methods::sweep::prompt_ids(&model, &a.prompt, true, rule)?;
     let opts = pragma_model::generate::GenerateOptions {
         max_tokens: a.max_tokens,
         sampling: pragma_model::generate::Sampling {

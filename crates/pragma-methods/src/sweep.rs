@@ -14,14 +14,16 @@
 use candle_core::{DType, Device, Tensor, D};
 use pragma_model::generate::{generate_items, GenerateOptions, Sampling};
 use pragma_model::hooks::{Hooks, Positions};
+use pragma_model::input::InputRule;
 use pragma_model::llama::{log_softmax, Batch, Logits};
+use pragma_model::tokenizer::ChatMessage;
 use pragma_model::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::probe::Probe;
 use crate::stats::{bootstrap_ci, mean, XorShift};
-use crate::steering::{Operator, SteeringVector};
+use crate::steering::{side_ids, Operator, Side, SteeringVector};
 
 /// One grid point, for the real vector or its random control.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -540,6 +542,70 @@ impl Sweep {
         }
         s
     }
+}
+
+/// A prompt as token ids under `rule`: wrapped as a user turn with the assistant header
+/// appended when `chat`, else the plain text.
+pub fn prompt_ids(model: &Model, prompt: &str, chat: bool, rule: InputRule) -> Result<Vec<u32>> {
+    let side = if chat {
+        Side::Chat(vec![ChatMessage::new("user", prompt)])
+    } else {
+        Side::Text(prompt.to_string())
+    };
+    side_ids(model, &side, rule)
+}
+
+/// Eval prompts from JSONL lines `{"prompt": "..."}` (blank lines skipped), as token ids
+/// ([`prompt_ids`]). Errors name the file and line: unreadable, invalid JSON, a line
+/// without `"prompt"`, or no prompts at all.
+pub fn read_prompts(
+    model: &Model,
+    path: &std::path::Path,
+    chat: bool,
+    rule: InputRule,
+) -> Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let mut prompts = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let j: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::Input(format!("{}:{}: invalid JSON: {e}", path.display(), i + 1))
+        })?;
+        let Some(p) = j.get("prompt").and_then(|p| p.as_str()) else {
+            return Err(Error::Input(format!(
+                "{}:{}: expected {{\"prompt\": \"...\"}}",
+                path.display(),
+                i + 1
+            )));
+        };
+        prompts.push(prompt_ids(model, p, chat, rule)?);
+    }
+    if prompts.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no prompts found",
+            path.display()
+        )));
+    }
+    Ok(prompts)
+}
+
+/// A reference text file as token ids (plain text, trimmed), for the NLL coherence cost
+/// ([`SweepOptions::reference`]). Errors: unreadable, or under 3 tokens.
+pub fn read_reference(model: &Model, path: &std::path::Path, rule: InputRule) -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let ids = prompt_ids(model, text.trim(), false, rule)?;
+    if ids.len() < 3 {
+        return Err(Error::Input(format!(
+            "{}: reference text is empty",
+            path.display()
+        )));
+    }
+    Ok(ids)
 }
 
 /// Draw log-odds against scale, one line per layer, controls dashed, as SVG.
