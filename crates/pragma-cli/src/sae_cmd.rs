@@ -411,29 +411,19 @@ fn cmd_latents(a: LatentsArgs) -> Result<()> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
+    use pragma_methods::sae::eval::{evaluate_to_folder, EvalConfig, EvalData};
     let sae = Sae::load(&a.sae)?;
     let out = a.out.clone().unwrap_or_else(|| a.sae.clone());
     crate::runs_cmd::set_out(&out);
-    let store_dir = match (&a.store, &a.data) {
-        (Some(s), _) => s.clone(),
-        (None, Some(data)) => {
-            let model = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
-            load_for(&model, &a.sae)?;
-            let path = pragma_store::datasets::resolve(data, &mut |m| eprintln!("{m}"))?;
-            let dir = out.join("eval-store");
-            eprintln!(
-                "caching {} at {} into {}...",
-                data,
-                sae.cfg.hook_name,
-                dir.display()
-            );
-            pragma_methods::sae::eval::cache_for_eval(&model, &sae, &path, &dir, a.max_tokens)?;
-            dir
-        }
+    let data = match (&a.store, &a.data) {
+        (Some(s), _) => EvalData::Store(s.clone()),
+        (None, Some(d)) => EvalData::Corpus(pragma_store::datasets::resolve(d, &mut |m| {
+            eprintln!("{m}")
+        })?),
         (None, None) => bail!("expected --store STORE or --data CORPUS"),
     };
-    let store = pragma_store::Store::open(&store_dir)?;
-    let model = if a.ce_sequences > 0 {
+    // The model (checked against the SAE) caches a corpus and runs the loss metrics.
+    let model = if matches!(data, EvalData::Corpus(_)) || a.ce_sequences > 0 {
         let m = Model::load(&a.model, &mut |m| eprintln!("{m}"))?;
         load_for(&m, &a.sae)?;
         Some(m)
@@ -445,17 +435,18 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let cfg = pragma_methods::sae::eval::EvalConfig {
+    let cfg = EvalConfig {
         max_tokens: a.max_tokens,
         ce_sequences: a.ce_sequences,
         batch: 4096,
     };
-    let report = pragma_methods::sae::eval::evaluate(
+    let report = evaluate_to_folder(
         &sae,
         &a.sae.display().to_string(),
-        &store,
+        &data,
         model.as_ref(),
         &cfg,
+        &out,
         &mut |what, d, t| {
             bar.set_message(what.to_string());
             bar.set_length(t);
@@ -463,14 +454,10 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    std::fs::create_dir_all(&out)?;
-    pragma_model::io::write_json(&out.join("eval.json"), &report)?;
-    let md = report.markdown();
-    pragma_model::io::write_atomic(&out.join("eval.md"), md.as_bytes())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{md}");
+        print!("{}", report.markdown());
         println!("-> {}/eval.json, eval.md", out.display());
     }
     Ok(())

@@ -517,3 +517,64 @@ pub fn cache_for_eval(
     pragma_store::writer::cache(model, &opts, &mut ())?;
     Ok(())
 }
+
+/// Where [`evaluate_to_folder`] reads activations.
+#[derive(Clone, Debug)]
+pub enum EvalData {
+    /// A held-out activation store holding the SAE's hook.
+    Store(std::path::PathBuf),
+    /// A corpus file (a built-in name already resolved to a path): cached at the SAE's
+    /// hook into `OUT/eval-store` first ([`cache_for_eval`], resumable), then evaluated.
+    Corpus(std::path::PathBuf),
+}
+
+/// `pragma sae eval`: [`evaluate`] on `data` and write `eval.json` and `eval.md` into
+/// `out` (created if missing), atomically. `model` is needed to cache a corpus and for
+/// the loss metrics (`cfg.ce_sequences > 0`); without it those are refused or skipped.
+/// `progress(what, done, total)` as in [`evaluate`].
+///
+/// Errors: a corpus without a model, a store without the SAE's hook, unwritable `out`.
+pub fn evaluate_to_folder(
+    sae: &Sae,
+    name: &str,
+    data: &EvalData,
+    model: Option<&Model>,
+    cfg: &EvalConfig,
+    out: &std::path::Path,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<EvalReport> {
+    let store_dir = match data {
+        EvalData::Store(dir) => dir.clone(),
+        EvalData::Corpus(path) => {
+            let model = model.ok_or_else(|| {
+                Error::Input(format!(
+                    "caching {} for the evaluation needs the model",
+                    path.display()
+                ))
+            })?;
+            let dir = out.join("eval-store");
+            progress(
+                &format!(
+                    "caching {} at {} into {}",
+                    path.display(),
+                    sae.cfg.hook_name,
+                    dir.display()
+                ),
+                0,
+                1,
+            );
+            cache_for_eval(model, sae, path, &dir, cfg.max_tokens)?;
+            dir
+        }
+    };
+    let store = pragma_store::Store::open(&store_dir)?;
+    let model = model.filter(|_| cfg.ce_sequences > 0);
+    let report = evaluate(sae, name, &store, model, cfg, progress)?;
+    std::fs::create_dir_all(out).map_err(|source| pragma_model::Error::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    pragma_model::io::write_json(&out.join("eval.json"), &report)?;
+    pragma_model::io::write_atomic(&out.join("eval.md"), report.markdown().as_bytes())?;
+    Ok(report)
+}
