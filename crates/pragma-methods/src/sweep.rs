@@ -698,7 +698,6 @@ pub fn plot_svg(s: &Sweep, path: &std::path::Path) -> Result<()> {
             .border_style(BLACK)
             .draw()
             .map_err(|e| err(e.to_string()))?;
-        root.present().map_err(|e| err(e.to_string()))?;
         Ok(())
     })
 }

@@ -146,6 +146,16 @@ fn patching_finds_the_only_head_that_moves_information() {
                 );
             }
         }
+        // The heatmaps: one panel per grid, written whole.
+        let svg_path = dir.path().join("patch.svg");
+        pragma_methods::investigate::plot::patch_svg(&r, &svg_path).expect("plot");
+        let svg = std::fs::read_to_string(&svg_path).expect("svg");
+        assert!(
+            svg.starts_with("<svg")
+                && svg.trim_end().ends_with("</svg>")
+                && svg.contains("attn_out"),
+            "{svg}"
+        );
     }
 }
 

@@ -24,7 +24,6 @@ pub fn patch_svg(r: &PatchResult, path: &Path) -> Result<()> {
         for (area, g) in panels.iter().zip(&r.grids) {
             draw_grid(area, g, r, cell_w, cell_h).map_err(|e| err(e.to_string()))?;
         }
-        root.present().map_err(|e| err(e.to_string()))?;
         Ok(())
     })
 }

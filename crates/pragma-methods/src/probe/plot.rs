@@ -98,7 +98,6 @@ pub fn plot_svg(r: &ProbeReport, path: &Path) -> Result<()> {
             .border_style(BLACK)
             .draw()
             .map_err(|e| err(e.to_string()))?;
-        root.present().map_err(|e| err(e.to_string()))?;
         Ok(())
     })
 }

@@ -954,7 +954,6 @@ fn plot_log(lines: &[String], path: &Path) -> Result<()> {
                 ))
                 .map_err(|e| err(e.to_string()))?;
         }
-        root.present().map_err(|e| err(e.to_string()))?;
         Ok(())
     })
 }
