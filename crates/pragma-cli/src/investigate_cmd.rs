@@ -133,26 +133,23 @@ pub fn cmd_patch(a: PatchArgs) -> Result<()> {
         ProgressStyle::with_template("patching {bar:30} {pos}/{len} runs  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let atp = if a.method != "patching" {
-        Some(investigate::attribution::attribution_patch(&model, &cfg)?)
-    } else {
-        None
-    };
-    let r = match (a.method.as_str(), atp.clone()) {
-        ("attribution", Some(atp)) => atp,
-        _ => investigate::patch(&model, &cfg, &mut |done, total| {
+    let out = investigate::attribution::patch_with(
+        &model,
+        &cfg,
+        investigate::attribution::PatchMethod::parse(&a.method)?,
+        &mut |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
-        })?,
-    };
+        },
+    )?;
     bar.finish_and_clear();
+    let r = out.result;
     crate::runs_cmd::set_result(&r);
-    if let (Some(atp), "both") = (&atp, a.method.as_str()) {
-        for (exact, est) in r.grids.iter().zip(&atp.grids) {
+    if let Some(atp) = &out.attribution {
+        for (exact, corr) in r.grids.iter().zip(&out.correlations) {
             eprintln!(
-                "{}: attribution vs patching r = {:.3} ({} cells; attribution took {:.2} s, patching {:.1} s)",
+                "{}: attribution vs patching r = {corr:.3} ({} cells; attribution took {:.2} s, patching {:.1} s)",
                 exact.hook,
-                investigate::attribution::grid_correlation(exact, est),
                 exact.normalized.iter().map(Vec::len).sum::<usize>(),
                 atp.seconds,
                 r.seconds
@@ -164,14 +161,14 @@ pub fn cmd_patch(a: PatchArgs) -> Result<()> {
         eprintln!("wrote {}", p.display());
     }
     if a.json {
-        match (&atp, a.method.as_str()) {
-            (Some(atp), "both") => println!(
+        match &out.attribution {
+            Some(atp) => println!(
                 "{}",
                 serde_json::to_string_pretty(
                     &serde_json::json!({"patching": r, "attribution": atp})
                 )?
             ),
-            _ => println!("{}", serde_json::to_string_pretty(&r)?),
+            None => println!("{}", serde_json::to_string_pretty(&r)?),
         }
         return Ok(());
     }

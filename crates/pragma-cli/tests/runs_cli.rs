@@ -797,6 +797,21 @@ fn steer_patch_and_sae_eval_runs_record_their_headline_metrics() {
         })
         .fold(0.0f64, |a, v| if v.abs() > a.abs() { v } else { a });
     assert_eq!(mt[format!("{hook}_top")].as_f64(), Some(strongest), "{mt}");
+    // Both methods: the exact grids (the same as above) beside the attribution estimate,
+    // with their correlation on stderr.
+    let mut both = json_args.clone();
+    both.extend(["--method", "both"]);
+    let (ok, out, err) = common::pragma(&both);
+    assert!(ok, "{err}");
+    assert!(err.contains("attribution vs patching r ="), "{err}");
+    let b: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(b["patching"]["grids"], r["grids"]);
+    assert_eq!(
+        b["attribution"]["grids"][0]["hook"].as_str(),
+        Some(format!("{hook} (attribution)").as_str()),
+        "{}",
+        b["attribution"]
+    );
 
     std::fs::write(
         p("c.txt"),

@@ -319,3 +319,79 @@ pub fn grid_correlation(a: &PatchGrid, b: &PatchGrid) -> f64 {
     }
     sxy / (sxx * syy).sqrt().max(1e-300)
 }
+
+/// Which estimate of the patching grids `pragma patch` computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchMethod {
+    /// One forward per patch ([`super::patching::patch`]): exact.
+    Patching,
+    /// [`attribution_patch`]: the first-order estimate from one forward and backward
+    /// per prompt.
+    Attribution,
+    /// Both, and how well the estimate tracks the exact grids.
+    Both,
+}
+
+impl PatchMethod {
+    /// `patching`, `attribution` or `both`.
+    pub fn parse(s: &str) -> Result<PatchMethod> {
+        Ok(match s {
+            "patching" => PatchMethod::Patching,
+            "attribution" => PatchMethod::Attribution,
+            "both" => PatchMethod::Both,
+            _ => {
+                return Err(Error::Input(format!(
+                    "method '{s}': expected patching, attribution or both"
+                )))
+            }
+        })
+    }
+}
+
+/// What [`patch_with`] computed.
+#[derive(Clone, Debug)]
+pub struct PatchOutcome {
+    /// The exact grids, or the attribution estimate when that is the only method.
+    pub result: PatchResult,
+    /// With [`PatchMethod::Both`]: the attribution estimate beside the exact `result`.
+    pub attribution: Option<PatchResult>,
+    /// With [`PatchMethod::Both`]: Pearson r between estimate and exact, per grid (in
+    /// `result.grids` order).
+    pub correlations: Vec<f64>,
+}
+
+/// Run `method` on `cfg`. `progress(done, total)` follows the exact sweep's batches.
+pub fn patch_with(
+    model: &Model,
+    cfg: &PatchConfig,
+    method: PatchMethod,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PatchOutcome> {
+    Ok(match method {
+        PatchMethod::Attribution => PatchOutcome {
+            result: attribution_patch(model, cfg)?,
+            attribution: None,
+            correlations: Vec::new(),
+        },
+        PatchMethod::Patching => PatchOutcome {
+            result: super::patching::patch(model, cfg, progress)?,
+            attribution: None,
+            correlations: Vec::new(),
+        },
+        PatchMethod::Both => {
+            let atp = attribution_patch(model, cfg)?;
+            let exact = super::patching::patch(model, cfg, progress)?;
+            let correlations = exact
+                .grids
+                .iter()
+                .zip(&atp.grids)
+                .map(|(e, a)| grid_correlation(e, a))
+                .collect();
+            PatchOutcome {
+                result: exact,
+                attribution: Some(atp),
+                correlations,
+            }
+        }
+    })
+}
