@@ -13,25 +13,7 @@ use clap::Subcommand;
 use pragma_research::reproduce::{
     compare_artifacts, compare_metrics, compare_runs, headline, headline_of,
 };
-use pragma_research::runs::{Artifact, Filter, NewRun, RunDb};
-
-/// Workflows recorded: the command and, for command groups, the subcommand.
-const WORKFLOWS: &[&str] = &[
-    "cache",
-    "probe train",
-    "steer train",
-    "steer sweep",
-    "steer study",
-    "sae train",
-    "sae eval",
-    "eval run",
-    "transcripts diff",
-    "patch",
-    "lens",
-    "counterfactual",
-    "resample",
-    "checkin",
-];
+use pragma_research::runs::{inputs_of, out_of, workflow_of, Artifact, Filter, NewRun, RunDb};
 
 /// The output folder a command declared while running (for commands without `--out`,
 /// e.g. `checkin`): its files are the run's artifacts and its headline metrics' source.
@@ -136,68 +118,18 @@ pub struct Recording {
     workflow: String,
 }
 
-/// The workflow name of a command line (`probe train`), if it is one.
-fn workflow(argv: &[String]) -> Option<String> {
-    let words: Vec<&str> = argv
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .take(2)
-        .map(String::as_str)
-        .collect();
-    let two = words.join(" ");
-    WORKFLOWS
-        .iter()
-        .find(|w| **w == two || Some(**w) == words.first().copied())
-        .map(|w| w.to_string())
-}
-
-/// Files a command line names, hashed: existing files, and the manifest or config of
-/// existing folders.
-fn inputs(argv: &[String], out: Option<&Path>) -> Vec<Artifact> {
-    let mut found = Vec::new();
-    for a in argv.iter().skip(1) {
-        let value = a.split_once('=').map_or(a.as_str(), |(_, v)| v);
-        let p = Path::new(value);
-        if out.is_some_and(|o| o == p) {
-            continue;
-        }
-        // Absolute, so `runs show --check` and `runs rerun` work from any folder.
-        let abs = p.canonicalize();
-        let p = abs.as_deref().unwrap_or(p);
-        if p.is_file() {
-            found.extend(Artifact::of(p));
-        } else if p.is_dir() {
-            for f in ["manifest.json", "cfg.json"] {
-                found.extend(Artifact::of(&p.join(f)));
-            }
-        }
-    }
-    found
-}
-
-fn out_arg(argv: &[String]) -> Option<PathBuf> {
-    argv.iter().enumerate().find_map(|(i, a)| {
-        if a == "--out" || a == "-o" {
-            argv.get(i + 1).map(PathBuf::from)
-        } else {
-            a.strip_prefix("--out=").map(PathBuf::from)
-        }
-    })
-}
-
 impl Recording {
     /// Start recording this process's run, unless `off` or it is not a workflow.
     pub fn start(off: bool) -> Option<Recording> {
         let off = off || std::env::var("PRAGMA_NO_RECORD").is_ok_and(|v| !v.is_empty() && v != "0");
         let argv: Vec<String> = std::env::args().collect();
-        let workflow = workflow(&argv).filter(|_| !off)?;
-        let out = out_arg(&argv);
+        let workflow = workflow_of(&argv).filter(|_| !off)?;
+        let out = out_of(&argv);
         let rec = (|| -> Result<Recording> {
             let db = db()?;
             let id = db.start(&NewRun {
                 workflow: workflow.clone(),
-                inputs: inputs(&argv, out.as_deref()),
+                inputs: inputs_of(&argv, out.as_deref()),
                 argv,
                 cwd: std::env::current_dir()?.display().to_string(),
                 pragma_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -139,11 +139,7 @@ pub fn cmd_cache(a: CacheArgs) -> Result<()> {
     } else {
         TextSplit::Blocks
     };
-    let long_docs = match a.long.as_str() {
-        "truncate" => LongDocs::Truncate,
-        "split" => LongDocs::Split,
-        other => bail!("--long '{other}': expected truncate or split"),
-    };
+    let long_docs = LongDocs::parse(&a.long)?;
     // Resuming: the store's own rule is the default (an explicit contradiction is refused).
     let existing: Vec<(String, pragma_model::InputRule)> =
         pragma_store::manifest::Manifest::read(&a.out)

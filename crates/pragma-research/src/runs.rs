@@ -112,6 +112,76 @@ pub struct NewRun {
     pub tags: Vec<String>,
 }
 
+/// Workflows recorded: the command and, for command groups, the subcommand.
+pub const WORKFLOWS: &[&str] = &[
+    "cache",
+    "probe train",
+    "steer train",
+    "steer sweep",
+    "steer study",
+    "sae train",
+    "sae eval",
+    "eval run",
+    "transcripts diff",
+    "patch",
+    "lens",
+    "counterfactual",
+    "resample",
+    "checkin",
+];
+
+/// The workflow name of a `pragma` command line (`argv[0]` is the binary), e.g.
+/// `probe train`, if it is one of [`WORKFLOWS`].
+pub fn workflow_of(argv: &[String]) -> Option<String> {
+    let words: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .take(2)
+        .map(String::as_str)
+        .collect();
+    let two = words.join(" ");
+    WORKFLOWS
+        .iter()
+        .find(|w| **w == two || Some(**w) == words.first().copied())
+        .map(|w| w.to_string())
+}
+
+/// Files a command line names, hashed: existing files, and the manifest or config of
+/// existing folders.
+pub fn inputs_of(argv: &[String], out: Option<&Path>) -> Vec<Artifact> {
+    let mut found = Vec::new();
+    for a in argv.iter().skip(1) {
+        let value = a.split_once('=').map_or(a.as_str(), |(_, v)| v);
+        let p = Path::new(value);
+        if out.is_some_and(|o| o == p) {
+            continue;
+        }
+        // Absolute, so `runs show --check` and `runs rerun` work from any folder.
+        let abs = p.canonicalize();
+        let p = abs.as_deref().unwrap_or(p);
+        if p.is_file() {
+            found.extend(Artifact::of(p));
+        } else if p.is_dir() {
+            for f in ["manifest.json", "cfg.json"] {
+                found.extend(Artifact::of(&p.join(f)));
+            }
+        }
+    }
+    found
+}
+
+/// The output folder a command line names (`--out DIR`, `-o DIR` or `--out=DIR`).
+pub fn out_of(argv: &[String]) -> Option<PathBuf> {
+    argv.iter().enumerate().find_map(|(i, a)| {
+        if a == "--out" || a == "-o" {
+            argv.get(i + 1).map(PathBuf::from)
+        } else {
+            a.strip_prefix("--out=").map(PathBuf::from)
+        }
+    })
+}
+
 /// A recorded run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {

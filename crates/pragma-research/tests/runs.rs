@@ -2,7 +2,7 @@
 //! own connection, 50 runs each) lose nothing; a newer schema is refused with both
 //! versions; an artifact's check reports a deleted or changed file; UTC formatting.
 
-use pragma_research::runs::{utc, Artifact, Filter, NewRun, RunDb};
+use pragma_research::runs::{inputs_of, out_of, utc, workflow_of, Artifact, Filter, NewRun, RunDb};
 
 fn new(workflow: &str) -> NewRun {
     NewRun {
@@ -180,4 +180,58 @@ fn concurrent_checkins_get_distinct_numbers_per_project() {
         assert!(all.iter().all(|c| c.project == p));
     }
     assert!(db.checkins("/p/c").expect("none").is_empty());
+}
+
+#[test]
+fn a_command_line_names_its_workflow_output_and_inputs() {
+    let argv = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_string).collect() };
+    assert_eq!(
+        workflow_of(&argv("/bin/pragma probe train m.gguf --data d.jsonl")).as_deref(),
+        Some("probe train")
+    );
+    assert_eq!(
+        workflow_of(&argv("pragma --no-record sae train --store s")).as_deref(),
+        Some("sae train")
+    );
+    assert_eq!(
+        workflow_of(&argv("pragma cache m --data c.txt")).as_deref(),
+        Some("cache")
+    );
+    assert_eq!(workflow_of(&argv("pragma steer export --vector v")), None);
+    assert_eq!(workflow_of(&argv("pragma info")), None);
+    assert_eq!(out_of(&argv("pragma patch --out run")), Some("run".into()));
+    assert_eq!(out_of(&argv("pragma sae train -o run")), Some("run".into()));
+    assert_eq!(out_of(&argv("pragma cache --out=run")), Some("run".into()));
+    assert_eq!(out_of(&argv("pragma cache")), None);
+
+    // Existing files are hashed (absolute paths); a folder contributes its manifest or
+    // cfg.json; the output folder and missing paths are left out.
+    let d = tempfile::tempdir().expect("tmp");
+    let data = d.path().join("d.jsonl");
+    std::fs::write(&data, "{}").expect("w");
+    let store = d.path().join("store");
+    std::fs::create_dir(&store).expect("mkdir");
+    std::fs::write(store.join("manifest.json"), "{}").expect("w");
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(out.join("cfg.json"), "{}").expect("w");
+    let line = format!(
+        "pragma probe train --data={} --store {} --out {} /no/such/file",
+        data.display(),
+        store.display(),
+        out.display()
+    );
+    let found = inputs_of(&argv(&line), Some(&out));
+    let paths: Vec<&str> = found.iter().map(|a| a.path.as_str()).collect();
+    let canon = |p: std::path::PathBuf| p.canonicalize().expect("canon").display().to_string();
+    assert_eq!(
+        paths,
+        [
+            canon(data).as_str(),
+            canon(store.join("manifest.json")).as_str()
+        ]
+    );
+    assert!(found
+        .iter()
+        .all(|a| a.sha256.as_deref().is_some_and(|h| h.len() == 64)));
 }

@@ -51,6 +51,19 @@ pub enum LongDocs {
     Split,
 }
 
+impl LongDocs {
+    /// `truncate` or `split`.
+    pub fn parse(s: &str) -> crate::Result<LongDocs> {
+        match s {
+            "truncate" => Ok(LongDocs::Truncate),
+            "split" => Ok(LongDocs::Split),
+            other => Err(crate::Error::Invalid(format!(
+                "--long '{other}': expected truncate or split"
+            ))),
+        }
+    }
+}
+
 /// Everything that determines the store's bytes; a resumed run must match it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
