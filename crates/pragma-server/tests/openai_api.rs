@@ -797,15 +797,20 @@ async fn readouts_sae_steering_and_posted_vectors() {
 
 /// Send raw bytes, optionally half-closing the write side after them; (status, body).
 async fn raw(addr: SocketAddr, bytes: &[u8], half_close: bool) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    if s.write_all(bytes).await.is_err() {
-        return (0, String::new());
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Read while writing: a server may answer (413) and close before a large body is
+    // all sent, and then the write fails but the answer is already on its way.
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), rd.read_to_end(&mut buf))
+            .await;
+        buf
+    });
+    if wr.write_all(bytes).await.is_ok() && half_close {
+        let _ = wr.shutdown().await;
     }
-    if half_close {
-        let _ = s.shutdown().await;
-    }
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+    let buf = reader.await.expect("reader");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text
         .split_whitespace()
